@@ -1,0 +1,215 @@
+// gradsparse._core — selection entry points. Arguments are checked with the GIL held;
+// planning and writing the output run with it released.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+
+#include "gradsparse/parallel.hpp"
+#include "gradsparse/select.hpp"
+
+namespace py = pybind11;
+using namespace gradsparse;
+
+namespace {
+
+DType to_dtype(int code) {
+    if (code < 0 || code > 3) throw py::type_error("dtype: unsupported dtype code " + std::to_string(code));
+    return static_cast<DType>(code);
+}
+
+// A C-contiguous array whose item size matches `dtype`.
+const void* data_of(const py::array& a, DType dtype, const char* name) {
+    if (!(a.flags() & py::array::c_style))
+        throw py::value_error(std::string(name) + ": array must be C-contiguous");
+    if (static_cast<size_t>(a.itemsize()) != dtype_size(dtype))
+        throw py::type_error(std::string(name) + ": item size does not match dtype " + dtype_name(dtype));
+    return a.data();
+}
+
+Segment make_segment(const py::array& x, int code, const py::object& cost) {
+    Segment s;
+    s.dtype = to_dtype(code);
+    s.data = data_of(x, s.dtype, "x");
+    s.n = static_cast<size_t>(x.size());
+    if (cost.is_none()) {
+        s.cost_kind = CostKind::None;
+    } else if (py::isinstance<py::float_>(cost) || py::isinstance<py::int_>(cost)) {
+        s.cost_kind = CostKind::Scalar;
+        s.cost = cost.cast<double>();
+    } else {
+        py::array c = cost.cast<py::array>();
+        if (c.dtype().is(py::dtype::of<float>()))
+            s.cost_dtype = DType::F32;
+        else if (c.dtype().is(py::dtype::of<double>()))
+            s.cost_dtype = DType::F64;
+        else
+            throw py::type_error("cost: cost arrays must be float32 or float64");
+        if (static_cast<size_t>(c.size()) != s.n)
+            throw py::value_error("cost: has " + std::to_string(c.size()) + " elements, x has " + std::to_string(s.n));
+        s.cost_data = data_of(c, s.cost_dtype, "cost");
+        s.cost_kind = CostKind::Array;
+    }
+    return s;
+}
+
+Budget make_budget(int kind, size_t k, double energy, double tau) {
+    Budget b;
+    if (kind < 0 || kind > 2) throw py::value_error("budget: unknown budget kind");
+    b.kind = static_cast<Budget::Kind>(kind);
+    b.k = k;
+    b.energy = energy;
+    b.tau = tau;
+    return b;
+}
+
+// One (indices, values) pair per input array.
+py::list select_py(const py::list& xs, const std::vector<int>& codes, const py::list& costs, int mode,
+                   double q, double alpha, int kind, size_t k, double energy, double tau) {
+    const size_t n = xs.size();
+    if (codes.size() != n || costs.size() != n) throw py::value_error("xs: lengths of xs, dtypes and costs differ");
+    std::vector<py::array> arrays;
+    std::vector<Segment> segs;
+    for (size_t j = 0; j < n; ++j) {
+        arrays.push_back(xs[j].cast<py::array>());
+        segs.push_back(make_segment(arrays.back(), codes[j], costs[j]));
+    }
+    if (mode < 0 || mode > 2) throw py::value_error("mode: unknown ranking mode");
+    ScoreSpec spec{static_cast<KeyMode>(mode), q, alpha};
+    Budget budget = make_budget(kind, k, energy, tau);
+    Selection sel;
+    {
+        py::gil_scoped_release release;
+        sel = select(segs, spec, budget);
+    }
+    std::vector<py::array_t<int64_t>> idx;
+    std::vector<py::array> vals;
+    std::vector<int64_t*> ip(n);
+    std::vector<void*> vp(n);
+    for (size_t j = 0; j < n; ++j) {
+        py::ssize_t c = static_cast<py::ssize_t>(sel.counts()[j]);
+        idx.emplace_back(c);
+        vals.emplace_back(arrays[j].dtype(), std::vector<py::ssize_t>{c});
+        ip[j] = idx.back().mutable_data();
+        vp[j] = vals.back().mutable_data();
+    }
+    {
+        py::gil_scoped_release release;
+        sel.emit(ip.data(), vp.data());
+    }
+    py::list out;
+    for (size_t j = 0; j < n; ++j) out.append(py::make_tuple(idx[j], vals[j]));
+    return out;
+}
+
+// Row-wise top-k of a 2-D array into preallocated (rows, k) outputs.
+void topk_rows_py(const py::array& x, int code, size_t k, int mode, bool sorted, py::array& values,
+                  py::array_t<int64_t>& indices) {
+    DType dtype = to_dtype(code);
+    const uint8_t* base = static_cast<const uint8_t*>(data_of(x, dtype, "input"));
+    if (x.ndim() != 2) throw py::value_error("input: expected a 2-D array");
+    const size_t rows = static_cast<size_t>(x.shape(0)), cols = static_cast<size_t>(x.shape(1));
+    if (values.ndim() != 2 || static_cast<size_t>(values.shape(0)) != rows ||
+        static_cast<size_t>(values.shape(1)) != k || !(values.flags() & py::array::c_style) ||
+        !values.writeable() || values.itemsize() != x.itemsize())
+        throw py::value_error("out: values buffer must be a writable C-contiguous (rows, k) array of the input dtype");
+    if (indices.ndim() != 2 || static_cast<size_t>(indices.shape(0)) != rows ||
+        static_cast<size_t>(indices.shape(1)) != k || !(indices.flags() & py::array::c_style) ||
+        !indices.writeable())
+        throw py::value_error("out: indices buffer must be a writable C-contiguous (rows, k) int64 array");
+    if (mode < 0 || mode > 2) throw py::value_error("mode: unknown ranking mode");
+    if (k < 1 || k > cols) throw py::value_error("k: must be in [1, " + std::to_string(cols) + "], got " + std::to_string(k));
+    uint8_t* vout = static_cast<uint8_t*>(values.mutable_data());
+    int64_t* iout = indices.mutable_data();
+    const size_t w = dtype_size(dtype);
+    ScoreSpec spec{static_cast<KeyMode>(mode), 2.0, 1.0};
+    Budget budget;
+    budget.k = k;
+    py::gil_scoped_release release;
+    auto one_row = [&](size_t r, int threads) {
+        Segment s;
+        s.data = base + r * cols * w;
+        s.n = cols;
+        s.dtype = dtype;
+        Selection sel = select({s}, spec, budget, threads);
+        int64_t* ip = iout + r * k;
+        void* vp = vout + r * k * w;
+        sel.emit(&ip, &vp);
+        if (sorted) order_by_rank(dtype, spec.mode, vp, ip, k);
+    };
+    if (rows == 1) {
+        one_row(0, 0);
+        return;
+    }
+    int nt = threads_for(rows * cols, size_t(1) << 15);
+    nt = static_cast<int>(std::min<size_t>(static_cast<size_t>(nt), rows));
+    parallel_run(nt, [&](int t) {
+        for (size_t r = static_cast<size_t>(t); r < rows; r += static_cast<size_t>(nt)) one_row(r, 1);
+    });
+}
+
+py::array_t<int64_t> random_k_py(size_t n, size_t k, uint64_t seed) {
+    std::vector<int64_t> v;
+    {
+        py::gil_scoped_release release;
+        v = random_k(n, k, seed);
+    }
+    py::array_t<int64_t> out(static_cast<py::ssize_t>(v.size()));
+    std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(int64_t));
+    return out;
+}
+
+}  // namespace
+
+void register_select(py::module_& m) {
+    m.def("select", &select_py, py::arg("xs"), py::arg("dtypes"), py::arg("costs"), py::arg("mode"),
+          py::arg("q"), py::arg("alpha"), py::arg("kind"), py::arg("k"), py::arg("energy"), py::arg("tau"),
+          "Exact selection over 1-D contiguous arrays; returns [(indices, values)] per array.");
+    m.def("topk_rows", &topk_rows_py, py::arg("input"), py::arg("dtype"), py::arg("k"), py::arg("mode"),
+          py::arg("sorted"), py::arg("values"), py::arg("indices"),
+          "Row-wise top-k of a C-contiguous 2-D array into (rows, k) outputs.");
+    m.def("random_k", &random_k_py, py::arg("n"), py::arg("k"), py::arg("seed"),
+          "k distinct ascending indices of [0, n), uniform, reproducible for a seed.");
+    m.def("add_f32", [](py::array_t<float, 0>& e, const py::array_t<float, 0>& x) {
+              if (!(e.flags() & py::array::c_style) || !(x.flags() & py::array::c_style) || !e.writeable())
+                  throw py::value_error("residual: must be writable and C-contiguous");
+              if (e.size() != x.size()) throw py::value_error("residual: size differs from x");
+              float* ep = e.mutable_data();
+              const float* xp = x.data();
+              size_t n = static_cast<size_t>(e.size());
+              py::gil_scoped_release release;
+              add_inplace_f32(ep, xp, n);
+          },
+          py::arg("residual"), py::arg("x"), "residual += x (float32, in place).");
+
+    py::class_<StreamingSelector>(m, "StreamingCore")
+        .def(py::init([](int kind, size_t k, double energy, double q, double alpha) {
+                 return new StreamingSelector(make_budget(kind, k, energy, 0.0), q, alpha);
+             }),
+             py::arg("kind"), py::arg("k"), py::arg("energy"), py::arg("q"), py::arg("alpha"))
+        .def("push",
+             [](StreamingSelector& s, const py::array& x, int code, const py::object& cost) {
+                 Segment seg = make_segment(x, code, cost);
+                 py::gil_scoped_release release;
+                 s.push(seg);
+             },
+             py::arg("x"), py::arg("dtype"), py::arg("cost"))
+        .def("chunks", &StreamingSelector::chunks)
+        .def("finish", [](StreamingSelector& s) {
+            std::vector<StreamingSelector::ChunkResult> res;
+            {
+                py::gil_scoped_release release;
+                res = s.finish();
+            }
+            py::list out;
+            for (auto& r : res) {
+                py::array_t<int64_t> idx(static_cast<py::ssize_t>(r.indices.size()));
+                std::memcpy(idx.mutable_data(), r.indices.data(), r.indices.size() * sizeof(int64_t));
+                py::array_t<uint8_t> vals(static_cast<py::ssize_t>(r.values.size()));
+                std::memcpy(vals.mutable_data(), r.values.data(), r.values.size());
+                out.append(py::make_tuple(idx, vals));
+            }
+            return out;
+        });
+}

@@ -1,0 +1,13 @@
+// gradsparse._core — wires the per-concept bindings together; nothing else lives here.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+void register_config(py::module_& m);
+void register_select(py::module_& m);
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "gradsparse C++ core (selection engine, SIMD dispatch, threads)";
+    register_config(m);
+    register_select(m);
+}

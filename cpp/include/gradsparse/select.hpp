@@ -1,0 +1,105 @@
+// gradsparse — exact selection: top-k, CWMP (cost-weighted top-k), threshold, random-k.
+//
+// Ranking: every element gets an order key (keys.hpp); larger keys rank first and equal
+// keys rank by the lower global index (position in the concatenation of the segments).
+// Results never depend on the SIMD level or the thread count.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "gradsparse/common.hpp"
+
+namespace gradsparse {
+
+enum class CostKind : int { None = 0, Scalar = 1, Array = 2 };
+
+/// One contiguous tensor taking part in a selection, with its cost.
+struct Segment {
+    const void* data = nullptr;
+    size_t n = 0;
+    DType dtype = DType::F32;
+    CostKind cost_kind = CostKind::None;
+    double cost = 1.0;                  // CostKind::Scalar
+    const void* cost_data = nullptr;    // CostKind::Array: n values
+    DType cost_dtype = DType::F64;      // F32 or F64
+};
+
+/// How elements are scored. Without costs (or with one equal cost everywhere) the ranking is
+/// `mode`; otherwise it is the CWMP score |x|^q / c^alpha computed in double.
+struct ScoreSpec {
+    KeyMode mode = KeyMode::Magnitude;
+    double q = 2.0;
+    double alpha = 1.0;
+};
+
+/// What to keep: the k best (Count), the longest best-first prefix whose summed cost is
+/// <= energy (Energy), or every element whose score is >= tau (Threshold, q = 1: |x| >= tau).
+struct Budget {
+    enum Kind { Count, Energy, Threshold } kind = Count;
+    size_t k = 0;
+    double energy = 0.0;
+    double tau = 0.0;
+};
+
+struct SelectionImpl;
+
+/// A planned selection: the number kept per segment is known; emit() writes them out.
+class Selection {
+  public:
+    Selection();
+    ~Selection();
+    Selection(Selection&&) noexcept;
+    Selection& operator=(Selection&&) noexcept;
+
+    /// Elements kept in each segment.
+    const std::vector<size_t>& counts() const;
+    /// Writes, per segment s, the kept local indices (ascending) to idx[s] and their values
+    /// (same dtype as the segment) to vals[s]; vals or vals[s] may be null.
+    void emit(int64_t* const* idx, void* const* vals) const;
+    /// Which path produced it: "sampled", "radix" or "full" (for tests and benchmarks).
+    const char* path() const;
+
+    std::unique_ptr<SelectionImpl> impl;
+};
+
+/// Plans a selection over `segments`. nthreads = 0: use get_num_threads().
+Selection select(const std::vector<Segment>& segments, const ScoreSpec& spec, const Budget& budget,
+                 int nthreads = 0);
+
+/// Reorders k (value, index) pairs of one row from ascending index to rank order
+/// (best first, ties by lower index) for `mode`.
+void order_by_rank(DType dtype, KeyMode mode, void* values, int64_t* indices, size_t k);
+
+/// e[i] += x[i] for float32 (error-feedback accumulation), SIMD and threaded.
+void add_inplace_f32(float* e, const float* x, size_t n);
+
+/// k distinct indices of [0, n), uniform, ascending; the same for the same seed everywhere.
+std::vector<int64_t> random_k(size_t n, size_t k, uint64_t seed);
+
+/// Exact single-pass selection over chunks pushed one at a time; memory O(k) (Count) or
+/// O(kept) (Energy) beyond the output. Values are copied on push, so a chunk may be reused.
+class StreamingSelector {
+  public:
+    StreamingSelector(const Budget& budget, double q, double alpha);
+    ~StreamingSelector();
+    /// Adds the next chunk; its global indices follow those of the previous chunks.
+    void push(const Segment& segment);
+    /// Chunks pushed so far.
+    size_t chunks() const;
+    /// Ends the stream: per chunk, the kept local indices (ascending) and value bits.
+    struct ChunkResult {
+        std::vector<int64_t> indices;
+        std::vector<uint8_t> values;  // raw element bytes, dtype of the chunk
+        DType dtype;
+    };
+    std::vector<ChunkResult> finish();
+
+  private:
+    struct State;
+    std::unique_ptr<State> state_;
+};
+
+}  // namespace gradsparse

@@ -1,0 +1,143 @@
+// gradsparse — AVX2 kernel table (this unit alone is compiled with -mavx2 -mbmi2 -mpopcnt).
+// AVX2 has no compress instruction: a 256-entry table of lane permutations packs the
+// passing indices to the front of the vector (the x86-simd-sort/StreamVByte trick).
+#include <immintrin.h>
+
+#include <array>
+
+#include "filter_generic.hpp"
+
+namespace gradsparse {
+namespace {
+
+struct PackTable {
+    alignas(32) std::array<std::array<uint32_t, 8>, 256> perm{};
+    PackTable() {
+        for (unsigned m = 0; m < 256; ++m) {
+            unsigned j = 0;
+            for (unsigned lane = 0; lane < 8; ++lane)
+                if (m & (1u << lane)) perm[m][j++] = lane;
+            for (; j < 8; ++j) perm[m][j] = 0;
+        }
+    }
+};
+const PackTable kPack;
+
+// Order key of 8 float32 lanes with the top bit flipped, so that the signed 32-bit
+// comparison AVX2 has orders them like the unsigned keys of keys.hpp.
+template <KeyMode M>
+inline __m256i skey_f32x8(__m256i b) {
+    const __m256i top = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+    __m256i a = _mm256_and_si256(b, _mm256_set1_epi32(0x7FFFFFFF));
+    if (M == KeyMode::Magnitude)
+        return _mm256_xor_si256(_mm256_min_epu32(a, _mm256_set1_epi32(0x7F800001)), top);
+    __m256i is_nan = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7F800000));
+    __m256i is_zero = _mm256_cmpeq_epi32(a, _mm256_setzero_si256());
+    __m256i key = _mm256_xor_si256(b, _mm256_or_si256(_mm256_srai_epi32(b, 31), top));
+    key = _mm256_blendv_epi8(key, top, is_zero);
+    key = _mm256_or_si256(key, is_nan);
+    if (M == KeyMode::Smallest) key = _mm256_xor_si256(key, _mm256_set1_epi32(-1));
+    return _mm256_xor_si256(key, top);
+}
+
+// Lanes with skey >= sthr, as an 8-bit mask.
+inline unsigned pass_mask(__m256i skey, __m256i sthr_minus_one) {
+    return static_cast<unsigned>(
+        _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(skey, sthr_minus_one))));
+}
+
+inline uint32_t* emit8(uint32_t* out, unsigned m, __m256i idx) {
+    __m256i p = _mm256_load_si256(reinterpret_cast<const __m256i*>(kPack.perm[m].data()));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_permutevar8x32_epi32(idx, p));
+    return out + _mm_popcnt_u32(m);
+}
+
+template <KeyMode M>
+size_t filter_f32_mode(const uint32_t* bits, size_t n, uint32_t thr, uint32_t* out, size_t cap) {
+    if (thr == 0) return generic::filter_keys<keys::F32>(bits, n, M, thr, out, cap);
+    // key >= thr  <=>  skey > sthr - 1 (thr > 0, so no wrap-around)
+    const __m256i vt = _mm256_set1_epi32(static_cast<int>((thr - 1u) ^ 0x80000000u));
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i eight = _mm256_set1_epi32(8);
+    uint32_t* const begin = out;
+    uint32_t* const limit = out + cap;
+    const __m256i* p = reinterpret_cast<const __m256i*>(bits);
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32, p += 4) {
+        unsigned m0 = pass_mask(skey_f32x8<M>(_mm256_loadu_si256(p)), vt);
+        unsigned m1 = pass_mask(skey_f32x8<M>(_mm256_loadu_si256(p + 1)), vt);
+        unsigned m2 = pass_mask(skey_f32x8<M>(_mm256_loadu_si256(p + 2)), vt);
+        unsigned m3 = pass_mask(skey_f32x8<M>(_mm256_loadu_si256(p + 3)), vt);
+        if ((m0 | m1 | m2 | m3) == 0) continue;
+        __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(i)), iota);
+        out = emit8(out, m0, idx);
+        idx = _mm256_add_epi32(idx, eight);
+        out = emit8(out, m1, idx);
+        idx = _mm256_add_epi32(idx, eight);
+        out = emit8(out, m2, idx);
+        idx = _mm256_add_epi32(idx, eight);
+        out = emit8(out, m3, idx);
+        if (out > limit) return kFilterOverflow;
+    }
+    size_t done = static_cast<size_t>(out - begin);
+    size_t rest = generic::filter_keys<keys::F32>(bits + i, n - i, M, thr, out, cap - done + 0);
+    if (rest == kFilterOverflow) return kFilterOverflow;
+    for (size_t j = 0; j < rest; ++j) out[j] += static_cast<uint32_t>(i);
+    return done + rest;
+}
+
+size_t filter_f32_avx2(const uint32_t* bits, size_t n, KeyMode mode, uint32_t thr, uint32_t* out,
+                       size_t cap) {
+    switch (mode) {
+        case KeyMode::Magnitude: return filter_f32_mode<KeyMode::Magnitude>(bits, n, thr, out, cap);
+        case KeyMode::Largest: return filter_f32_mode<KeyMode::Largest>(bits, n, thr, out, cap);
+        default: return filter_f32_mode<KeyMode::Smallest>(bits, n, thr, out, cap);
+    }
+}
+
+size_t filter_cost_f32_avx2(const float* x, const float* c, size_t n, double t, uint32_t* out,
+                            size_t cap, bool* bad_cost) {
+    const __m256d vt = _mm256_set1_pd(t);
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 fmax = _mm256_set1_ps(3.40282347e38f);
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    uint32_t* const begin = out;
+    uint32_t* const limit = out + cap;
+    __m256 ok = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 xv = _mm256_loadu_ps(x + i);
+        __m256 cv = _mm256_loadu_ps(c + i);
+        ok = _mm256_and_ps(ok, _mm256_and_ps(_mm256_cmp_ps(cv, zero, _CMP_GT_OQ),
+                                             _mm256_cmp_ps(cv, fmax, _CMP_LE_OQ)));
+        __m256d a0 = _mm256_cvtps_pd(_mm256_castps256_ps128(xv));
+        __m256d a1 = _mm256_cvtps_pd(_mm256_extractf128_ps(xv, 1));
+        __m256d t0 = _mm256_mul_pd(vt, _mm256_cvtps_pd(_mm256_castps256_ps128(cv)));
+        __m256d t1 = _mm256_mul_pd(vt, _mm256_cvtps_pd(_mm256_extractf128_ps(cv, 1)));
+        unsigned m = static_cast<unsigned>(
+            _mm256_movemask_pd(_mm256_cmp_pd(_mm256_mul_pd(a0, a0), t0, _CMP_NLT_UQ)) |
+            (_mm256_movemask_pd(_mm256_cmp_pd(_mm256_mul_pd(a1, a1), t1, _CMP_NLT_UQ)) << 4));
+        if (m == 0) continue;
+        out = emit8(out, m, _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(i)), iota));
+        if (out > limit) {
+            *bad_cost = *bad_cost || _mm256_movemask_ps(ok) != 0xFF;
+            return kFilterOverflow;
+        }
+    }
+    *bad_cost = *bad_cost || _mm256_movemask_ps(ok) != 0xFF;
+    size_t done = static_cast<size_t>(out - begin);
+    size_t rest = generic::filter_cost_f32(x + i, c + i, n - i, t, out, cap - done, bad_cost);
+    if (rest == kFilterOverflow) return kFilterOverflow;
+    for (size_t j = 0; j < rest; ++j) out[j] += static_cast<uint32_t>(i);
+    return done + rest;
+}
+
+}  // namespace
+
+const Kernels& kernels_avx2() {
+    static const Kernels table{filter_f32_avx2, generic::filter_f64, generic::filter_h16,
+                               filter_cost_f32_avx2, generic::add_f32};
+    return table;
+}
+
+}  // namespace gradsparse

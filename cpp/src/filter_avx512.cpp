@@ -1,0 +1,128 @@
+// gradsparse — AVX-512 kernel table (this unit alone is compiled with -mavx512f -mavx512bw
+// -mavx512dq -mavx512vl). float32 filters are specialised; the rest use the portable
+// loops compiled for this ISA.
+#include <immintrin.h>
+
+#include "filter_generic.hpp"
+
+namespace gradsparse {
+namespace {
+
+// Order key of 16 float32 lanes (see keys.hpp), in the same unsigned order.
+template <KeyMode M>
+inline __m512i key_f32x16(__m512i b) {
+    const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
+    const __m512i inf = _mm512_set1_epi32(0x7F800000);
+    __m512i a = _mm512_and_si512(b, abs_mask);
+    if (M == KeyMode::Magnitude) return _mm512_min_epu32(a, _mm512_set1_epi32(0x7F800001));
+    const __m512i top = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+    __mmask16 is_nan = _mm512_cmpgt_epu32_mask(a, inf);
+    __mmask16 is_zero = _mm512_cmpeq_epi32_mask(a, _mm512_setzero_si512());
+    __m512i key = _mm512_xor_si512(b, _mm512_or_si512(_mm512_srai_epi32(b, 31), top));
+    key = _mm512_mask_mov_epi32(key, is_zero, top);
+    key = _mm512_mask_mov_epi32(key, is_nan, _mm512_set1_epi32(-1));
+    if (M == KeyMode::Smallest) key = _mm512_xor_si512(key, _mm512_set1_epi32(-1));
+    return key;
+}
+
+inline uint32_t* emit16(uint32_t* out, __mmask16 m, __m512i idx) {
+    _mm512_storeu_si512(out, _mm512_maskz_compress_epi32(m, idx));
+    return out + _mm_popcnt_u32(m);
+}
+
+template <KeyMode M>
+size_t filter_f32_mode(const uint32_t* bits, size_t n, uint32_t thr, uint32_t* out, size_t cap) {
+    const __m512i vt = _mm512_set1_epi32(static_cast<int>(thr));
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i sixteen = _mm512_set1_epi32(16);
+    uint32_t* const begin = out;
+    uint32_t* const limit = out + cap;
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __mmask16 m0 = _mm512_cmpge_epu32_mask(key_f32x16<M>(_mm512_loadu_si512(bits + i)), vt);
+        __mmask16 m1 = _mm512_cmpge_epu32_mask(key_f32x16<M>(_mm512_loadu_si512(bits + i + 16)), vt);
+        __mmask16 m2 = _mm512_cmpge_epu32_mask(key_f32x16<M>(_mm512_loadu_si512(bits + i + 32)), vt);
+        __mmask16 m3 = _mm512_cmpge_epu32_mask(key_f32x16<M>(_mm512_loadu_si512(bits + i + 48)), vt);
+        if ((m0 | m1 | m2 | m3) == 0) continue;
+        __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota);
+        out = emit16(out, m0, idx);
+        idx = _mm512_add_epi32(idx, sixteen);
+        out = emit16(out, m1, idx);
+        idx = _mm512_add_epi32(idx, sixteen);
+        out = emit16(out, m2, idx);
+        idx = _mm512_add_epi32(idx, sixteen);
+        out = emit16(out, m3, idx);
+        if (out > limit) return kFilterOverflow;
+    }
+    for (; i < n; i += 16) {
+        size_t left = n - i;
+        __mmask16 live = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+        __m512i b = _mm512_maskz_loadu_epi32(live, bits + i);
+        __mmask16 m = _mm512_mask_cmpge_epu32_mask(live, key_f32x16<M>(b), vt);
+        out = emit16(out, m, _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota));
+        if (out > limit) return kFilterOverflow;
+    }
+    return static_cast<size_t>(out - begin);
+}
+
+size_t filter_f32_avx512(const uint32_t* bits, size_t n, KeyMode mode, uint32_t thr, uint32_t* out,
+                         size_t cap) {
+    switch (mode) {
+        case KeyMode::Magnitude: return filter_f32_mode<KeyMode::Magnitude>(bits, n, thr, out, cap);
+        case KeyMode::Largest: return filter_f32_mode<KeyMode::Largest>(bits, n, thr, out, cap);
+        default: return filter_f32_mode<KeyMode::Smallest>(bits, n, thr, out, cap);
+    }
+}
+
+// x^2 >= t*c in double for 8 lanes, true for NaN x (not-less-than, unordered).
+inline __mmask8 cost_pass_f64x8(__m256 x, __m256 c, __m512d t) {
+    __m512d a = _mm512_cvtps_pd(x);
+    __m512d tc = _mm512_mul_pd(t, _mm512_cvtps_pd(c));
+    return _mm512_cmp_pd_mask(_mm512_mul_pd(a, a), tc, _CMP_NLT_UQ);
+}
+
+inline __mmask16 cost_bad_f32x16(__m512 c) {
+    __mmask16 ok = _mm512_cmp_ps_mask(c, _mm512_setzero_ps(), _CMP_GT_OQ) &
+                   _mm512_cmp_ps_mask(c, _mm512_set1_ps(3.40282347e38f), _CMP_LE_OQ);
+    return static_cast<__mmask16>(~ok);
+}
+
+size_t filter_cost_f32_avx512(const float* x, const float* c, size_t n, double t, uint32_t* out,
+                              size_t cap, bool* bad_cost) {
+    const __m512d vt = _mm512_set1_pd(t);
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    uint32_t* const begin = out;
+    uint32_t* const limit = out + cap;
+    __mmask16 bad = 0;
+    size_t i = 0;
+    for (; i < n; i += 16) {
+        size_t left = n - i;
+        __mmask16 live = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+        __m512 xv = _mm512_maskz_loadu_ps(live, x + i);
+        __m512 cv = _mm512_mask_loadu_ps(_mm512_set1_ps(1.0f), live, c + i);
+        bad |= cost_bad_f32x16(cv);
+        __mmask8 lo = cost_pass_f64x8(_mm512_castps512_ps256(xv), _mm512_castps512_ps256(cv), vt);
+        __mmask8 hi = cost_pass_f64x8(
+            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(xv), 1)),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(cv), 1)), vt);
+        __mmask16 m = static_cast<__mmask16>((lo | (static_cast<unsigned>(hi) << 8)) & live);
+        if (m == 0) continue;
+        out = emit16(out, m, _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota));
+        if (out > limit) {
+            *bad_cost = *bad_cost || bad != 0;
+            return kFilterOverflow;
+        }
+    }
+    *bad_cost = *bad_cost || bad != 0;
+    return static_cast<size_t>(out - begin);
+}
+
+}  // namespace
+
+const Kernels& kernels_avx512() {
+    static const Kernels table{filter_f32_avx512, generic::filter_f64, generic::filter_h16,
+                               filter_cost_f32_avx512, generic::add_f32};
+    return table;
+}
+
+}  // namespace gradsparse

@@ -1,0 +1,70 @@
+// gradsparse — portable filter loops. Included by every filter_<isa>.cpp: the scalar
+// table is built only from these, and SIMD tables use them for the variants they do not
+// specialise (compiled with that unit's flags, so the compiler may vectorise them).
+#pragma once
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels.hpp"
+#include "keys.hpp"
+
+namespace gradsparse {
+namespace generic {
+
+template <class F>
+inline size_t filter_keys(const typename F::uint* bits, size_t n, KeyMode mode,
+                          typename F::uint thr, uint32_t* out, size_t cap) {
+    size_t count = 0;
+    for (size_t i = 0; i < n; ++i) {
+        if (keys::key<F>(mode, bits[i]) >= thr) {
+            if (count == cap) return kFilterOverflow;
+            out[count++] = static_cast<uint32_t>(i);
+        }
+    }
+    return count;
+}
+
+inline size_t filter_f32(const uint32_t* bits, size_t n, KeyMode mode, uint32_t thr,
+                         uint32_t* out, size_t cap) {
+    return filter_keys<keys::F32>(bits, n, mode, thr, out, cap);
+}
+inline size_t filter_f64(const uint64_t* bits, size_t n, KeyMode mode, uint64_t thr,
+                         uint32_t* out, size_t cap) {
+    return filter_keys<keys::F64>(bits, n, mode, thr, out, cap);
+}
+inline size_t filter_h16(const uint16_t* bits, size_t n, KeyMode mode, bool bf16, uint16_t thr,
+                         uint32_t* out, size_t cap) {
+    return bf16 ? filter_keys<keys::BF16>(bits, n, mode, thr, out, cap)
+                : filter_keys<keys::F16>(bits, n, mode, thr, out, cap);
+}
+
+inline bool cost_ok(double c) { return c > 0.0 && c <= 1.7976931348623157e308; }
+
+inline size_t filter_cost_f32(const float* x, const float* c, size_t n, double t, uint32_t* out,
+                              size_t cap, bool* bad_cost) {
+    size_t count = 0;
+    bool bad = false;
+    for (size_t i = 0; i < n; ++i) {
+        double a = static_cast<double>(x[i]);
+        double ci = static_cast<double>(c[i]);
+        bad |= !cost_ok(ci);
+        double aa = a * a;
+        if (!(aa < t * ci)) {  // true for NaN as well
+            if (count == cap) {
+                *bad_cost = *bad_cost || bad;
+                return kFilterOverflow;
+            }
+            out[count++] = static_cast<uint32_t>(i);
+        }
+    }
+    *bad_cost = *bad_cost || bad;
+    return count;
+}
+
+inline void add_f32(float* e, const float* x, size_t n) {
+    for (size_t i = 0; i < n; ++i) e[i] += x[i];
+}
+
+}  // namespace generic
+}  // namespace gradsparse

@@ -1,0 +1,14 @@
+// gradsparse — NEON kernel table (AArch64 builds only). For now it consists of the portable
+// loops compiled for AArch64, where NEON is the baseline and the compiler vectorises them;
+// it is a separate level so that hand-written NEON kernels can replace entries one by one.
+#include "filter_generic.hpp"
+
+namespace gradsparse {
+
+const Kernels& kernels_neon() {
+    static const Kernels table{generic::filter_f32, generic::filter_f64, generic::filter_h16,
+                               generic::filter_cost_f32, generic::add_f32};
+    return table;
+}
+
+}  // namespace gradsparse

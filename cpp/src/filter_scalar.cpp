@@ -1,0 +1,12 @@
+// gradsparse — scalar kernel table: the reference twin of every SIMD kernel.
+#include "filter_generic.hpp"
+
+namespace gradsparse {
+
+const Kernels& kernels_scalar() {
+    static const Kernels table{generic::filter_f32, generic::filter_f64, generic::filter_h16,
+                               generic::filter_cost_f32, generic::add_f32};
+    return table;
+}
+
+}  // namespace gradsparse

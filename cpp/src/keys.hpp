@@ -1,0 +1,117 @@
+// gradsparse — order keys: unsigned integers whose order is the ranking order.
+//
+// Every ranking the engine supports maps an element to an unsigned key such that a
+// larger key ranks first; ties are broken by the lower index. Keys are built from the
+// IEEE bit pattern, so float16/bfloat16 never need a conversion and the order is exact.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "gradsparse/common.hpp"
+
+namespace gradsparse {
+namespace keys {
+
+/// Bit-pattern constants of one IEEE binary format.
+template <typename U, U Sign, U Inf>
+struct Format {
+    using uint = U;
+    static constexpr U sign = Sign;
+    static constexpr U abs_mask = static_cast<U>(~Sign);
+    static constexpr U inf = Inf;
+    static constexpr U nan_key = static_cast<U>(Inf + 1);  // every NaN, in magnitude order
+};
+using F32 = Format<uint32_t, 0x80000000u, 0x7F800000u>;
+using F64 = Format<uint64_t, 0x8000000000000000ull, 0x7FF0000000000000ull>;
+using F16 = Format<uint16_t, 0x8000u, 0x7C00u>;
+using BF16 = Format<uint16_t, 0x8000u, 0x7F80u>;
+
+/// |x| order; all NaNs share the key just above +inf.
+template <class F>
+inline typename F::uint magnitude(typename F::uint b) {
+    typename F::uint a = b & F::abs_mask;
+    return a > F::inf ? F::nan_key : a;
+}
+
+/// Signed order, largest first; NaN above +inf, -0 equal to +0.
+template <class F>
+inline typename F::uint largest(typename F::uint b) {
+    using U = typename F::uint;
+    U a = b & F::abs_mask;
+    if (a > F::inf) return static_cast<U>(~U(0));
+    if (a == 0) return F::sign;  // +0 and -0
+    return (b & F::sign) ? static_cast<U>(~b) : static_cast<U>(b | F::sign);
+}
+
+/// Signed order, smallest first; NaN ranks last.
+template <class F>
+inline typename F::uint smallest(typename F::uint b) {
+    return static_cast<typename F::uint>(~largest<F>(b));
+}
+
+template <class F>
+inline typename F::uint key(KeyMode mode, typename F::uint b) {
+    switch (mode) {
+        case KeyMode::Magnitude: return magnitude<F>(b);
+        case KeyMode::Largest: return largest<F>(b);
+        default: return smallest<F>(b);
+    }
+}
+
+/// Exact float16 -> float conversion from the bit pattern.
+inline float half_to_float(uint16_t h) {
+    uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1Fu;
+    uint32_t man = h & 0x3FFu;
+    uint32_t out;
+    if (exp == 0x1F) {
+        out = sign | 0x7F800000u | (man << 13);
+    } else if (exp != 0) {
+        out = sign | ((exp + 112u) << 23) | (man << 13);
+    } else if (man == 0) {
+        out = sign;
+    } else {  // subnormal: value = man * 2^-24, exact in float
+        float f = static_cast<float>(man) * 5.9604644775390625e-08f;
+        std::memcpy(&out, &f, 4);
+        out |= sign;
+    }
+    float f;
+    std::memcpy(&f, &out, 4);
+    return f;
+}
+
+inline float bf16_to_float(uint16_t h) {
+    uint32_t u = static_cast<uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+
+/// |x| as a double, exactly, from element i of typed data.
+inline double abs_value(DType t, const void* data, size_t i) {
+    switch (t) {
+        case DType::F32: return std::fabs(static_cast<double>(static_cast<const float*>(data)[i]));
+        case DType::F64: return std::fabs(static_cast<const double*>(data)[i]);
+        case DType::F16: return std::fabs(static_cast<double>(half_to_float(static_cast<const uint16_t*>(data)[i])));
+        default: return std::fabs(static_cast<double>(bf16_to_float(static_cast<const uint16_t*>(data)[i])));
+    }
+}
+
+/// Key of a non-negative (or NaN) double score: its bit pattern, NaN just above +inf.
+inline uint64_t score_key(double s) {
+    if (std::isnan(s)) return F64::nan_key;
+    uint64_t b;
+    std::memcpy(&b, &s, 8);
+    return b & F64::abs_mask;  // scores are >= 0; clears the sign of -0.0
+}
+
+inline double key_to_score(uint64_t k) {
+    double s;
+    std::memcpy(&s, &k, 8);
+    return s;
+}
+
+}  // namespace keys
+}  // namespace gradsparse

@@ -1,0 +1,631 @@
+// gradsparse — the selection driver.
+//
+// Count budgets (top-k, CWMP with k): estimate the k-th key from a sample of contiguous
+// blocks, take a bracket [T_lo, T_hi] around it, run one SIMD filter pass that stores the
+// positions of every element with key >= T_lo, then select exactly inside the bracket only
+// and keep candidates in index order (ties: lower global index first). If the sample
+// misses (fewer than k candidates, or more than the buffer holds) a radix selection over
+// the key bits finds the exact k-th key instead.
+// Energy budgets sort the candidates best-first and keep the longest prefix whose cost sum
+// stays within the budget; threshold selection is the filter pass alone.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "gradsparse/parallel.hpp"
+#include "gradsparse/select.hpp"
+#include "kernels.hpp"
+#include "scoring.hpp"
+
+namespace gradsparse {
+
+namespace {
+
+constexpr size_t kFullBelow = size_t(1) << 15;     // below this, every element is a candidate
+constexpr size_t kSampleBlock = 32;                 // contiguous elements per sampled block
+constexpr size_t kMaxPiece = size_t(1) << 31;       // filter kernels index with uint32
+constexpr size_t kMinPerThread = size_t(1) << 17;
+
+struct Piece {
+    uint32_t seg;
+    size_t begin, len;   // local range in the segment
+    size_t cbeg, cend;   // candidate range in the thread's buffers
+    size_t out_offset;   // where its kept elements go in the segment output
+    size_t kept;
+};
+
+struct ThreadWork {
+    std::vector<Piece> pieces;
+    std::unique_ptr<uint32_t[]> idx;  // candidate offsets within their piece
+    size_t cap = 0;
+    size_t count = 0;
+    std::vector<uint64_t> key;
+    std::vector<uint8_t> keep;
+};
+
+}  // namespace
+
+struct SelectionImpl {
+    std::vector<ScoredSegment> segs;
+    std::vector<size_t> counts;
+    const char* path = "sampled";
+    std::vector<ThreadWork> work;                 // candidate form
+    bool list_form = false;
+    std::vector<std::vector<int64_t>> lists;      // list form (radix fallback)
+};
+
+Selection::Selection() : impl(new SelectionImpl) {}
+Selection::~Selection() = default;
+Selection::Selection(Selection&&) noexcept = default;
+Selection& Selection::operator=(Selection&&) noexcept = default;
+const std::vector<size_t>& Selection::counts() const { return impl->counts; }
+const char* Selection::path() const { return impl->path; }
+
+namespace {
+
+void copy_value(const Segment& s, size_t i, void* dst, size_t j) {
+    size_t w = dtype_size(s.dtype);
+    std::memcpy(static_cast<uint8_t*>(dst) + j * w, static_cast<const uint8_t*>(s.data) + i * w, w);
+}
+
+// ---------------------------------------------------------------- preparation
+
+std::vector<ScoredSegment> prepare(const std::vector<Segment>& segments, const ScoreSpec& spec,
+                                   const Budget& budget) {
+    GS_CHECK(!segments.empty(), "x: nothing to select from (no tensors)");
+    GS_CHECK(std::isfinite(spec.q) && spec.q > 0.0, "q: must be finite and > 0");
+    GS_CHECK(std::isfinite(spec.alpha) && spec.alpha >= 0.0, "alpha: must be finite and >= 0");
+    bool same_dtype = true, equal_costs = true;
+    double first_cost = -1.0;
+    for (const Segment& s : segments) {
+        GS_CHECK(s.n == 0 || s.data != nullptr, "x: null data pointer");
+        same_dtype = same_dtype && s.dtype == segments[0].dtype;
+        if (s.cost_kind == CostKind::Scalar) {
+            GS_CHECK(std::isfinite(s.cost) && s.cost > 0.0, "cost: costs must be finite and > 0");
+        }
+        if (s.cost_kind == CostKind::Array) {
+            GS_CHECK(s.n == 0 || s.cost_data != nullptr, "cost: null cost array");
+            GS_CHECK(s.cost_dtype == DType::F32 || s.cost_dtype == DType::F64,
+                     "cost: cost arrays must be float32 or float64");
+            equal_costs = false;
+        } else {
+            double c = s.cost_kind == CostKind::Scalar ? s.cost : 1.0;
+            if (first_cost < 0.0) first_cost = c;
+            equal_costs = equal_costs && c == first_cost;
+        }
+    }
+    bool native = same_dtype && equal_costs && budget.kind != Budget::Threshold;
+    GS_CHECK(spec.mode == KeyMode::Magnitude || native,
+             "mode: signed (largest/smallest) ranking needs one dtype and no costs");
+    std::vector<ScoredSegment> out(segments.size());
+    for (size_t j = 0; j < segments.size(); ++j) {
+        ScoredSegment& s = out[j];
+        s.seg = segments[j];
+        s.native = native;
+        s.mode = spec.mode;
+        s.q = budget.kind == Budget::Threshold ? 1.0 : spec.q;
+        s.alpha = spec.alpha;
+        if (budget.kind == Budget::Threshold) s.seg.cost_kind = CostKind::None;
+        if (s.seg.cost_kind == CostKind::Scalar) {
+            s.cost_pow = s.power_alpha(s.seg.cost);
+            GS_CHECK(std::isfinite(s.cost_pow) && s.cost_pow > 0.0,
+                     "cost: cost**alpha overflows or underflows double");
+        }
+    }
+    return out;
+}
+
+// Splits [0, N) into nt contiguous ranges and those into pieces within one segment.
+std::vector<ThreadWork> make_work(const std::vector<ScoredSegment>& segs, size_t total, int nt) {
+    std::vector<ThreadWork> work(static_cast<size_t>(nt));
+    size_t seg = 0, seg_start = 0;
+    for (int t = 0; t < nt; ++t) {
+        size_t lo = total * static_cast<size_t>(t) / static_cast<size_t>(nt);
+        size_t hi = total * static_cast<size_t>(t + 1) / static_cast<size_t>(nt);
+        size_t pos = lo;
+        while (pos < hi) {
+            while (seg_start + segs[seg].seg.n <= pos) seg_start += segs[seg++].seg.n;
+            size_t local = pos - seg_start;
+            size_t len = std::min({hi - pos, segs[seg].seg.n - local, kMaxPiece});
+            work[static_cast<size_t>(t)].pieces.push_back(
+                Piece{static_cast<uint32_t>(seg), local, len, 0, 0, 0, 0});
+            pos += len;
+        }
+    }
+    return work;
+}
+
+// ---------------------------------------------------------------- the filter pass
+
+// Positions within the piece whose key may be >= t (a superset for per-element costs),
+// or kFilterOverflow.
+size_t filter_piece(const ScoredSegment& s, size_t begin, size_t len, uint64_t t, uint32_t* out,
+                    size_t cap, bool* bad_cost) {
+    const Kernels& kern = active_kernels();
+    const Segment& g = s.seg;
+    const bool per_element = g.cost_kind == CostKind::Array && !s.native;
+    if (!per_element) {
+        KeyMode mode = s.native ? s.mode : KeyMode::Magnitude;
+        uint64_t thr = s.native ? t : s.native_threshold(t);
+        switch (g.dtype) {
+            case DType::F32:
+                return kern.filter_f32(static_cast<const uint32_t*>(g.data) + begin, len, mode,
+                                       static_cast<uint32_t>(thr), out, cap);
+            case DType::F64:
+                return kern.filter_f64(static_cast<const uint64_t*>(g.data) + begin, len, mode, thr,
+                                       out, cap);
+            default:
+                return kern.filter_h16(static_cast<const uint16_t*>(g.data) + begin, len, mode,
+                                       g.dtype == DType::BF16, static_cast<uint16_t>(thr), out, cap);
+        }
+    }
+    if (g.dtype == DType::F32 && g.cost_dtype == DType::F32 && s.q == 2.0 && s.alpha == 1.0) {
+        // x^2 >= t' * c with t' a little below the threshold score: a superset of
+        // fl(x^2 / c) >= T (see docs/algorithms.md); exact keys are checked afterwards.
+        double ts = keys::key_to_score(t);
+        double tm = t > keys::F64::inf ? HUGE_VAL
+                    : ts < 0x1p-1000    ? 0.0
+                                        : std::min(ts, 1.7976931348623157e308) * (1.0 - 0x1p-40);
+        return kern.filter_cost_f32(static_cast<const float*>(g.data) + begin,
+                                    static_cast<const float*>(g.cost_data) + begin, len, tm, out,
+                                    cap, bad_cost);
+    }
+    // General per-element costs: exact scores, one element at a time.
+    size_t count = 0;
+    bool bad = false;
+    for (size_t i = 0; i < len; ++i) {
+        double c = s.cost_at(begin + i);
+        bad |= !(c > 0.0 && c <= 1.7976931348623157e308);
+        if (s.key(begin + i) >= t) {
+            if (count == cap) {
+                *bad_cost = *bad_cost || bad;
+                return kFilterOverflow;
+            }
+            out[count++] = static_cast<uint32_t>(i);
+        }
+    }
+    *bad_cost = *bad_cost || bad;
+    return count;
+}
+
+// Runs the filter with threshold t on every piece; false when a buffer overflowed.
+bool run_filter(const std::vector<ScoredSegment>& segs, std::vector<ThreadWork>& work, uint64_t t,
+                size_t cap) {
+    std::vector<uint8_t> bad(work.size(), 0), overflow(work.size(), 0);
+    parallel_run(static_cast<int>(work.size()), [&](int ti) {
+        ThreadWork& w = work[static_cast<size_t>(ti)];
+        size_t range = 0;
+        for (const Piece& p : w.pieces) range += p.len;
+        w.cap = std::min(cap, range);
+        w.idx.reset(new uint32_t[w.cap + kFilterSlack]);
+        w.count = 0;
+        bool b = false;
+        for (Piece& p : w.pieces) {
+            size_t got = filter_piece(segs[p.seg], p.begin, p.len, t, w.idx.get() + w.count,
+                                      w.cap - w.count, &b);
+            if (got == kFilterOverflow) {
+                overflow[static_cast<size_t>(ti)] = 1;
+                break;
+            }
+            p.cbeg = w.count;
+            w.count += got;
+            p.cend = w.count;
+        }
+        bad[static_cast<size_t>(ti)] = b;
+    });
+    for (uint8_t b : bad) GS_CHECK(!b, "cost: costs must be finite and > 0");
+    size_t total = 0;
+    for (size_t ti = 0; ti < work.size(); ++ti) {
+        if (overflow[ti]) return false;
+        total += work[ti].count;
+    }
+    return total <= cap;
+}
+
+// Computes the exact key of every candidate and drops those below t (the per-element
+// cost filter returns a superset). Returns the number left.
+size_t compute_keys(const std::vector<ScoredSegment>& segs, std::vector<ThreadWork>& work, uint64_t t) {
+    parallel_run(static_cast<int>(work.size()), [&](int ti) {
+        ThreadWork& w = work[static_cast<size_t>(ti)];
+        w.key.resize(w.count);
+        size_t out = 0;
+        for (Piece& p : w.pieces) {
+            const ScoredSegment& s = segs[p.seg];
+            size_t beg = out;
+            for (size_t c = p.cbeg; c < p.cend; ++c) {
+                uint32_t off = w.idx[c];
+                uint64_t k = s.key(p.begin + off);
+                if (k < t) continue;
+                w.idx[out] = off;
+                w.key[out++] = k;
+            }
+            p.cbeg = beg;
+            p.cend = out;
+        }
+        w.count = out;
+        w.key.resize(out);
+    });
+    size_t total = 0;
+    for (const ThreadWork& w : work) total += w.count;
+    return total;
+}
+
+// ---------------------------------------------------------------- sampling
+
+struct Sampled {
+    uint64_t key;
+    double cost;
+};
+
+std::vector<Sampled> take_sample(const std::vector<ScoredSegment>& segs, size_t total, size_t m) {
+    size_t blocks = std::max<size_t>(1, m / kSampleBlock);
+    std::vector<Sampled> out;
+    out.reserve(blocks * kSampleBlock);
+    size_t seg = 0, seg_start = 0;
+    for (size_t b = 0; b < blocks; ++b) {
+        size_t centre = (2 * b + 1) * total / (2 * blocks);
+        size_t start = centre >= kSampleBlock / 2 ? centre - kSampleBlock / 2 : 0;
+        start = std::min(start, total - kSampleBlock);
+        for (size_t g = start; g < start + kSampleBlock; ++g) {
+            while (seg_start + segs[seg].seg.n <= g) seg_start += segs[seg++].seg.n;
+            const ScoredSegment& s = segs[seg];
+            out.push_back(Sampled{s.key(g - seg_start), s.cost_at(g - seg_start)});
+        }
+    }
+    return out;
+}
+
+size_t rank_margin(size_t rank) {
+    return static_cast<size_t>(4.0 * std::sqrt(static_cast<double>(rank) + 1.0)) + 16;
+}
+
+// ---------------------------------------------------------------- finishing
+
+// Sets keep flags from a rule and computes per-piece counts and output offsets.
+template <class KeepRule>
+void finish_candidates(SelectionImpl& impl, KeepRule&& rule) {
+    std::vector<ThreadWork>& work = impl.work;
+    parallel_run(static_cast<int>(work.size()), [&](int ti) {
+        ThreadWork& w = work[static_cast<size_t>(ti)];
+        w.keep.assign(w.count, 0);
+        for (size_t pi = 0; pi < w.pieces.size(); ++pi) {
+            Piece& p = w.pieces[pi];
+            p.kept = 0;
+            for (size_t c = p.cbeg; c < p.cend; ++c) {
+                w.keep[c] = rule(static_cast<size_t>(ti), pi, c) ? 1 : 0;
+                p.kept += w.keep[c];
+            }
+        }
+    });
+    impl.counts.assign(impl.segs.size(), 0);
+    for (ThreadWork& w : work)
+        for (Piece& p : w.pieces) {
+            p.out_offset = impl.counts[p.seg];
+            impl.counts[p.seg] += p.kept;
+        }
+}
+
+// Keeps keys > kstar and the first `ties` keys == kstar in global order.
+void keep_by_threshold(SelectionImpl& impl, uint64_t kstar, size_t ties) {
+    std::vector<ThreadWork>& work = impl.work;
+    // ties available per piece, in global order
+    std::vector<std::vector<size_t>> eq(work.size());
+    parallel_run(static_cast<int>(work.size()), [&](int ti) {
+        ThreadWork& w = work[static_cast<size_t>(ti)];
+        eq[static_cast<size_t>(ti)].assign(w.pieces.size(), 0);
+        for (size_t pi = 0; pi < w.pieces.size(); ++pi)
+            for (size_t c = w.pieces[pi].cbeg; c < w.pieces[pi].cend; ++c)
+                eq[static_cast<size_t>(ti)][pi] += w.key[c] == kstar;
+    });
+    size_t left = ties;
+    for (auto& v : eq)
+        for (size_t& e : v) {
+            size_t take = std::min(e, left);
+            left -= take;
+            e = take;
+        }
+    std::vector<std::vector<size_t>> taken(work.size());
+    for (size_t ti = 0; ti < work.size(); ++ti) taken[ti].assign(work[ti].pieces.size(), 0);
+    finish_candidates(impl, [&](size_t ti, size_t pi, size_t c) {
+        uint64_t k = work[ti].key[c];
+        if (k > kstar) return true;
+        if (k == kstar && taken[ti][pi] < eq[ti][pi]) {
+            ++taken[ti][pi];
+            return true;
+        }
+        return false;
+    });
+}
+
+// ---------------------------------------------------------------- radix fallback
+
+// Exact k-th key by radix narrowing over the key bits (a pass per 16 bits), then one
+// collecting pass. Memory: the histogram and the output.
+void radix_select(SelectionImpl& impl, size_t k) {
+    const std::vector<ScoredSegment>& segs = impl.segs;
+    impl.path = "radix";
+    const int width = segs[0].native ? static_cast<int>(8 * dtype_size(segs[0].seg.dtype)) : 64;
+    for (const ScoredSegment& s : segs) {
+        if (s.seg.cost_kind != CostKind::Array) continue;
+        for (size_t i = 0; i < s.seg.n; ++i) {
+            double c = s.cost_at(i);
+            GS_CHECK(c > 0.0 && c <= 1.7976931348623157e308, "cost: costs must be finite and > 0");
+        }
+    }
+    uint64_t prefix = 0;
+    int fixed = 0;
+    size_t need = k;
+    std::vector<size_t> hist;
+    while (fixed < width) {
+        int digit = std::min(16, width - fixed);
+        int shift = width - fixed - digit;
+        hist.assign(size_t(1) << digit, 0);
+        const uint64_t mask = (uint64_t(1) << digit) - 1;
+        for (const ScoredSegment& s : segs)
+            for (size_t i = 0; i < s.seg.n; ++i) {
+                uint64_t key = s.key(i);
+                if (fixed > 0 && (key >> (width - fixed)) != prefix) continue;
+                ++hist[(key >> shift) & mask];
+            }
+        size_t b = hist.size();
+        while (b-- > 0) {
+            if (hist[b] >= need) break;
+            need -= hist[b];
+        }
+        GS_ASSERT(b < hist.size());
+        prefix = (prefix << digit) | b;
+        fixed += digit;
+    }
+    const uint64_t kstar = prefix;
+    impl.list_form = true;
+    impl.lists.assign(segs.size(), {});
+    impl.counts.assign(segs.size(), 0);
+    for (size_t j = 0; j < segs.size(); ++j) {
+        const ScoredSegment& s = segs[j];
+        for (size_t i = 0; i < s.seg.n; ++i) {
+            uint64_t key = s.key(i);
+            if (key > kstar || (key == kstar && need > 0)) {
+                if (key == kstar) --need;
+                impl.lists[j].push_back(static_cast<int64_t>(i));
+            }
+        }
+        impl.counts[j] = impl.lists[j].size();
+    }
+}
+
+// ---------------------------------------------------------------- budgets
+
+void plan_count(SelectionImpl& impl, size_t total, size_t k, int nt) {
+    const std::vector<ScoredSegment>& segs = impl.segs;
+    uint64_t t_lo = 0, t_hi = ~uint64_t(0);
+    size_t cap = total;
+    if (total >= kFullBelow) {
+        size_t m = std::min<size_t>(65536, std::max<size_t>(4096, total / 64));
+        std::vector<Sampled> smp = take_sample(segs, total, m);
+        m = smp.size();
+        std::vector<uint64_t> sk(m);
+        for (size_t i = 0; i < m; ++i) sk[i] = smp[i].key;
+        std::sort(sk.begin(), sk.end(), std::greater<uint64_t>());
+        size_t r = static_cast<size_t>(static_cast<double>(k) * static_cast<double>(m) / static_cast<double>(total));
+        size_t margin = rank_margin(r);
+        if (r + margin < m) {
+            t_lo = sk[r + margin];
+            size_t above = static_cast<size_t>(std::upper_bound(sk.begin(), sk.end(), t_lo, std::greater<uint64_t>()) - sk.begin());
+            double est = static_cast<double>(above) * static_cast<double>(total) / static_cast<double>(m);
+            cap = std::min(total, static_cast<size_t>(1.25 * est) + 8192);
+            cap = std::max(cap, std::min(total, k + 8192));
+        }
+        if (r >= margin) t_hi = sk[r - margin];
+    } else {
+        impl.path = "full";
+    }
+    impl.work = make_work(segs, total, nt);
+    if (!run_filter(segs, impl.work, t_lo, cap)) {
+        impl.work.clear();
+        return radix_select(impl, k);
+    }
+    size_t found = compute_keys(segs, impl.work, t_lo);
+    if (found < k) {
+        impl.work.clear();
+        return radix_select(impl, k);
+    }
+    // Exact k-th key, looking only at the side of t_hi that holds it.
+    size_t above = 0;
+    for (const ThreadWork& w : impl.work)
+        for (size_t c = 0; c < w.count; ++c) above += w.key[c] > t_hi;
+    bool in_band = above < k;
+    size_t rank = in_band ? k - above : k;  // 1-based rank within the chosen side
+    std::vector<uint64_t> side;
+    side.reserve(in_band ? found - above : above);
+    for (const ThreadWork& w : impl.work)
+        for (size_t c = 0; c < w.count; ++c)
+            if ((w.key[c] > t_hi) != in_band) side.push_back(w.key[c]);
+    std::nth_element(side.begin(), side.begin() + static_cast<std::ptrdiff_t>(rank - 1), side.end(),
+                     std::greater<uint64_t>());
+    const uint64_t kstar = side[rank - 1];
+    size_t greater = 0;
+    for (const ThreadWork& w : impl.work)
+        for (size_t c = 0; c < w.count; ++c) greater += w.key[c] > kstar;
+    keep_by_threshold(impl, kstar, k - greater);
+}
+
+void plan_energy(SelectionImpl& impl, size_t total, double budget, int nt) {
+    const std::vector<ScoredSegment>& segs = impl.segs;
+    uint64_t t_lo = 0;
+    size_t cap = total;
+    if (total >= kFullBelow) {
+        size_t m = std::min<size_t>(65536, std::max<size_t>(4096, total / 64));
+        std::vector<Sampled> smp = take_sample(segs, total, m);
+        m = smp.size();
+        std::stable_sort(smp.begin(), smp.end(), [](const Sampled& a, const Sampled& b) { return a.key > b.key; });
+        const double scale = static_cast<double>(total) / static_cast<double>(m);
+        double cum = 0.0;
+        size_t j = 0;
+        for (; j < m; ++j) {
+            cum += smp[j].cost * scale;
+            if (cum > budget) break;
+        }
+        size_t margin = rank_margin(j);
+        if (j < m && j + margin < m) {
+            t_lo = smp[j + margin].key;
+            size_t above = 0;
+            for (const Sampled& s : smp) above += s.key >= t_lo;
+            cap = std::min(total, static_cast<size_t>(1.25 * static_cast<double>(above) * scale) + 8192);
+        }
+    } else {
+        impl.path = "full";
+    }
+    for (int attempt = 0;; ++attempt) {
+        impl.work = make_work(segs, total, nt);
+        bool ok = run_filter(segs, impl.work, t_lo, cap);
+        size_t found = ok ? compute_keys(segs, impl.work, t_lo) : 0;
+        if (ok) {
+            // Rank every candidate: key descending, then global order (thread, position).
+            struct Ref {
+                uint64_t key;
+                uint32_t thread;
+                uint32_t piece;
+                size_t cand;
+            };
+            std::vector<Ref> order;
+            order.reserve(found);
+            for (size_t ti = 0; ti < impl.work.size(); ++ti)
+                for (size_t pi = 0; pi < impl.work[ti].pieces.size(); ++pi) {
+                    const Piece& p = impl.work[ti].pieces[pi];
+                    for (size_t c = p.cbeg; c < p.cend; ++c)
+                        order.push_back(Ref{impl.work[ti].key[c], static_cast<uint32_t>(ti),
+                                            static_cast<uint32_t>(pi), c});
+                }
+            std::stable_sort(order.begin(), order.end(),
+                             [](const Ref& a, const Ref& b) { return a.key > b.key; });
+            double cum = 0.0;
+            size_t kept = 0;
+            for (; kept < order.size(); ++kept) {
+                const Ref& r = order[kept];
+                const Piece& p = impl.work[r.thread].pieces[r.piece];
+                double next = cum + segs[p.seg].cost_at(p.begin + impl.work[r.thread].idx[r.cand]);
+                if (next > budget) break;
+                cum = next;
+            }
+            if (kept < order.size() || t_lo == 0) {
+                for (ThreadWork& w : impl.work) w.keep.assign(w.count, 0);
+                for (size_t i = 0; i < kept; ++i) impl.work[order[i].thread].keep[order[i].cand] = 1;
+                finish_candidates(impl, [&](size_t ti, size_t, size_t c) { return impl.work[ti].keep[c] != 0; });
+                return;
+            }
+        }
+        // The sampled threshold was too high (everything found fits) or the buffer was too
+        // small: widen. The last attempt takes every element as a candidate.
+        impl.path = "widened";
+        t_lo = attempt >= 1 ? 0 : t_lo / 2;
+        cap = total;
+    }
+}
+
+void plan_threshold(SelectionImpl& impl, size_t total, double tau, int nt) {
+    impl.path = "full";
+    impl.work = make_work(impl.segs, total, nt);
+    uint64_t t = keys::score_key(tau);
+    bool ok = run_filter(impl.segs, impl.work, t, total);
+    GS_ASSERT(ok);
+    finish_candidates(impl, [](size_t, size_t, size_t) { return true; });
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- public entry points
+
+Selection select(const std::vector<Segment>& segments, const ScoreSpec& spec, const Budget& budget,
+                 int nthreads) {
+    Selection sel;
+    SelectionImpl& impl = *sel.impl;
+    impl.segs = prepare(segments, spec, budget);
+    size_t total = 0;
+    for (const ScoredSegment& s : impl.segs) total += s.seg.n;
+    GS_CHECK(total > 0, "x: input is empty");
+    int nt = nthreads > 0 ? std::min(nthreads, threads_for(total, kMinPerThread))
+                          : threads_for(total, kMinPerThread);
+    switch (budget.kind) {
+        case Budget::Count:
+            GS_CHECK(budget.k >= 1 && budget.k <= total,
+                     "k: must be in [1, " + std::to_string(total) + "], got " + std::to_string(budget.k));
+            plan_count(impl, total, budget.k, nt);
+            break;
+        case Budget::Energy:
+            GS_CHECK(std::isfinite(budget.energy) && budget.energy > 0.0, "budget: must be finite and > 0");
+            plan_energy(impl, total, budget.energy, nt);
+            break;
+        case Budget::Threshold:
+            GS_CHECK(budget.tau >= 0.0 && !std::isnan(budget.tau), "tau: must be >= 0 and not NaN");
+            plan_threshold(impl, total, budget.tau, nt);
+            break;
+    }
+    return sel;
+}
+
+void Selection::emit(int64_t* const* idx, void* const* vals) const {
+    const SelectionImpl& m = *impl;
+    if (m.list_form) {
+        for (size_t j = 0; j < m.segs.size(); ++j) {
+            const std::vector<int64_t>& l = m.lists[j];
+            if (idx && idx[j]) std::copy(l.begin(), l.end(), idx[j]);
+            if (vals && vals[j])
+                for (size_t i = 0; i < l.size(); ++i) copy_value(m.segs[j].seg, static_cast<size_t>(l[i]), vals[j], i);
+        }
+        return;
+    }
+    parallel_run(static_cast<int>(m.work.size()), [&](int ti) {
+        const ThreadWork& w = m.work[static_cast<size_t>(ti)];
+        for (const Piece& p : w.pieces) {
+            const Segment& s = m.segs[p.seg].seg;
+            int64_t* io = idx ? idx[p.seg] : nullptr;
+            void* vo = vals ? vals[p.seg] : nullptr;
+            size_t o = p.out_offset;
+            const size_t width = dtype_size(s.dtype);
+            const uint8_t* src = static_cast<const uint8_t*>(s.data);
+            for (size_t c = p.cbeg; c < p.cend; ++c) {
+                if (!w.keep[c]) continue;
+                size_t i = p.begin + w.idx[c];
+                if (io) io[o] = static_cast<int64_t>(i);
+                if (vo) std::memcpy(static_cast<uint8_t*>(vo) + o * width, src + i * width, width);
+                ++o;
+            }
+        }
+    });
+}
+
+void add_inplace_f32(float* e, const float* x, size_t n) {
+    const Kernels& kern = active_kernels();
+    int nt = threads_for(n, kMinPerThread);
+    parallel_run(nt, [&](int t) {
+        size_t lo = n * static_cast<size_t>(t) / static_cast<size_t>(nt);
+        size_t hi = n * static_cast<size_t>(t + 1) / static_cast<size_t>(nt);
+        kern.add_f32(e + lo, x + lo, hi - lo);
+    });
+}
+
+void order_by_rank(DType dtype, KeyMode mode, void* values, int64_t* indices, size_t k) {
+    ScoredSegment s;
+    s.seg.data = values;
+    s.seg.n = k;
+    s.seg.dtype = dtype;
+    s.mode = mode;
+    std::vector<std::pair<uint64_t, size_t>> order(k);
+    for (size_t i = 0; i < k; ++i) order[i] = {s.native_key(i), i};
+    // indices are ascending on entry, so the position breaks ties by the lower index
+    std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+        return a.first != b.first ? a.first > b.first : a.second < b.second;
+    });
+    const size_t w = dtype_size(dtype);
+    std::vector<uint8_t> vtmp(k * w);
+    std::vector<int64_t> itmp(k);
+    for (size_t i = 0; i < k; ++i) {
+        std::memcpy(vtmp.data() + i * w, static_cast<uint8_t*>(values) + order[i].second * w, w);
+        itmp[i] = indices[order[i].second];
+    }
+    std::memcpy(values, vtmp.data(), k * w);
+    std::copy(itmp.begin(), itmp.end(), indices);
+}
+
+}  // namespace gradsparse

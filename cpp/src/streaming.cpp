@@ -1,0 +1,192 @@
+// gradsparse — exact streaming selection.
+//
+// Chunks arrive one at a time (DDP buckets, layers). The selector keeps a buffer of the
+// best candidates seen so far and a floor key: once the buffer is pruned to the budget,
+// a later element can only enter by ranking above the element that was cut first, and a
+// later element with an equal key ranks below it (higher global index). So the final
+// result equals the selection over the concatenation of all chunks, exactly.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "gradsparse/select.hpp"
+#include "kernels.hpp"
+#include "scoring.hpp"
+
+namespace gradsparse {
+
+namespace {
+constexpr size_t kBlock = size_t(1) << 16;
+}
+
+struct StreamingSelector::State {
+    Budget budget;
+    double q, alpha;
+    uint64_t floor = 0;  // accept keys >= floor
+    struct Item {
+        uint64_t key;
+        uint64_t gidx;
+        uint64_t bits;
+        double cost;
+        uint32_t chunk;
+    };
+    std::vector<Item> items;
+    std::vector<DType> dtypes;
+    std::vector<size_t> offsets;
+    size_t total = 0;
+    size_t last_kept = 0;
+    bool finished = false;
+
+    static bool before(const Item& a, const Item& b) {
+        return a.key != b.key ? a.key > b.key : a.gidx < b.gidx;
+    }
+
+    size_t limit() const {
+        size_t base = budget.kind == Budget::Count ? budget.k : last_kept;
+        return 2 * base + kBlock;
+    }
+
+    void prune() {
+        if (budget.kind == Budget::Count) {
+            if (items.size() <= budget.k) return;
+            auto kth = items.begin() + static_cast<std::ptrdiff_t>(budget.k - 1);
+            std::nth_element(items.begin(), kth, items.end(), before);
+            floor = kth->key + 1;
+            items.resize(budget.k);
+            return;
+        }
+        std::sort(items.begin(), items.end(), before);
+        double cum = 0.0;
+        size_t kept = 0;
+        for (; kept < items.size(); ++kept) {
+            double next = cum + items[kept].cost;
+            if (next > budget.energy) break;
+            cum = next;
+        }
+        if (kept < items.size()) {
+            floor = items[kept].key + 1;
+            items.resize(kept);
+        }
+        last_kept = kept;
+    }
+};
+
+StreamingSelector::StreamingSelector(const Budget& budget, double q, double alpha) : state_(new State) {
+    GS_CHECK(budget.kind != Budget::Threshold, "budget: streaming selection takes a count or an energy budget");
+    if (budget.kind == Budget::Count) GS_CHECK(budget.k >= 1, "k: must be >= 1");
+    if (budget.kind == Budget::Energy)
+        GS_CHECK(std::isfinite(budget.energy) && budget.energy > 0.0, "budget: must be finite and > 0");
+    GS_CHECK(std::isfinite(q) && q > 0.0, "q: must be finite and > 0");
+    GS_CHECK(std::isfinite(alpha) && alpha >= 0.0, "alpha: must be finite and >= 0");
+    state_->budget = budget;
+    state_->q = q;
+    state_->alpha = alpha;
+}
+
+StreamingSelector::~StreamingSelector() = default;
+
+size_t StreamingSelector::chunks() const { return state_->dtypes.size(); }
+
+void StreamingSelector::push(const Segment& segment) {
+    State& st = *state_;
+    GS_CHECK(!st.finished, "push: finish() was already called on this selector");
+    GS_CHECK(segment.n == 0 || segment.data != nullptr, "x: null data pointer");
+    ScoredSegment s;
+    s.seg = segment;
+    s.native = false;
+    s.q = st.q;
+    s.alpha = st.alpha;
+    if (segment.cost_kind == CostKind::Scalar) {
+        GS_CHECK(std::isfinite(segment.cost) && segment.cost > 0.0, "cost: costs must be finite and > 0");
+        s.cost_pow = s.power_alpha(segment.cost);
+        GS_CHECK(std::isfinite(s.cost_pow) && s.cost_pow > 0.0, "cost: cost**alpha overflows or underflows double");
+    } else if (segment.cost_kind == CostKind::Array) {
+        GS_CHECK(segment.cost_dtype == DType::F32 || segment.cost_dtype == DType::F64,
+                 "cost: cost arrays must be float32 or float64");
+        GS_CHECK(segment.n == 0 || segment.cost_data != nullptr, "cost: null cost array");
+        for (size_t i = 0; i < segment.n; ++i) {
+            double c = s.cost_at(i);
+            GS_CHECK(c > 0.0 && c <= 1.7976931348623157e308, "cost: costs must be finite and > 0");
+        }
+    }
+    const uint32_t chunk = static_cast<uint32_t>(st.dtypes.size());
+    st.dtypes.push_back(segment.dtype);
+    st.offsets.push_back(st.total);
+    std::vector<uint32_t> cand(kBlock + kFilterSlack);
+    const Kernels& kern = active_kernels();
+    const size_t width = dtype_size(segment.dtype);
+    for (size_t begin = 0; begin < segment.n; begin += kBlock) {
+        size_t len = std::min(kBlock, segment.n - begin);
+        size_t got;
+        if (segment.cost_kind == CostKind::Array && segment.dtype == DType::F32 &&
+            segment.cost_dtype == DType::F32 && st.q == 2.0 && st.alpha == 1.0 && st.floor > 0) {
+            double ts = keys::key_to_score(st.floor);
+            double tm = st.floor > keys::F64::inf ? HUGE_VAL
+                        : ts < 0x1p-1000          ? 0.0
+                                                  : std::min(ts, 1.7976931348623157e308) * (1.0 - 0x1p-40);
+            bool bad = false;
+            got = kern.filter_cost_f32(static_cast<const float*>(segment.data) + begin,
+                                       static_cast<const float*>(segment.cost_data) + begin, len, tm,
+                                       cand.data(), len, &bad);
+        } else if (segment.cost_kind != CostKind::Array) {
+            uint64_t thr = s.native_threshold(st.floor);
+            switch (segment.dtype) {
+                case DType::F32:
+                    got = kern.filter_f32(static_cast<const uint32_t*>(segment.data) + begin, len,
+                                          KeyMode::Magnitude, static_cast<uint32_t>(thr), cand.data(), len);
+                    break;
+                case DType::F64:
+                    got = kern.filter_f64(static_cast<const uint64_t*>(segment.data) + begin, len,
+                                          KeyMode::Magnitude, thr, cand.data(), len);
+                    break;
+                default:
+                    got = kern.filter_h16(static_cast<const uint16_t*>(segment.data) + begin, len,
+                                          KeyMode::Magnitude, segment.dtype == DType::BF16,
+                                          static_cast<uint16_t>(thr), cand.data(), len);
+            }
+        } else {
+            got = 0;
+            for (size_t i = 0; i < len; ++i)
+                if (s.key(begin + i) >= st.floor) cand[got++] = static_cast<uint32_t>(i);
+        }
+        GS_ASSERT(got != kFilterOverflow);
+        for (size_t c = 0; c < got; ++c) {
+            size_t i = begin + cand[c];
+            uint64_t key = s.key(i);
+            if (key < st.floor) continue;
+            State::Item item{key, st.total + i, 0, s.cost_at(i), chunk};
+            std::memcpy(&item.bits, static_cast<const uint8_t*>(segment.data) + i * width, width);
+            st.items.push_back(item);
+        }
+        if (st.items.size() > st.limit()) st.prune();
+    }
+    st.total += segment.n;
+}
+
+std::vector<StreamingSelector::ChunkResult> StreamingSelector::finish() {
+    State& st = *state_;
+    GS_CHECK(!st.finished, "finish: finish() was already called on this selector");
+    GS_CHECK(!st.dtypes.empty(), "finish: no chunk was pushed");
+    if (st.budget.kind == Budget::Count)
+        GS_CHECK(st.budget.k <= st.total, "k: " + std::to_string(st.budget.k) + " exceeds the " +
+                                              std::to_string(st.total) + " elements pushed");
+    st.finished = true;
+    st.prune();
+    std::sort(st.items.begin(), st.items.end(),
+              [](const State::Item& a, const State::Item& b) { return a.gidx < b.gidx; });
+    std::vector<ChunkResult> out(st.dtypes.size());
+    for (size_t j = 0; j < out.size(); ++j) out[j].dtype = st.dtypes[j];
+    for (const State::Item& it : st.items) {
+        ChunkResult& r = out[it.chunk];
+        size_t w = dtype_size(r.dtype);
+        r.indices.push_back(static_cast<int64_t>(it.gidx - st.offsets[it.chunk]));
+        size_t at = r.values.size();
+        r.values.resize(at + w);
+        std::memcpy(r.values.data() + at, &it.bits, w);
+    }
+    st.items.clear();
+    st.items.shrink_to_fit();
+    return out;
+}
+
+}  // namespace gradsparse

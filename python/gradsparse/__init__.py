@@ -1,0 +1,53 @@
+"""gradsparse: fast, exact gradient sparsification with a SIMD C++ core.
+
+Importing gradsparse never imports torch; torch tensors are accepted when torch is loaded.
+"""
+from ._core import __version__
+from .config import (
+    available_simd_levels,
+    compiled_simd_levels,
+    config,
+    get_num_threads,
+    get_simd_level,
+    num_threads,
+    set_num_threads,
+    set_simd_level,
+    show_config,
+    simd_level,
+)
+from .feedback import ErrorFeedback
+from .selection import (
+    StreamingSelector,
+    TopK,
+    k_from_ratio,
+    random_k,
+    sparsify,
+    sparsify_many,
+    threshold,
+    topk,
+)
+from .sparse import Sparse
+
+__all__ = [
+    "__version__",
+    "ErrorFeedback",
+    "Sparse",
+    "StreamingSelector",
+    "TopK",
+    "available_simd_levels",
+    "compiled_simd_levels",
+    "config",
+    "get_num_threads",
+    "get_simd_level",
+    "k_from_ratio",
+    "num_threads",
+    "random_k",
+    "set_num_threads",
+    "set_simd_level",
+    "show_config",
+    "simd_level",
+    "sparsify",
+    "sparsify_many",
+    "threshold",
+    "topk",
+]

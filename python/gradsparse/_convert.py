@@ -1,0 +1,168 @@
+"""Turning numpy arrays and torch CPU tensors into flat contiguous views for the core.
+
+torch is never imported here: a tensor is recognised only if torch is already loaded.
+Contiguous inputs are used without copying (torch through ``Tensor.numpy()``, which
+shares memory); non-contiguous inputs are copied to a contiguous buffer first.
+"""
+from __future__ import annotations
+
+import numbers
+import sys
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+#: dtype codes understood by the C++ core
+F32, F64, F16, BF16 = 0, 1, 2, 3
+_NUMPY_CODES = {np.dtype(np.float32): F32, np.dtype(np.float64): F64, np.dtype(np.float16): F16}
+SUPPORTED = "float32, float64, float16 or bfloat16"
+
+
+def torch_module():
+    """The torch module if it is already imported, else None (never imports it)."""
+    return sys.modules.get("torch")
+
+
+def is_tensor(x: Any) -> bool:
+    torch = torch_module()
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+@dataclass
+class Flat:
+    """A flat, C-contiguous view of an input, as the core reads it."""
+
+    array: np.ndarray  # 1-D; float32/float64/float16, or uint16 holding bfloat16 bits
+    code: int
+    shape: Tuple[int, ...]
+    kind: str  # "numpy" or "torch"
+    out_dtype: Any  # numpy dtype (numpy inputs) or torch dtype (torch inputs)
+
+    @property
+    def size(self) -> int:
+        return int(self.array.size)
+
+    def wrap(self, raw: np.ndarray):
+        """Turns raw element values (the core's dtype) into the caller's array type."""
+        if self.kind == "torch":
+            torch = torch_module()
+            t = torch.from_numpy(raw)
+            if self.code == BF16:
+                t = t.view(torch.bfloat16)
+            return t
+        if self.code == BF16:
+            return raw.view(self.out_dtype)
+        return raw
+
+    def wrap_index(self, idx: np.ndarray):
+        if self.kind == "torch":
+            return torch_module().from_numpy(idx)
+        return idx
+
+
+def as_flat(x: Any, name: str = "x") -> Flat:
+    """Validates `x` and returns its flat view; raises TypeError/ValueError naming `name`."""
+    if is_tensor(x):
+        return _tensor_flat(x, name)
+    if isinstance(x, (bool, np.bool_)) or x is None:
+        raise TypeError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
+    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if arr.dtype.kind == "V" and arr.dtype.names is not None:
+        raise TypeError(f"{name}: structured arrays are not supported")
+    if arr.dtype.name == "bfloat16" and arr.dtype.itemsize == 2:  # ml_dtypes.bfloat16
+        out_dtype = arr.dtype
+        raw = np.ascontiguousarray(arr).view(np.uint16)
+        return Flat(raw.reshape(-1), BF16, tuple(arr.shape), "numpy", out_dtype)
+    dt = arr.dtype
+    if dt.byteorder not in ("=", "|") and dt.newbyteorder("=") in _NUMPY_CODES:
+        arr = arr.astype(dt.newbyteorder("="))
+        dt = arr.dtype
+    code = _NUMPY_CODES.get(dt)
+    if code is None:
+        raise TypeError(f"{name}: unsupported dtype {dt}; expected {SUPPORTED}")
+    arr = np.ascontiguousarray(arr)
+    return Flat(arr.reshape(-1), code, tuple(arr.shape), "numpy", dt)
+
+
+def _tensor_flat(t: Any, name: str) -> Flat:
+    torch = torch_module()
+    if t.device.type != "cpu":
+        raise ValueError(
+            f"{name}: tensor is on {t.device}; this build of gradsparse selects on the CPU "
+            "(move it with .cpu())"
+        )
+    if t.is_sparse or t.layout != torch.strided:
+        raise TypeError(f"{name}: sparse tensors are not supported; pass a dense tensor")
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        raw = t.contiguous().view(torch.int16).numpy().view(np.uint16)
+        code = BF16
+    elif t.dtype in (torch.float32, torch.float64, torch.float16):
+        raw = t.contiguous().numpy()
+        code = _NUMPY_CODES[raw.dtype]
+    else:
+        raise TypeError(f"{name}: unsupported dtype {t.dtype}; expected {SUPPORTED}")
+    return Flat(raw.reshape(-1), code, tuple(t.shape), "torch", t.dtype)
+
+
+def as_count(value: Any, name: str) -> int:
+    """An integer argument (bool and float rejected)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
+    return int(value)
+
+
+def as_real(value: Any, name: str) -> float:
+    """A real scalar argument (bool rejected)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a number, got bool")
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if is_tensor(value) and value.ndim == 0:
+        value = value.item()
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def as_cost(cost: Any, flat: Flat, name: str = "cost") -> Optional[object]:
+    """None, a positive finite float, or a contiguous float32/float64 array of flat.size."""
+    if cost is None:
+        return None
+    if isinstance(cost, numbers.Real) or (isinstance(cost, np.ndarray) and cost.ndim == 0) or (
+        is_tensor(cost) and cost.ndim == 0
+    ):
+        c = as_real(cost, name)
+        if not (c > 0.0 and np.isfinite(c)):
+            raise ValueError(f"{name}: costs must be finite and > 0, got {c}")
+        return c
+    if is_tensor(cost):
+        if cost.device.type != "cpu":
+            raise ValueError(f"{name}: cost tensor must be on the CPU")
+        cost = cost.detach().contiguous().numpy() if cost.dtype != torch_module().bfloat16 else cost.float().numpy()
+    arr = np.asarray(cost)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name}: costs must be real numbers, got dtype {arr.dtype}")
+    if arr.shape != flat.shape and arr.size != flat.size:
+        raise ValueError(f"{name}: shape {arr.shape} does not match x of shape {flat.shape}")
+    if arr.size != flat.size:
+        raise ValueError(f"{name}: has {arr.size} elements, x has {flat.size}")
+    if arr.dtype == np.float32 and flat.code == F32:
+        return np.ascontiguousarray(arr).reshape(-1)
+    return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)
+
+
+def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) -> float32 values, exactly."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def f32_to_bf16(values: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns, round to nearest even (NaN kept NaN)."""
+    u = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    nan = np.isnan(values)
+    if nan.any():
+        rounded[nan] = ((u[nan] >> 16) | 0x40).astype(np.uint16)
+    return rounded

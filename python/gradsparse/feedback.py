@@ -1,0 +1,116 @@
+"""Error feedback (residual memory) fused with selection.
+
+For each named tensor the residual e is kept between calls: ``compress(name, x, ...)``
+forms ``e += x`` in place, selects from it, sends the selected values and leaves
+``e = (x + e) - sent``. float16/bfloat16 updates keep a float32 residual, so the rounding
+of what is sent is fed back too.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from . import _core
+from ._convert import BF16, F16, F32, Flat, as_flat, bf16_to_f32, f32_to_bf16, is_tensor, torch_module
+from .selection import _core_select_one
+from .sparse import Sparse
+
+
+class ErrorFeedback:
+    """Per-name residual memory: ``compress`` selects from ``x + residual`` and keeps what
+    was not sent. ``state_dict()``/``load_state_dict()`` save and restore the residuals."""
+
+    def __init__(self) -> None:
+        self._res: Dict[str, np.ndarray] = {}
+        self._meta: Dict[str, tuple] = {}  # name -> (shape, kind)
+
+    def compress(self, name: str, x: Any, k: Any = None, *, ratio: Any = None, cost: Any = None,
+                 budget: Any = None, q: Any = 2.0, alpha: Any = 1.0) -> Sparse:
+        """Selects (like `sparsify`) from x + residual[name]; updates the residual in place.
+        The returned values have x's dtype and array type."""
+        if not isinstance(name, str):
+            raise TypeError(f"name: expected a str, got {type(name).__name__}")
+        flat = as_flat(x)
+        if flat.size == 0:
+            raise ValueError("x: input is empty")
+        res = self._residual_for(name, flat)
+        # e += x, in the residual's precision
+        if flat.code == F32:
+            _core.add_f32(res, flat.array)
+        elif flat.code == BF16:
+            np.add(res, bf16_to_f32(flat.array), out=res)
+        else:
+            np.add(res, flat.array, out=res, casting="unsafe")
+        acc_code = F32 if flat.code in (F16, BF16) else flat.code
+        acc = Flat(res, acc_code, flat.shape, "numpy", res.dtype)
+        idx, vals = _core_select_one(acc, k, ratio, cost, budget, q, alpha)
+        # what is sent, in x's dtype; the residual keeps the difference
+        if flat.code == BF16:
+            sent_raw = f32_to_bf16(vals)
+            res[idx] = vals - bf16_to_f32(sent_raw)
+        elif flat.code == F16:
+            sent_raw = vals.astype(np.float16)
+            res[idx] = vals - sent_raw.astype(np.float32)
+        else:
+            sent_raw = vals
+            res[idx] = 0
+        return Sparse(flat.wrap_index(idx), flat.wrap(sent_raw), flat.shape)
+
+    def _residual_for(self, name: str, flat: Flat) -> np.ndarray:
+        res = self._res.get(name)
+        dtype = np.float32 if flat.code in (F16, BF16) else flat.array.dtype
+        if res is None:
+            res = np.zeros(flat.size, dtype=dtype)
+            self._res[name] = res
+            self._meta[name] = (flat.shape, flat.kind)
+        elif res.size != flat.size or res.dtype != dtype:
+            raise ValueError(
+                f"x: tensor '{name}' has {flat.size} elements of {flat.array.dtype}, but its residual "
+                f"holds {res.size} of {res.dtype}; use another name or reset('{name}')"
+            )
+        return res
+
+    def residual(self, name: str) -> Optional[Any]:
+        """The residual of `name` (a copy, shaped like x), or None if there is none."""
+        res = self._res.get(name)
+        if res is None:
+            return None
+        shape, kind = self._meta[name]
+        out = res.reshape(shape).copy()
+        return torch_module().from_numpy(out) if kind == "torch" else out
+
+    def names(self):
+        return list(self._res)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._res
+
+    def reset(self, name: Optional[str] = None) -> None:
+        """Forgets one residual, or all of them."""
+        if name is None:
+            self._res.clear()
+            self._meta.clear()
+        else:
+            self._res.pop(name, None)
+            self._meta.pop(name, None)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Copies of every residual (numpy, or torch for tensors fed as torch)."""
+        return {name: self.residual(name) for name in self._res}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Replaces every residual by a copy of `state` (as returned by `state_dict`)."""
+        if not isinstance(state, dict):
+            raise TypeError("state: expected a dict name -> array")
+        res, meta = {}, {}
+        for name, value in state.items():
+            if not isinstance(name, str):
+                raise TypeError("state: keys must be str")
+            kind = "torch" if is_tensor(value) else "numpy"
+            arr = value.detach().cpu().numpy() if kind == "torch" else np.asarray(value)
+            if arr.dtype not in (np.float32, np.float64):
+                raise TypeError(f"state['{name}']: residuals are float32 or float64, got {arr.dtype}")
+            res[name] = np.array(arr, dtype=arr.dtype, copy=True).reshape(-1)
+            meta[name] = (tuple(arr.shape), kind)
+        self._res, self._meta = res, meta

@@ -1,0 +1,284 @@
+"""Exact selection: top-k (torch.topk semantics), sparsify (magnitude top-k / CWMP),
+global selection over many tensors, streaming selection, threshold and random-k.
+
+Ranking rules, everywhere: larger score first; equal scores rank by the lower flat index
+(for many tensors: the position in their concatenation); NaN ranks above +inf; -0.0 and
++0.0 are equal. Results do not depend on the SIMD level or the thread count.
+"""
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+from typing import Any, List, Optional, Sequence
+
+import numpy as np
+
+from . import _core
+from ._convert import (
+    BF16,
+    Flat,
+    as_cost,
+    as_count,
+    as_flat,
+    as_real,
+    bf16_to_f32,
+    f32_to_bf16,
+    is_tensor,
+    torch_module,
+)
+from .sparse import Sparse
+
+TopK = namedtuple("TopK", ["values", "indices"])
+
+_MAGNITUDE, _LARGEST, _SMALLEST = 0, 1, 2
+_COUNT, _ENERGY, _THRESHOLD = 0, 1, 2
+
+
+# ----------------------------------------------------------------------------- arguments
+
+def _score_params(q: Any, alpha: Any):
+    q = as_real(q, "q")
+    alpha = as_real(alpha, "alpha")
+    if not (math.isfinite(q) and q > 0):
+        raise ValueError(f"q: must be finite and > 0, got {q}")
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha: must be finite and >= 0, got {alpha}")
+    return q, alpha
+
+
+def _budget(n: int, k: Any, ratio: Any, budget: Any):
+    """(kind, k, energy) from exactly one of k / ratio / budget, for n elements."""
+    given = [name for name, v in (("k", k), ("ratio", ratio), ("budget", budget)) if v is not None]
+    if len(given) != 1:
+        raise ValueError("k, ratio, budget: give exactly one of them" + (f" (got {', '.join(given)})" if given else ""))
+    if k is not None:
+        k = as_count(k, "k")
+        if k < 1 or k > n:
+            raise ValueError(f"k: must be in [1, {n}] for {n} elements, got {k}")
+        return _COUNT, k, 0.0
+    if ratio is not None:
+        return _COUNT, k_from_ratio(ratio, n), 0.0
+    b = as_real(budget, "budget")
+    if not (math.isfinite(b) and b > 0):
+        raise ValueError(f"budget: must be finite and > 0, got {b}")
+    return _ENERGY, 0, b
+
+
+def k_from_ratio(ratio: Any, n: int) -> int:
+    """k for a density: max(1, floor(ratio * n + 0.5)), ratio in (0, 1]."""
+    r = as_real(ratio, "ratio")
+    if not (0.0 < r <= 1.0):
+        raise ValueError(f"ratio: must be in (0, 1], got {r}")
+    return min(n, max(1, int(math.floor(r * n + 0.5))))
+
+
+def _nonempty(flat: Flat, name: str) -> Flat:
+    if flat.size == 0:
+        raise ValueError(f"{name}: input is empty")
+    return flat
+
+
+def _sparse(flat: Flat, idx: np.ndarray, raw: np.ndarray) -> Sparse:
+    return Sparse(flat.wrap_index(idx), flat.wrap(raw), flat.shape)
+
+
+# ----------------------------------------------------------------------------- top-k
+
+def topk(input: Any, k: Any, dim: int = -1, largest: bool = True, sorted: bool = True, *, out=None) -> TopK:
+    """The k largest (or smallest) entries along `dim` of a 1-D or 2-D array, as
+    ``(values, indices)`` like ``torch.topk``. numpy in, numpy out; torch in, torch out.
+
+    With ``sorted=True`` entries come best first (ties: lower index first); with
+    ``sorted=False`` they come in ascending index order. NaN counts as larger than +inf.
+    ``out=(values, indices)`` reuses C-contiguous buffers of the result's shape.
+    """
+    flat = as_flat(input, "input")
+    shape = flat.shape
+    if len(shape) not in (1, 2):
+        raise ValueError(f"input: topk supports 1-D and 2-D inputs, got {len(shape)}-D")
+    _nonempty(flat, "input")
+    dim = as_count(dim, "dim")
+    if not -len(shape) <= dim < len(shape):
+        raise ValueError(f"dim: out of range for a {len(shape)}-D input, got {dim}")
+    dim %= len(shape)
+    k = as_count(k, "k")
+    length = shape[dim]
+    if k < 1 or k > length:
+        raise ValueError(f"k: must be in [1, {length}] (size of dim {dim}), got {k}")
+    if not isinstance(largest, (bool, np.bool_)) or not isinstance(sorted, (bool, np.bool_)):
+        raise TypeError("largest, sorted: must be bool")
+    rows2d = flat.array.reshape(shape if len(shape) == 2 else (1, shape[0]))
+    transposed = len(shape) == 2 and dim == 0
+    if transposed:
+        rows2d = np.ascontiguousarray(rows2d.T)
+    nrows = rows2d.shape[0]
+    values, indices = _topk_buffers(flat, nrows, k, len(shape), transposed, out)
+    _core.topk_rows(rows2d, flat.code, k, _LARGEST if largest else _SMALLEST, bool(sorted), values, indices)
+    if out is not None:
+        return TopK(*out)
+    if len(shape) == 1:
+        values, indices = values[0], indices[0]
+    elif transposed:
+        values, indices = values.T, indices.T
+    return TopK(flat.wrap(values), flat.wrap_index(indices))
+
+
+def _topk_buffers(flat: Flat, nrows: int, k: int, ndim: int, transposed: bool, out):
+    if out is None:
+        return np.empty((nrows, k), dtype=flat.array.dtype), np.empty((nrows, k), dtype=np.int64)
+    if transposed:
+        raise ValueError("out: not supported with dim=0 on a 2-D input")
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError("out: expected a (values, indices) pair")
+    vals, idx = out
+    if is_tensor(vals):
+        torch = torch_module()
+        vals = vals.view(torch.int16).numpy().view(np.uint16) if vals.dtype == torch.bfloat16 else vals.numpy()
+    if is_tensor(idx):
+        idx = idx.numpy()
+    if not isinstance(vals, np.ndarray) or not isinstance(idx, np.ndarray):
+        raise TypeError("out: expected numpy arrays or torch tensors")
+    if idx.dtype != np.int64:
+        raise TypeError("out: indices buffer must be int64")
+    if flat.code == BF16 and vals.dtype.itemsize == 2:
+        vals = vals.view(np.uint16)
+    elif vals.dtype != flat.array.dtype:
+        raise TypeError(f"out: values buffer must have the input dtype {flat.array.dtype}")
+    want = (k,) if ndim == 1 else (nrows, k)
+    if vals.shape != want or idx.shape != want:
+        raise ValueError(f"out: buffers must have shape {want}")
+    return vals.reshape(nrows, k), idx.reshape(nrows, k)
+
+
+# ----------------------------------------------------------------------------- sparsify
+
+def _core_select_one(flat: Flat, k, ratio, cost, budget, q, alpha):
+    kind, kk, energy = _budget(flat.size, k, ratio, budget)
+    q, alpha = _score_params(q, alpha)
+    c = as_cost(cost, flat)
+    [(idx, raw)] = _core.select([flat.array], [flat.code], [c], _MAGNITUDE, q, alpha, kind, kk, energy, 0.0)
+    return idx, raw
+
+
+def sparsify(x: Any, k: Any = None, *, ratio: Any = None, cost: Any = None, budget: Any = None,
+             q: Any = 2.0, alpha: Any = 1.0) -> Sparse:
+    """Keeps the best-scoring coordinates of `x` (any shape, flattened row-major).
+
+    Without `cost` the score is |x| (magnitude top-k). With `cost` (a scalar or an array of
+    x's size, all finite and > 0) it is the CWMP score |x|^q / cost^alpha. The budget is a
+    count (`k`, or `ratio` of the elements: k = max(1, floor(ratio*n + 0.5))) or an energy
+    `budget`: the longest best-first run whose summed cost (1 per element without `cost`)
+    stays <= budget. Returns a `Sparse` with ascending int64 indices and x's values.
+    """
+    flat = _nonempty(as_flat(x), "x")
+    idx, raw = _core_select_one(flat, k, ratio, cost, budget, q, alpha)
+    return _sparse(flat, idx, raw)
+
+
+def sparsify_many(xs: Sequence[Any], k: Any = None, *, ratio: Any = None, costs: Any = None,
+                  budget: Any = None, q: Any = 2.0, alpha: Any = 1.0) -> List[Sparse]:
+    """Global selection: one budget over all of `xs` (a whole model's tensors), without
+    concatenating them. `costs` is None or one cost (None, scalar or array) per tensor;
+    `ratio` is relative to the total element count. Returns one `Sparse` per tensor.
+    Equal scores rank by position in the concatenation of `xs`.
+    """
+    if is_tensor(xs) or isinstance(xs, np.ndarray) or not isinstance(xs, Sequence):
+        raise TypeError("xs: expected a list or tuple of arrays/tensors")
+    if len(xs) == 0:
+        raise ValueError("xs: the list is empty")
+    flats = [as_flat(x, f"xs[{i}]") for i, x in enumerate(xs)]
+    total = sum(f.size for f in flats)
+    if total == 0:
+        raise ValueError("xs: every tensor is empty")
+    if costs is None:
+        cs = [None] * len(flats)
+    else:
+        if is_tensor(costs) or isinstance(costs, np.ndarray) or not isinstance(costs, Sequence):
+            raise TypeError("costs: expected None or a list with one cost per tensor")
+        if len(costs) != len(flats):
+            raise ValueError(f"costs: expected {len(flats)} entries (one per tensor), got {len(costs)}")
+        cs = [as_cost(c, f, f"costs[{i}]") for i, (c, f) in enumerate(zip(costs, flats))]
+    kind, kk, energy = _budget(total, k, ratio, budget)
+    q, alpha = _score_params(q, alpha)
+    res = _core.select([f.array for f in flats], [f.code for f in flats], cs, _MAGNITUDE, q, alpha,
+                       kind, kk, energy, 0.0)
+    return [_sparse(f, idx, raw) for f, (idx, raw) in zip(flats, res)]
+
+
+class StreamingSelector:
+    """Exact global selection over tensors that arrive one at a time (DDP buckets, layers).
+
+    ``push(x, cost=None)`` each chunk in order, then ``finish()`` returns one `Sparse` per
+    chunk — the same result as `sparsify_many` over all chunks with the CWMP score (|x|^q
+    without costs). Values are copied on push, so a buffer may be reused after pushing.
+    Extra memory: O(k) for a count budget. A `ratio` needs `total`, the element count of
+    all chunks together, known in advance.
+    """
+
+    def __init__(self, k: Any = None, *, ratio: Any = None, total: Any = None, budget: Any = None,
+                 q: Any = 2.0, alpha: Any = 1.0):
+        if ratio is not None:
+            if total is None:
+                raise ValueError("total: a ratio needs the total number of elements of all chunks")
+            total = as_count(total, "total")
+            if total < 1:
+                raise ValueError(f"total: must be >= 1, got {total}")
+            if k is not None or budget is not None:
+                raise ValueError("k, ratio, budget: give exactly one of them")
+            k = k_from_ratio(ratio, total)
+        kind, kk, energy = _budget(2**62, k, None, budget)
+        q, alpha = _score_params(q, alpha)
+        self._core = _core.StreamingCore(kind, kk, energy, q, alpha)
+        self._flats: List[Flat] = []
+        self._finished = False
+
+    def push(self, x: Any, cost: Any = None) -> None:
+        """Adds the next chunk (any shape, flattened) with its cost (None, scalar or array)."""
+        if self._finished:
+            raise ValueError("push: finish() was already called on this selector")
+        flat = as_flat(x)
+        c = as_cost(cost, flat)
+        self._core.push(flat.array, flat.code, c)
+        self._flats.append(Flat(flat.array[:0], flat.code, flat.shape, flat.kind, flat.out_dtype))
+
+    def finish(self) -> List[Sparse]:
+        """Ends the stream; one `Sparse` per pushed chunk, in push order."""
+        if self._finished:
+            raise ValueError("finish: finish() was already called on this selector")
+        res = self._core.finish()
+        self._finished = True
+        return [_sparse(f, idx, raw.view(f.array.dtype)) for f, (idx, raw) in zip(self._flats, res)]
+
+
+# ----------------------------------------------------------------------------- baselines
+
+def threshold(x: Any, tau: Any) -> Sparse:
+    """Every coordinate with |x| >= tau (NaN included: it ranks above +inf)."""
+    flat = _nonempty(as_flat(x), "x")
+    t = as_real(tau, "tau")
+    if math.isnan(t) or t < 0:
+        raise ValueError(f"tau: must be >= 0, got {t}")
+    [(idx, raw)] = _core.select([flat.array], [flat.code], [None], _MAGNITUDE, 1.0, 0.0, _THRESHOLD, 0, 0.0, t)
+    return _sparse(flat, idx, raw)
+
+
+def random_k(x: Any, k: Any, seed: Any, *, scale: bool = False) -> Sparse:
+    """k coordinates drawn uniformly without replacement, reproducibly for `seed` (any
+    platform, SIMD level or thread count). With ``scale=True`` values are multiplied by
+    n/k, which makes the estimate unbiased."""
+    flat = _nonempty(as_flat(x), "x")
+    k = as_count(k, "k")
+    if k < 1 or k > flat.size:
+        raise ValueError(f"k: must be in [1, {flat.size}], got {k}")
+    seed = as_count(seed, "seed")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed: must be in [0, 2**64), got {seed}")
+    idx = _core.random_k(flat.size, k, seed)
+    raw = flat.array[idx]
+    if scale:
+        factor = flat.size / k
+        if flat.code == BF16:
+            raw = f32_to_bf16(bf16_to_f32(raw) * np.float32(factor))
+        else:
+            raw = (raw * raw.dtype.type(factor)).astype(raw.dtype)
+    return _sparse(flat, idx, raw)
