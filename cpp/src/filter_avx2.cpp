@@ -46,63 +46,65 @@ inline unsigned pass_mask(__m256i skey, __m256i sthr_minus_one) {
         _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(skey, sthr_minus_one))));
 }
 
-inline uint32_t* emit8(uint32_t* out, unsigned m, __m256i idx) {
+// Packs the passing lanes' indices and raw values to out/vals; returns the new count.
+inline size_t emit8(uint32_t* out, uint32_t* vals, size_t count, unsigned m, __m256i idx, __m256i v) {
     __m256i p = _mm256_load_si256(reinterpret_cast<const __m256i*>(kPack.perm[m].data()));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_permutevar8x32_epi32(idx, p));
-    return out + _mm_popcnt_u32(m);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + count), _mm256_permutevar8x32_epi32(idx, p));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(vals + count), _mm256_permutevar8x32_epi32(v, p));
+    return count + _mm_popcnt_u32(m);
 }
 
 template <KeyMode M>
-size_t filter_f32_mode(const uint32_t* bits, size_t n, uint32_t thr, uint32_t* out, size_t cap) {
-    if (thr == 0) return generic::filter_keys<keys::F32>(bits, n, M, thr, out, cap);
+size_t filter_f32_mode(const uint32_t* bits, size_t n, uint32_t thr, uint32_t* out, uint32_t* vals,
+                       size_t cap) {
+    if (thr == 0) return generic::filter_keys<keys::F32>(bits, n, M, thr, out, vals, cap);
     // key >= thr  <=>  skey > sthr - 1 (thr > 0, so no wrap-around)
     const __m256i vt = _mm256_set1_epi32(static_cast<int>((thr - 1u) ^ 0x80000000u));
     const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i eight = _mm256_set1_epi32(8);
-    uint32_t* const begin = out;
-    uint32_t* const limit = out + cap;
+    size_t count = 0;
     const __m256i* p = reinterpret_cast<const __m256i*>(bits);
     size_t i = 0;
     for (; i + 32 <= n; i += 32, p += 4) {
-        unsigned m0 = pass_mask(skey_f32x8<M>(_mm256_loadu_si256(p)), vt);
-        unsigned m1 = pass_mask(skey_f32x8<M>(_mm256_loadu_si256(p + 1)), vt);
-        unsigned m2 = pass_mask(skey_f32x8<M>(_mm256_loadu_si256(p + 2)), vt);
-        unsigned m3 = pass_mask(skey_f32x8<M>(_mm256_loadu_si256(p + 3)), vt);
+        __m256i b0 = _mm256_loadu_si256(p), b1 = _mm256_loadu_si256(p + 1);
+        __m256i b2 = _mm256_loadu_si256(p + 2), b3 = _mm256_loadu_si256(p + 3);
+        unsigned m0 = pass_mask(skey_f32x8<M>(b0), vt);
+        unsigned m1 = pass_mask(skey_f32x8<M>(b1), vt);
+        unsigned m2 = pass_mask(skey_f32x8<M>(b2), vt);
+        unsigned m3 = pass_mask(skey_f32x8<M>(b3), vt);
         if ((m0 | m1 | m2 | m3) == 0) continue;
         __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(i)), iota);
-        out = emit8(out, m0, idx);
+        count = emit8(out, vals, count, m0, idx, b0);
         idx = _mm256_add_epi32(idx, eight);
-        out = emit8(out, m1, idx);
+        count = emit8(out, vals, count, m1, idx, b1);
         idx = _mm256_add_epi32(idx, eight);
-        out = emit8(out, m2, idx);
+        count = emit8(out, vals, count, m2, idx, b2);
         idx = _mm256_add_epi32(idx, eight);
-        out = emit8(out, m3, idx);
-        if (out > limit) return kFilterOverflow;
+        count = emit8(out, vals, count, m3, idx, b3);
+        if (count > cap) return kFilterOverflow;
     }
-    size_t done = static_cast<size_t>(out - begin);
-    size_t rest = generic::filter_keys<keys::F32>(bits + i, n - i, M, thr, out, cap - done + 0);
+    size_t rest = generic::filter_keys<keys::F32>(bits + i, n - i, M, thr, out + count, vals + count, cap - count);
     if (rest == kFilterOverflow) return kFilterOverflow;
-    for (size_t j = 0; j < rest; ++j) out[j] += static_cast<uint32_t>(i);
-    return done + rest;
+    for (size_t j = 0; j < rest; ++j) out[count + j] += static_cast<uint32_t>(i);
+    return count + rest;
 }
 
 size_t filter_f32_avx2(const uint32_t* bits, size_t n, KeyMode mode, uint32_t thr, uint32_t* out,
-                       size_t cap) {
+                       uint32_t* vals, size_t cap) {
     switch (mode) {
-        case KeyMode::Magnitude: return filter_f32_mode<KeyMode::Magnitude>(bits, n, thr, out, cap);
-        case KeyMode::Largest: return filter_f32_mode<KeyMode::Largest>(bits, n, thr, out, cap);
-        default: return filter_f32_mode<KeyMode::Smallest>(bits, n, thr, out, cap);
+        case KeyMode::Magnitude: return filter_f32_mode<KeyMode::Magnitude>(bits, n, thr, out, vals, cap);
+        case KeyMode::Largest: return filter_f32_mode<KeyMode::Largest>(bits, n, thr, out, vals, cap);
+        default: return filter_f32_mode<KeyMode::Smallest>(bits, n, thr, out, vals, cap);
     }
 }
 
 size_t filter_cost_f32_avx2(const float* x, const float* c, size_t n, double t, uint32_t* out,
-                            size_t cap, bool* bad_cost) {
+                            uint32_t* vals, size_t cap, bool* bad_cost) {
     const __m256d vt = _mm256_set1_pd(t);
     const __m256 zero = _mm256_setzero_ps();
     const __m256 fmax = _mm256_set1_ps(3.40282347e38f);
     const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    uint32_t* const begin = out;
-    uint32_t* const limit = out + cap;
+    size_t count = 0;
     __m256 ok = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -118,18 +120,19 @@ size_t filter_cost_f32_avx2(const float* x, const float* c, size_t n, double t, 
             _mm256_movemask_pd(_mm256_cmp_pd(_mm256_mul_pd(a0, a0), t0, _CMP_NLT_UQ)) |
             (_mm256_movemask_pd(_mm256_cmp_pd(_mm256_mul_pd(a1, a1), t1, _CMP_NLT_UQ)) << 4));
         if (m == 0) continue;
-        out = emit8(out, m, _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(i)), iota));
-        if (out > limit) {
+        count = emit8(out, vals, count, m, _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(i)), iota),
+                      _mm256_castps_si256(xv));
+        if (count > cap) {
             *bad_cost = *bad_cost || _mm256_movemask_ps(ok) != 0xFF;
             return kFilterOverflow;
         }
     }
     *bad_cost = *bad_cost || _mm256_movemask_ps(ok) != 0xFF;
-    size_t done = static_cast<size_t>(out - begin);
-    size_t rest = generic::filter_cost_f32(x + i, c + i, n - i, t, out, cap - done, bad_cost);
+    size_t rest = generic::filter_cost_f32(x + i, c + i, n - i, t, out + count, vals + count, cap - count,
+                                           bad_cost);
     if (rest == kFilterOverflow) return kFilterOverflow;
-    for (size_t j = 0; j < rest; ++j) out[j] += static_cast<uint32_t>(i);
-    return done + rest;
+    for (size_t j = 0; j < rest; ++j) out[count + j] += static_cast<uint32_t>(i);
+    return count + rest;
 }
 
 }  // namespace

@@ -25,52 +25,56 @@ inline __m512i key_f32x16(__m512i b) {
     return key;
 }
 
-inline uint32_t* emit16(uint32_t* out, __mmask16 m, __m512i idx) {
-    _mm512_storeu_si512(out, _mm512_maskz_compress_epi32(m, idx));
-    return out + _mm_popcnt_u32(m);
+// Packs the passing lanes' indices and raw values to out/vals; returns the new count.
+inline size_t emit16(uint32_t* out, uint32_t* vals, size_t count, __mmask16 m, __m512i idx, __m512i v) {
+    _mm512_storeu_si512(out + count, _mm512_maskz_compress_epi32(m, idx));
+    _mm512_storeu_si512(vals + count, _mm512_maskz_compress_epi32(m, v));
+    return count + _mm_popcnt_u32(m);
 }
 
 template <KeyMode M>
-size_t filter_f32_mode(const uint32_t* bits, size_t n, uint32_t thr, uint32_t* out, size_t cap) {
+size_t filter_f32_mode(const uint32_t* bits, size_t n, uint32_t thr, uint32_t* out, uint32_t* vals,
+                       size_t cap) {
     const __m512i vt = _mm512_set1_epi32(static_cast<int>(thr));
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i sixteen = _mm512_set1_epi32(16);
-    uint32_t* const begin = out;
-    uint32_t* const limit = out + cap;
+    size_t count = 0;
     size_t i = 0;
     for (; i + 64 <= n; i += 64) {
-        __mmask16 m0 = _mm512_cmpge_epu32_mask(key_f32x16<M>(_mm512_loadu_si512(bits + i)), vt);
-        __mmask16 m1 = _mm512_cmpge_epu32_mask(key_f32x16<M>(_mm512_loadu_si512(bits + i + 16)), vt);
-        __mmask16 m2 = _mm512_cmpge_epu32_mask(key_f32x16<M>(_mm512_loadu_si512(bits + i + 32)), vt);
-        __mmask16 m3 = _mm512_cmpge_epu32_mask(key_f32x16<M>(_mm512_loadu_si512(bits + i + 48)), vt);
+        __m512i b0 = _mm512_loadu_si512(bits + i), b1 = _mm512_loadu_si512(bits + i + 16);
+        __m512i b2 = _mm512_loadu_si512(bits + i + 32), b3 = _mm512_loadu_si512(bits + i + 48);
+        __mmask16 m0 = _mm512_cmpge_epu32_mask(key_f32x16<M>(b0), vt);
+        __mmask16 m1 = _mm512_cmpge_epu32_mask(key_f32x16<M>(b1), vt);
+        __mmask16 m2 = _mm512_cmpge_epu32_mask(key_f32x16<M>(b2), vt);
+        __mmask16 m3 = _mm512_cmpge_epu32_mask(key_f32x16<M>(b3), vt);
         if ((m0 | m1 | m2 | m3) == 0) continue;
         __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota);
-        out = emit16(out, m0, idx);
+        count = emit16(out, vals, count, m0, idx, b0);
         idx = _mm512_add_epi32(idx, sixteen);
-        out = emit16(out, m1, idx);
+        count = emit16(out, vals, count, m1, idx, b1);
         idx = _mm512_add_epi32(idx, sixteen);
-        out = emit16(out, m2, idx);
+        count = emit16(out, vals, count, m2, idx, b2);
         idx = _mm512_add_epi32(idx, sixteen);
-        out = emit16(out, m3, idx);
-        if (out > limit) return kFilterOverflow;
+        count = emit16(out, vals, count, m3, idx, b3);
+        if (count > cap) return kFilterOverflow;
     }
     for (; i < n; i += 16) {
         size_t left = n - i;
         __mmask16 live = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
         __m512i b = _mm512_maskz_loadu_epi32(live, bits + i);
         __mmask16 m = _mm512_mask_cmpge_epu32_mask(live, key_f32x16<M>(b), vt);
-        out = emit16(out, m, _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota));
-        if (out > limit) return kFilterOverflow;
+        count = emit16(out, vals, count, m, _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota), b);
+        if (count > cap) return kFilterOverflow;
     }
-    return static_cast<size_t>(out - begin);
+    return count;
 }
 
 size_t filter_f32_avx512(const uint32_t* bits, size_t n, KeyMode mode, uint32_t thr, uint32_t* out,
-                         size_t cap) {
+                         uint32_t* vals, size_t cap) {
     switch (mode) {
-        case KeyMode::Magnitude: return filter_f32_mode<KeyMode::Magnitude>(bits, n, thr, out, cap);
-        case KeyMode::Largest: return filter_f32_mode<KeyMode::Largest>(bits, n, thr, out, cap);
-        default: return filter_f32_mode<KeyMode::Smallest>(bits, n, thr, out, cap);
+        case KeyMode::Magnitude: return filter_f32_mode<KeyMode::Magnitude>(bits, n, thr, out, vals, cap);
+        case KeyMode::Largest: return filter_f32_mode<KeyMode::Largest>(bits, n, thr, out, vals, cap);
+        default: return filter_f32_mode<KeyMode::Smallest>(bits, n, thr, out, vals, cap);
     }
 }
 
@@ -88,11 +92,10 @@ inline __mmask16 cost_bad_f32x16(__m512 c) {
 }
 
 size_t filter_cost_f32_avx512(const float* x, const float* c, size_t n, double t, uint32_t* out,
-                              size_t cap, bool* bad_cost) {
+                              uint32_t* vals, size_t cap, bool* bad_cost) {
     const __m512d vt = _mm512_set1_pd(t);
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    uint32_t* const begin = out;
-    uint32_t* const limit = out + cap;
+    size_t count = 0;
     __mmask16 bad = 0;
     size_t i = 0;
     for (; i < n; i += 16) {
@@ -107,14 +110,15 @@ size_t filter_cost_f32_avx512(const float* x, const float* c, size_t n, double t
             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(cv), 1)), vt);
         __mmask16 m = static_cast<__mmask16>((lo | (static_cast<unsigned>(hi) << 8)) & live);
         if (m == 0) continue;
-        out = emit16(out, m, _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota));
-        if (out > limit) {
+        count = emit16(out, vals, count, m, _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota),
+                       _mm512_castps_si512(xv));
+        if (count > cap) {
             *bad_cost = *bad_cost || bad != 0;
             return kFilterOverflow;
         }
     }
     *bad_cost = *bad_cost || bad != 0;
-    return static_cast<size_t>(out - begin);
+    return count;
 }
 
 }  // namespace

@@ -14,11 +14,12 @@ namespace generic {
 
 template <class F>
 inline size_t filter_keys(const typename F::uint* bits, size_t n, KeyMode mode,
-                          typename F::uint thr, uint32_t* out, size_t cap) {
+                          typename F::uint thr, uint32_t* out, typename F::uint* vals, size_t cap) {
     size_t count = 0;
     for (size_t i = 0; i < n; ++i) {
         if (keys::key<F>(mode, bits[i]) >= thr) {
             if (count == cap) return kFilterOverflow;
+            vals[count] = bits[i];
             out[count++] = static_cast<uint32_t>(i);
         }
     }
@@ -26,23 +27,23 @@ inline size_t filter_keys(const typename F::uint* bits, size_t n, KeyMode mode,
 }
 
 inline size_t filter_f32(const uint32_t* bits, size_t n, KeyMode mode, uint32_t thr,
-                         uint32_t* out, size_t cap) {
-    return filter_keys<keys::F32>(bits, n, mode, thr, out, cap);
+                         uint32_t* out, uint32_t* vals, size_t cap) {
+    return filter_keys<keys::F32>(bits, n, mode, thr, out, vals, cap);
 }
 inline size_t filter_f64(const uint64_t* bits, size_t n, KeyMode mode, uint64_t thr,
-                         uint32_t* out, size_t cap) {
-    return filter_keys<keys::F64>(bits, n, mode, thr, out, cap);
+                         uint32_t* out, uint64_t* vals, size_t cap) {
+    return filter_keys<keys::F64>(bits, n, mode, thr, out, vals, cap);
 }
 inline size_t filter_h16(const uint16_t* bits, size_t n, KeyMode mode, bool bf16, uint16_t thr,
-                         uint32_t* out, size_t cap) {
-    return bf16 ? filter_keys<keys::BF16>(bits, n, mode, thr, out, cap)
-                : filter_keys<keys::F16>(bits, n, mode, thr, out, cap);
+                         uint32_t* out, uint16_t* vals, size_t cap) {
+    return bf16 ? filter_keys<keys::BF16>(bits, n, mode, thr, out, vals, cap)
+                : filter_keys<keys::F16>(bits, n, mode, thr, out, vals, cap);
 }
 
 inline bool cost_ok(double c) { return c > 0.0 && c <= 1.7976931348623157e308; }
 
 inline size_t filter_cost_f32(const float* x, const float* c, size_t n, double t, uint32_t* out,
-                              size_t cap, bool* bad_cost) {
+                              uint32_t* vals, size_t cap, bool* bad_cost) {
     size_t count = 0;
     bool bad = false;
     for (size_t i = 0; i < n; ++i) {
@@ -55,6 +56,7 @@ inline size_t filter_cost_f32(const float* x, const float* c, size_t n, double t
                 *bad_cost = *bad_cost || bad;
                 return kFilterOverflow;
             }
+            std::memcpy(vals + count, x + i, 4);
             out[count++] = static_cast<uint32_t>(i);
         }
     }

@@ -16,20 +16,22 @@ constexpr size_t kFilterOverflow = ~size_t(0);
 constexpr size_t kFilterSlack = 64;
 
 struct Kernels {
-    /// Writes the i in [0, n) with key(x[i]) >= thr, ascending, to out; returns the count
-    /// or kFilterOverflow once more than cap pass. `bits` are the raw element bits.
+    /// Writes the i in [0, n) with key(x[i]) >= thr, ascending, to out and their raw
+    /// element bits to vals (same positions); returns the count, or kFilterOverflow once
+    /// more than cap pass. `bits` are the raw element bits. Both buffers need
+    /// kFilterSlack writable slots past cap.
     size_t (*filter_f32)(const uint32_t* bits, size_t n, KeyMode mode, uint32_t thr,
-                         uint32_t* out, size_t cap);
+                         uint32_t* out, uint32_t* vals, size_t cap);
     size_t (*filter_f64)(const uint64_t* bits, size_t n, KeyMode mode, uint64_t thr,
-                         uint32_t* out, size_t cap);
+                         uint32_t* out, uint64_t* vals, size_t cap);
     /// float16 (bf16 = false) or bfloat16 (bf16 = true).
     size_t (*filter_h16)(const uint16_t* bits, size_t n, KeyMode mode, bool bf16, uint16_t thr,
-                         uint32_t* out, size_t cap);
+                         uint32_t* out, uint16_t* vals, size_t cap);
     /// Per-element cost, q = 2, alpha = 1: writes every i with x[i]^2 >= t * c[i] (computed
     /// in double) or x[i] NaN — a superset of the score threshold when t carries a margin.
     /// Sets *bad_cost when any c[i] is not finite and > 0.
     size_t (*filter_cost_f32)(const float* x, const float* c, size_t n, double t, uint32_t* out,
-                              size_t cap, bool* bad_cost);
+                              uint32_t* vals, size_t cap, bool* bad_cost);
     /// e[i] += x[i] (float32).
     void (*add_f32)(float* e, const float* x, size_t n);
 };

@@ -45,6 +45,33 @@ struct ScoredSegment {
         }
     }
 
+    /// Raw bits of element i, zero-extended.
+    uint64_t bits_at(size_t i) const {
+        switch (seg.dtype) {
+            case DType::F32: return static_cast<const uint32_t*>(seg.data)[i];
+            case DType::F64: return static_cast<const uint64_t*>(seg.data)[i];
+            default: return static_cast<const uint16_t*>(seg.data)[i];
+        }
+    }
+
+    /// Global order key of element i whose raw bits are `b` (as stored by the filter).
+    uint64_t key_from_bits(uint64_t b, size_t i) const {
+        switch (seg.dtype) {
+            case DType::F32:
+                if (native) return keys::key<keys::F32>(mode, static_cast<uint32_t>(b));
+                return keys::score_key(score_of(abs_of_magnitude_key(b & keys::F32::abs_mask), i));
+            case DType::F64:
+                if (native) return keys::key<keys::F64>(mode, b);
+                return keys::score_key(score_of(abs_of_magnitude_key(b & keys::F64::abs_mask), i));
+            case DType::F16:
+                if (native) return keys::key<keys::F16>(mode, static_cast<uint16_t>(b));
+                return keys::score_key(score_of(abs_of_magnitude_key(b & keys::F16::abs_mask), i));
+            default:
+                if (native) return keys::key<keys::BF16>(mode, static_cast<uint16_t>(b));
+                return keys::score_key(score_of(abs_of_magnitude_key(b & keys::BF16::abs_mask), i));
+        }
+    }
+
     /// Global order key of element i.
     uint64_t key(size_t i) const {
         if (native) return native_key(i);

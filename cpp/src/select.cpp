@@ -1,22 +1,24 @@
 // gradsparse — the selection driver.
 //
 // Count budgets (top-k, CWMP with k): estimate the k-th key from a sample of contiguous
-// blocks, take a bracket [T_lo, T_hi] around it, run one SIMD filter pass that stores the
-// positions of every element with key >= T_lo, then select exactly inside the bracket only
-// and keep candidates in index order (ties: lower global index first). If the sample
-// misses (fewer than k candidates, or more than the buffer holds) a radix selection over
-// the key bits finds the exact k-th key instead.
-// Energy budgets sort the candidates best-first and keep the longest prefix whose cost sum
-// stays within the budget; threshold selection is the filter pass alone.
+// blocks and take a bracket [T_lo, T_hi] around it; one SIMD filter pass stores the
+// position and raw value of every element with key >= T_lo; the exact k-th key K* is then
+// selected inside the bracket only, and the output keeps every candidate with key > K*
+// plus the first (k - #greater) with key == K* in global order (ties: lower index first).
+// If the sample misses (fewer than k candidates, or more than the buffer holds) a radix
+// selection over the key bits finds K* instead.
+// Energy budgets rank the candidates best-first and keep the longest prefix whose summed
+// cost stays within the budget — the same (K*, ties) rule. Threshold selection is the
+// filter pass alone.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <numeric>
 
 #include "gradsparse/parallel.hpp"
 #include "gradsparse/select.hpp"
 #include "kernels.hpp"
 #include "scoring.hpp"
+#include "scratch.hpp"
 
 namespace gradsparse {
 
@@ -26,22 +28,26 @@ constexpr size_t kFullBelow = size_t(1) << 15;     // below this, every element 
 constexpr size_t kSampleBlock = 32;                 // contiguous elements per sampled block
 constexpr size_t kMaxPiece = size_t(1) << 31;       // filter kernels index with uint32
 constexpr size_t kMinPerThread = size_t(1) << 17;
+constexpr double kMaxDouble = 1.7976931348623157e308;
 
 struct Piece {
     uint32_t seg;
     size_t begin, len;   // local range in the segment
     size_t cbeg, cend;   // candidate range in the thread's buffers
+    size_t greater;      // candidates with key > K*
+    size_t take_eq;      // candidates with key == K* to keep (the first ones)
     size_t out_offset;   // where its kept elements go in the segment output
-    size_t kept;
 };
 
+// Candidates of one thread: positions within their piece, raw values (slot bytes each)
+// and, once computed, order keys.
 struct ThreadWork {
     std::vector<Piece> pieces;
-    std::unique_ptr<uint32_t[]> idx;  // candidate offsets within their piece
-    size_t cap = 0;
-    size_t count = 0;
-    std::vector<uint64_t> key;
-    std::vector<uint8_t> keep;
+    ScratchPool::Buffer idx_buf, raw_buf, key_buf;
+    size_t cap = 0, count = 0;
+    uint32_t* idx() const { return reinterpret_cast<uint32_t*>(idx_buf.get()); }
+    uint8_t* raw() const { return raw_buf.get(); }
+    uint64_t* key() const { return reinterpret_cast<uint64_t*>(key_buf.get()); }
 };
 
 }  // namespace
@@ -50,7 +56,10 @@ struct SelectionImpl {
     std::vector<ScoredSegment> segs;
     std::vector<size_t> counts;
     const char* path = "sampled";
+    size_t slot = 8;                              // bytes per stored raw value
     std::vector<ThreadWork> work;                 // candidate form
+    bool keep_all = false;                        // threshold selection keeps every candidate
+    uint64_t kstar = 0;
     bool list_form = false;
     std::vector<std::vector<int64_t>> lists;      // list form (radix fallback)
 };
@@ -64,10 +73,7 @@ const char* Selection::path() const { return impl->path; }
 
 namespace {
 
-void copy_value(const Segment& s, size_t i, void* dst, size_t j) {
-    size_t w = dtype_size(s.dtype);
-    std::memcpy(static_cast<uint8_t*>(dst) + j * w, static_cast<const uint8_t*>(s.data) + i * w, w);
-}
+bool cost_ok(double c) { return c > 0.0 && c <= kMaxDouble; }
 
 // ---------------------------------------------------------------- preparation
 
@@ -81,9 +87,8 @@ std::vector<ScoredSegment> prepare(const std::vector<Segment>& segments, const S
     for (const Segment& s : segments) {
         GS_CHECK(s.n == 0 || s.data != nullptr, "x: null data pointer");
         same_dtype = same_dtype && s.dtype == segments[0].dtype;
-        if (s.cost_kind == CostKind::Scalar) {
+        if (s.cost_kind == CostKind::Scalar)
             GS_CHECK(std::isfinite(s.cost) && s.cost > 0.0, "cost: costs must be finite and > 0");
-        }
         if (s.cost_kind == CostKind::Array) {
             GS_CHECK(s.n == 0 || s.cost_data != nullptr, "cost: null cost array");
             GS_CHECK(s.cost_dtype == DType::F32 || s.cost_dtype == DType::F64,
@@ -95,6 +100,8 @@ std::vector<ScoredSegment> prepare(const std::vector<Segment>& segments, const S
             equal_costs = equal_costs && c == first_cost;
         }
     }
+    // One dtype and one cost everywhere: the score is increasing in |x|, so rank by the
+    // native magnitude key (exactly top-k). Otherwise rank by the double CWMP score.
     bool native = same_dtype && equal_costs && budget.kind != Budget::Threshold;
     GS_CHECK(spec.mode == KeyMode::Magnitude || native,
              "mode: signed (largest/smallest) ranking needs one dtype and no costs");
@@ -128,8 +135,7 @@ std::vector<ThreadWork> make_work(const std::vector<ScoredSegment>& segs, size_t
             while (seg_start + segs[seg].seg.n <= pos) seg_start += segs[seg++].seg.n;
             size_t local = pos - seg_start;
             size_t len = std::min({hi - pos, segs[seg].seg.n - local, kMaxPiece});
-            work[static_cast<size_t>(t)].pieces.push_back(
-                Piece{static_cast<uint32_t>(seg), local, len, 0, 0, 0, 0});
+            work[static_cast<size_t>(t)].pieces.push_back(Piece{static_cast<uint32_t>(seg), local, len, 0, 0, 0, 0, 0});
             pos += len;
         }
     }
@@ -138,10 +144,10 @@ std::vector<ThreadWork> make_work(const std::vector<ScoredSegment>& segs, size_t
 
 // ---------------------------------------------------------------- the filter pass
 
-// Positions within the piece whose key may be >= t (a superset for per-element costs),
-// or kFilterOverflow.
+// Positions (and raw values) within the piece whose key may be >= t — a superset for
+// per-element costs — or kFilterOverflow.
 size_t filter_piece(const ScoredSegment& s, size_t begin, size_t len, uint64_t t, uint32_t* out,
-                    size_t cap, bool* bad_cost) {
+                    void* vals, size_t cap, bool* bad_cost) {
     const Kernels& kern = active_kernels();
     const Segment& g = s.seg;
     const bool per_element = g.cost_kind == CostKind::Array && !s.native;
@@ -151,37 +157,38 @@ size_t filter_piece(const ScoredSegment& s, size_t begin, size_t len, uint64_t t
         switch (g.dtype) {
             case DType::F32:
                 return kern.filter_f32(static_cast<const uint32_t*>(g.data) + begin, len, mode,
-                                       static_cast<uint32_t>(thr), out, cap);
+                                       static_cast<uint32_t>(thr), out, static_cast<uint32_t*>(vals), cap);
             case DType::F64:
-                return kern.filter_f64(static_cast<const uint64_t*>(g.data) + begin, len, mode, thr,
-                                       out, cap);
+                return kern.filter_f64(static_cast<const uint64_t*>(g.data) + begin, len, mode, thr, out,
+                                       static_cast<uint64_t*>(vals), cap);
             default:
                 return kern.filter_h16(static_cast<const uint16_t*>(g.data) + begin, len, mode,
-                                       g.dtype == DType::BF16, static_cast<uint16_t>(thr), out, cap);
+                                       g.dtype == DType::BF16, static_cast<uint16_t>(thr), out,
+                                       static_cast<uint16_t*>(vals), cap);
         }
     }
     if (g.dtype == DType::F32 && g.cost_dtype == DType::F32 && s.q == 2.0 && s.alpha == 1.0) {
         // x^2 >= t' * c with t' a little below the threshold score: a superset of
-        // fl(x^2 / c) >= T (see docs/algorithms.md); exact keys are checked afterwards.
+        // fl(x^2 / c) >= T (docs/algorithms.md); exact keys are computed afterwards.
         double ts = keys::key_to_score(t);
-        double tm = t > keys::F64::inf ? HUGE_VAL
-                    : ts < 0x1p-1000    ? 0.0
-                                        : std::min(ts, 1.7976931348623157e308) * (1.0 - 0x1p-40);
+        double tm = t > keys::F64::inf ? HUGE_VAL : ts < 0x1p-1000 ? 0.0 : std::min(ts, kMaxDouble) * (1.0 - 0x1p-40);
         return kern.filter_cost_f32(static_cast<const float*>(g.data) + begin,
                                     static_cast<const float*>(g.cost_data) + begin, len, tm, out,
-                                    cap, bad_cost);
+                                    static_cast<uint32_t*>(vals), cap, bad_cost);
     }
     // General per-element costs: exact scores, one element at a time.
     size_t count = 0;
     bool bad = false;
+    const size_t width = dtype_size(g.dtype);
     for (size_t i = 0; i < len; ++i) {
-        double c = s.cost_at(begin + i);
-        bad |= !(c > 0.0 && c <= 1.7976931348623157e308);
+        bad |= !cost_ok(s.cost_at(begin + i));
         if (s.key(begin + i) >= t) {
             if (count == cap) {
                 *bad_cost = *bad_cost || bad;
                 return kFilterOverflow;
             }
+            std::memcpy(static_cast<uint8_t*>(vals) + count * width,
+                        static_cast<const uint8_t*>(g.data) + (begin + i) * width, width);
             out[count++] = static_cast<uint32_t>(i);
         }
     }
@@ -190,23 +197,30 @@ size_t filter_piece(const ScoredSegment& s, size_t begin, size_t len, uint64_t t
 }
 
 // Runs the filter with threshold t on every piece; false when a buffer overflowed.
-bool run_filter(const std::vector<ScoredSegment>& segs, std::vector<ThreadWork>& work, uint64_t t,
-                size_t cap) {
+bool run_filter(SelectionImpl& impl, uint64_t t, size_t cap) {
+    std::vector<ThreadWork>& work = impl.work;
     std::vector<uint8_t> bad(work.size(), 0), overflow(work.size(), 0);
+    const size_t slot = impl.slot;
     parallel_run(static_cast<int>(work.size()), [&](int ti) {
         ThreadWork& w = work[static_cast<size_t>(ti)];
         size_t range = 0;
         for (const Piece& p : w.pieces) range += p.len;
         w.cap = std::min(cap, range);
-        w.idx.reset(new uint32_t[w.cap + kFilterSlack]);
+        w.idx_buf = ScratchPool::acquire((w.cap + kFilterSlack) * 4);
+        w.raw_buf = ScratchPool::acquire((w.cap + kFilterSlack) * slot);
         w.count = 0;
         bool b = false;
         for (Piece& p : w.pieces) {
-            size_t got = filter_piece(segs[p.seg], p.begin, p.len, t, w.idx.get() + w.count,
-                                      w.cap - w.count, &b);
+            size_t got = filter_piece(impl.segs[p.seg], p.begin, p.len, t, w.idx() + w.count,
+                                      w.raw() + w.count * slot, w.cap - w.count, &b);
             if (got == kFilterOverflow) {
                 overflow[static_cast<size_t>(ti)] = 1;
                 break;
+            }
+            const size_t width = dtype_size(impl.segs[p.seg].seg.dtype);
+            if (width < slot) {  // mixed dtypes: spread to one value per slot, back to front
+                uint8_t* base = w.raw() + w.count * slot;
+                for (size_t j = got; j-- > 0;) std::memmove(base + j * slot, base + j * width, width);
             }
             p.cbeg = w.count;
             w.count += got;
@@ -223,31 +237,64 @@ bool run_filter(const std::vector<ScoredSegment>& segs, std::vector<ThreadWork>&
     return total <= cap;
 }
 
+template <class F>
+void native_keys(const uint8_t* raw, size_t n, KeyMode mode, uint64_t* key) {
+    const typename F::uint* v = reinterpret_cast<const typename F::uint*>(raw);
+    switch (mode) {
+        case KeyMode::Magnitude:
+            for (size_t c = 0; c < n; ++c) key[c] = keys::magnitude<F>(v[c]);
+            break;
+        case KeyMode::Largest:
+            for (size_t c = 0; c < n; ++c) key[c] = keys::largest<F>(v[c]);
+            break;
+        default:
+            for (size_t c = 0; c < n; ++c) key[c] = keys::smallest<F>(v[c]);
+    }
+}
+
 // Computes the exact key of every candidate and drops those below t (the per-element
 // cost filter returns a superset). Returns the number left.
-size_t compute_keys(const std::vector<ScoredSegment>& segs, std::vector<ThreadWork>& work, uint64_t t) {
-    parallel_run(static_cast<int>(work.size()), [&](int ti) {
-        ThreadWork& w = work[static_cast<size_t>(ti)];
-        w.key.resize(w.count);
+size_t compute_keys(SelectionImpl& impl, uint64_t t) {
+    const size_t slot = impl.slot;
+    parallel_run(static_cast<int>(impl.work.size()), [&](int ti) {
+        ThreadWork& w = impl.work[static_cast<size_t>(ti)];
+        w.key_buf = ScratchPool::acquire(w.count * 8);
+        uint64_t* key = w.key();
         size_t out = 0;
         for (Piece& p : w.pieces) {
-            const ScoredSegment& s = segs[p.seg];
+            const ScoredSegment& s = impl.segs[p.seg];
+            const size_t n = p.cend - p.cbeg;
+            if (s.native) {  // every candidate qualifies; slot == dtype width
+                GS_ASSERT(out == p.cbeg);
+                const uint8_t* raw = w.raw() + p.cbeg * slot;
+                switch (s.seg.dtype) {
+                    case DType::F32: native_keys<keys::F32>(raw, n, s.mode, key + out); break;
+                    case DType::F64: native_keys<keys::F64>(raw, n, s.mode, key + out); break;
+                    case DType::F16: native_keys<keys::F16>(raw, n, s.mode, key + out); break;
+                    default: native_keys<keys::BF16>(raw, n, s.mode, key + out);
+                }
+                out += n;
+                continue;
+            }
+            const size_t width = dtype_size(s.seg.dtype);
             size_t beg = out;
             for (size_t c = p.cbeg; c < p.cend; ++c) {
-                uint32_t off = w.idx[c];
-                uint64_t k = s.key(p.begin + off);
+                uint32_t off = w.idx()[c];
+                uint64_t bits = 0;
+                std::memcpy(&bits, w.raw() + c * slot, width);
+                uint64_t k = s.key_from_bits(bits, p.begin + off);
                 if (k < t) continue;
-                w.idx[out] = off;
-                w.key[out++] = k;
+                std::memcpy(w.raw() + out * slot, &bits, width);  // out <= c: moves left
+                w.idx()[out] = off;
+                key[out++] = k;
             }
             p.cbeg = beg;
             p.cend = out;
         }
         w.count = out;
-        w.key.resize(out);
     });
     size_t total = 0;
-    for (const ThreadWork& w : work) total += w.count;
+    for (const ThreadWork& w : impl.work) total += w.count;
     return total;
 }
 
@@ -276,66 +323,54 @@ std::vector<Sampled> take_sample(const std::vector<ScoredSegment>& segs, size_t 
     return out;
 }
 
-size_t rank_margin(size_t rank) {
-    return static_cast<size_t>(4.0 * std::sqrt(static_cast<double>(rank) + 1.0)) + 16;
-}
+size_t sample_size(size_t total) { return std::min<size_t>(65536, std::max<size_t>(4096, total / 64)); }
 
-// ---------------------------------------------------------------- finishing
+// Rank uncertainty of a sampled quantile: ~4 standard deviations of a binomial count.
+size_t rank_margin(size_t rank) { return static_cast<size_t>(4.0 * std::sqrt(static_cast<double>(rank) + 1.0)) + 16; }
 
-// Sets keep flags from a rule and computes per-piece counts and output offsets.
-template <class KeepRule>
-void finish_candidates(SelectionImpl& impl, KeepRule&& rule) {
+// ---------------------------------------------------------------- keeping
+
+// Keeps every key > kstar and the first `ties` keys == kstar in global order; fills the
+// per-piece counts and output offsets.
+void keep_rule(SelectionImpl& impl, uint64_t kstar, size_t ties) {
     std::vector<ThreadWork>& work = impl.work;
-    parallel_run(static_cast<int>(work.size()), [&](int ti) {
-        ThreadWork& w = work[static_cast<size_t>(ti)];
-        w.keep.assign(w.count, 0);
-        for (size_t pi = 0; pi < w.pieces.size(); ++pi) {
-            Piece& p = w.pieces[pi];
-            p.kept = 0;
-            for (size_t c = p.cbeg; c < p.cend; ++c) {
-                w.keep[c] = rule(static_cast<size_t>(ti), pi, c) ? 1 : 0;
-                p.kept += w.keep[c];
-            }
-        }
-    });
-    impl.counts.assign(impl.segs.size(), 0);
-    for (ThreadWork& w : work)
-        for (Piece& p : w.pieces) {
-            p.out_offset = impl.counts[p.seg];
-            impl.counts[p.seg] += p.kept;
-        }
-}
-
-// Keeps keys > kstar and the first `ties` keys == kstar in global order.
-void keep_by_threshold(SelectionImpl& impl, uint64_t kstar, size_t ties) {
-    std::vector<ThreadWork>& work = impl.work;
-    // ties available per piece, in global order
+    impl.kstar = kstar;
     std::vector<std::vector<size_t>> eq(work.size());
     parallel_run(static_cast<int>(work.size()), [&](int ti) {
         ThreadWork& w = work[static_cast<size_t>(ti)];
+        const uint64_t* key = w.key();
         eq[static_cast<size_t>(ti)].assign(w.pieces.size(), 0);
-        for (size_t pi = 0; pi < w.pieces.size(); ++pi)
-            for (size_t c = w.pieces[pi].cbeg; c < w.pieces[pi].cend; ++c)
-                eq[static_cast<size_t>(ti)][pi] += w.key[c] == kstar;
+        for (size_t pi = 0; pi < w.pieces.size(); ++pi) {
+            Piece& p = w.pieces[pi];
+            size_t g = 0, e = 0;
+            for (size_t c = p.cbeg; c < p.cend; ++c) {
+                g += key[c] > kstar;
+                e += key[c] == kstar;
+            }
+            p.greater = g;
+            eq[static_cast<size_t>(ti)][pi] = e;
+        }
     });
     size_t left = ties;
-    for (auto& v : eq)
-        for (size_t& e : v) {
-            size_t take = std::min(e, left);
-            left -= take;
-            e = take;
+    impl.counts.assign(impl.segs.size(), 0);
+    for (size_t ti = 0; ti < work.size(); ++ti)
+        for (size_t pi = 0; pi < work[ti].pieces.size(); ++pi) {
+            Piece& p = work[ti].pieces[pi];
+            p.take_eq = std::min(eq[ti][pi], left);
+            left -= p.take_eq;
+            p.out_offset = impl.counts[p.seg];
+            impl.counts[p.seg] += p.greater + p.take_eq;
         }
-    std::vector<std::vector<size_t>> taken(work.size());
-    for (size_t ti = 0; ti < work.size(); ++ti) taken[ti].assign(work[ti].pieces.size(), 0);
-    finish_candidates(impl, [&](size_t ti, size_t pi, size_t c) {
-        uint64_t k = work[ti].key[c];
-        if (k > kstar) return true;
-        if (k == kstar && taken[ti][pi] < eq[ti][pi]) {
-            ++taken[ti][pi];
-            return true;
+}
+
+void keep_everything(SelectionImpl& impl) {
+    impl.keep_all = true;
+    impl.counts.assign(impl.segs.size(), 0);
+    for (ThreadWork& w : impl.work)
+        for (Piece& p : w.pieces) {
+            p.out_offset = impl.counts[p.seg];
+            impl.counts[p.seg] += p.cend - p.cbeg;
         }
-        return false;
-    });
 }
 
 // ---------------------------------------------------------------- radix fallback
@@ -345,14 +380,11 @@ void keep_by_threshold(SelectionImpl& impl, uint64_t kstar, size_t ties) {
 void radix_select(SelectionImpl& impl, size_t k) {
     const std::vector<ScoredSegment>& segs = impl.segs;
     impl.path = "radix";
+    impl.work.clear();
     const int width = segs[0].native ? static_cast<int>(8 * dtype_size(segs[0].seg.dtype)) : 64;
-    for (const ScoredSegment& s : segs) {
-        if (s.seg.cost_kind != CostKind::Array) continue;
-        for (size_t i = 0; i < s.seg.n; ++i) {
-            double c = s.cost_at(i);
-            GS_CHECK(c > 0.0 && c <= 1.7976931348623157e308, "cost: costs must be finite and > 0");
-        }
-    }
+    for (const ScoredSegment& s : segs)
+        if (s.seg.cost_kind == CostKind::Array)
+            for (size_t i = 0; i < s.seg.n; ++i) GS_CHECK(cost_ok(s.cost_at(i)), "cost: costs must be finite and > 0");
     uint64_t prefix = 0;
     int fixed = 0;
     size_t need = k;
@@ -397,57 +429,53 @@ void radix_select(SelectionImpl& impl, size_t k) {
 // ---------------------------------------------------------------- budgets
 
 void plan_count(SelectionImpl& impl, size_t total, size_t k, int nt) {
-    const std::vector<ScoredSegment>& segs = impl.segs;
     uint64_t t_lo = 0, t_hi = ~uint64_t(0);
     size_t cap = total;
     if (total >= kFullBelow) {
-        size_t m = std::min<size_t>(65536, std::max<size_t>(4096, total / 64));
-        std::vector<Sampled> smp = take_sample(segs, total, m);
-        m = smp.size();
+        std::vector<Sampled> smp = take_sample(impl.segs, total, sample_size(total));
+        const size_t m = smp.size();
         std::vector<uint64_t> sk(m);
         for (size_t i = 0; i < m; ++i) sk[i] = smp[i].key;
-        std::sort(sk.begin(), sk.end(), std::greater<uint64_t>());
         size_t r = static_cast<size_t>(static_cast<double>(k) * static_cast<double>(m) / static_cast<double>(total));
         size_t margin = rank_margin(r);
+        auto at_rank = [&](size_t rank) {  // descending rank in the sample
+            std::nth_element(sk.begin(), sk.begin() + static_cast<std::ptrdiff_t>(rank), sk.end(),
+                             std::greater<uint64_t>());
+            return sk[rank];
+        };
+        if (r >= margin) t_hi = at_rank(r - margin);
         if (r + margin < m) {
-            t_lo = sk[r + margin];
-            size_t above = static_cast<size_t>(std::upper_bound(sk.begin(), sk.end(), t_lo, std::greater<uint64_t>()) - sk.begin());
+            t_lo = at_rank(r + margin);
+            size_t above = 0;
+            for (uint64_t v : sk) above += v >= t_lo;
             double est = static_cast<double>(above) * static_cast<double>(total) / static_cast<double>(m);
-            cap = std::min(total, static_cast<size_t>(1.25 * est) + 8192);
-            cap = std::max(cap, std::min(total, k + 8192));
+            cap = std::min(total, std::max(static_cast<size_t>(1.25 * est) + 8192, k + 8192));
         }
-        if (r >= margin) t_hi = sk[r - margin];
     } else {
         impl.path = "full";
     }
-    impl.work = make_work(segs, total, nt);
-    if (!run_filter(segs, impl.work, t_lo, cap)) {
-        impl.work.clear();
-        return radix_select(impl, k);
-    }
-    size_t found = compute_keys(segs, impl.work, t_lo);
-    if (found < k) {
-        impl.work.clear();
-        return radix_select(impl, k);
-    }
+    impl.work = make_work(impl.segs, total, nt);
+    if (!run_filter(impl, t_lo, cap)) return radix_select(impl, k);
+    size_t found = compute_keys(impl, t_lo);
+    if (found < k) return radix_select(impl, k);
     // Exact k-th key, looking only at the side of t_hi that holds it.
     size_t above = 0;
     for (const ThreadWork& w : impl.work)
-        for (size_t c = 0; c < w.count; ++c) above += w.key[c] > t_hi;
-    bool in_band = above < k;
-    size_t rank = in_band ? k - above : k;  // 1-based rank within the chosen side
+        for (size_t c = 0; c < w.count; ++c) above += w.key()[c] > t_hi;
+    const bool in_band = above < k;
+    const size_t rank = in_band ? k - above : k;  // 1-based rank within the chosen side
     std::vector<uint64_t> side;
     side.reserve(in_band ? found - above : above);
     for (const ThreadWork& w : impl.work)
         for (size_t c = 0; c < w.count; ++c)
-            if ((w.key[c] > t_hi) != in_band) side.push_back(w.key[c]);
+            if ((w.key()[c] > t_hi) != in_band) side.push_back(w.key()[c]);
     std::nth_element(side.begin(), side.begin() + static_cast<std::ptrdiff_t>(rank - 1), side.end(),
                      std::greater<uint64_t>());
     const uint64_t kstar = side[rank - 1];
     size_t greater = 0;
-    for (const ThreadWork& w : impl.work)
-        for (size_t c = 0; c < w.count; ++c) greater += w.key[c] > kstar;
-    keep_by_threshold(impl, kstar, k - greater);
+    for (uint64_t v : side) greater += v > kstar;
+    if (in_band) greater += above;
+    keep_rule(impl, kstar, k - greater);
 }
 
 void plan_energy(SelectionImpl& impl, size_t total, double budget, int nt) {
@@ -455,9 +483,8 @@ void plan_energy(SelectionImpl& impl, size_t total, double budget, int nt) {
     uint64_t t_lo = 0;
     size_t cap = total;
     if (total >= kFullBelow) {
-        size_t m = std::min<size_t>(65536, std::max<size_t>(4096, total / 64));
-        std::vector<Sampled> smp = take_sample(segs, total, m);
-        m = smp.size();
+        std::vector<Sampled> smp = take_sample(segs, total, sample_size(total));
+        const size_t m = smp.size();
         std::stable_sort(smp.begin(), smp.end(), [](const Sampled& a, const Sampled& b) { return a.key > b.key; });
         const double scale = static_cast<double>(total) / static_cast<double>(m);
         double cum = 0.0;
@@ -478,14 +505,13 @@ void plan_energy(SelectionImpl& impl, size_t total, double budget, int nt) {
     }
     for (int attempt = 0;; ++attempt) {
         impl.work = make_work(segs, total, nt);
-        bool ok = run_filter(segs, impl.work, t_lo, cap);
-        size_t found = ok ? compute_keys(segs, impl.work, t_lo) : 0;
+        bool ok = run_filter(impl, t_lo, cap);
         if (ok) {
-            // Rank every candidate: key descending, then global order (thread, position).
+            size_t found = compute_keys(impl, t_lo);
+            // Rank every candidate: key descending, then global order.
             struct Ref {
                 uint64_t key;
-                uint32_t thread;
-                uint32_t piece;
+                uint32_t thread, piece;
                 size_t cand;
             };
             std::vector<Ref> order;
@@ -494,25 +520,24 @@ void plan_energy(SelectionImpl& impl, size_t total, double budget, int nt) {
                 for (size_t pi = 0; pi < impl.work[ti].pieces.size(); ++pi) {
                     const Piece& p = impl.work[ti].pieces[pi];
                     for (size_t c = p.cbeg; c < p.cend; ++c)
-                        order.push_back(Ref{impl.work[ti].key[c], static_cast<uint32_t>(ti),
-                                            static_cast<uint32_t>(pi), c});
+                        order.push_back(Ref{impl.work[ti].key()[c], static_cast<uint32_t>(ti), static_cast<uint32_t>(pi), c});
                 }
-            std::stable_sort(order.begin(), order.end(),
-                             [](const Ref& a, const Ref& b) { return a.key > b.key; });
+            std::stable_sort(order.begin(), order.end(), [](const Ref& a, const Ref& b) { return a.key > b.key; });
             double cum = 0.0;
             size_t kept = 0;
             for (; kept < order.size(); ++kept) {
                 const Ref& r = order[kept];
                 const Piece& p = impl.work[r.thread].pieces[r.piece];
-                double next = cum + segs[p.seg].cost_at(p.begin + impl.work[r.thread].idx[r.cand]);
+                double next = cum + segs[p.seg].cost_at(p.begin + impl.work[r.thread].idx()[r.cand]);
                 if (next > budget) break;
                 cum = next;
             }
             if (kept < order.size() || t_lo == 0) {
-                for (ThreadWork& w : impl.work) w.keep.assign(w.count, 0);
-                for (size_t i = 0; i < kept; ++i) impl.work[order[i].thread].keep[order[i].cand] = 1;
-                finish_candidates(impl, [&](size_t ti, size_t, size_t c) { return impl.work[ti].keep[c] != 0; });
-                return;
+                if (kept == 0) return keep_rule(impl, ~uint64_t(0), 0);
+                const uint64_t kstar = order[kept - 1].key;
+                size_t greater = 0;
+                while (greater < kept && order[greater].key > kstar) ++greater;
+                return keep_rule(impl, kstar, kept - greater);
             }
         }
         // The sampled threshold was too high (everything found fits) or the buffer was too
@@ -526,26 +551,28 @@ void plan_energy(SelectionImpl& impl, size_t total, double budget, int nt) {
 void plan_threshold(SelectionImpl& impl, size_t total, double tau, int nt) {
     impl.path = "full";
     impl.work = make_work(impl.segs, total, nt);
-    uint64_t t = keys::score_key(tau);
-    bool ok = run_filter(impl.segs, impl.work, t, total);
+    bool ok = run_filter(impl, keys::score_key(tau), total);
     GS_ASSERT(ok);
-    finish_candidates(impl, [](size_t, size_t, size_t) { return true; });
+    keep_everything(impl);
 }
 
 }  // namespace
 
 // ---------------------------------------------------------------- public entry points
 
-Selection select(const std::vector<Segment>& segments, const ScoreSpec& spec, const Budget& budget,
-                 int nthreads) {
+Selection select(const std::vector<Segment>& segments, const ScoreSpec& spec, const Budget& budget, int nthreads) {
     Selection sel;
     SelectionImpl& impl = *sel.impl;
     impl.segs = prepare(segments, spec, budget);
     size_t total = 0;
-    for (const ScoredSegment& s : impl.segs) total += s.seg.n;
+    impl.slot = 0;
+    for (const ScoredSegment& s : impl.segs) {
+        total += s.seg.n;
+        impl.slot = std::max(impl.slot, dtype_size(s.seg.dtype));
+    }
     GS_CHECK(total > 0, "x: input is empty");
-    int nt = nthreads > 0 ? std::min(nthreads, threads_for(total, kMinPerThread))
-                          : threads_for(total, kMinPerThread);
+    int auto_nt = threads_for(total, kMinPerThread);
+    int nt = nthreads > 0 ? std::min(nthreads, auto_nt) : auto_nt;
     switch (budget.kind) {
         case Budget::Count:
             GS_CHECK(budget.k >= 1 && budget.k <= total,
@@ -569,26 +596,34 @@ void Selection::emit(int64_t* const* idx, void* const* vals) const {
     if (m.list_form) {
         for (size_t j = 0; j < m.segs.size(); ++j) {
             const std::vector<int64_t>& l = m.lists[j];
+            const Segment& s = m.segs[j].seg;
+            const size_t w = dtype_size(s.dtype);
             if (idx && idx[j]) std::copy(l.begin(), l.end(), idx[j]);
             if (vals && vals[j])
-                for (size_t i = 0; i < l.size(); ++i) copy_value(m.segs[j].seg, static_cast<size_t>(l[i]), vals[j], i);
+                for (size_t i = 0; i < l.size(); ++i)
+                    std::memcpy(static_cast<uint8_t*>(vals[j]) + i * w,
+                                static_cast<const uint8_t*>(s.data) + static_cast<size_t>(l[i]) * w, w);
         }
         return;
     }
     parallel_run(static_cast<int>(m.work.size()), [&](int ti) {
         const ThreadWork& w = m.work[static_cast<size_t>(ti)];
         for (const Piece& p : w.pieces) {
-            const Segment& s = m.segs[p.seg].seg;
+            const size_t width = dtype_size(m.segs[p.seg].seg.dtype);
             int64_t* io = idx ? idx[p.seg] : nullptr;
-            void* vo = vals ? vals[p.seg] : nullptr;
-            size_t o = p.out_offset;
-            const size_t width = dtype_size(s.dtype);
-            const uint8_t* src = static_cast<const uint8_t*>(s.data);
+            uint8_t* vo = vals ? static_cast<uint8_t*>(vals[p.seg]) : nullptr;
+            size_t o = p.out_offset, eq_left = p.take_eq;
             for (size_t c = p.cbeg; c < p.cend; ++c) {
-                if (!w.keep[c]) continue;
-                size_t i = p.begin + w.idx[c];
-                if (io) io[o] = static_cast<int64_t>(i);
-                if (vo) std::memcpy(static_cast<uint8_t*>(vo) + o * width, src + i * width, width);
+                if (!m.keep_all) {
+                    const uint64_t k = w.key()[c];
+                    if (k < m.kstar) continue;
+                    if (k == m.kstar) {
+                        if (eq_left == 0) continue;
+                        --eq_left;
+                    }
+                }
+                if (io) io[o] = static_cast<int64_t>(p.begin + w.idx()[c]);
+                if (vo) std::memcpy(vo + o * width, w.raw() + c * m.slot, width);
                 ++o;
             }
         }

@@ -113,6 +113,7 @@ void StreamingSelector::push(const Segment& segment) {
     st.dtypes.push_back(segment.dtype);
     st.offsets.push_back(st.total);
     std::vector<uint32_t> cand(kBlock + kFilterSlack);
+    std::vector<uint64_t> vals(kBlock + kFilterSlack);  // raw values (unused here)
     const Kernels& kern = active_kernels();
     const size_t width = dtype_size(segment.dtype);
     for (size_t begin = 0; begin < segment.n; begin += kBlock) {
@@ -127,22 +128,24 @@ void StreamingSelector::push(const Segment& segment) {
             bool bad = false;
             got = kern.filter_cost_f32(static_cast<const float*>(segment.data) + begin,
                                        static_cast<const float*>(segment.cost_data) + begin, len, tm,
-                                       cand.data(), len, &bad);
+                                       cand.data(), reinterpret_cast<uint32_t*>(vals.data()), len, &bad);
         } else if (segment.cost_kind != CostKind::Array) {
             uint64_t thr = s.native_threshold(st.floor);
             switch (segment.dtype) {
                 case DType::F32:
                     got = kern.filter_f32(static_cast<const uint32_t*>(segment.data) + begin, len,
-                                          KeyMode::Magnitude, static_cast<uint32_t>(thr), cand.data(), len);
+                                          KeyMode::Magnitude, static_cast<uint32_t>(thr), cand.data(),
+                                          reinterpret_cast<uint32_t*>(vals.data()), len);
                     break;
                 case DType::F64:
                     got = kern.filter_f64(static_cast<const uint64_t*>(segment.data) + begin, len,
-                                          KeyMode::Magnitude, thr, cand.data(), len);
+                                          KeyMode::Magnitude, thr, cand.data(), vals.data(), len);
                     break;
                 default:
                     got = kern.filter_h16(static_cast<const uint16_t*>(segment.data) + begin, len,
                                           KeyMode::Magnitude, segment.dtype == DType::BF16,
-                                          static_cast<uint16_t>(thr), cand.data(), len);
+                                          static_cast<uint16_t>(thr), cand.data(),
+                                          reinterpret_cast<uint16_t*>(vals.data()), len);
             }
         } else {
             got = 0;
