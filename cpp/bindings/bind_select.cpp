@@ -8,6 +8,7 @@
 
 #include "gradsparse/parallel.hpp"
 #include "gradsparse/select.hpp"
+#include "scratch.hpp"
 
 namespace py = pybind11;
 using namespace gradsparse;
@@ -64,6 +65,17 @@ Budget make_budget(int kind, size_t k, double energy, double tau) {
     return b;
 }
 
+// A 1-D array for `count` items. Large ones borrow pooled memory that goes back to the pool
+// when the array is freed, so a training loop selecting every step does not page-fault.
+py::array output_array(const py::dtype& dt, size_t count) {
+    const size_t bytes = count * static_cast<size_t>(dt.itemsize());
+    if (bytes < (size_t(1) << 16)) return py::array(dt, std::vector<py::ssize_t>{static_cast<py::ssize_t>(count)});
+    auto* buf = new ScratchPool::Buffer(ScratchPool::acquire(bytes));
+    py::capsule owner(buf, [](void* p) { delete static_cast<ScratchPool::Buffer*>(p); });
+    return py::array(dt, std::vector<py::ssize_t>{static_cast<py::ssize_t>(count)},
+                     std::vector<py::ssize_t>{dt.itemsize()}, buf->get(), owner);
+}
+
 // One (indices, values) pair per input array.
 py::list select_py(const py::list& xs, const std::vector<int>& codes, const py::list& costs, int mode,
                    double q, double alpha, int kind, size_t k, double energy, double tau) {
@@ -83,15 +95,13 @@ py::list select_py(const py::list& xs, const std::vector<int>& codes, const py::
         py::gil_scoped_release release;
         sel = select(segs, spec, budget);
     }
-    std::vector<py::array_t<int64_t>> idx;
-    std::vector<py::array> vals;
+    std::vector<py::array> idx, vals;
     std::vector<int64_t*> ip(n);
     std::vector<void*> vp(n);
     for (size_t j = 0; j < n; ++j) {
-        py::ssize_t c = static_cast<py::ssize_t>(sel.counts()[j]);
-        idx.emplace_back(c);
-        vals.emplace_back(arrays[j].dtype(), std::vector<py::ssize_t>{c});
-        ip[j] = idx.back().mutable_data();
+        idx.push_back(output_array(py::dtype::of<int64_t>(), sel.counts()[j]));
+        vals.push_back(output_array(arrays[j].dtype(), sel.counts()[j]));
+        ip[j] = static_cast<int64_t*>(idx.back().mutable_data());
         vp[j] = vals.back().mutable_data();
     }
     {

@@ -29,8 +29,7 @@ template <KeyMode M>
 inline __m256i skey_f32x8(__m256i b) {
     const __m256i top = _mm256_set1_epi32(static_cast<int>(0x80000000u));
     __m256i a = _mm256_and_si256(b, _mm256_set1_epi32(0x7FFFFFFF));
-    if (M == KeyMode::Magnitude)
-        return _mm256_xor_si256(_mm256_min_epu32(a, _mm256_set1_epi32(0x7F800001)), top);
+    if (M == KeyMode::Magnitude) return _mm256_xor_si256(a, top);  // NaN: see filter_avx512.cpp
     __m256i is_nan = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7F800000));
     __m256i is_zero = _mm256_cmpeq_epi32(a, _mm256_setzero_si256());
     __m256i key = _mm256_xor_si256(b, _mm256_or_si256(_mm256_srai_epi32(b, 31), top));
@@ -66,6 +65,7 @@ size_t filter_f32_mode(const uint32_t* bits, size_t n, uint32_t thr, uint32_t* o
     const __m256i* p = reinterpret_cast<const __m256i*>(bits);
     size_t i = 0;
     for (; i + 32 <= n; i += 32, p += 4) {
+        if ((i & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(bits + i + 1024), _MM_HINT_T0);
         __m256i b0 = _mm256_loadu_si256(p), b1 = _mm256_loadu_si256(p + 1);
         __m256i b2 = _mm256_loadu_si256(p + 2), b3 = _mm256_loadu_si256(p + 3);
         unsigned m0 = pass_mask(skey_f32x8<M>(b0), vt);
@@ -108,6 +108,10 @@ size_t filter_cost_f32_avx2(const float* x, const float* c, size_t n, double t, 
     __m256 ok = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
+        if ((i & 15) == 0) {
+            _mm_prefetch(reinterpret_cast<const char*>(x + i + 1024), _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(c + i + 1024), _MM_HINT_T0);
+        }
         __m256 xv = _mm256_loadu_ps(x + i);
         __m256 cv = _mm256_loadu_ps(c + i);
         ok = _mm256_and_ps(ok, _mm256_and_ps(_mm256_cmp_ps(cv, zero, _CMP_GT_OQ),

@@ -4,7 +4,7 @@
 namespace gradsparse {
 namespace {
 
-constexpr size_t kKeep = 8;                    // buffers kept for reuse
+constexpr size_t kKeep = 32;                   // buffers kept for reuse
 constexpr size_t kKeepBytes = size_t(1) << 30; // at most this much memory kept in all
 
 struct Pool {

@@ -25,7 +25,7 @@ namespace gradsparse {
 namespace {
 
 constexpr size_t kFullBelow = size_t(1) << 15;     // below this, every element is a candidate
-constexpr size_t kSampleBlock = 32;                 // contiguous elements per sampled block
+constexpr size_t kSampleBlock = 64;                 // contiguous elements per sampled block
 constexpr size_t kMaxPiece = size_t(1) << 31;       // filter kernels index with uint32
 constexpr size_t kMinPerThread = size_t(1) << 17;
 constexpr double kMaxDouble = 1.7976931348623157e308;
@@ -300,27 +300,63 @@ size_t compute_keys(SelectionImpl& impl, uint64_t t) {
 
 // ---------------------------------------------------------------- sampling
 
-struct Sampled {
-    uint64_t key;
-    double cost;
+size_t block_start(size_t b, size_t blocks, size_t total) {
+    size_t centre = (2 * b + 1) * total / (2 * blocks);
+    size_t start = centre >= kSampleBlock / 2 ? centre - kSampleBlock / 2 : 0;
+    return std::min(start, total - kSampleBlock);
+}
+
+// A sample of keys (and costs) from evenly spread blocks of contiguous elements; buffers
+// come from the scratch pool so that repeated calls do not page-fault.
+struct Sample {
+    size_t m = 0;
+    ScratchPool::Buffer key_buf, cost_buf;
+    uint64_t* key() const { return reinterpret_cast<uint64_t*>(key_buf.get()); }
+    double* cost() const { return reinterpret_cast<double*>(cost_buf.get()); }
 };
 
-std::vector<Sampled> take_sample(const std::vector<ScoredSegment>& segs, size_t total, size_t m) {
-    size_t blocks = std::max<size_t>(1, m / kSampleBlock);
-    std::vector<Sampled> out;
-    out.reserve(blocks * kSampleBlock);
-    size_t seg = 0, seg_start = 0;
+Sample take_sample(const std::vector<ScoredSegment>& segs, size_t total, size_t m, bool with_cost) {
+    const size_t blocks = std::max<size_t>(1, m / kSampleBlock);
+    Sample smp;
+    smp.key_buf = ScratchPool::acquire(blocks * kSampleBlock * 8);
+    if (with_cost) smp.cost_buf = ScratchPool::acquire(blocks * kSampleBlock * 8);
+    uint64_t* key = smp.key();
+    double* cost = smp.cost();
+    size_t seg = 0, seg_start = 0, o = 0;
+    // The blocks are scattered over the whole input: request every cache line first, so the
+    // misses overlap instead of being paid one after another.
     for (size_t b = 0; b < blocks; ++b) {
-        size_t centre = (2 * b + 1) * total / (2 * blocks);
-        size_t start = centre >= kSampleBlock / 2 ? centre - kSampleBlock / 2 : 0;
-        start = std::min(start, total - kSampleBlock);
-        for (size_t g = start; g < start + kSampleBlock; ++g) {
+        size_t start = block_start(b, blocks, total);
+        while (seg_start + segs[seg].seg.n <= start) seg_start += segs[seg++].seg.n;
+        const Segment& g = segs[seg].seg;
+        size_t len = std::min(kSampleBlock, g.n - (start - seg_start));
+        const char* p = static_cast<const char*>(g.data) + (start - seg_start) * dtype_size(g.dtype);
+        for (size_t off = 0; off < len * dtype_size(g.dtype); off += 64) __builtin_prefetch(p + off);
+    }
+    seg = 0;
+    seg_start = 0;
+    for (size_t b = 0; b < blocks; ++b) {
+        const size_t start = block_start(b, blocks, total);
+        size_t g = start;
+        while (g < start + kSampleBlock) {
             while (seg_start + segs[seg].seg.n <= g) seg_start += segs[seg++].seg.n;
             const ScoredSegment& s = segs[seg];
-            out.push_back(Sampled{s.key(g - seg_start), s.cost_at(g - seg_start)});
+            const size_t local = g - seg_start;
+            const size_t len = std::min(start + kSampleBlock - g, s.seg.n - local);
+            if (s.native && s.seg.dtype == DType::F32) {
+                const uint32_t* bits = static_cast<const uint32_t*>(s.seg.data) + local;
+                for (size_t i = 0; i < len; ++i) key[o + i] = keys::key<keys::F32>(s.mode, bits[i]);
+            } else {
+                for (size_t i = 0; i < len; ++i) key[o + i] = s.key(local + i);
+            }
+            if (cost)
+                for (size_t i = 0; i < len; ++i) cost[o + i] = s.cost_at(local + i);
+            o += len;
+            g += len;
         }
     }
-    return out;
+    smp.m = o;
+    return smp;
 }
 
 size_t sample_size(size_t total) { return std::min<size_t>(65536, std::max<size_t>(4096, total / 64)); }
@@ -432,22 +468,24 @@ void plan_count(SelectionImpl& impl, size_t total, size_t k, int nt) {
     uint64_t t_lo = 0, t_hi = ~uint64_t(0);
     size_t cap = total;
     if (total >= kFullBelow) {
-        std::vector<Sampled> smp = take_sample(impl.segs, total, sample_size(total));
-        const size_t m = smp.size();
-        std::vector<uint64_t> sk(m);
-        for (size_t i = 0; i < m; ++i) sk[i] = smp[i].key;
+        Sample smp = take_sample(impl.segs, total, sample_size(total), false);
+        const size_t m = smp.m;
+        uint64_t* sk = smp.key();
         size_t r = static_cast<size_t>(static_cast<double>(k) * static_cast<double>(m) / static_cast<double>(total));
         size_t margin = rank_margin(r);
-        auto at_rank = [&](size_t rank) {  // descending rank in the sample
-            std::nth_element(sk.begin(), sk.begin() + static_cast<std::ptrdiff_t>(rank), sk.end(),
-                             std::greater<uint64_t>());
-            return sk[rank];
-        };
-        if (r >= margin) t_hi = at_rank(r - margin);
+        // descending ranks r + margin (over the sample), then r - margin (over the part
+        // before it only)
+        size_t lo_rank = std::min(r + margin, m - 1);
+        std::nth_element(sk, sk + lo_rank, sk + m, std::greater<uint64_t>());
+        const uint64_t sample_lo = sk[lo_rank];
+        if (r >= margin) {
+            std::nth_element(sk, sk + (r - margin), sk + lo_rank, std::greater<uint64_t>());
+            t_hi = sk[r - margin];
+        }
         if (r + margin < m) {
-            t_lo = at_rank(r + margin);
-            size_t above = 0;
-            for (uint64_t v : sk) above += v >= t_lo;
+            t_lo = sample_lo;
+            size_t above = lo_rank;
+            for (size_t i = lo_rank; i < m; ++i) above += sk[i] >= t_lo;
             double est = static_cast<double>(above) * static_cast<double>(total) / static_cast<double>(m);
             cap = std::min(total, std::max(static_cast<size_t>(1.25 * est) + 8192, k + 8192));
         }
@@ -464,16 +502,20 @@ void plan_count(SelectionImpl& impl, size_t total, size_t k, int nt) {
         for (size_t c = 0; c < w.count; ++c) above += w.key()[c] > t_hi;
     const bool in_band = above < k;
     const size_t rank = in_band ? k - above : k;  // 1-based rank within the chosen side
-    std::vector<uint64_t> side;
-    side.reserve(in_band ? found - above : above);
+    ScratchPool::Buffer side_buf = ScratchPool::acquire(found * 8);
+    uint64_t* side = reinterpret_cast<uint64_t*>(side_buf.get());  // branch-free gather
+    size_t ns = 0;
     for (const ThreadWork& w : impl.work)
-        for (size_t c = 0; c < w.count; ++c)
-            if ((w.key()[c] > t_hi) != in_band) side.push_back(w.key()[c]);
-    std::nth_element(side.begin(), side.begin() + static_cast<std::ptrdiff_t>(rank - 1), side.end(),
-                     std::greater<uint64_t>());
+        for (size_t c = 0; c < w.count; ++c) {
+            const uint64_t v = w.key()[c];
+            side[ns] = v;
+            ns += (v > t_hi) != in_band;
+        }
+
+    std::nth_element(side, side + rank - 1, side + ns, std::greater<uint64_t>());
     const uint64_t kstar = side[rank - 1];
     size_t greater = 0;
-    for (uint64_t v : side) greater += v > kstar;
+    for (size_t i = 0; i < ns; ++i) greater += side[i] > kstar;
     if (in_band) greater += above;
     keep_rule(impl, kstar, k - greater);
 }
@@ -483,8 +525,14 @@ void plan_energy(SelectionImpl& impl, size_t total, double budget, int nt) {
     uint64_t t_lo = 0;
     size_t cap = total;
     if (total >= kFullBelow) {
-        std::vector<Sampled> smp = take_sample(segs, total, sample_size(total));
-        const size_t m = smp.size();
+        Sample sample = take_sample(segs, total, sample_size(total), true);
+        struct Sampled {
+            uint64_t key;
+            double cost;
+        };
+        const size_t m = sample.m;
+        std::vector<Sampled> smp(m);
+        for (size_t i = 0; i < m; ++i) smp[i] = Sampled{sample.key()[i], sample.cost()[i]};
         std::stable_sort(smp.begin(), smp.end(), [](const Sampled& a, const Sampled& b) { return a.key > b.key; });
         const double scale = static_cast<double>(total) / static_cast<double>(m);
         double cum = 0.0;
@@ -591,6 +639,37 @@ Selection select(const std::vector<Segment>& segments, const ScoreSpec& spec, co
     return sel;
 }
 
+namespace {
+
+// Writes the kept candidates of one piece: slots of type Slot, values of type Value.
+template <class Slot, class Value>
+void emit_piece(const SelectionImpl& m, const ThreadWork& w, const Piece& p, int64_t* io, void* vo) {
+    const uint64_t* key = w.key();
+    const uint32_t* idx = w.idx();
+    const uint8_t* raw = w.raw();
+    Value* out = static_cast<Value*>(vo);
+    size_t o = p.out_offset, eq_left = p.take_eq;
+    const size_t end = p.out_offset + p.greater + p.take_eq;
+    for (size_t c = p.cbeg; c < p.cend && (m.keep_all || o < end); ++c) {
+        size_t keep = 1;
+        if (!m.keep_all) {
+            const uint64_t k = key[c];
+            keep = k > m.kstar;
+            if (k == m.kstar && eq_left > 0) {  // rare: ties at K*
+                keep = 1;
+                --eq_left;
+            }
+        }
+        // written unconditionally, kept by advancing (no unpredictable branch); the slot
+        // at o is either overwritten next or lies within the output (o < end)
+        if (io && o < end) io[o] = static_cast<int64_t>(p.begin + idx[c]);
+        if (out && o < end) std::memcpy(out + o, raw + c * sizeof(Slot), sizeof(Value));
+        o += keep;
+    }
+}
+
+}  // namespace
+
 void Selection::emit(int64_t* const* idx, void* const* vals) const {
     const SelectionImpl& m = *impl;
     if (m.list_form) {
@@ -609,22 +688,17 @@ void Selection::emit(int64_t* const* idx, void* const* vals) const {
     parallel_run(static_cast<int>(m.work.size()), [&](int ti) {
         const ThreadWork& w = m.work[static_cast<size_t>(ti)];
         for (const Piece& p : w.pieces) {
-            const size_t width = dtype_size(m.segs[p.seg].seg.dtype);
             int64_t* io = idx ? idx[p.seg] : nullptr;
-            uint8_t* vo = vals ? static_cast<uint8_t*>(vals[p.seg]) : nullptr;
-            size_t o = p.out_offset, eq_left = p.take_eq;
-            for (size_t c = p.cbeg; c < p.cend; ++c) {
-                if (!m.keep_all) {
-                    const uint64_t k = w.key()[c];
-                    if (k < m.kstar) continue;
-                    if (k == m.kstar) {
-                        if (eq_left == 0) continue;
-                        --eq_left;
+            void* vo = vals ? vals[p.seg] : nullptr;
+            switch (m.slot) {
+                case 2: emit_piece<uint16_t, uint16_t>(m, w, p, io, vo); break;
+                case 4: emit_piece<uint32_t, uint32_t>(m, w, p, io, vo); break;
+                default:
+                    switch (dtype_size(m.segs[p.seg].seg.dtype)) {
+                        case 2: emit_piece<uint64_t, uint16_t>(m, w, p, io, vo); break;
+                        case 4: emit_piece<uint64_t, uint32_t>(m, w, p, io, vo); break;
+                        default: emit_piece<uint64_t, uint64_t>(m, w, p, io, vo);
                     }
-                }
-                if (io) io[o] = static_cast<int64_t>(p.begin + w.idx()[c]);
-                if (vo) std::memcpy(vo + o * width, w.raw() + c * m.slot, width);
-                ++o;
             }
         }
     });
