@@ -1,5 +1,6 @@
 // gradsparse — AVX2 kernel table (this unit alone is compiled with -mavx2 -mbmi2 -mpopcnt).
-// AVX2 has no compress instruction: a 256-entry table of lane permutations packs the
+// float32 filters are specialised; float64/float16/bfloat16 use the portable loops
+// compiled for AVX2. AVX2 has no compress instruction: a 256-entry table of lane permutations packs the
 // passing indices to the front of the vector (the x86-simd-sort/StreamVByte trick).
 #include <immintrin.h>
 

@@ -1,6 +1,6 @@
 // gradsparse — AVX-512 kernel table (this unit alone is compiled with -mavx512f -mavx512bw
-// -mavx512dq -mavx512vl). float32 filters are specialised; the rest use the portable
-// loops compiled for this ISA.
+// -mavx512dq -mavx512vl). Every filter is specialised; the element-wise add uses the
+// portable loop compiled for this ISA.
 #include <immintrin.h>
 
 #include "filter_generic.hpp"
@@ -119,6 +119,109 @@ size_t filter_f32_avx512(const uint32_t* bits, size_t n, KeyMode mode, uint32_t 
     }
 }
 
+// ---- float64: 8 lanes; ---- float16/bfloat16: 32 lanes (AVX512BW). Passing lanes are
+// written with a bit scan over the combined mask (no 16-bit compress without VBMI2).
+
+template <KeyMode M>
+inline __m512i key_f64x8(__m512i b) {
+    const __m512i abs_mask = _mm512_set1_epi64(0x7FFFFFFFFFFFFFFFll);
+    __m512i a = _mm512_and_si512(b, abs_mask);
+    if (M == KeyMode::Magnitude) return a;  // NaN needs no canonical key against a threshold
+    const __m512i top = _mm512_set1_epi64(static_cast<long long>(0x8000000000000000ull));
+    __mmask8 is_nan = _mm512_cmpgt_epu64_mask(a, _mm512_set1_epi64(0x7FF0000000000000ll));
+    __mmask8 is_zero = _mm512_cmpeq_epi64_mask(a, _mm512_setzero_si512());
+    __m512i key = _mm512_xor_si512(b, _mm512_or_si512(_mm512_srai_epi64(b, 63), top));
+    key = _mm512_mask_mov_epi64(key, is_zero, top);
+    key = _mm512_mask_mov_epi64(key, is_nan, _mm512_set1_epi64(-1));
+    if (M == KeyMode::Smallest) key = _mm512_xor_si512(key, _mm512_set1_epi64(-1));
+    return key;
+}
+
+template <KeyMode M>
+size_t filter_f64_mode(const uint64_t* bits, size_t n, uint64_t thr, uint32_t* out, uint64_t* vals, size_t cap) {
+    const __m512i vt = _mm512_set1_epi64(static_cast<long long>(thr));
+    size_t count = 0, i = 0;
+    for (; i + 32 <= n; i += 32) {
+        _mm_prefetch(reinterpret_cast<const char*>(bits + i + kPrefetch), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(bits + i + kPrefetch + 16), _MM_HINT_T0);
+        uint32_t m = 0;
+        for (int j = 0; j < 4; ++j)
+            m |= static_cast<uint32_t>(_mm512_cmpge_epu64_mask(key_f64x8<M>(_mm512_loadu_si512(bits + i + 8 * j)), vt))
+                 << (8 * j);
+        for (; m; m &= m - 1) {
+            const size_t at = i + static_cast<size_t>(__builtin_ctz(m));
+            out[count] = static_cast<uint32_t>(at);
+            vals[count++] = bits[at];
+        }
+        if (count > cap) return kFilterOverflow;
+    }
+    size_t rest = generic::filter_keys<keys::F64>(bits + i, n - i, M, thr, out + count, vals + count, cap - count);
+    if (rest == kFilterOverflow) return kFilterOverflow;
+    for (size_t j = 0; j < rest; ++j) out[count + j] += static_cast<uint32_t>(i);
+    return count + rest;
+}
+
+size_t filter_f64_avx512(const uint64_t* bits, size_t n, KeyMode mode, uint64_t thr, uint32_t* out,
+                         uint64_t* vals, size_t cap) {
+    switch (mode) {
+        case KeyMode::Magnitude: return filter_f64_mode<KeyMode::Magnitude>(bits, n, thr, out, vals, cap);
+        case KeyMode::Largest: return filter_f64_mode<KeyMode::Largest>(bits, n, thr, out, vals, cap);
+        default: return filter_f64_mode<KeyMode::Smallest>(bits, n, thr, out, vals, cap);
+    }
+}
+
+template <KeyMode M>
+inline __m512i key_h16x32(__m512i b, __m512i inf) {
+    __m512i a = _mm512_and_si512(b, _mm512_set1_epi16(0x7FFF));
+    if (M == KeyMode::Magnitude) return a;
+    const __m512i top = _mm512_set1_epi16(static_cast<short>(0x8000));
+    __mmask32 is_nan = _mm512_cmpgt_epu16_mask(a, inf);
+    __mmask32 is_zero = _mm512_cmpeq_epi16_mask(a, _mm512_setzero_si512());
+    __m512i key = _mm512_xor_si512(b, _mm512_or_si512(_mm512_srai_epi16(b, 15), top));
+    key = _mm512_mask_mov_epi16(key, is_zero, top);
+    key = _mm512_mask_mov_epi16(key, is_nan, _mm512_set1_epi16(-1));
+    if (M == KeyMode::Smallest) key = _mm512_xor_si512(key, _mm512_set1_epi16(-1));
+    return key;
+}
+
+template <KeyMode M, class F>
+size_t filter_h16_mode(const uint16_t* bits, size_t n, uint16_t thr, uint32_t* out, uint16_t* vals, size_t cap) {
+    const __m512i vt = _mm512_set1_epi16(static_cast<short>(thr));
+    const __m512i inf = _mm512_set1_epi16(static_cast<short>(F::inf));
+    size_t count = 0, i = 0;
+    for (; i + 64 <= n; i += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(bits + i + kPrefetch), _MM_HINT_T0);
+        uint64_t m = _mm512_cmpge_epu16_mask(key_h16x32<M>(_mm512_loadu_si512(bits + i), inf), vt);
+        m |= static_cast<uint64_t>(_mm512_cmpge_epu16_mask(key_h16x32<M>(_mm512_loadu_si512(bits + i + 32), inf), vt)) << 32;
+        for (; m; m &= m - 1) {
+            const size_t at = i + static_cast<size_t>(__builtin_ctzll(m));
+            out[count] = static_cast<uint32_t>(at);
+            vals[count++] = bits[at];
+        }
+        if (count > cap) return kFilterOverflow;
+    }
+    size_t rest = generic::filter_keys<F>(bits + i, n - i, M, thr, out + count, vals + count, cap - count);
+    if (rest == kFilterOverflow) return kFilterOverflow;
+    for (size_t j = 0; j < rest; ++j) out[count + j] += static_cast<uint32_t>(i);
+    return count + rest;
+}
+
+template <class F>
+size_t filter_h16_format(const uint16_t* bits, size_t n, KeyMode mode, uint16_t thr, uint32_t* out, uint16_t* vals,
+                         size_t cap) {
+    switch (mode) {
+        case KeyMode::Magnitude: return filter_h16_mode<KeyMode::Magnitude, F>(bits, n, thr, out, vals, cap);
+        case KeyMode::Largest: return filter_h16_mode<KeyMode::Largest, F>(bits, n, thr, out, vals, cap);
+        default: return filter_h16_mode<KeyMode::Smallest, F>(bits, n, thr, out, vals, cap);
+    }
+}
+
+size_t filter_h16_avx512(const uint16_t* bits, size_t n, KeyMode mode, bool bf16, uint16_t thr, uint32_t* out,
+                         uint16_t* vals, size_t cap) {
+    return bf16 ? filter_h16_format<keys::BF16>(bits, n, mode, thr, out, vals, cap)
+                : filter_h16_format<keys::F16>(bits, n, mode, thr, out, vals, cap);
+}
+
 // x^2 >= t*c in double for 8 lanes, true for NaN x (not-less-than, unordered).
 inline __mmask8 cost_pass_f64x8(__m256 x, __m256 c, __m512d t) {
     __m512d a = _mm512_cvtps_pd(x);
@@ -167,8 +270,8 @@ size_t filter_cost_f32_avx512(const float* x, const float* c, size_t n, double t
 }  // namespace
 
 const Kernels& kernels_avx512() {
-    static const Kernels table{filter_f32_avx512, generic::filter_f64, generic::filter_h16,
-                               filter_cost_f32_avx512, generic::add_f32};
+    static const Kernels table{filter_f32_avx512, filter_f64_avx512, filter_h16_avx512, filter_cost_f32_avx512,
+                               generic::add_f32};
     return table;
 }
 

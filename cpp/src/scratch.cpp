@@ -34,7 +34,7 @@ ScratchPool::Buffer ScratchPool::acquire(size_t bytes) {
         std::lock_guard<std::mutex> lock(pl.mu);
         size_t best = pl.free.size();
         for (size_t i = 0; i < pl.free.size(); ++i)
-            if (pl.free[i].second >= bytes && (best == pl.free.size() || pl.free[i].second < pl.free[best].second))
+            if (pl.free[i].second >= bytes && pl.free[i].second <= 2 * bytes + (size_t(1) << 20) && (best == pl.free.size() || pl.free[i].second < pl.free[best].second))
                 best = i;
         if (best != pl.free.size()) {
             auto f = pl.free[best];
