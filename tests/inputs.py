@@ -141,3 +141,22 @@ def assert_sparse(res, x, expected) -> None:
     np.testing.assert_array_equal(idx, expected)
     flat = x.reshape(-1)
     np.testing.assert_array_equal(bits(res.values), bits(flat[torch.from_numpy(expected)] if is_torch else flat[expected]))
+
+
+def run_isolated(module: str, func: str, timeout: float = 300) -> str:
+    """Runs tests/<module>.py's `func()` in a fresh interpreter and fails the calling test
+    if it raises or crashes: for checks that have crashed the process (heap corruption in
+    the extension), so that one crash cannot end the whole test run."""
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = f"import sys; sys.path.insert(0, {here!r}); import {module} as m; m.{func}()"
+    env = dict(os.environ)
+    env["PYTHONWARNINGS"] = "error"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        raise AssertionError(f"{module}.{func} failed in a subprocess (exit code {proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc.stdout

@@ -45,11 +45,17 @@ def signed_order(a: np.ndarray, largest: bool) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- scores
 
+def _pow(v: float, p: float) -> float:
+    try:
+        return math.pow(v, p)
+    except OverflowError:  # C pow returns +inf (HUGE_VAL) here
+        return math.inf
+
+
 def power(a: np.ndarray, p: float) -> np.ndarray:
     """a**p elementwise with the C library's pow (the engine's), not numpy's SIMD one."""
     flat = np.asarray(a, dtype=np.float64).reshape(-1)
-    return np.array([math.pow(v, p) if not math.isnan(v) else math.nan for v in flat.tolist()],
-                    dtype=np.float64).reshape(np.shape(a))
+    return np.array([_pow(v, p) for v in flat.tolist()], dtype=np.float64).reshape(np.shape(a))
 
 
 def cwmp_scores(a: np.ndarray, cost=None, q: float = 2.0, alpha: float = 1.0) -> np.ndarray:
@@ -127,30 +133,29 @@ def split(indices: np.ndarray, sizes) -> list:
     return out
 
 
-def sparsify_many_ref(arrays, k=None, *, ratio=None, costs=None, budget=None, q=2.0, alpha=1.0,
-                      magnitude_if_equal=True):
-    """Per-tensor local indices of a global selection over the concatenation of `arrays`
-    (float64 values). With every cost equal (None/scalar) and magnitude_if_equal the ranking is
-    plain magnitude; otherwise the CWMP score (per-tensor costs expanded to elements)."""
+def many_order(arrays, costs=None, q=2.0, alpha=1.0, magnitude_if_equal=True):
+    """(global ranking, per-element costs, sizes) of the concatenation of `arrays` (float64
+    values). With every cost equal (None/scalar) and magnitude_if_equal the ranking is plain
+    magnitude; otherwise the CWMP score (a None cost divides by nothing, a scalar by c**alpha)."""
     arrays = [np.asarray(a, dtype=np.float64).reshape(-1) for a in arrays]
     sizes = [a.size for a in arrays]
-    cat = np.concatenate(arrays) if arrays else np.zeros(0)
-    n = cat.size
     costs = [None] * len(arrays) if costs is None else list(costs)
     scalar_like = [c is None or np.ndim(c) == 0 for c in costs]
     per_elem = np.concatenate(
         [np.full(s, 1.0 if c is None else float(c)) if sl else np.asarray(c, dtype=np.float64).reshape(-1)
-         for s, c, sl in zip(sizes, costs, scalar_like)]) if arrays else np.zeros(0)
+         for s, c, sl in zip(sizes, costs, scalar_like)])
     equal = all(scalar_like) and len({1.0 if c is None else float(c) for c in costs}) <= 1
     if equal and magnitude_if_equal:
-        order = magnitude_order(cat)
+        order = magnitude_order(np.concatenate(arrays))
     else:
-        # a None cost contributes no division; a scalar cost divides by c**alpha
-        parts = []
-        for a, c in zip(arrays, costs):
-            parts.append(cwmp_scores(a, c if c is not None else None, q, alpha)
-                         if (c is None or np.ndim(c) == 0) else cwmp_scores(a, c, q, alpha))
-        order = score_order(np.concatenate(parts))
+        order = score_order(np.concatenate([cwmp_scores(a, c, q, alpha) for a, c in zip(arrays, costs)]))
+    return order, per_elem, sizes
+
+
+def many_select(ranked, k=None, *, ratio=None, budget=None):
+    """Per-tensor local indices for one budget, from many_order's result."""
+    order, per_elem, sizes = ranked
+    n = order.size
     if budget is not None:
         glob = energy_prefix(order, per_elem, budget, n)
     else:
@@ -160,11 +165,33 @@ def sparsify_many_ref(arrays, k=None, *, ratio=None, costs=None, budget=None, q=
     return split(glob, sizes)
 
 
+def sparsify_many_ref(arrays, k=None, *, ratio=None, costs=None, budget=None, q=2.0, alpha=1.0,
+                      magnitude_if_equal=True):
+    """Per-tensor local indices of a global selection over the concatenation of `arrays`
+    (float64 values), ties by position in the concatenation (see many_order)."""
+    ranked = many_order(arrays, costs, q, alpha, magnitude_if_equal)
+    return many_select(ranked, k, ratio=ratio, budget=budget)
+
+
 def topk_ref(a: np.ndarray, k: int, largest: bool = True, sorted: bool = True) -> np.ndarray:
     """Indices of torch.topk-like selection along a 1-D array: rank order when sorted,
     else ascending index order."""
     order = signed_order(a, largest)[:k]
     return order.astype(np.int64) if sorted else np.sort(order).astype(np.int64)
+
+
+def topk_rows_ref(a: np.ndarray, k: int, largest: bool = True, sorted: bool = True) -> np.ndarray:
+    """topk_ref applied to every row of a 2-D array (np.lexsort along the last axis)."""
+    a = np.asarray(a, dtype=np.float64)
+    nan = np.isnan(a)
+    v = np.where(nan, 0.0, a) + 0.0
+    idx = np.broadcast_to(np.arange(a.shape[1]), a.shape)
+    if largest:
+        order = np.lexsort((idx, -v, -nan.astype(np.int8)), axis=-1)
+    else:
+        order = np.lexsort((idx, v, nan.astype(np.int8)), axis=-1)
+    order = order[:, :k].astype(np.int64)
+    return order if sorted else np.sort(order, axis=1)
 
 
 def threshold_ref(a: np.ndarray, tau: float) -> np.ndarray:

@@ -103,6 +103,9 @@ std::vector<ScoredSegment> prepare(const std::vector<Segment>& segments, const S
     // One dtype and one cost everywhere: the score is increasing in |x|, so rank by the
     // native magnitude key (exactly top-k). Otherwise rank by the double CWMP score.
     bool native = same_dtype && equal_costs && budget.kind != Budget::Threshold;
+    // Mixed dtypes with one cost everywhere: still the magnitude order, through the exact
+    // double value of |x| (q = 1, no cost) so that squares cannot underflow into ties.
+    const bool magnitude_only = equal_costs && !native;
     GS_CHECK(spec.mode == KeyMode::Magnitude || native,
              "mode: signed (largest/smallest) ranking needs one dtype and no costs");
     std::vector<ScoredSegment> out(segments.size());
@@ -111,13 +114,14 @@ std::vector<ScoredSegment> prepare(const std::vector<Segment>& segments, const S
         s.seg = segments[j];
         s.native = native;
         s.mode = spec.mode;
-        s.q = budget.kind == Budget::Threshold ? 1.0 : spec.q;
+        s.q = (budget.kind == Budget::Threshold || magnitude_only) ? 1.0 : spec.q;
         s.alpha = spec.alpha;
         if (budget.kind == Budget::Threshold) s.seg.cost_kind = CostKind::None;
         if (s.seg.cost_kind == CostKind::Scalar) {
             s.cost_pow = s.power_alpha(s.seg.cost);
             GS_CHECK(std::isfinite(s.cost_pow) && s.cost_pow > 0.0,
                      "cost: cost**alpha overflows or underflows double");
+            if (magnitude_only) s.cost_pow = 1.0;  // the cost still counts for energy budgets
         }
     }
     return out;
@@ -404,8 +408,10 @@ void keep_everything(SelectionImpl& impl) {
     impl.counts.assign(impl.segs.size(), 0);
     for (ThreadWork& w : impl.work)
         for (Piece& p : w.pieces) {
+            p.greater = p.cend - p.cbeg;
+            p.take_eq = 0;
             p.out_offset = impl.counts[p.seg];
-            impl.counts[p.seg] += p.cend - p.cbeg;
+            impl.counts[p.seg] += p.greater;
         }
 }
 
@@ -690,15 +696,14 @@ void Selection::emit(int64_t* const* idx, void* const* vals) const {
         for (const Piece& p : w.pieces) {
             int64_t* io = idx ? idx[p.seg] : nullptr;
             void* vo = vals ? vals[p.seg] : nullptr;
-            switch (m.slot) {
-                case 2: emit_piece<uint16_t, uint16_t>(m, w, p, io, vo); break;
-                case 4: emit_piece<uint32_t, uint32_t>(m, w, p, io, vo); break;
-                default:
-                    switch (dtype_size(m.segs[p.seg].seg.dtype)) {
-                        case 2: emit_piece<uint64_t, uint16_t>(m, w, p, io, vo); break;
-                        case 4: emit_piece<uint64_t, uint32_t>(m, w, p, io, vo); break;
-                        default: emit_piece<uint64_t, uint64_t>(m, w, p, io, vo);
-                    }
+            const size_t width = dtype_size(m.segs[p.seg].seg.dtype);
+            switch (m.slot * 16 + width) {
+                case 2 * 16 + 2: emit_piece<uint16_t, uint16_t>(m, w, p, io, vo); break;
+                case 4 * 16 + 2: emit_piece<uint32_t, uint16_t>(m, w, p, io, vo); break;
+                case 4 * 16 + 4: emit_piece<uint32_t, uint32_t>(m, w, p, io, vo); break;
+                case 8 * 16 + 2: emit_piece<uint64_t, uint16_t>(m, w, p, io, vo); break;
+                case 8 * 16 + 4: emit_piece<uint64_t, uint32_t>(m, w, p, io, vo); break;
+                default: emit_piece<uint64_t, uint64_t>(m, w, p, io, vo);
             }
         }
     });

@@ -72,8 +72,8 @@ def as_flat(x: Any, name: str = "x") -> Flat:
         raise TypeError(f"{name}: structured arrays are not supported")
     if arr.dtype.name == "bfloat16" and arr.dtype.itemsize == 2:  # ml_dtypes.bfloat16
         out_dtype = arr.dtype
-        raw = np.ascontiguousarray(arr).view(np.uint16)
-        return Flat(raw.reshape(-1), BF16, tuple(arr.shape), "numpy", out_dtype)
+        raw = np.ascontiguousarray(arr).reshape(-1).view(np.uint16)
+        return Flat(raw, BF16, tuple(arr.shape), "numpy", out_dtype)
     dt = arr.dtype
     if dt.byteorder not in ("=", "|") and dt.newbyteorder("=") in _NUMPY_CODES:
         arr = arr.astype(dt.newbyteorder("="))
@@ -81,8 +81,9 @@ def as_flat(x: Any, name: str = "x") -> Flat:
     code = _NUMPY_CODES.get(dt)
     if code is None:
         raise TypeError(f"{name}: unsupported dtype {dt}; expected {SUPPORTED}")
+    shape = tuple(arr.shape)  # before ascontiguousarray, which makes 0-d arrays 1-d
     arr = np.ascontiguousarray(arr)
-    return Flat(arr.reshape(-1), code, tuple(arr.shape), "numpy", dt)
+    return Flat(arr.reshape(-1), code, shape, "numpy", dt)
 
 
 def _tensor_flat(t: Any, name: str) -> Flat:

@@ -18,13 +18,15 @@ Cases (float32 data, numpy RNG seeded):
    k in {0.1%, 1%} of the total: ``gradsparse.sparsify_many(xs, k)`` vs
    ``torch.topk(torch.cat([t.flatten() for t in ts]).abs(), k, sorted=False)`` + gather,
    the cat counted in the time; and the same with one cost per tensor
-   (``sparsify_many(xs, k, costs=[...])`` vs the cat of per-tensor ``|t|^2 / c``).
+   (``sparsify_many(xs, k, costs=[...])`` vs the cat of per-tensor ``|t|^2 / c``). torch's
+   result is left as global indices (not split back per tensor, which would cost it more);
+   gradsparse returns one Sparse per tensor. gs[torch-in] is gradsparse given the tensors.
 
 Data ("gradient-like"): a Gaussian scale mixture. Every block of 4096 consecutive elements
 (about one conv filter bank / matrix row group) gets its own scale drawn from
 lognormal(0, 1), multiplied by i.i.d. standard normal values. The marginal is symmetric
-and heavy-tailed (kurtosis 3*e^4 ~ 160, vs 3 for a normal), like real gradients whose
-magnitude varies a lot between channels/rows. ResNet tensors additionally get one
+and heavy-tailed (kurtosis 3*e^4 ~ 164 in theory, ~70 measured at n = 2.5e7; 3 for a
+normal), like real gradients whose magnitude varies a lot between channels/rows. ResNet tensors additionally get one
 lognormal(0, 1) scale per tensor (layers differ in gradient size). Costs: scalar cost 0.37
 (per tensor), per-element costs uniform in [0.5, 2) (float32); ResNet per-tensor costs
 uniform in [0.5, 2).
@@ -39,9 +41,17 @@ against the k largest of its own float32 scores. Any disagreement aborts (exit c
 
 Timing: the verified call is also the warm-up; then ``--repeats`` timed calls for
 gradsparse and the plain read, ``max(3, repeats // 2)`` for the slow baselines (torch,
-numpy). Calls shorter than 2 ms are repeated in a loop per sample (per-call time is
-reported). Medians are reported. torch uses ``out=`` buffers for abs / topk / gather
-(``torch.index_select(t, 0, idx, out=...)`` is the gather ``t[idx]`` without allocating);
+numpy). The implementations compared in one table row are timed round-robin (one sample of
+each per round), so that a ratio compares calls made under the same machine conditions.
+Calls shorter than 2 ms are repeated in a loop per sample (per-call time is reported).
+Medians are reported (the summary also shows each figure from the fastest samples). The
+CPU time other processes use while a row is timed is measured from /proc/stat; a row
+disturbed by them is timed again (up to 3 attempts, the least disturbed one is kept) and is
+marked ``*`` if it never ran undisturbed (2 attempts with --quick). The background load of
+the whole run is printed.
+
+Buffers: torch uses ``out=`` buffers for abs / topk / gather (``torch.index_select(t, 0,
+idx, out=...)`` is the gather ``t[idx]`` without allocating);
 ``np.argpartition`` cannot reuse an output buffer, so numpy pays for a fresh n-element
 int64 array (page faults included) each call; ``np.abs`` reuses one. gradsparse allocates
 its (k-sized) outputs on every call, as its API does.
@@ -70,6 +80,9 @@ import gradsparse as gs
 BLOCK = 4096
 SEED = 20240611
 SCALAR_COST = 0.37
+MIN_SAMPLE_S = 0.002  # calls shorter than this are looped within one sample
+MAX_ATTEMPTS = 3  # a table row disturbed by other processes is timed again, up to this often
+RETRY_PAUSE_S = 0.5
 TARGETS = {
     "speedup_vs_torch": 20.0,
     "speedup_vs_numpy": 5.0,
@@ -93,7 +106,8 @@ def gradient_like(n: int, rng: np.random.Generator) -> np.ndarray:
     scales = np.exp(rng.standard_normal(nblocks)).astype(np.float32)
     full = n // BLOCK
     if full:
-        x[: full * BLOCK].reshape(full, BLOCK).__imul__(scales[:full, None])
+        body = x[: full * BLOCK].reshape(full, BLOCK)  # a view: scaled in place
+        body *= scales[:full, None]
     if full * BLOCK < n:
         x[full * BLOCK:] *= scales[full]
     return x
@@ -161,25 +175,6 @@ def timed_call(fn: Callable[[], Any]) -> Tuple[Any, float]:
     t0 = time.perf_counter()
     res = fn()
     return res, time.perf_counter() - t0
-
-
-def measure(fn: Callable[[], Any], repeats: int, warm_s: float, min_sample_s: float = 0.002) -> Dict[str, Any]:
-    """Per-call seconds over `repeats` samples (fn was already called once as warm-up)."""
-    number = 1 if warm_s >= min_sample_s else int(min(10000, math.ceil(min_sample_s / max(warm_s, 1e-7))))
-    times = []
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for _ in range(number):
-                fn()
-            times.append((time.perf_counter() - t0) / number)
-    finally:
-        if enabled:
-            gc.enable()
-    return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats,
-            "loops_per_sample": number, "times_s": times}
 
 
 # ----------------------------------------------------------------------------- references
@@ -343,6 +338,53 @@ def mem_total() -> Optional[str]:
     return None
 
 
+def core_info() -> Dict[str, Any]:
+    """Path, size and sha256 of the compiled core that was benchmarked."""
+    import hashlib  # noqa: PLC0415
+
+    path = getattr(getattr(gs, "_core", None), "__file__", None)
+    info: Dict[str, Any] = {"file": path}
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        info.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    except (OSError, TypeError):
+        pass
+    return info
+
+
+def load_avg() -> Optional[List[float]]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def busy_cpu_s() -> Optional[float]:
+    """CPU seconds all processes have been busy since boot (from /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        if fields[0] != "cpu":
+            return None
+        vals = [int(v) for v in fields[1:]]
+        busy = sum(vals[:3]) + sum(vals[5:8])  # user nice system (idle iowait skipped) irq softirq steal
+        return busy / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def disturbed(other_cpu_s: float, wall_s: float) -> bool:
+    """Whether other processes used a noticeable share of the CPU (/proc/stat counts in
+    10 ms ticks, hence the fixed allowance)."""
+    return other_cpu_s > 0.03 + 0.1 * wall_s
+
+
+def own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 def load_torch(disabled: bool):
     if disabled:
         return None, "disabled by --no-torch"
@@ -364,6 +406,24 @@ class Out:
 
 # ----------------------------------------------------------------------------- the bench
 
+class Cand:
+    """One implementation measured inside a group: fn() is timed, check(result) verifies."""
+
+    def __init__(self, impl: str, fn: Callable[[], Any], check: Callable[[Any], None], repeats: int,
+                 **fields: Any):
+        self.impl, self.fn, self.check, self.repeats, self.fields = impl, fn, check, repeats, fields
+
+
+def med(t: Optional[Dict[str, Any]], stat: str = "median_s") -> Optional[float]:
+    return None if t is None else t[stat]
+
+
+def ratio(a: Optional[Dict[str, Any]], b: Optional[Dict[str, Any]], stat: str = "median_s") -> Optional[float]:
+    if a is None or b is None:
+        return None
+    return a[stat] / b[stat]
+
+
 class Bench:
     def __init__(self, args, torch, out: Out):
         self.args = args
@@ -373,32 +433,85 @@ class Bench:
         self.verified: List[Dict[str, Any]] = []
         self.rep = args.repeats
         self.rep_slow = max(3, args.repeats // 2)
+        self.last_disturbed = False
+        self.max_attempts = 2 if args.quick else MAX_ATTEMPTS
+        self.attempts_total = 0
+        self.groups = 0
+        self.disturbed_rows = 0
 
-    # -- record keeping
-    def record(self, case: str, impl: str, timing: Dict[str, Any], **fields) -> Dict[str, Any]:
-        row = {"case": case, "impl": impl, **fields, **timing}
-        self.results.append(row)
-        return row
+    def group(self, case: str, cands: Sequence[Cand], **common: Any) -> Dict[str, Dict[str, Any]]:
+        """Verifies every candidate (that call is its warm-up), then times them round-robin
+        (one sample of each per round) so that they all see the same machine conditions."""
+        loops = []
+        for c in cands:
+            res, warm = timed_call(c.fn)
+            c.check(res)
+            del res
+            self.verified.append({"case": case, "impl": c.impl, **common, **c.fields})
+            loops.append(1 if warm >= MIN_SAMPLE_S else int(min(10000, math.ceil(MIN_SAMPLE_S / max(warm, 1e-7)))))
+        best = None
+        made = 0
+        for made in range(1, self.max_attempts + 1):
+            times, other_s, wall = self._time_round_robin(cands, loops)
+            if best is None or other_s < best[1]:
+                best = (times, other_s, wall)
+            if not disturbed(other_s, wall):
+                break
+            time.sleep(RETRY_PAUSE_S)
+        times, other_s, wall = best
+        self.last_disturbed = disturbed(other_s, wall)
+        self.attempts_total += made
+        self.groups += 1
+        self.disturbed_rows += self.last_disturbed
+        extra = {"other_processes_cpu_s": other_s, "row_wall_s": wall, "attempts": made,
+                 "disturbed": self.last_disturbed}
+        out: Dict[str, Dict[str, Any]] = {}
+        for c, number, ts in zip(cands, loops, times):
+            timing = {"median_s": statistics.median(ts), "min_s": min(ts), "repeats": len(ts),
+                      "loops_per_sample": number, "times_s": ts}
+            self.results.append({"case": case, "impl": c.impl, **common, **c.fields, **timing, **extra})
+            out[c.impl] = timing
+        return out
 
-    def run(self, case: str, impl: str, fn, check, repeats: int, **fields) -> float:
-        res, warm = timed_call(fn)
-        check(res)
-        self.verified.append({"case": case, "impl": impl, **fields})
-        timing = measure(fn, repeats, warm)
-        self.record(case, impl, timing, **fields)
-        return timing["median_s"]
+    @staticmethod
+    def _time_round_robin(cands: Sequence[Cand], loops: Sequence[int]):
+        """One timing pass: (samples per candidate, CPU seconds other processes used, wall s)."""
+        times: List[List[float]] = [[] for _ in cands]
+        busy0, own0, w0 = busy_cpu_s(), own_cpu_s(), time.perf_counter()
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for rnd in range(max(c.repeats for c in cands)):
+                for c, number, ts in zip(cands, loops, times):
+                    if rnd >= c.repeats:
+                        continue
+                    fn = c.fn
+                    t0 = time.perf_counter()
+                    for _ in range(number):
+                        fn()
+                    ts.append((time.perf_counter() - t0) / number)
+        finally:
+            if enabled:
+                gc.enable()
+        busy1, own1, wall = busy_cpu_s(), own_cpu_s(), time.perf_counter() - w0
+        other = 0.0 if busy0 is None or busy1 is None else max(0.0, (busy1 - busy0) - (own1 - own0))
+        return times, other, wall
 
-    def torch_threads(self, t: int) -> None:
+    def mark(self) -> str:
+        return " *" if self.last_disturbed else ""
+
+    def set_threads(self, th: int) -> None:
+        gs.set_num_threads(th)
         if self.torch is not None:
-            self.torch.set_num_threads(t)
+            self.torch.set_num_threads(th)
 
     # -- case 1
-    def topk_case(self, sizes, ratios, threads) -> Dict[str, Any]:
+    def topk_case(self, sizes, ratios, threads) -> List[Dict[str, Any]]:
         out, torch = self.out, self.torch
         out("== 1. magnitude top-k: gradsparse.sparsify(x, k) vs torch.topk(|t|, k, sorted=False)+gather "
             "vs np.argpartition(|x|, n-k)+gather")
-        out("   times: median ms; numpy is single-threaded (same time in every thread row); "
-            "read = np.add.reduce(x), 1 thread")
+        out("   median ms; numpy is single-threaded (measured once per n,k; same time in every thread row); "
+            "read = np.add.reduce(x), 1 thread, timed next to each row")
         hdr = (f"{'n':>7} {'k':>6} {'thr':>3} | {'gradsparse':>10} {'torch.topk':>10} {'np.argpart':>10} "
                f"{'read':>7} | {'gs/read':>7} {'vs torch':>8} {'vs numpy':>8}")
         out(hdr)
@@ -408,8 +521,6 @@ class Bench:
             x = data_for(n)
             a = np.abs(x)
             abuf = np.empty_like(x)
-            read = self.run("read", "numpy.add.reduce", lambda: np.add.reduce(x), lambda r: None, self.rep,
-                            n=n, threads=1)
             t = torch.from_numpy(x) if torch is not None else None
             for r in ratios:
                 k = gs.k_from_ratio(r, n)
@@ -423,9 +534,10 @@ class Bench:
                     idx = np.argpartition(abuf, n - k)[n - k:]
                     return idx, x[idx]
 
-                t_np = self.run("topk", "numpy.argpartition", np_fn,
-                                lambda res: check_baseline(label, "np.argpartition", res[0], res[1], x, kept, ref, tied),
-                                self.rep_slow, threads=1, **common)
+                np_cand = Cand("numpy.argpartition", np_fn,
+                               lambda res: check_baseline(label, "np.argpartition", res[0], res[1], x, kept, ref, tied),
+                               self.rep_slow, threads=1)
+                torch_cand = None
                 if t is not None:
                     tab = torch.empty_like(t)
                     tv = torch.empty(k, dtype=t.dtype)
@@ -437,23 +549,31 @@ class Bench:
                         torch.topk(tab, k, sorted=False, out=(tv, ti))
                         torch.index_select(t, 0, ti, out=tg)
                         return ti, tg
+
+                    torch_cand = Cand("torch.topk", torch_fn,
+                                      lambda res: check_baseline(label, "torch.topk", res[0].numpy(), res[1].numpy(),
+                                                                 x, kept, ref, tied),
+                                      self.rep_slow)
+                t_np = None
                 for th in threads:
-                    with gs.num_threads(th):
-                        t_gs = self.run("topk", "gradsparse", lambda: gs.sparsify(x, k),
-                                        lambda sp: check_gradsparse(label, sp.indices, sp.values, x, ref),
-                                        self.rep, threads=th, **common)
-                    t_torch = None
-                    if t is not None:
-                        self.torch_threads(th)
-                        t_torch = self.run("topk", "torch.topk", torch_fn,
-                                           lambda res: check_baseline(label, "torch.topk", res[0].numpy(),
-                                                                      res[1].numpy(), x, kept, ref, tied),
-                                           self.rep_slow, threads=th, **common)
-                    row = dict(n=n, k=k, ratio=r, threads=th, gs=t_gs, torch=t_torch, numpy=t_np, read=read)
+                    self.set_threads(th)
+                    cands = [Cand("gradsparse", lambda: gs.sparsify(x, k),
+                                  lambda sp: check_gradsparse(label, sp.indices, sp.values, x, ref), self.rep),
+                             Cand("numpy.add.reduce", lambda: np.add.reduce(x), lambda res: None, self.rep,
+                                  threads=1, role="plain read")]
+                    if torch_cand is not None:
+                        cands.append(torch_cand)
+                    if t_np is None:
+                        cands.append(np_cand)
+                    res = self.group("topk", cands, threads=th, **common)
+                    t_np = res.get("numpy.argpartition", t_np)
+                    row = dict(n=n, k=k, ratio=r, threads=th, gs=res["gradsparse"], torch=res.get("torch.topk"),
+                               numpy=t_np, read=res["numpy.add.reduce"])
                     rows.append(row)
-                    out(f"{fmt_n(n):>7} {fmt_ratio(r):>6} {th:>3} | {ms(t_gs):>10} {ms(t_torch):>10} {ms(t_np):>10} "
-                        f"{ms(read):>7} | {xf(t_gs / read):>7} {xf(t_torch / t_gs if t_torch else None):>8} "
-                        f"{xf(t_np / t_gs):>8}")
+                    out(f"{fmt_n(n):>7} {fmt_ratio(r):>6} {th:>3} | {ms(med(row['gs'])):>10} "
+                        f"{ms(med(row['torch'])):>10} {ms(med(t_np)):>10} {ms(med(row['read'])):>7} | "
+                        f"{xf(ratio(row['gs'], row['read'])):>7} {xf(ratio(row['torch'], row['gs'])):>8} "
+                        f"{xf(ratio(t_np, row['gs'])):>8}{self.mark()}")
             del x, a, abuf, t
             gc.collect()
         out()
@@ -464,12 +584,14 @@ class Bench:
         out, torch = self.out, self.torch
         out(f"== 2. CWMP: gradsparse.sparsify(x, k, cost=c) vs torch.topk(|t|**2 / c, k, sorted=False)+gather; "
             f"cost = scalar {SCALAR_COST} or per-element float32 U[0.5, 2)")
-        out("   'plain' = gradsparse.sparsify(x, k) on the same data, measured alongside; ratio = cwmp / plain")
+        out("   median ms; 'plain' = gradsparse.sparsify(x, k) on the same data, timed alongside; "
+            "ratio = cwmp / plain")
         hdr = (f"{'n':>7} {'k':>6} {'cost':>7} {'thr':>3} | {'cwmp':>8} {'plain':>8} {'torch':>8} | "
                f"{'ratio':>6} {'vs torch':>8}")
         out(hdr)
         out("-" * len(hdr))
         rows = []
+        max_diff = 0
         for n in sizes:
             x = data_for(n)
             ce = element_costs(n)
@@ -485,6 +607,8 @@ class Bench:
                     ref, tied = exact_reference(score, k)
                     plain_ref, _ = exact_reference(a64, k)
                     common = dict(n=n, k=k, ratio=r, cost=kind, tied_at_kth=bool(tied))
+                    torch_cand = None
+                    info: Dict[str, Any] = {}
                     if t is not None:
                         tsc = torch.empty_like(t)
                         tv = torch.empty(k, dtype=t.dtype)
@@ -507,36 +631,33 @@ class Bench:
                             if not np.array_equal(vals.view(np.uint32), x[idx].view(np.uint32)):
                                 raise VerificationError(f"{label}: torch gathered values are not x[indices]")
                             check_own_scores(label, "torch.topk", tv.numpy().copy(), tsc.numpy(), k)
-                            miss = np.setdiff1d(ref, idx).size
-                            common_info["torch_boundary_diff"] = int(miss)
+                            info["torch_vs_exact_diff"] = int(np.setdiff1d(ref, idx).size)
+
+                        torch_cand = Cand("torch.topk", torch_fn, torch_check, self.rep_slow)
                     for th in threads:
-                        common_info: Dict[str, Any] = {}
-                        with gs.num_threads(th):
-                            t_c = self.run("cwmp", "gradsparse", lambda: gs.sparsify(x, k, cost=cost),
-                                           lambda sp: check_gradsparse(label, sp.indices, sp.values, x, ref),
-                                           self.rep, threads=th, **common)
-                            t_p = self.run("cwmp-plain", "gradsparse", lambda: gs.sparsify(x, k),
-                                           lambda sp: check_gradsparse(label + " plain", sp.indices, sp.values, x,
-                                                                       plain_ref),
-                                           self.rep, threads=th, n=n, k=k, ratio=r)
-                        t_t = None
-                        if t is not None:
-                            self.torch_threads(th)
-                            t_t = self.run("cwmp", "torch.topk", torch_fn, torch_check, self.rep_slow,
-                                           threads=th, **common)
-                            self.results[-1].update(common_info)
-                        row = dict(n=n, k=k, ratio=r, cost=kind, threads=th, gs=t_c, plain=t_p, torch=t_t,
-                                   **common_info)
+                        self.set_threads(th)
+                        cands = [Cand("gradsparse", lambda: gs.sparsify(x, k, cost=cost),
+                                      lambda sp: check_gradsparse(label, sp.indices, sp.values, x, ref), self.rep),
+                                 Cand("gradsparse-plain", lambda: gs.sparsify(x, k),
+                                      lambda sp: check_gradsparse(label + " (plain)", sp.indices, sp.values, x,
+                                                                  plain_ref), self.rep)]
+                        if torch_cand is not None:
+                            cands.append(torch_cand)
+                        res = self.group("cwmp", cands, threads=th, **common)
+                        max_diff = max(max_diff, info.get("torch_vs_exact_diff", 0))
+                        row = dict(n=n, k=k, ratio=r, cost=kind, threads=th, gs=res["gradsparse"],
+                                   plain=res["gradsparse-plain"], torch=res.get("torch.topk"), **info)
                         rows.append(row)
-                        out(f"{fmt_n(n):>7} {fmt_ratio(r):>6} {kind:>7} {th:>3} | {ms(t_c):>8} {ms(t_p):>8} "
-                            f"{ms(t_t):>8} | {xf(t_c / t_p):>6} {xf(t_t / t_c if t_t else None):>8}")
+                        out(f"{fmt_n(n):>7} {fmt_ratio(r):>6} {kind:>7} {th:>3} | {ms(med(row['gs'])):>8} "
+                            f"{ms(med(row['plain'])):>8} {ms(med(row['torch'])):>8} | "
+                            f"{xf(ratio(row['gs'], row['plain'])):>6} {xf(ratio(row['torch'], row['gs'])):>8}"
+                            f"{self.mark()}")
                 del score
             del x, ce, a64, t, tce
             gc.collect()
-        notes = [r for r in rows if r.get("torch_boundary_diff")]
-        if notes:
-            out(f"   note: torch scores in float32, gradsparse in float64 (exact); at the k-th score they differ in "
-                f"up to {max(r['torch_boundary_diff'] for r in notes)} of k indices (float32 rounding ties)")
+        if max_diff:
+            out(f"   note: torch scores in float32, gradsparse (and the reference) in float64; their index sets "
+                f"differ in up to {max_diff} elements at the k-th score (float32 rounding creates ties)")
         out()
         return rows
 
@@ -548,6 +669,11 @@ class Bench:
         total = sum(sizes)
         if len(shapes) != 62 or total != 11_173_962:
             raise VerificationError(f"resnet18 shapes: {len(shapes)} tensors, {total} params (want 62, 11173962)")
+        out(f"== 3. global selection over the {len(shapes)} gradient tensors of ResNet-18 (CIFAR-10, "
+            f"{total:,} params): gradsparse.sparsify_many(xs, k) vs torch.topk(cat(flatten).abs(), k)+gather "
+            f"(cat counted)")
+        out("   costs: one scalar cost per tensor, U[0.5, 2): sparsify_many(xs, k, costs=[...]) vs "
+            "torch.topk(cat(|t|**2 / c))+gather; gs[torch-in] = gradsparse given the torch tensors")
         if torch is not None:
             self._crosscheck_torchvision()
         xs = resnet_data(shapes)
@@ -557,11 +683,6 @@ class Bench:
         rng = np.random.default_rng([SEED, 62])
         costs = [float(c) for c in rng.uniform(0.5, 2.0, len(xs))]
         cost_el = np.repeat(np.asarray(costs), sizes)
-        out(f"== 3. global selection over the {len(shapes)} gradient tensors of ResNet-18 (CIFAR-10, "
-            f"{total:,} params): gradsparse.sparsify_many(xs, k) vs torch.topk(cat(flatten).abs(), k)+gather "
-            f"(cat counted)")
-        out("   costs: one scalar cost per tensor, U[0.5, 2): sparsify_many(xs, k, costs=[...]) vs "
-            "torch.topk(cat(|t|**2 / c))+gather; gs[torch-in] = gradsparse given the torch tensors")
         hdr = (f"{'k':>6} {'costs':>5} {'thr':>3} | {'gradsparse':>10} {'gs[torch-in]':>12} {'torch.topk':>10} | "
                f"{'vs torch':>8}")
         out(hdr)
@@ -586,6 +707,7 @@ class Bench:
                     vals = np.concatenate([np.asarray(sp.values) for sp in res])
                     check_gradsparse(label, idx, vals, cat, ref)
 
+                torch_cands = []
                 if ts is not None:
                     tbuf = torch.empty_like(tcat)
                     tsc = torch.empty_like(tcat)
@@ -614,24 +736,20 @@ class Bench:
                             check_own_scores(label, "torch.topk", tv.numpy().copy(), tsc.numpy(), k)
                         else:
                             check_baseline(label, "torch.topk", idx, vals, cat, kept, ref, tied)
+
+                    torch_cands = [Cand("gradsparse[torch-in]", lambda: gs.sparsify_many(ts, k, costs=cs), gs_check,
+                                        self.rep),
+                                   Cand("torch.topk", torch_fn, torch_check, self.rep_slow)]
                 for th in threads:
-                    with gs.num_threads(th):
-                        t_gs = self.run("global", "gradsparse", lambda: gs.sparsify_many(xs, k, costs=cs),
-                                        gs_check, self.rep, threads=th, **common)
-                        t_gst = None
-                        if ts is not None:
-                            t_gst = self.run("global", "gradsparse[torch-in]",
-                                             lambda: gs.sparsify_many(ts, k, costs=cs), gs_check,
-                                             self.rep, threads=th, **common)
-                    t_t = None
-                    if ts is not None:
-                        self.torch_threads(th)
-                        t_t = self.run("global", "torch.topk", torch_fn, torch_check, self.rep_slow,
-                                       threads=th, **common)
-                    rows.append(dict(k=k, ratio=r, costs=with_costs, threads=th, gs=t_gs, gs_torch=t_gst,
-                                     torch=t_t))
-                    out(f"{fmt_ratio(r):>6} {'yes' if with_costs else 'no':>5} {th:>3} | {ms(t_gs):>10} "
-                        f"{ms(t_gst):>12} {ms(t_t):>10} | {xf(t_t / t_gs if t_t else None):>8}")
+                    self.set_threads(th)
+                    cands = [Cand("gradsparse", lambda: gs.sparsify_many(xs, k, costs=cs), gs_check, self.rep)]
+                    res = self.group("global", cands + torch_cands, threads=th, **common)
+                    row = dict(k=k, ratio=r, costs=with_costs, threads=th, gs=res["gradsparse"],
+                               gs_torch=res.get("gradsparse[torch-in]"), torch=res.get("torch.topk"))
+                    rows.append(row)
+                    out(f"{fmt_ratio(r):>6} {'yes' if with_costs else 'no':>5} {th:>3} | {ms(med(row['gs'])):>10} "
+                        f"{ms(med(row['gs_torch'])):>12} {ms(med(row['torch'])):>10} | "
+                        f"{xf(ratio(row['torch'], row['gs'])):>8}{self.mark()}")
             del score
         out()
         return rows
@@ -653,8 +771,9 @@ class Bench:
 # ----------------------------------------------------------------------------- summary
 
 def summarize(out: Out, topk_rows, cwmp_rows, global_rows, big_sizes, have_torch: bool) -> Dict[str, Any]:
+    """Summary lines with PASS/FAIL from medians; [min: ...] is the same figure from the fastest samples."""
     summ: Dict[str, Any] = {}
-    out("== summary (medians; targets are informational)")
+    out("== summary (from medians; [min: x] = same figure from the fastest samples; targets are informational)")
 
     def verdict(v: Optional[float], target: float, higher_better: bool) -> str:
         if v is None:
@@ -662,60 +781,63 @@ def summarize(out: Out, topk_rows, cwmp_rows, global_rows, big_sizes, have_torch
         ok = v >= target if higher_better else v <= target
         return "PASS" if ok else "FAIL"
 
-    def line(key: str, text: str, v: Optional[float], target: float, higher: bool, extra: str = "") -> None:
+    def line(key: str, text: str, fn: Callable[[str], Optional[float]], target: float, higher: bool) -> None:
+        v, vmin = fn("median_s"), fn("min_s")
         op = ">=" if higher else "<="
-        val = "n/a" if v is None else (f"{v:.2f}x")
-        out(f"  {text:<62} {val:>8}  (target {op} {target:g}x)  {verdict(v, target, higher)}{extra}")
-        summ[key] = {"value": v, "target": target, "higher_is_better": higher, "verdict": verdict(v, target, higher)}
+        val = "n/a" if v is None else f"{v:.2f}x"
+        alt = "" if vmin is None else f"[min: {vmin:.2f}x]"
+        out(f"  {text:<58} {val:>8} {alt:<15} (target {op} {target:g}x)  {verdict(v, target, higher)}")
+        summ[key] = {"value": v, "value_from_min": vmin, "target": target, "higher_is_better": higher,
+                     "verdict": verdict(v, target, higher)}
+
+    def gm(rows, a, b):
+        return lambda stat: geomean([ratio(r[a], r[b], stat) for r in rows if r[a] is not None and r[b] is not None])
+
+    def worst(rows, a, b):
+        return lambda stat: max((ratio(r[a], r[b], stat) for r in rows), default=None)
 
     sel = [r for r in topk_rows if r["n"] in big_sizes and r["ratio"] <= 0.01 + 1e-12]
-    sizes_txt = ",".join(fmt_n(n) for n in big_sizes)
     threads = sorted({r["threads"] for r in sel})
-    out(f"  top-k rows used: n in {{{sizes_txt}}} x k in {{{', '.join(sorted({fmt_ratio(r['ratio']) for r in sel}))}}}")
+    out(f"  top-k cases: n in {{{', '.join(fmt_n(n) for n in big_sizes)}}} x k in "
+        f"{{{', '.join(fmt_ratio(x) for x in sorted({r['ratio'] for r in sel}))}}}")
     if not have_torch:
         out("  torch.topk: skipped (torch not used)")
     for th in threads:
-        vals = [r["torch"] / r["gs"] for r in sel if r["threads"] == th and r["torch"]]
         line(f"speedup_vs_torch_{th}t", f"geo-mean speed-up vs torch.topk, {th} thread(s)",
-             geomean(vals) if vals else None, TARGETS["speedup_vs_torch"], True)
-    vals = [r["torch"] / r["gs"] for r in sel if r["torch"]]
-    line("speedup_vs_torch", "geo-mean speed-up vs torch.topk, overall", geomean(vals) if vals else None,
+             gm([r for r in sel if r["threads"] == th], "torch", "gs"), TARGETS["speedup_vs_torch"], True)
+    line("speedup_vs_torch", "geo-mean speed-up vs torch.topk, overall", gm(sel, "torch", "gs"),
          TARGETS["speedup_vs_torch"], True)
     for th in threads:
-        vals = [r["numpy"] / r["gs"] for r in sel if r["threads"] == th]
-        line(f"speedup_vs_numpy_{th}t", f"geo-mean speed-up vs np.argpartition, {th} thread(s)", geomean(vals),
-             TARGETS["speedup_vs_numpy"], True)
-    line("speedup_vs_numpy", "geo-mean speed-up vs np.argpartition, overall",
-         geomean([r["numpy"] / r["gs"] for r in sel]), TARGETS["speedup_vs_numpy"], True)
+        line(f"speedup_vs_numpy_{th}t", f"geo-mean speed-up vs np.argpartition, {th} thread(s)",
+             gm([r for r in sel if r["threads"] == th], "numpy", "gs"), TARGETS["speedup_vs_numpy"], True)
+    line("speedup_vs_numpy", "geo-mean speed-up vs np.argpartition, overall", gm(sel, "numpy", "gs"),
+         TARGETS["speedup_vs_numpy"], True)
     one = [r for r in sel if r["threads"] == 1]
+    line("read_ratio", "1-thread gradsparse / plain read, k <= 1% (worst case)", worst(one, "gs", "read"),
+         TARGETS["read_ratio"], False)
     if one:
-        worst = max(one, key=lambda r: r["gs"] / r["read"])
-        ratios = ", ".join(f"{fmt_n(r['n'])}/{fmt_ratio(r['ratio'])}: {r['gs'] / r['read']:.2f}x" for r in one)
-        line("read_ratio", "1-thread gradsparse / plain read, k <= 1% (worst case)", worst["gs"] / worst["read"],
-             TARGETS["read_ratio"], False)
-        out(f"      per case: {ratios}")
-    else:
-        line("read_ratio", "1-thread gradsparse / plain read, k <= 1% (worst case)", None, TARGETS["read_ratio"], False)
+        out("      per case: " + ", ".join(f"{fmt_n(r['n'])}/{fmt_ratio(r['ratio'])} {ratio(r['gs'], r['read']):.2f}x"
+                                         for r in one))
     for kind, key, text in (("scalar", "cwmp_scalar_ratio", "CWMP per-tensor cost / plain top-k (worst case)"),
                             ("element", "cwmp_array_ratio", "CWMP per-element cost / plain top-k (worst case)")):
         rs = [r for r in cwmp_rows if r["cost"] == kind]
-        v = max((r["gs"] / r["plain"] for r in rs), default=None)
-        line(key, text, v, TARGETS[key], False,
-             f"   geo-mean {geomean([r['gs'] / r['plain'] for r in rs]):.2f}x" if rs else "")
-        tv = [r["torch"] / r["gs"] for r in rs if r["torch"]]
-        if tv:
-            out(f"      CWMP {kind} cost: geo-mean speed-up vs torch {geomean(tv):.1f}x")
-            summ[f"cwmp_{kind}_speedup_vs_torch"] = geomean(tv)
-    plain = [r["torch"] / r["gs"] for r in global_rows if not r["costs"] and r["torch"]]
-    line("global_speedup", "ResNet-18 global speed-up vs torch (geo-mean over k, threads)",
-         geomean(plain) if plain else None, TARGETS["global_speedup"], True)
+        line(key, text, worst(rs, "gs", "plain"), TARGETS[key], False)
+        if rs:
+            g = gm(rs, "gs", "plain")("median_s")
+            tv = gm(rs, "torch", "gs")("median_s")
+            out(f"      geo-mean ratio {g:.2f}x" + (f"; geo-mean speed-up vs torch {tv:.1f}x" if tv else ""))
+            summ[f"cwmp_{kind}_ratio_geomean"] = g
+            summ[f"cwmp_{kind}_speedup_vs_torch"] = tv
+    plain = [r for r in global_rows if not r["costs"]]
+    line("global_speedup", "ResNet-18 global speed-up vs torch (geo-mean, k x threads)", gm(plain, "torch", "gs"),
+         TARGETS["global_speedup"], True)
     for th in sorted({r["threads"] for r in global_rows}):
-        v = [r["torch"] / r["gs"] for r in global_rows if not r["costs"] and r["torch"] and r["threads"] == th]
-        vc = [r["torch"] / r["gs"] for r in global_rows if r["costs"] and r["torch"] and r["threads"] == th]
+        v = gm([r for r in plain if r["threads"] == th], "torch", "gs")("median_s")
+        vc = gm([r for r in global_rows if r["costs"] and r["threads"] == th], "torch", "gs")("median_s")
         if v:
-            out(f"      {th} thread(s): plain {geomean(v):.1f}x, per-tensor costs {geomean(vc):.1f}x")
-    withc = [r["torch"] / r["gs"] for r in global_rows if r["costs"] and r["torch"]]
-    summ["global_costs_speedup"] = geomean(withc) if withc else None
+            out(f"      {th} thread(s): plain {v:.1f}x, per-tensor costs {vc:.1f}x")
+    withc = [r for r in global_rows if r["costs"]]
+    summ["global_costs_speedup"] = gm(withc, "torch", "gs")("median_s")
     return summ
 
 
@@ -757,6 +879,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     out = Out()
     t_start = time.perf_counter()
+    busy0, own0 = busy_cpu_s(), own_cpu_s()
     torch, why_not = load_torch(args.no_torch)
     default_threads = gs.get_num_threads()
     torch_threads0 = torch.get_num_threads() if torch is not None else None
@@ -771,6 +894,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "gradsparse_config": cfg,
         "gradsparse_file": getattr(gs, "__file__", None),
+        "gradsparse_core": core_info(),
         "numpy": np.__version__,
         "torch": getattr(torch, "__version__", None),
         "torch_status": why_not or "used",
@@ -782,12 +906,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "logical_cpus": os.cpu_count(),
         "usable_cpus": all_threads(),
         "mem_total": mem_total(),
+        "loadavg_start": load_avg(),
     }
     out(f"gradsparse {cfg['version']} bench  |  SIMD {cfg['simd_level']} (available: "
         f"{', '.join(cfg['simd_available'])})  |  threads {args.threads}  |  repeats {args.repeats} "
         f"(baselines {max(3, args.repeats // 2)})")
     out(f"cpu: {meta['cpu_model']} ({meta['usable_cpus']} usable cpus), mem {meta['mem_total']}  |  "
-        f"python {meta['python']}, numpy {np.__version__}, torch {meta['torch'] or '-'}")
+        f"python {meta['python']}, numpy {np.__version__}, torch {meta['torch'] or '-'}  |  "
+        f"load avg {meta['loadavg_start']}")
     if torch is None:
         out(f"torch: {why_not} -- torch baselines skipped")
     out("data: float32, N(0,1) x lognormal(0,1) scale per 4096-element block (heavy-tailed, gradient-like), "
@@ -812,6 +938,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             torch.set_num_threads(torch_threads0)
 
     elapsed = time.perf_counter() - t_start
+    meta["loadavg_end"] = load_avg()
+    busy1, own1 = busy_cpu_s(), own_cpu_s()
+    background = None
+    if busy0 is not None and busy1 is not None and elapsed > 0:
+        background = max(0.0, ((busy1 - busy0) - (own1 - own0)) / elapsed)
+    meta["background_cores_busy"] = background
+    meta["disturbed_rows"] = bench.disturbed_rows
+    meta["retimings"] = bench.attempts_total - bench.groups
     payload = {
         "status": status,
         "error": error,
@@ -824,8 +958,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "data": "float32 standard normal x lognormal(0,1) scale per 4096-element block; ResNet tensors x an "
                     "extra lognormal(0,1) per-tensor scale; per-element costs U[0.5,2) float32; ResNet "
                     "per-tensor costs U[0.5,2)",
-            "timing": "perf_counter per call; first (verified) call is the warm-up; calls < 2 ms looped per "
-                      "sample; gc disabled while timing",
+            "timing": "perf_counter per call; first (verified) call is the warm-up; the implementations of "
+                      "one table row are sampled round-robin; calls < 2 ms looped per sample; gc disabled "
+                      "while timing",
         },
         "targets": TARGETS,
         "verified": bench.verified,
@@ -845,7 +980,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.json:
             print(f"partial results written to {args.json}", file=sys.stderr)
         return 2
-    out(f"\n{len(bench.verified)} results verified; total time {elapsed:.0f} s; JSON: {args.json or '-'}")
+    if background is not None:
+        warn = "  WARNING: other processes competed for the CPU; timings are noisy" if background > 0.15 else ""
+        out(f"\nbackground load (other processes) during the run: {background:.2f} cores on average{warn}")
+    out(f"re-timings because other processes were busy: {bench.attempts_total - bench.groups}; rows still "
+        f"disturbed after {bench.max_attempts} attempts (marked *): {bench.disturbed_rows}")
+    out(f"{len(bench.verified)} results verified; total time {elapsed:.0f} s; JSON: {args.json or '-'}")
     return 0
 
 

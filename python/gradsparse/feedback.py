@@ -17,6 +17,10 @@ from .selection import _core_select_one
 from .sparse import Sparse
 
 
+_F16_MAX = np.float32(65504.0)
+_BF16_MAX = np.float32(3.3895313892515355e38)  # largest finite bfloat16
+
+
 class ErrorFeedback:
     """Per-name residual memory: ``compress`` selects from ``x + residual`` and keeps what
     was not sent. ``state_dict()``/``load_state_dict()`` save and restore the residuals."""
@@ -45,12 +49,15 @@ class ErrorFeedback:
         acc_code = F32 if flat.code in (F16, BF16) else flat.code
         acc = Flat(res, acc_code, flat.shape, "numpy", res.dtype)
         idx, vals = _core_select_one(acc, k, ratio, cost, budget, q, alpha)
-        # what is sent, in x's dtype; the residual keeps the difference
+        # What is sent, in x's dtype; the residual keeps the difference. Values beyond the
+        # dtype's finite range are sent saturated (not as inf) and the excess stays in the
+        # residual, so one large accumulation cannot turn the residual into inf/NaN.
         if flat.code == BF16:
-            sent_raw = f32_to_bf16(vals)
+            sent32 = np.clip(vals, -_BF16_MAX, _BF16_MAX)
+            sent_raw = f32_to_bf16(sent32)
             res[idx] = vals - bf16_to_f32(sent_raw)
         elif flat.code == F16:
-            sent_raw = vals.astype(np.float16)
+            sent_raw = np.clip(vals, -_F16_MAX, _F16_MAX).astype(np.float16)
             res[idx] = vals - sent_raw.astype(np.float32)
         else:
             sent_raw = vals

@@ -1,0 +1,216 @@
+"""topk: torch.topk semantics for 1-D and 2-D inputs, against the numpy reference and
+against torch.topk itself, at every SIMD level, thread count, dtype and size."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import gradsparse
+from inputs import DTYPES, KINDS, SIZES, bits, gen, make, to_f64
+from reference import signed_order, topk_ref, topk_rows_ref
+
+
+def _ks(n):
+    return sorted({1, 2, max(1, n // 2), n} & set(range(1, n + 1)))
+
+
+def _idx(t):
+    return t.numpy() if isinstance(t, torch.Tensor) else t
+
+
+def check_topk(x, v, k, largest=True, sorted=True, dim=-1, orders=None):
+    """gradsparse.topk(x) equals the reference on float64 values `v` (x's values).
+    orders: optional {largest: signed_order(v, largest)} precomputed for a 1-D `v`."""
+    res = gradsparse.topk(x, k, dim=dim, largest=largest, sorted=sorted)
+    assert isinstance(res, gradsparse.TopK)
+    values, indices = res
+    is_torch = isinstance(x, torch.Tensor)
+    assert isinstance(values, torch.Tensor if is_torch else np.ndarray)
+    assert isinstance(indices, torch.Tensor if is_torch else np.ndarray)
+    assert values.dtype == x.dtype
+    assert indices.dtype == (torch.int64 if is_torch else np.int64)
+    if v.ndim == 1:
+        if orders is None:
+            exp = topk_ref(v, k, largest, sorted)
+        else:
+            exp = orders[largest][:k] if sorted else np.sort(orders[largest][:k])
+        np.testing.assert_array_equal(_idx(indices), exp)
+        np.testing.assert_array_equal(bits(values), bits(x[torch.from_numpy(exp)] if is_torch else x[exp]))
+        return res
+    d = dim % 2
+    vv = v if d == 1 else v.T
+    xx = x if d == 1 else x.T
+    exp = topk_rows_ref(vv, k, largest, sorted)  # (rows, k)
+    assert np.array_equal(exp[0], topk_ref(vv[0], k, largest, sorted))
+    got_i = _idx(indices) if d == 1 else _idx(indices).T
+    got_v = values if d == 1 else values.T
+    np.testing.assert_array_equal(got_i, exp)
+    rows = np.arange(exp.shape[0])[:, None]
+    want = xx[torch.from_numpy(rows), torch.from_numpy(exp)] if is_torch else xx[rows, exp]
+    np.testing.assert_array_equal(bits(got_v), bits(want))
+    return res
+
+
+# ----------------------------------------------------------------------------- 1-D sweep
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_topk_sizes(engine, dtype, n):
+    v = gen("random", n, dtype, seed=21)
+    x = make(v, dtype)
+    orders = {True: signed_order(v, True), False: signed_order(v, False)}
+    for k in _ks(n):
+        for largest in (True, False):
+            for sorted_ in (True, False):
+                check_topk(x, v, k, largest, sorted_, orders=orders)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_topk_adversarial(simd, dtype, kind):
+    for n in (1, 8, 17, 63, 1000, 4097):
+        v = gen(kind, n, dtype, seed=22)
+        x = make(v, dtype)
+        orders = {True: signed_order(v, True), False: signed_order(v, False)}
+        for k in _ks(n):
+            for largest in (True, False):
+                for sorted_ in (True, False):
+                    check_topk(x, v, k, largest, sorted_, orders=orders)
+
+
+def test_topk_special_values_order():
+    x = np.array([1.0, np.nan, -np.inf, -0.0, 0.0, np.inf, -1.0, np.nan], dtype=np.float32)
+    vals, idx = gradsparse.topk(x, 8)
+    np.testing.assert_array_equal(idx, [1, 7, 5, 0, 3, 4, 6, 2])  # NaN > +inf; -0 == +0
+    vals, idx = gradsparse.topk(x, 8, largest=False)
+    np.testing.assert_array_equal(idx, [2, 6, 3, 4, 0, 5, 1, 7])  # NaN last
+    vals, idx = gradsparse.topk(x, 3, largest=False, sorted=False)
+    np.testing.assert_array_equal(idx, [2, 3, 6])
+    np.testing.assert_array_equal(bits(vals), bits(x[[2, 3, 6]]))
+
+
+def test_topk_signed_zero_values_are_the_inputs():
+    x = np.array([-0.0, 0.0, -0.0, -1.0], dtype=np.float64)
+    vals, idx = gradsparse.topk(x, 2)
+    np.testing.assert_array_equal(idx, [0, 1])
+    np.testing.assert_array_equal(bits(vals), bits(x[[0, 1]]))  # the sign of zero is kept
+
+
+# ----------------------------------------------------------------------------- 2-D
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 1), (1, 33), (5, 17), (17, 5), (64, 65), (2, 4097)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_topk_2d(simd, dtype, shape):
+    v = gen("mixed", int(np.prod(shape)), dtype, seed=23).reshape(shape)
+    x = make(v, dtype)
+    for dim in (-1, 1, 0, -2):
+        length = shape[dim]
+        for k in sorted({1, max(1, length // 2), length}):
+            for largest in (True, False):
+                check_topk(x, v, k, largest, True, dim)
+                check_topk(x, v, k, largest, False, dim)
+
+
+def test_topk_2d_many_rows_threads(engine):
+    # rows * cols large enough that rows are spread over threads
+    v = gen("ties", 300 * 400, "float32", seed=24).reshape(300, 400)
+    x = make(v, "float32")
+    check_topk(x, v, 37, True, True)
+    check_topk(x, v, 37, False, False)
+    check_topk(x, v, 20, True, True, dim=0)
+
+
+def test_topk_non_contiguous():
+    v = gen("random", 30 * 40, "float64", seed=25).reshape(30, 40)
+    x = make(v, "float64")
+    check_topk(np.ascontiguousarray(x.T), v.T, 5)
+    vals, idx = gradsparse.topk(x.T, 5)  # non-contiguous view: copied
+    np.testing.assert_array_equal(idx, np.stack([topk_ref(r, 5) for r in v.T]))
+    t = torch.from_numpy(x)[:, ::2]
+    vals, idx = gradsparse.topk(t, 4, dim=0)
+    ref = np.stack([topk_ref(r, 4) for r in v[:, ::2].T]).T
+    np.testing.assert_array_equal(idx.numpy(), ref)
+
+
+# ----------------------------------------------------------------------------- vs torch.topk
+
+@pytest.mark.parametrize("n", [1, 7, 16, 33, 65, 1000, 4097, 40000])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_agrees_with_torch_topk(dtype, n):
+    rng = np.random.default_rng(n)
+    tdt = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+           "bfloat16": torch.bfloat16}[dtype]
+    for kind in ("random", "ties", "mixed", "nan", "inf", "signed_zeros"):
+        v = gen(kind, n, dtype, seed=26)
+        t = torch.from_numpy(v).to(tdt)
+        for k in _ks(n):
+            for largest in (True, False):
+                want_v, want_i = torch.topk(t, k, largest=largest, sorted=True)
+                got_v, got_i = gradsparse.topk(t, k, largest=largest, sorted=True)
+                np.testing.assert_array_equal(to_f64(got_v), to_f64(want_v))  # values exactly
+                if len(np.unique(v[~np.isnan(v)] + 0.0)) == np.count_nonzero(~np.isnan(v)) and \
+                        np.count_nonzero(np.isnan(v)) <= 1:
+                    np.testing.assert_array_equal(got_i.numpy(), want_i.numpy())  # no ties
+                else:  # ties: the same multiset of values, each index pointing to its value
+                    np.testing.assert_array_equal(to_f64(t[got_i]), to_f64(got_v))
+    # distinct values: identical index sets, sorted and unsorted
+    v = np.unique(rng.standard_normal(n))
+    v = v[np.unique(torch.from_numpy(v).to(tdt).double().numpy(), return_index=True)[1]]
+    rng.shuffle(v)
+    t = torch.from_numpy(v).to(tdt)
+    for k in _ks(v.size):
+        for largest in (True, False):
+            want = torch.topk(t, k, largest=largest, sorted=False).indices.numpy()
+            got = gradsparse.topk(t, k, largest=largest, sorted=False).indices.numpy()
+            np.testing.assert_array_equal(got, np.sort(want))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_agrees_with_torch_topk_2d(dtype):
+    tdt = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+           "bfloat16": torch.bfloat16}[dtype]
+    v = gen("mixed", 40 * 70, dtype, seed=27).reshape(40, 70)
+    t = torch.from_numpy(v).to(tdt)
+    for dim in (0, 1):
+        for largest in (True, False):
+            want = torch.topk(t, 9, dim=dim, largest=largest)
+            got = gradsparse.topk(t, 9, dim=dim, largest=largest)
+            np.testing.assert_array_equal(to_f64(got.values), to_f64(want.values))
+            assert got.indices.shape == want.indices.shape
+
+
+# ----------------------------------------------------------------------------- out=
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_out_buffers(dtype):
+    v = gen("random", 6 * 50, dtype, seed=28).reshape(6, 50)
+    x = make(v, dtype)
+    want = gradsparse.topk(x, 7)
+    if isinstance(x, torch.Tensor):
+        ov, oi = torch.empty((6, 7), dtype=x.dtype), torch.empty((6, 7), dtype=torch.int64)
+    else:
+        ov, oi = np.empty((6, 7), dtype=x.dtype), np.empty((6, 7), dtype=np.int64)
+    got = gradsparse.topk(x, 7, out=(ov, oi))
+    assert got.values is ov and got.indices is oi
+    np.testing.assert_array_equal(bits(ov), bits(want.values))
+    np.testing.assert_array_equal(_idx(oi), _idx(want.indices))
+    # 1-D
+    x1 = x[2]
+    ov1 = ov[0].clone() if isinstance(ov, torch.Tensor) else ov[0].copy()
+    oi1 = oi[0].clone() if isinstance(oi, torch.Tensor) else oi[0].copy()
+    gradsparse.topk(x1, 7, out=(ov1, oi1))
+    np.testing.assert_array_equal(_idx(oi1), _idx(want.indices)[2])
+    np.testing.assert_array_equal(bits(ov1), bits(want.values[2]))
+
+
+def test_out_buffer_errors():
+    x = np.arange(20, dtype=np.float32).reshape(4, 5)
+    with pytest.raises(ValueError, match="out"):
+        gradsparse.topk(x, 2, out=(np.empty((4, 3), np.float32), np.empty((4, 3), np.int64)))
+    with pytest.raises(TypeError, match="out"):
+        gradsparse.topk(x, 2, out=(np.empty((4, 2), np.float64), np.empty((4, 2), np.int64)))
+    with pytest.raises(TypeError, match="out"):
+        gradsparse.topk(x, 2, out=(np.empty((4, 2), np.float32), np.empty((4, 2), np.int32)))
+    with pytest.raises(ValueError, match="out"):
+        gradsparse.topk(x, 2, dim=0, out=(np.empty((2, 5), np.float32), np.empty((2, 5), np.int64)))
