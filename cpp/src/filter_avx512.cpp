@@ -3,6 +3,8 @@
 // portable loop compiled for this ISA.
 #include <immintrin.h>
 
+#include <cmath>
+
 #include "filter_generic.hpp"
 
 namespace gradsparse {
@@ -222,40 +224,65 @@ size_t filter_h16_avx512(const uint16_t* bits, size_t n, KeyMode mode, bool bf16
                 : filter_h16_format<keys::F16>(bits, n, mode, thr, out, vals, cap);
 }
 
-// x^2 >= t*c in double for 8 lanes, true for NaN x (not-less-than, unordered).
-inline __mmask8 cost_pass_f64x8(__m256 x, __m256 c, __m512d t) {
-    __m512d a = _mm512_cvtps_pd(x);
-    __m512d tc = _mm512_mul_pd(t, _mm512_cvtps_pd(c));
-    return _mm512_cmp_pd_mask(_mm512_mul_pd(a, a), tc, _CMP_NLT_UQ);
+// Per-element costs in float32, 16 lanes, no conversions. The driver's threshold t already
+// sits 2^-40 below the score threshold T; this kernel lowers it by another 2^-20 so that the
+// float32 roundings of x*x and t*c (2^-24 each) cannot drop an element whose exact score
+// fl(fl(x^2)/c) reaches T. Lanes where t*c is below 2^-100 pass unconditionally: there an
+// underflowing x*x could otherwise hide a qualifying element. Overflow only adds lanes.
+inline float filter_threshold_f32(double t) {
+    double lowered = t * (1.0 - 0x1p-20);
+    if (!(lowered < 3.4028234663852886e38)) return 3.4028234663852886e38f;  // also +inf
+    if (lowered < 0x1p-100) return 0.0f;
+    float f = static_cast<float>(lowered);
+    if (static_cast<double>(f) > lowered) f = std::nextafter(f, 0.0f);
+    return f;
 }
 
+// Lanes of 16 elements whose cost is not finite and > 0: as int32 bits, a valid cost lies
+// in [1, 0x7F7FFFFF] (positive subnormal .. largest finite), i.e. bits - 1 < 0x7F7FFFFF.
 inline __mmask16 cost_bad_f32x16(__m512 c) {
-    __mmask16 ok = _mm512_cmp_ps_mask(c, _mm512_setzero_ps(), _CMP_GT_OQ) &
-                   _mm512_cmp_ps_mask(c, _mm512_set1_ps(3.40282347e38f), _CMP_LE_OQ);
-    return static_cast<__mmask16>(~ok);
+    __m512i b = _mm512_sub_epi32(_mm512_castps_si512(c), _mm512_set1_epi32(1));
+    return _mm512_cmpge_epu32_mask(b, _mm512_set1_epi32(0x7F7FFFFF));
+}
+
+inline __mmask16 cost_pass_f32x16(__m512 x, __m512 c, __m512 t, __m512 tiny) {
+    const __m512 tc = _mm512_mul_ps(t, c);
+    return _mm512_cmp_ps_mask(_mm512_mul_ps(x, x), tc, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(tc, tiny, _CMP_LT_OQ);
 }
 
 size_t filter_cost_f32_avx512(const float* x, const float* c, size_t n, double t, uint32_t* out,
                               uint32_t* vals, size_t cap, bool* bad_cost) {
-    const __m512d vt = _mm512_set1_pd(t);
+    const __m512 vt = _mm512_set1_ps(filter_threshold_f32(t));
+    const __m512 tiny = _mm512_set1_ps(0x1p-100f);
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     size_t count = 0;
     __mmask16 bad = 0;
     size_t i = 0;
-    for (; i < n; i += 16) {
-        size_t left = n - i;
+    for (; i + 32 <= n; i += 32) {
         _mm_prefetch(reinterpret_cast<const char*>(x + i + kPrefetch), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(c + i + kPrefetch), _MM_HINT_T0);
-        __mmask16 live = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
-        __m512 xv = _mm512_maskz_loadu_ps(live, x + i);
-        __m512 cv = _mm512_mask_loadu_ps(_mm512_set1_ps(1.0f), live, c + i);
+        _mm_prefetch(reinterpret_cast<const char*>(x + i + kPrefetch + 16), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(c + i + kPrefetch + 16), _MM_HINT_T0);
+        const __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
+        const __m512 c0 = _mm512_loadu_ps(c + i), c1 = _mm512_loadu_ps(c + i + 16);
+        bad |= cost_bad_f32x16(c0) | cost_bad_f32x16(c1);
+        const __mmask16 m0 = cost_pass_f32x16(x0, c0, vt, tiny), m1 = cost_pass_f32x16(x1, c1, vt, tiny);
+        if ((m0 | m1) == 0) continue;
+        const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota);
+        count = emit16(out, vals, count, m0, idx, _mm512_castps_si512(x0));
+        count = emit16(out, vals, count, m1, _mm512_add_epi32(idx, _mm512_set1_epi32(16)), _mm512_castps_si512(x1));
+        if (count > cap) {
+            *bad_cost = *bad_cost || bad != 0;
+            return kFilterOverflow;
+        }
+    }
+    for (; i < n; i += 16) {
+        const size_t left = n - i;
+        const __mmask16 live = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+        const __m512 xv = _mm512_maskz_loadu_ps(live, x + i);
+        const __m512 cv = _mm512_mask_loadu_ps(_mm512_set1_ps(1.0f), live, c + i);
         bad |= cost_bad_f32x16(cv);
-        __mmask8 lo = cost_pass_f64x8(_mm512_castps512_ps256(xv), _mm512_castps512_ps256(cv), vt);
-        __mmask8 hi = cost_pass_f64x8(
-            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(xv), 1)),
-            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(cv), 1)), vt);
-        __mmask16 m = static_cast<__mmask16>((lo | (static_cast<unsigned>(hi) << 8)) & live);
-        if (m == 0) continue;
+        const __mmask16 m = static_cast<__mmask16>(cost_pass_f32x16(xv, cv, vt, tiny) & live);
         count = emit16(out, vals, count, m, _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota),
                        _mm512_castps_si512(xv));
         if (count > cap) {

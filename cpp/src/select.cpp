@@ -27,7 +27,7 @@ namespace {
 constexpr size_t kFullBelow = size_t(1) << 15;     // below this, every element is a candidate
 constexpr size_t kSampleBlock = 64;                 // contiguous elements per sampled block
 constexpr size_t kMaxPiece = size_t(1) << 31;       // filter kernels index with uint32
-constexpr size_t kMinPerThread = size_t(1) << 17;
+constexpr size_t kMinPerThread = size_t(1) << 21;  // below ~2M elements a thread costs more than it saves
 constexpr double kMaxDouble = 1.7976931348623157e308;
 
 struct Piece {
@@ -470,38 +470,93 @@ void radix_select(SelectionImpl& impl, size_t k) {
 
 // ---------------------------------------------------------------- budgets
 
+void finish_count(SelectionImpl& impl, size_t k, size_t found, uint64_t t_hi);
+size_t compute_count_total(const SelectionImpl& impl);
+
+// Rank uncertainty of the sampled k-th key. The sample consists of blocks of contiguous
+// elements, and gradients are often locally correlated (one scale per layer or channel),
+// so the count of sample keys above the point estimate varies more than a binomial count
+// would: estimate its standard deviation from the spread of the per-block counts (a
+// cluster-sampling variance) and take four of them, never less than the binomial margin.
+size_t clustered_margin(const uint64_t* sk, size_t m, uint64_t point, size_t r) {
+    const size_t blocks = m / kSampleBlock;
+    double sum = 0.0, sum2 = 0.0;
+    for (size_t b = 0; b < blocks; ++b) {
+        size_t c = 0;
+        for (size_t i = 0; i < kSampleBlock; ++i) c += sk[b * kSampleBlock + i] >= point;
+        sum += static_cast<double>(c);
+        sum2 += static_cast<double>(c) * static_cast<double>(c);
+    }
+    const double mean = sum / static_cast<double>(blocks);
+    const double var = std::max(0.0, sum2 / static_cast<double>(blocks) - mean * mean);
+    const double sd = std::sqrt(var * static_cast<double>(blocks));
+    return std::max(rank_margin(r), static_cast<size_t>(4.0 * sd) + 16);
+}
+
 void plan_count(SelectionImpl& impl, size_t total, size_t k, int nt) {
-    uint64_t t_lo = 0, t_hi = ~uint64_t(0);
-    size_t cap = total;
-    if (total >= kFullBelow) {
-        Sample smp = take_sample(impl.segs, total, sample_size(total), false);
-        const size_t m = smp.m;
-        uint64_t* sk = smp.key();
-        size_t r = static_cast<size_t>(static_cast<double>(k) * static_cast<double>(m) / static_cast<double>(total));
-        size_t margin = rank_margin(r);
-        // descending ranks r + margin (over the sample), then r - margin (over the part
-        // before it only)
-        size_t lo_rank = std::min(r + margin, m - 1);
+    if (total < kFullBelow) {
+        impl.path = "full";
+        impl.work = make_work(impl.segs, total, nt);
+        bool ok = run_filter(impl, 0, total);
+        GS_ASSERT(ok);
+        compute_keys(impl, 0);
+        return finish_count(impl, k, compute_count_total(impl), ~uint64_t(0));
+    }
+    Sample smp = take_sample(impl.segs, total, sample_size(total), false);
+    const size_t m = smp.m;
+    const uint64_t* sample = smp.key();  // block order, kept for the variance estimate
+    ScratchPool::Buffer sorted_buf = ScratchPool::acquire(m * 8);
+    uint64_t* sk = reinterpret_cast<uint64_t*>(sorted_buf.get());
+    std::copy(sample, sample + m, sk);
+    const size_t r = std::min(m - 1, static_cast<size_t>(static_cast<double>(k) * static_cast<double>(m) /
+                                                        static_cast<double>(total)));
+    std::nth_element(sk, sk + r, sk + m, std::greater<uint64_t>());
+    const size_t margin0 = clustered_margin(sample, m, sk[r], r);
+    // Attempt 0 uses the estimated margin; attempt 1 four times wider and a larger buffer;
+    // then the radix selection, which cannot miss.
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        const size_t margin = attempt == 0 ? margin0 : 4 * margin0;
+        uint64_t t_lo = 0, t_hi = ~uint64_t(0);
+        size_t cap = total;
+        // descending ranks r + margin, then r - margin within the part before it
+        const size_t lo_rank = std::min(r + margin, m - 1);
         std::nth_element(sk, sk + lo_rank, sk + m, std::greater<uint64_t>());
-        const uint64_t sample_lo = sk[lo_rank];
         if (r >= margin) {
             std::nth_element(sk, sk + (r - margin), sk + lo_rank, std::greater<uint64_t>());
             t_hi = sk[r - margin];
         }
         if (r + margin < m) {
-            t_lo = sample_lo;
+            t_lo = sk[lo_rank];
             size_t above = lo_rank;
             for (size_t i = lo_rank; i < m; ++i) above += sk[i] >= t_lo;
-            double est = static_cast<double>(above) * static_cast<double>(total) / static_cast<double>(m);
-            cap = std::min(total, std::max(static_cast<size_t>(1.25 * est) + 8192, k + 8192));
+            // candidates expected, plus the same uncertainty as the rank (clustered data)
+            const double est = static_cast<double>(above + margin) * static_cast<double>(total) / static_cast<double>(m);
+            cap = std::min(total, std::max(static_cast<size_t>((attempt == 0 ? 1.25 : 2.5) * est) + 8192, k + 8192));
         }
-    } else {
-        impl.path = "full";
+        impl.work = make_work(impl.segs, total, nt);
+        if (!run_filter(impl, t_lo, cap)) {
+            impl.path = "widened";
+            continue;
+        }
+        const size_t found = compute_keys(impl, t_lo);
+        if (found < k) {
+            impl.path = "widened";
+            continue;
+        }
+        return finish_count(impl, k, found, t_hi);
     }
-    impl.work = make_work(impl.segs, total, nt);
-    if (!run_filter(impl, t_lo, cap)) return radix_select(impl, k);
-    size_t found = compute_keys(impl, t_lo);
-    if (found < k) return radix_select(impl, k);
+    radix_select(impl, k);
+}
+
+size_t compute_count_total(const SelectionImpl& impl) {
+    size_t total = 0;
+    for (const ThreadWork& w : impl.work) total += w.count;
+    return total;
+}
+
+// From candidates holding every key >= some T_lo <= K*: the exact k-th key, found on the
+// side of t_hi that holds it, then the keep rule.
+void finish_count(SelectionImpl& impl, size_t k, size_t found, uint64_t t_hi) {
     // Exact k-th key, looking only at the side of t_hi that holds it.
     size_t above = 0;
     for (const ThreadWork& w : impl.work)
