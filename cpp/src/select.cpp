@@ -25,7 +25,7 @@ namespace gradsparse {
 namespace {
 
 constexpr size_t kFullBelow = size_t(1) << 15;     // below this, every element is a candidate
-constexpr size_t kSampleBlock = 64;                 // contiguous elements per sampled block
+constexpr size_t kSampleBlock = 16;                 // contiguous elements per sampled block (one cache line of float32)
 constexpr size_t kMaxPiece = size_t(1) << 31;       // filter kernels index with uint32
 constexpr size_t kMinPerThread = size_t(1) << 21;  // below ~2M elements a thread costs more than it saves
 constexpr double kMaxDouble = 1.7976931348623157e308;
@@ -477,7 +477,7 @@ size_t compute_count_total(const SelectionImpl& impl);
 // elements, and gradients are often locally correlated (one scale per layer or channel),
 // so the count of sample keys above the point estimate varies more than a binomial count
 // would: estimate its standard deviation from the spread of the per-block counts (a
-// cluster-sampling variance) and take four of them, never less than the binomial margin.
+// cluster-sampling variance) and take three of them (a miss costs one retry), never less than the binomial margin.
 size_t clustered_margin(const uint64_t* sk, size_t m, uint64_t point, size_t r) {
     const size_t blocks = m / kSampleBlock;
     double sum = 0.0, sum2 = 0.0;
@@ -490,7 +490,7 @@ size_t clustered_margin(const uint64_t* sk, size_t m, uint64_t point, size_t r) 
     const double mean = sum / static_cast<double>(blocks);
     const double var = std::max(0.0, sum2 / static_cast<double>(blocks) - mean * mean);
     const double sd = std::sqrt(var * static_cast<double>(blocks));
-    return std::max(rank_margin(r), static_cast<size_t>(4.0 * sd) + 16);
+    return std::max(rank_margin(r), static_cast<size_t>(3.0 * sd) + 16);
 }
 
 void plan_count(SelectionImpl& impl, size_t total, size_t k, int nt) {
