@@ -853,11 +853,20 @@ def summarize(out: Out, topk_rows, cwmp_rows, global_rows, big_sizes, have_torch
     line("speedup_vs_numpy", "geo-mean speed-up vs np.argpartition, overall", gm(sel, "numpy", "gs"),
          TARGETS["speedup_vs_numpy"], True)
     one = [r for r in sel if r["threads"] == 1]
-    line("read_ratio", "1-thread gradsparse / plain read, k <= 1% (worst case)", worst(one, "gs", "read"),
-         TARGETS["read_ratio"], False)
+    # The floor is the fastest plain read seen for that n in any row: a read timed next to
+    # one row can be slowed by what ran before it, which would flatter the ratio.
+    floor: Dict[int, float] = {}
+    for r in topk_rows:
+        if r["read"] is not None:
+            floor[r["n"]] = min(floor.get(r["n"], math.inf), r["read"]["min_s"])
+    for r in one:
+        r["read_floor"] = {"median_s": floor[r["n"]], "min_s": floor[r["n"]]}
+    line("read_ratio", "1-thread gradsparse / fastest plain read, k <= 1% (worst case)",
+         worst(one, "gs", "read_floor"), TARGETS["read_ratio"], False)
     if one:
-        out("      per case: " + ", ".join(f"{fmt_n(r['n'])}/{fmt_ratio(r['ratio'])} {ratio(r['gs'], r['read']):.2f}x"
-                                         for r in one))
+        out("      per case: " + ", ".join(
+            f"{fmt_n(r['n'])}/{fmt_ratio(r['ratio'])} {ratio(r['gs'], r['read_floor']):.2f}x "
+            f"(read {1e3 * r['read_floor']['median_s']:.2f} ms)" for r in one))
     for kind, key, text in (("scalar", "cwmp_scalar_ratio", "CWMP per-tensor cost / plain top-k (worst case)"),
                             ("element", "cwmp_array_ratio", "CWMP per-element cost / plain top-k (worst case)")):
         rs = [r for r in cwmp_rows if r["cost"] == kind]
