@@ -280,8 +280,34 @@ size_t compute_keys(SelectionImpl& impl, uint64_t t) {
                 out += n;
                 continue;
             }
-            const size_t width = dtype_size(s.seg.dtype);
             size_t beg = out;
+            if (s.seg.dtype == DType::F32 && s.q == 2.0 && (s.alpha == 1.0 || s.seg.cost_kind != CostKind::Array)) {
+                // float32 CWMP score fl(x*x / c): the common case, without the generic dispatch
+                const CostKind kind = s.seg.cost_kind;
+                const float* cf = kind == CostKind::Array && s.seg.cost_dtype == DType::F32
+                                      ? static_cast<const float*>(s.seg.cost_data) + p.begin : nullptr;
+                const double* cd = kind == CostKind::Array && s.seg.cost_dtype == DType::F64
+                                       ? static_cast<const double*>(s.seg.cost_data) + p.begin : nullptr;
+                const double den = kind == CostKind::Scalar ? s.cost_pow : 1.0;
+                for (size_t c = p.cbeg; c < p.cend; ++c) {
+                    const uint32_t off = w.idx()[c];
+                    uint32_t bits;
+                    std::memcpy(&bits, w.raw() + c * slot, 4);
+                    float f;
+                    std::memcpy(&f, &bits, 4);
+                    const double a = static_cast<double>(f);
+                    const double d = cf ? static_cast<double>(cf[off]) : cd ? cd[off] : den;
+                    const uint64_t k = keys::score_key((a * a) / d);
+                    if (k < t) continue;
+                    std::memcpy(w.raw() + out * slot, &bits, 4);
+                    w.idx()[out] = off;
+                    key[out++] = k;
+                }
+                p.cbeg = beg;
+                p.cend = out;
+                continue;
+            }
+            const size_t width = dtype_size(s.seg.dtype);
             for (size_t c = p.cbeg; c < p.cend; ++c) {
                 uint32_t off = w.idx()[c];
                 uint64_t bits = 0;
