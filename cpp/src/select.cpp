@@ -431,9 +431,9 @@ uint64_t select_rank(uint64_t* v, size_t n, size_t rank) {
 
 // ---------------------------------------------------------------- keeping
 
-// Keeps every key > kstar and the first `ties` keys == kstar in global order; fills the
-// per-piece counts and output offsets.
-void keep_rule(SelectionImpl& impl, uint64_t kstar, size_t ties) {
+// Keeps every key > kstar plus the first keys == kstar in global order, `kept` in all;
+// fills the per-piece counts and output offsets.
+void keep_rule(SelectionImpl& impl, uint64_t kstar, size_t kept) {
     std::vector<ThreadWork>& work = impl.work;
     impl.kstar = kstar;
     std::vector<std::vector<size_t>> eq(work.size());
@@ -452,7 +452,11 @@ void keep_rule(SelectionImpl& impl, uint64_t kstar, size_t ties) {
             eq[static_cast<size_t>(ti)][pi] = e;
         }
     });
-    size_t left = ties;
+    size_t greater = 0;
+    for (const ThreadWork& w : work)
+        for (const Piece& p : w.pieces) greater += p.greater;
+    GS_ASSERT(greater <= kept);
+    size_t left = kept - greater;  // ties at kstar to keep
     impl.counts.assign(impl.segs.size(), 0);
     for (size_t ti = 0; ti < work.size(); ++ti)
         for (size_t pi = 0; pi < work[ti].pieces.size(); ++pi) {
@@ -619,27 +623,25 @@ size_t compute_count_total(const SelectionImpl& impl) {
 // From candidates holding every key >= some T_lo <= K*: the exact k-th key, found on the
 // side of t_hi that holds it, then the keep rule.
 void finish_count(SelectionImpl& impl, size_t k, size_t found, uint64_t t_hi) {
-    // Exact k-th key, looking only at the side of t_hi that holds it.
-    size_t above = 0;
-    for (const ThreadWork& w : impl.work)
-        for (size_t c = 0; c < w.count; ++c) above += w.key()[c] > t_hi;
-    const bool in_band = above < k;
-    const size_t rank = in_band ? k - above : k;  // 1-based rank within the chosen side
-    ScratchPool::Buffer side_buf = ScratchPool::acquire(found * 8);
-    uint64_t* side = reinterpret_cast<uint64_t*>(side_buf.get());  // branch-free gather
-    size_t ns = 0;
-    for (const ThreadWork& w : impl.work)
+    // Exact k-th key, looking only at the side of t_hi that holds it: one branch-free pass
+    // splits the keys into those above t_hi and the band below.
+    ScratchPool::Buffer top_buf = ScratchPool::acquire(found * 8), band_buf = ScratchPool::acquire(found * 8);
+    uint64_t* top = reinterpret_cast<uint64_t*>(top_buf.get());
+    uint64_t* band = reinterpret_cast<uint64_t*>(band_buf.get());
+    size_t above = 0, nb = 0;
+    for (const ThreadWork& w : impl.work) {
+        const uint64_t* key = w.key();
         for (size_t c = 0; c < w.count; ++c) {
-            const uint64_t v = w.key()[c];
-            side[ns] = v;
-            ns += (v > t_hi) != in_band;
+            const uint64_t v = key[c];
+            const size_t up = v > t_hi;
+            top[above] = v;
+            band[nb] = v;
+            above += up;
+            nb += 1 - up;
         }
-
-    const uint64_t kstar = select_rank(side, ns, rank);
-    size_t greater = 0;  // over all candidates: select_rank reorders and drops from `side`
-    for (const ThreadWork& w : impl.work)
-        for (size_t c = 0; c < w.count; ++c) greater += w.key()[c] > kstar;
-    keep_rule(impl, kstar, k - greater);
+    }
+    const uint64_t kstar = above < k ? select_rank(band, nb, k - above) : select_rank(top, above, k);
+    keep_rule(impl, kstar, k);
 }
 
 void plan_energy(SelectionImpl& impl, size_t total, double budget, int nt) {
@@ -704,10 +706,7 @@ void plan_energy(SelectionImpl& impl, size_t total, double budget, int nt) {
             }
             if (kept < order.size() || t_lo == 0) {
                 if (kept == 0) return keep_rule(impl, ~uint64_t(0), 0);
-                const uint64_t kstar = order[kept - 1].key;
-                size_t greater = 0;
-                while (greater < kept && order[greater].key > kstar) ++greater;
-                return keep_rule(impl, kstar, kept - greater);
+                return keep_rule(impl, order[kept - 1].key, kept);
             }
         }
         // The sampled threshold was too high (everything found fits) or the buffer was too
