@@ -84,19 +84,12 @@ size_t filter_f32_mode(const uint32_t* bits, size_t n, uint32_t thr, uint32_t* o
         count = emit8(out, vals, count, m3, idx, b3);
         if (count > cap) return kFilterOverflow;
     }
-    size_t rest = generic::filter_keys<keys::F32>(bits + i, n - i, M, thr, out + count, vals + count, cap - count);
-    if (rest == kFilterOverflow) return kFilterOverflow;
-    for (size_t j = 0; j < rest; ++j) out[count + j] += static_cast<uint32_t>(i);
-    return count + rest;
+    return generic::filter_tail<keys::F32>(bits, i, n, M, thr, out, vals, count, cap);
 }
 
 size_t filter_f32_avx2(const uint32_t* bits, size_t n, KeyMode mode, uint32_t thr, uint32_t* out,
                        uint32_t* vals, size_t cap) {
-    switch (mode) {
-        case KeyMode::Magnitude: return filter_f32_mode<KeyMode::Magnitude>(bits, n, thr, out, vals, cap);
-        case KeyMode::Largest: return filter_f32_mode<KeyMode::Largest>(bits, n, thr, out, vals, cap);
-        default: return filter_f32_mode<KeyMode::Smallest>(bits, n, thr, out, vals, cap);
-    }
+    return generic::with_mode(mode, [&](auto m) { return filter_f32_mode<decltype(m)::value>(bits, n, thr, out, vals, cap); });
 }
 
 size_t filter_cost_f32_avx2(const float* x, const float* c, size_t n, double t, uint32_t* out,

@@ -114,11 +114,7 @@ size_t filter_f32_mode(const uint32_t* bits, size_t n, uint32_t thr, uint32_t* o
 
 size_t filter_f32_avx512(const uint32_t* bits, size_t n, KeyMode mode, uint32_t thr, uint32_t* out,
                          uint32_t* vals, size_t cap) {
-    switch (mode) {
-        case KeyMode::Magnitude: return filter_f32_mode<KeyMode::Magnitude>(bits, n, thr, out, vals, cap);
-        case KeyMode::Largest: return filter_f32_mode<KeyMode::Largest>(bits, n, thr, out, vals, cap);
-        default: return filter_f32_mode<KeyMode::Smallest>(bits, n, thr, out, vals, cap);
-    }
+    return generic::with_mode(mode, [&](auto m) { return filter_f32_mode<decltype(m)::value>(bits, n, thr, out, vals, cap); });
 }
 
 // ---- float64: 8 lanes; ---- float16/bfloat16: 32 lanes (AVX512BW). Passing lanes are
@@ -157,19 +153,12 @@ size_t filter_f64_mode(const uint64_t* bits, size_t n, uint64_t thr, uint32_t* o
         }
         if (count > cap) return kFilterOverflow;
     }
-    size_t rest = generic::filter_keys<keys::F64>(bits + i, n - i, M, thr, out + count, vals + count, cap - count);
-    if (rest == kFilterOverflow) return kFilterOverflow;
-    for (size_t j = 0; j < rest; ++j) out[count + j] += static_cast<uint32_t>(i);
-    return count + rest;
+    return generic::filter_tail<keys::F64>(bits, i, n, M, thr, out, vals, count, cap);
 }
 
 size_t filter_f64_avx512(const uint64_t* bits, size_t n, KeyMode mode, uint64_t thr, uint32_t* out,
                          uint64_t* vals, size_t cap) {
-    switch (mode) {
-        case KeyMode::Magnitude: return filter_f64_mode<KeyMode::Magnitude>(bits, n, thr, out, vals, cap);
-        case KeyMode::Largest: return filter_f64_mode<KeyMode::Largest>(bits, n, thr, out, vals, cap);
-        default: return filter_f64_mode<KeyMode::Smallest>(bits, n, thr, out, vals, cap);
-    }
+    return generic::with_mode(mode, [&](auto m) { return filter_f64_mode<decltype(m)::value>(bits, n, thr, out, vals, cap); });
 }
 
 template <KeyMode M>
@@ -202,20 +191,13 @@ size_t filter_h16_mode(const uint16_t* bits, size_t n, uint16_t thr, uint32_t* o
         }
         if (count > cap) return kFilterOverflow;
     }
-    size_t rest = generic::filter_keys<F>(bits + i, n - i, M, thr, out + count, vals + count, cap - count);
-    if (rest == kFilterOverflow) return kFilterOverflow;
-    for (size_t j = 0; j < rest; ++j) out[count + j] += static_cast<uint32_t>(i);
-    return count + rest;
+    return generic::filter_tail<F>(bits, i, n, M, thr, out, vals, count, cap);
 }
 
 template <class F>
 size_t filter_h16_format(const uint16_t* bits, size_t n, KeyMode mode, uint16_t thr, uint32_t* out, uint16_t* vals,
                          size_t cap) {
-    switch (mode) {
-        case KeyMode::Magnitude: return filter_h16_mode<KeyMode::Magnitude, F>(bits, n, thr, out, vals, cap);
-        case KeyMode::Largest: return filter_h16_mode<KeyMode::Largest, F>(bits, n, thr, out, vals, cap);
-        default: return filter_h16_mode<KeyMode::Smallest, F>(bits, n, thr, out, vals, cap);
-    }
+    return generic::with_mode(mode, [&](auto m) { return filter_h16_mode<decltype(m)::value, F>(bits, n, thr, out, vals, cap); });
 }
 
 size_t filter_h16_avx512(const uint16_t* bits, size_t n, KeyMode mode, bool bf16, uint16_t thr, uint32_t* out,

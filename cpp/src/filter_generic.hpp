@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels.hpp"
 #include "keys.hpp"
@@ -24,6 +25,28 @@ inline size_t filter_keys(const typename F::uint* bits, size_t n, KeyMode mode,
         }
     }
     return count;
+}
+
+/// The elements [i, n) not covered by a vector loop: the portable filter, appended after
+/// `count` results, with positions made relative to bits[0]. Returns the new count.
+template <class F>
+inline size_t filter_tail(const typename F::uint* bits, size_t i, size_t n, KeyMode mode, typename F::uint thr,
+                          uint32_t* out, typename F::uint* vals, size_t count, size_t cap) {
+    if (count > cap) return kFilterOverflow;
+    size_t rest = filter_keys<F>(bits + i, n - i, mode, thr, out + count, vals + count, cap - count);
+    if (rest == kFilterOverflow) return kFilterOverflow;
+    for (size_t j = 0; j < rest; ++j) out[count + j] += static_cast<uint32_t>(i);
+    return count + rest;
+}
+
+/// Calls fn with the ranking mode as a compile-time constant (one instantiation each).
+template <class Fn>
+inline size_t with_mode(KeyMode mode, Fn&& fn) {
+    switch (mode) {
+        case KeyMode::Magnitude: return fn(std::integral_constant<KeyMode, KeyMode::Magnitude>{});
+        case KeyMode::Largest: return fn(std::integral_constant<KeyMode, KeyMode::Largest>{});
+        default: return fn(std::integral_constant<KeyMode, KeyMode::Smallest>{});
+    }
 }
 
 inline size_t filter_f32(const uint32_t* bits, size_t n, KeyMode mode, uint32_t thr,
