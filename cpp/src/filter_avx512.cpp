@@ -41,46 +41,56 @@ inline size_t emit16(uint32_t* out, uint32_t* vals, size_t count, __mmask16 m, _
     return count + _mm_popcnt_u32(m);
 }
 
+// 64 float32 elements: their raw bits and which lanes pass the threshold.
+struct Block64 {
+    __m512i b[4];
+    __mmask16 m[4];
+    uint64_t mask() const {
+        return static_cast<uint64_t>(m[0]) | (static_cast<uint64_t>(m[1]) << 16) |
+               (static_cast<uint64_t>(m[2]) << 32) | (static_cast<uint64_t>(m[3]) << 48);
+    }
+};
+
+template <KeyMode M>
+inline Block64 load_block64(const uint32_t* p, __m512i vt) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch), _MM_HINT_T0);
+    Block64 blk;
+    for (int j = 0; j < 4; ++j) {
+        blk.b[j] = _mm512_loadu_si512(p + 16 * j);
+        blk.m[j] = _mm512_cmpge_epu32_mask(key_f32x16<M>(blk.b[j]), vt);
+    }
+    return blk;
+}
+
+// Packs the passing lanes of the block starting at element i (four compresses).
+inline size_t emit_block64(uint32_t* out, uint32_t* vals, size_t count, const Block64& blk, size_t i) {
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota);
+    for (int j = 0; j < 4; ++j) {
+        count = emit16(out, vals, count, blk.m[j], idx, blk.b[j]);
+        idx = _mm512_add_epi32(idx, _mm512_set1_epi32(16));
+    }
+    return count;
+}
+
 template <KeyMode M>
 size_t filter_f32_mode(const uint32_t* bits, size_t n, uint32_t thr, uint32_t* out, uint32_t* vals,
                        size_t cap) {
     const __m512i vt = _mm512_set1_epi32(static_cast<int>(thr));
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i sixteen = _mm512_set1_epi32(16);
     size_t count = 0;
     size_t i = 0;
-    // Dense output expected (cap > n/100; measured cross-over ~0.7% density): the
-    // "any lane passed?" branch would mispredict often, so always compress, branch-free.
     if (cap > n / 100) {
+        // Dense output expected (cap > n/100; measured cross-over ~0.7% density): the
+        // "any lane passed?" branch would mispredict often, so always compress, branch-free.
         for (; i + 64 <= n; i += 64) {
-            _mm_prefetch(reinterpret_cast<const char*>(bits + i + kPrefetch), _MM_HINT_T0);
-            __m512i b0 = _mm512_loadu_si512(bits + i), b1 = _mm512_loadu_si512(bits + i + 16);
-            __m512i b2 = _mm512_loadu_si512(bits + i + 32), b3 = _mm512_loadu_si512(bits + i + 48);
-            __mmask16 m0 = _mm512_cmpge_epu32_mask(key_f32x16<M>(b0), vt);
-            __mmask16 m1 = _mm512_cmpge_epu32_mask(key_f32x16<M>(b1), vt);
-            __mmask16 m2 = _mm512_cmpge_epu32_mask(key_f32x16<M>(b2), vt);
-            __mmask16 m3 = _mm512_cmpge_epu32_mask(key_f32x16<M>(b3), vt);
-            __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota);
-            count = emit16(out, vals, count, m0, idx, b0);
-            idx = _mm512_add_epi32(idx, sixteen);
-            count = emit16(out, vals, count, m1, idx, b1);
-            idx = _mm512_add_epi32(idx, sixteen);
-            count = emit16(out, vals, count, m2, idx, b2);
-            idx = _mm512_add_epi32(idx, sixteen);
-            count = emit16(out, vals, count, m3, idx, b3);
+            count = emit_block64(out, vals, count, load_block64<M>(bits + i, vt), i);
             if (count > cap) return kFilterOverflow;
         }
     }
     for (; i + 64 <= n; i += 64) {
-        _mm_prefetch(reinterpret_cast<const char*>(bits + i + kPrefetch), _MM_HINT_T0);
-        __m512i b0 = _mm512_loadu_si512(bits + i), b1 = _mm512_loadu_si512(bits + i + 16);
-        __m512i b2 = _mm512_loadu_si512(bits + i + 32), b3 = _mm512_loadu_si512(bits + i + 48);
-        __mmask16 m0 = _mm512_cmpge_epu32_mask(key_f32x16<M>(b0), vt);
-        __mmask16 m1 = _mm512_cmpge_epu32_mask(key_f32x16<M>(b1), vt);
-        __mmask16 m2 = _mm512_cmpge_epu32_mask(key_f32x16<M>(b2), vt);
-        __mmask16 m3 = _mm512_cmpge_epu32_mask(key_f32x16<M>(b3), vt);
-        const uint64_t m = static_cast<uint64_t>(m0) | (static_cast<uint64_t>(m1) << 16) |
-                           (static_cast<uint64_t>(m2) << 32) | (static_cast<uint64_t>(m3) << 48);
+        const Block64 blk = load_block64<M>(bits + i, vt);
+        const uint64_t m = blk.mask();
         if (m == 0) continue;
         if (_mm_popcnt_u64(m) <= 4) {  // sparse block: scalar bit scan beats four compresses
             for (uint64_t r = m; r; r &= r - 1) {
@@ -88,17 +98,9 @@ size_t filter_f32_mode(const uint32_t* bits, size_t n, uint32_t thr, uint32_t* o
                 out[count] = static_cast<uint32_t>(j);
                 vals[count++] = bits[j];
             }
-            if (count > cap) return kFilterOverflow;
-            continue;
+        } else {
+            count = emit_block64(out, vals, count, blk, i);
         }
-        __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota);
-        count = emit16(out, vals, count, m0, idx, b0);
-        idx = _mm512_add_epi32(idx, sixteen);
-        count = emit16(out, vals, count, m1, idx, b1);
-        idx = _mm512_add_epi32(idx, sixteen);
-        count = emit16(out, vals, count, m2, idx, b2);
-        idx = _mm512_add_epi32(idx, sixteen);
-        count = emit16(out, vals, count, m3, idx, b3);
         if (count > cap) return kFilterOverflow;
     }
     for (; i < n; i += 16) {
