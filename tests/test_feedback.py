@@ -197,3 +197,20 @@ def test_feedback_errors():
         ef.load_state_dict({"a": np.ones(3, np.int32)})
     with pytest.raises(TypeError, match="state"):
         ef.load_state_dict({1: np.ones(3, np.float32)})
+
+
+@pytest.mark.parametrize("bad", [
+    {"k": 0},
+    {"ratio": 2.0},
+    {"k": 1, "cost": np.array([1.0, np.nan, 1.0, 1.0], np.float32)},
+    {"k": 1, "cost": np.array([1.0, 0.0, 1.0, 1.0])},
+    {"k": 1, "q": 0.0},
+])
+def test_rejected_call_leaves_residual_untouched(bad):
+    ef = gradsparse.ErrorFeedback()
+    x = np.array([4.0, 1.0, 2.0, 3.0], np.float32)
+    ef.compress("w", x, k=1)
+    before = ef.residual("w").copy()
+    with pytest.raises(ValueError):
+        ef.compress("w", x, **bad)
+    np.testing.assert_array_equal(ef.residual("w"), before)

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _core
 from ._convert import BF16, F16, F32, Flat, as_flat, bf16_to_f32, f32_to_bf16, is_tensor, torch_module
-from .selection import _core_select_one
+from .selection import _resolve_one, _select_one
 from .sparse import Sparse
 
 
@@ -38,6 +38,12 @@ class ErrorFeedback:
         flat = as_flat(x)
         if flat.size == 0:
             raise ValueError("x: input is empty")
+        # Every argument is checked before the residual changes, so a rejected call leaves
+        # it untouched (cost values too: the engine would only see them after e += x).
+        args = _resolve_one(flat, k, ratio, cost, budget, q, alpha)
+        c = args[0]
+        if isinstance(c, np.ndarray) and not bool(np.all((c > 0) & (c <= np.finfo(c.dtype).max))):
+            raise ValueError("cost: costs must be finite and > 0")
         res = self._residual_for(name, flat)
         # e += x, in the residual's precision
         if flat.code == F32:
@@ -47,8 +53,7 @@ class ErrorFeedback:
         else:
             np.add(res, flat.array, out=res, casting="unsafe")
         acc_code = F32 if flat.code in (F16, BF16) else flat.code
-        acc = Flat(res, acc_code, flat.shape, "numpy", res.dtype)
-        idx, vals = _core_select_one(acc, k, ratio, cost, budget, q, alpha)
+        idx, vals = _select_one(res, acc_code, args)
         # What is sent, in x's dtype; the residual keeps the difference. Values beyond the
         # dtype's finite range are sent saturated (not as inf) and the excess stays in the
         # residual, so one large accumulation cannot turn the residual into inf/NaN.

@@ -152,11 +152,17 @@ def _topk_buffers(flat: Flat, nrows: int, k: int, ndim: int, transposed: bool, o
 
 # ----------------------------------------------------------------------------- sparsify
 
-def _core_select_one(flat: Flat, k, ratio, cost, budget, q, alpha):
+def _resolve_one(flat: Flat, k, ratio, cost, budget, q, alpha) -> tuple:
+    """Checks the selection arguments for `flat`; returns them in the core's form."""
     kind, kk, energy = _budget(flat.size, k, ratio, budget)
     q, alpha = _score_params(q, alpha)
-    c = as_cost(cost, flat)
-    [(idx, raw)] = _core.select([flat.array], [flat.code], [c], _MAGNITUDE, q, alpha, kind, kk, energy, 0.0)
+    return as_cost(cost, flat), q, alpha, kind, kk, energy
+
+
+def _select_one(array: np.ndarray, code: int, args: tuple):
+    """(indices, raw values) of one flat array for arguments from `_resolve_one`."""
+    c, q, alpha, kind, kk, energy = args
+    [(idx, raw)] = _core.select([array], [code], [c], _MAGNITUDE, q, alpha, kind, kk, energy, 0.0)
     return idx, raw
 
 
@@ -171,7 +177,7 @@ def sparsify(x: Any, k: Any = None, *, ratio: Any = None, cost: Any = None, budg
     stays <= budget. Returns a `Sparse` with ascending int64 indices and x's values.
     """
     flat = _nonempty(as_flat(x), "x")
-    idx, raw = _core_select_one(flat, k, ratio, cost, budget, q, alpha)
+    idx, raw = _select_one(flat.array, flat.code, _resolve_one(flat, k, ratio, cost, budget, q, alpha))
     return _sparse(flat, idx, raw)
 
 
