@@ -8,7 +8,7 @@
 
 #include "gradsparse/parallel.hpp"
 #include "gradsparse/select.hpp"
-#include "scratch.hpp"
+#include "core/scratch.hpp"
 
 namespace py = pybind11;
 using namespace gradsparse;

@@ -6,7 +6,7 @@
 
 #include "gradsparse/common.hpp"
 #include "gradsparse/simd.hpp"
-#include "kernels.hpp"
+#include "select/kernels.hpp"
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #define GS_X86 1

@@ -18,7 +18,7 @@
 #include "gradsparse/select.hpp"
 #include "kernels.hpp"
 #include "scoring.hpp"
-#include "scratch.hpp"
+#include "core/scratch.hpp"
 
 namespace gradsparse {
 
