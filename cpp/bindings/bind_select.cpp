@@ -9,6 +9,7 @@
 #include "gradsparse/parallel.hpp"
 #include "gradsparse/select.hpp"
 #include "core/scratch.hpp"
+#include "pooled.hpp"
 
 namespace py = pybind11;
 using namespace gradsparse;
@@ -63,17 +64,6 @@ Budget make_budget(int kind, size_t k, double energy, double tau) {
     b.energy = energy;
     b.tau = tau;
     return b;
-}
-
-// A 1-D array for `count` items. Large ones borrow pooled memory that goes back to the pool
-// when the array is freed, so a training loop selecting every step does not page-fault.
-py::array output_array(const py::dtype& dt, size_t count) {
-    const size_t bytes = count * static_cast<size_t>(dt.itemsize());
-    if (bytes < (size_t(1) << 16)) return py::array(dt, std::vector<py::ssize_t>{static_cast<py::ssize_t>(count)});
-    auto* buf = new ScratchPool::Buffer(ScratchPool::acquire(bytes));
-    py::capsule owner(buf, [](void* p) { delete static_cast<ScratchPool::Buffer*>(p); });
-    return py::array(dt, std::vector<py::ssize_t>{static_cast<py::ssize_t>(count)},
-                     std::vector<py::ssize_t>{dt.itemsize()}, buf->get(), owner);
 }
 
 // One (indices, values) pair per input array.

@@ -5,9 +5,11 @@ namespace py = pybind11;
 
 void register_config(py::module_& m);
 void register_select(py::module_& m);
+void register_wire(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
-    m.doc() = "gradsparse C++ core (selection engine, SIMD dispatch, threads)";
+    m.doc() = "gradsparse C++ core (selection engine, wire format, SIMD dispatch, threads)";
     register_config(m);
     register_select(m);
+    register_wire(m);
 }

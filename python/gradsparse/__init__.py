@@ -27,6 +27,7 @@ from .selection import (
     topk,
 )
 from .sparse import Sparse
+from .wire import decode, encode, encoded_size
 
 __all__ = [
     "__version__",
@@ -37,6 +38,9 @@ __all__ = [
     "available_simd_levels",
     "compiled_simd_levels",
     "config",
+    "decode",
+    "encode",
+    "encoded_size",
     "get_num_threads",
     "get_simd_level",
     "k_from_ratio",

@@ -28,7 +28,8 @@ bool cpu_has(SimdLevel level) {
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
     const bool osxsave = (c >> 27) & 1, popcnt = (c >> 23) & 1, fma = (c >> 12) & 1;
-    if (!osxsave || !popcnt) return false;
+    const bool sse42 = (c >> 20) & 1, f16c = (c >> 29) & 1;  // crc32 and half conversions (wire kernels)
+    if (!osxsave || !popcnt || !sse42 || !f16c) return false;
     uint64_t xcr0 = read_xcr0();
     if ((xcr0 & 0x6) != 0x6) return false;  // SSE and AVX state
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;

@@ -12,6 +12,9 @@
 
 namespace gradsparse {
 namespace generic {
+// Internal linkage: each instruction-set unit compiles its own copy (no ODR merging of
+// code built with different -m flags).
+namespace {
 
 template <class F>
 inline size_t filter_keys(const typename F::uint* bits, size_t n, KeyMode mode,
@@ -91,5 +94,6 @@ inline void add_f32(float* e, const float* x, size_t n) {
     for (size_t i = 0; i < n; ++i) e[i] += x[i];
 }
 
+}  // namespace
 }  // namespace generic
 }  // namespace gradsparse

@@ -13,6 +13,9 @@
 
 namespace gradsparse {
 namespace keys {
+// Internal linkage: each instruction-set unit compiles its own copy (no ODR merging of
+// code built with different -m flags).
+namespace {
 
 /// Bit-pattern constants of one IEEE binary format.
 template <typename U, U Sign, U Inf>
@@ -113,5 +116,6 @@ inline double key_to_score(uint64_t k) {
     return s;
 }
 
+}  // namespace
 }  // namespace keys
 }  // namespace gradsparse
