@@ -98,6 +98,51 @@ size_t varint_encode_avx512(const int64_t* idx, size_t k, uint8_t* out, size_t c
     return static_cast<size_t>(data - out);
 }
 
+// Horizontal OR / sum through memory (gcc 12's reduce intrinsics trip -Wuninitialized).
+uint64_t lanes_or(__m512i v) {
+    alignas(64) uint64_t a[8];
+    _mm512_store_si512(a, v);
+    return a[0] | a[1] | a[2] | a[3] | a[4] | a[5] | a[6] | a[7];
+}
+uint64_t lanes_sum(__m512i v) {
+    alignas(64) uint64_t a[8];
+    _mm512_store_si512(a, v);
+    return a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7];
+}
+
+// Eight indices per step: the same lane-shifted gaps as the encoder; ORs for validation,
+// one variable shift for the three Rice candidates, masked adds for the varint lengths.
+void gap_stats_avx512(const int64_t* idx, size_t k, unsigned b_lo, GapStats* out) {
+    const __m512i one = _mm512_set1_epi64(1);
+    const __m512i t8 = _mm512_set1_epi64(0xFF), t16 = _mm512_set1_epi64(0xFFFF), t24 = _mm512_set1_epi64(0xFFFFFF);
+    const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(b_lo));
+    __m512i prev = _mm512_set1_epi64(-1), ors = _mm512_setzero_si512(), wide = ors, vb = ors, q0 = ors, q1 = ors,
+            q2 = ors;
+    size_t i = 0;
+    for (; i + 8 <= k; i += 8) {
+        const __m512i cur = _mm512_loadu_si512(idx + i);
+        const __m512i g = _mm512_sub_epi64(_mm512_sub_epi64(cur, _mm512_alignr_epi64(cur, prev, 7)), one);
+        prev = cur;
+        ors = _mm512_or_si512(ors, _mm512_or_si512(cur, g));
+        wide = _mm512_or_si512(wide, g);
+        const __m512i q = _mm512_srl_epi64(g, shift);
+        q0 = _mm512_add_epi64(q0, q);
+        q1 = _mm512_add_epi64(q1, _mm512_srli_epi64(q, 1));
+        q2 = _mm512_add_epi64(q2, _mm512_srli_epi64(q, 2));
+        vb = _mm512_add_epi64(vb, one);
+        vb = _mm512_mask_add_epi64(vb, _mm512_cmpgt_epu64_mask(g, t8), vb, one);
+        vb = _mm512_mask_add_epi64(vb, _mm512_cmpgt_epu64_mask(g, t16), vb, one);
+        vb = _mm512_mask_add_epi64(vb, _mm512_cmpgt_epu64_mask(g, t24), vb, one);
+    }
+    out->ors = lanes_or(ors);
+    out->wide = lanes_or(wide);
+    out->varint_bytes = lanes_sum(vb);
+    out->q[0] = lanes_sum(q0);
+    out->q[1] = lanes_sum(q1);
+    out->q[2] = lanes_sum(q2);
+    generic::gap_stats_tail(idx, i, k, i ? static_cast<uint64_t>(idx[i - 1]) : ~uint64_t(0), b_lo, out);
+}
+
 void f32_to_f16_avx512(const float* x, size_t n, uint16_t* out) {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -118,7 +163,7 @@ void f16_to_f32_avx512(const uint16_t* h, size_t n, float* out) {
 
 const WireKernels& wire_kernels_avx512() {
     static const WireKernels k = {crc32c_hw,          varint_encode_avx512, varint_decode_avx512,
-                                  generic::gap_stats, generic::rice_encode, generic::rice_decode,
+                                  gap_stats_avx512,   generic::rice_encode, generic::rice_decode,
                                   f32_to_f16_avx512,  f16_to_f32_avx512};
     return k;
 }

@@ -120,9 +120,10 @@ inline Status varint_decode(const uint8_t* in, size_t len, size_t k, uint64_t nu
 
 // ---- gap statistics ----------------------------------------------------------------------
 
-inline void gap_stats(const int64_t* idx, size_t k, unsigned b_lo, GapStats* out) {
-    uint64_t ors = 0, wide = 0, vb = 0, q0 = 0, q1 = 0, q2 = 0, prev = ~uint64_t(0);
-    for (size_t i = 0; i < k; ++i) {
+/// Adds the statistics of idx[i0..k) to *acc, continuing after index `prev` (-1: none).
+inline void gap_stats_tail(const int64_t* idx, size_t i0, size_t k, uint64_t prev, unsigned b_lo, GapStats* acc) {
+    uint64_t ors = 0, wide = 0, vb = 0, q0 = 0, q1 = 0, q2 = 0;
+    for (size_t i = i0; i < k; ++i) {
         const uint64_t cur = static_cast<uint64_t>(idx[i]);
         const uint64_t g = cur - prev - 1;
         prev = cur;
@@ -134,12 +135,17 @@ inline void gap_stats(const int64_t* idx, size_t k, unsigned b_lo, GapStats* out
         q2 += q >> 2;
         vb += 1u + (g > 0xFFu) + (g > 0xFFFFu) + (g > 0xFFFFFFu);
     }
-    out->ors = ors;
-    out->wide = wide;
-    out->varint_bytes = vb;
-    out->q[0] = q0;
-    out->q[1] = q1;
-    out->q[2] = q2;
+    acc->ors |= ors;
+    acc->wide |= wide;
+    acc->varint_bytes += vb;
+    acc->q[0] += q0;
+    acc->q[1] += q1;
+    acc->q[2] += q2;
+}
+
+inline void gap_stats(const int64_t* idx, size_t k, unsigned b_lo, GapStats* out) {
+    *out = GapStats{};
+    gap_stats_tail(idx, 0, k, ~uint64_t(0), b_lo, out);
 }
 
 // ---- Golomb-Rice ---------------------------------------------------------------------------
