@@ -1,4 +1,4 @@
-"""gradsparse benchmark: ``python -m gradsparse.bench [--quick] [--json PATH] ...``
+"""gradsparse benchmark: ``python -m gradsparse.bench [--quick] [--suite all|select|wire] [--json PATH] ...``
 
 Measures gradsparse against the usual baselines and checks every result first.
 
@@ -21,6 +21,9 @@ Cases (float32 data, numpy RNG seeded):
    (``sparsify_many(xs, k, costs=[...])`` vs the cat of per-tensor ``|t|^2 / c``). torch's
    result is left as global indices (not split back per tensor, which would cost it more);
    gradsparse returns one Sparse per tensor. gs[torch-in] is gradsparse given the tensors.
+
+(The wire-format benchmark -- bits per index and codec throughput -- is described in
+:mod:`gradsparse.bench_wire`; ``--suite`` picks either part.)
 
 Data ("gradient-like"): a Gaussian scale mixture. Every block of 4096 consecutive elements
 (about one conv filter bank / matrix row group) gets its own scale drawn from
@@ -81,6 +84,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 import gradsparse as gs
+
+from . import bench_wire
 
 BLOCK = 4096
 SEED = 20240611
@@ -910,6 +915,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default="bench-results/bench.json", metavar="PATH",
                    help="where to write all measurements (default bench-results/bench.json)")
     p.add_argument("--no-torch", action="store_true", help="skip the torch baselines")
+    p.add_argument("--suite", choices=("all", "select", "wire"), default="all",
+                   help="which benchmarks: selection (top-k, CWMP, global), wire format, or both (default)")
     return p
 
 
@@ -976,14 +983,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     summ: Dict[str, Any] = {}
     status = "ok"
     error = None
+    wire: Dict[str, Any] = {}
     try:
-        topk_rows = bench.topk_case(args.sizes, args.ratios, args.threads)
-        cwmp_rows = bench.cwmp_case(cwmp_sizes, small_ratios, args.threads)
-        global_rows = bench.global_case(small_ratios, args.threads)
-        summ = summarize(out, topk_rows, cwmp_rows, global_rows, big, torch is not None)
-        if args.quick or max(args.sizes) < 10_000_000:
-            out("  (note: the targets are meant for n >= 1e7; this run's top-k sizes are smaller)")
-    except VerificationError as exc:
+        if args.suite in ("all", "select"):
+            topk_rows = bench.topk_case(args.sizes, args.ratios, args.threads)
+            cwmp_rows = bench.cwmp_case(cwmp_sizes, small_ratios, args.threads)
+            global_rows = bench.global_case(small_ratios, args.threads)
+            summ = summarize(out, topk_rows, cwmp_rows, global_rows, big, torch is not None)
+            if args.quick or max(args.sizes) < 10_000_000:
+                out("  (note: the targets are meant for n >= 1e7; this run's top-k sizes are smaller)")
+        if args.suite in ("all", "wire"):
+            if args.suite == "all":
+                out()
+            wire = bench_wire.run(out, quick=args.quick, repeats=args.repeats)
+    except (VerificationError, bench_wire.WireVerificationError) as exc:
         status = "verification failed"
         error = str(exc)
     finally:
@@ -1020,6 +1033,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "verified": bench.verified,
         "results": bench.results,
         "summary": summ,
+        "wire": wire,
         "elapsed_s": elapsed,
         "printed": out.lines,
     }
@@ -1039,7 +1053,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out(f"\nbackground load (other processes) during the run: {background:.2f} cores on average{warn}")
     out(f"re-timings because other processes were busy: {bench.attempts_total - bench.groups}; rows still "
         f"disturbed after {bench.max_attempts} attempts (marked *): {bench.disturbed_rows}")
-    out(f"{len(bench.verified)} results verified; total time {elapsed:.0f} s; JSON: {args.json or '-'}")
+    out(f"{len(bench.verified) + len(wire.get('verified', []))} results verified; total time {elapsed:.0f} s; JSON: {args.json or '-'}")
     return 0
 
 

@@ -158,15 +158,25 @@ void raw_decode(IndexCodec c, const uint8_t* data, size_t len, uint64_t k, uint6
     if (len != k * w)
         throw ArgumentError("payload: raw index section is " + std::to_string(len) + " bytes, expected " +
                             std::to_string(k * w));
-    uint64_t prev = ~uint64_t(0);
+    // Branch-free: any index >= 2^56 or any non-increasing step (which wraps the unsigned
+    // gap above 2^63) leaves a high bit in `ors`; the last index then bounds the range.
+    uint64_t ors = 0, prev = ~uint64_t(0);
     for (uint64_t i = 0; i < k; ++i) {
-        uint64_t v = 0;
-        std::memcpy(&v, data + w * i, w);
-        if (v >= numel) throw ArgumentError("payload: decoded index is out of range (raw section)");
-        if (i && v <= prev) throw ArgumentError("payload: decoded indices are not strictly increasing (raw section)");
+        uint64_t v;
+        if (w == 4) {
+            uint32_t v32;
+            std::memcpy(&v32, data + 4 * i, 4);
+            v = v32;
+        } else {
+            std::memcpy(&v, data + 8 * i, 8);
+        }
+        ors |= v | (v - prev - 1);
         prev = v;
         out[i] = static_cast<int64_t>(v);
     }
+    if (ors >= kIndexLimit)
+        throw ArgumentError("payload: decoded indices are not strictly increasing or out of range (raw section)");
+    if (k && prev >= numel) throw ArgumentError("payload: decoded index is out of range (raw section)");
 }
 
 [[noreturn]] void section_fail(const char* codec, Status st) {
