@@ -58,7 +58,10 @@ def _record(name: str, item: Any, what: str) -> Tuple[Any, ...]:
         idx = _index_array(item.indices)
         if idx.size != flat.size:
             raise ValueError(f"{what}: has {idx.size} indices and {flat.size} values")
-        return (name, _DTYPE_NAMES[flat.code], tuple(int(s) for s in item.shape), False, idx, flat.array)
+        shape = tuple(int(s) for s in item.shape)
+        if any(s < 0 or s >= 2**63 for s in shape):
+            raise ValueError(f"{what}: shape {shape} has a negative or too large dimension")
+        return (name, _DTYPE_NAMES[flat.code], shape, False, idx, flat.array)
     if isinstance(item, (np.ndarray, np.generic)) or is_tensor(item):
         flat = as_flat(item, what)
         return (name, _DTYPE_NAMES[flat.code], flat.shape, True, None, flat.array)

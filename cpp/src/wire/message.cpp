@@ -51,11 +51,14 @@ class Cursor {
 uint64_t checked_numel(const std::vector<uint64_t>& shape, const char* who) {
     uint64_t n = 1;
     bool zero = false;
-    for (uint64_t d : shape) zero |= d == 0;
+    for (uint64_t d : shape) {
+        // Every dimension is bounded even when another one is 0 (numpy needs them in range).
+        if (d > kMaxElements) throw ArgumentError(std::string(who) + ": a dimension is above 2^56");
+        zero |= d == 0;
+    }
     if (zero) return 0;
     for (uint64_t d : shape) {
-        if (d > kMaxElements || n > kMaxElements / d)
-            throw ArgumentError(std::string(who) + ": more than 2^56 elements");
+        if (n > kMaxElements / d) throw ArgumentError(std::string(who) + ": more than 2^56 elements");
         n *= d;
     }
     return n;
