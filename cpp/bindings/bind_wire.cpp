@@ -199,9 +199,10 @@ py::object index_encode_py(const std::string& codec, const IndexArray& idx, uint
         size_t n;
         {
             py::gil_scoped_release nogil;
-            const size_t need = wire::index_section_size(c, idx.data(), k, numel);
-            const size_t bound = wire::index_section_bound(c, k, numel);
-            buf.resize((need > bound ? need : bound) + 64);
+            // Exact size; only the varint kernel needs its upper bound (vector stores).
+            size_t need = wire::index_section_size(c, idx.data(), k, numel);
+            if (c == wire::IndexCodec::Varint) need = wire::index_section_bound(c, k, numel);
+            buf.resize(need + 64);
             n = wire::index_section_encode(c, idx.data(), k, numel, buf.data(), buf.size());
         }
         return py::bytes(reinterpret_cast<const char*>(buf.data()), n);

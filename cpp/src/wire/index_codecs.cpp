@@ -105,7 +105,8 @@ size_t varint_size(uint64_t k, uint64_t data_bytes) { return varint_ctrl_bytes(k
 // ---- bitmap and raw ----------------------------------------------------------------------
 
 void bitmap_encode(const int64_t* idx, uint64_t k, uint64_t numel, uint8_t* out) {
-    std::memset(out, 0, bitmap_size(numel));
+    // out may be null for an empty section (numel == 0): memset must not see it.
+    if (numel) std::memset(out, 0, bitmap_size(numel));
     for (uint64_t i = 0; i < k; ++i) {
         const uint64_t j = static_cast<uint64_t>(idx[i]);
         out[j >> 3] = static_cast<uint8_t>(out[j >> 3] | (1u << (j & 7)));
@@ -144,7 +145,8 @@ void bitmap_decode(const uint8_t* data, size_t len, uint64_t k, uint64_t numel, 
 
 void raw_encode(IndexCodec c, const int64_t* idx, uint64_t k, uint8_t* out) {
     if (c == IndexCodec::Raw64) {
-        std::memcpy(out, idx, static_cast<size_t>(k) * 8);
+        // idx may be null when k == 0 (memcpy with a null pointer is undefined even for 0 bytes).
+        if (k) std::memcpy(out, idx, static_cast<size_t>(k) * 8);
         return;
     }
     for (uint64_t i = 0; i < k; ++i) {

@@ -64,8 +64,25 @@ uint64_t checked_numel(const std::vector<uint64_t>& shape, const char* who) {
     return n;
 }
 
+/// A name from the payload, safe to put in an error message: printable ASCII kept, every
+/// other byte (the name may not even be valid UTF-8) written as \xNN.
+std::string printable(const std::string& name) {
+    static const char* hex = "0123456789abcdef";
+    std::string out;
+    for (unsigned char ch : name.substr(0, 64)) {
+        if (ch >= 0x20 && ch < 0x7F && ch != '\\') {
+            out.push_back(static_cast<char>(ch));
+        } else {
+            out += "\\x";
+            out.push_back(hex[ch >> 4]);
+            out.push_back(hex[ch & 15]);
+        }
+    }
+    return name.size() > 64 ? out + "..." : out;
+}
+
 std::string record_label(size_t i, const std::string& name) {
-    return "record " + std::to_string(i) + (name.empty() ? std::string() : " ('" + name + "')");
+    return "record " + std::to_string(i) + (name.empty() ? std::string() : " ('" + printable(name) + "')");
 }
 
 }  // namespace
@@ -128,15 +145,15 @@ Encoder::Encoder(const std::vector<TensorIn>& tensors, const EncodeOptions& opt)
     for (size_t i = 0; i < tensors.size(); ++i) {
         const TensorIn& t = tensors[i];
         GS_CHECK(t.name.size() <= kMaxNameBytes, "update: tensor name longer than 65535 bytes");
-        GS_CHECK(names.insert(t.name).second, "update: duplicate tensor name '" + t.name + "'");
-        GS_CHECK(t.shape.size() <= kMaxDims, "update: tensor '" + t.name + "' has more than 32 dimensions");
+        GS_CHECK(names.insert(t.name).second, "update: duplicate tensor name '" + printable(t.name) + "'");
+        GS_CHECK(t.shape.size() <= kMaxDims, "update: tensor '" + printable(t.name) + "' has more than 32 dimensions");
         const uint64_t numel = checked_numel(t.shape, "update");
         Plan p{};
         if (t.dense) {
-            GS_CHECK(t.nnz == numel, "update: dense tensor '" + t.name + "' must hold every element");
+            GS_CHECK(t.nnz == numel, "update: dense tensor '" + printable(t.name) + "' must hold every element");
             p.index = IndexCodec::Dense;
         } else {
-            GS_CHECK(t.nnz <= numel, "indices: tensor '" + t.name + "' has more indices than elements");
+            GS_CHECK(t.nnz <= numel, "indices: tensor '" + printable(t.name) + "' has more indices than elements");
             const IndexPlan ip = plan_indices(opt.index, t.indices, t.nnz, numel);
             p.index = ip.codec;
             p.rice_b = ip.rice_b;

@@ -223,6 +223,9 @@ void sign_decode(const uint8_t* data, size_t len, uint64_t n, DType dst, void* o
 
 void float_encode(ValueCodec c, DType src, const void* v, uint64_t n, uint8_t* out) {
     const size_t nn = static_cast<size_t>(n);
+    // An empty tensor may come with values == nullptr (an empty vector's data()), and
+    // memcpy with a null pointer is undefined even for 0 bytes: nothing to write anyway.
+    if (nn == 0) return;
     switch (c) {
         case ValueCodec::F32:
             if (src == DType::F32) { std::memcpy(out, v, nn * 4); return; }
@@ -253,7 +256,8 @@ void float_decode(ValueCodec c, const uint8_t* data, size_t len, uint64_t n, DTy
     const size_t nn = static_cast<size_t>(n);
     const bool same = (c == ValueCodec::F32 && dst == DType::F32) || (c == ValueCodec::F64 && dst == DType::F64) ||
                       (c == ValueCodec::F16 && dst == DType::F16) || (c == ValueCodec::BF16 && dst == DType::BF16);
-    if (same) { std::memcpy(out, data, len); return; }
+    // `out` may be null for 0 values (an empty vector's data()); memcpy must not see it.
+    if (same) { if (len) std::memcpy(out, data, len); return; }
     if (c == ValueCodec::F16 && dst == DType::F32) {
         active_wire_kernels().f16_to_f32(reinterpret_cast<const uint16_t*>(data), nn, static_cast<float*>(out));
         return;

@@ -308,11 +308,25 @@ inline float f16_to_f32_one(uint16_t h) {
     return bits_f32(sign | ((e + 112u) << 23) | (m << 13));
 }
 
+// One side of these conversions is a position inside a payload (value_codecs.cpp casts
+// it), which has no alignment: a record's sections start wherever its name and shape end.
+// Elements are therefore moved with memcpy (a plain load/store on x86), never through a
+// typed lvalue, which would be a misaligned access (undefined behaviour; UBSan reports it).
 inline void f32_to_f16(const float* x, size_t n, uint16_t* out) {
-    for (size_t i = 0; i < n; ++i) out[i] = f32_to_f16_one(x[i]);
+    for (size_t i = 0; i < n; ++i) {
+        float f;
+        std::memcpy(&f, x + i, 4);
+        const uint16_t h = f32_to_f16_one(f);
+        std::memcpy(out + i, &h, 2);
+    }
 }
 inline void f16_to_f32(const uint16_t* h, size_t n, float* out) {
-    for (size_t i = 0; i < n; ++i) out[i] = f16_to_f32_one(h[i]);
+    for (size_t i = 0; i < n; ++i) {
+        uint16_t v;
+        std::memcpy(&v, h + i, 2);
+        const float f = f16_to_f32_one(v);
+        std::memcpy(out + i, &f, 4);
+    }
 }
 
 }  // namespace
