@@ -3,6 +3,7 @@
 Importing gradsparse never imports torch; torch tensors are accepted when torch is loaded.
 """
 from ._core import __version__
+from . import atomo
 from .config import (
     available_simd_levels,
     compiled_simd_levels,
@@ -31,6 +32,7 @@ from .wire import decode, encode, encoded_size
 
 __all__ = [
     "__version__",
+    "atomo",
     "ErrorFeedback",
     "Sparse",
     "StreamingSelector",

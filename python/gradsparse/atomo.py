@@ -1,0 +1,272 @@
+"""ATOMO atomic sparsification (Wang et al., NeurIPS 2018) and the QSGD / TernGrad baselines.
+
+Write a tensor as ``g = sum_i lam_i a_i`` over unit-norm atoms, keep atom ``i`` with
+probability ``p_i`` (ATOMO's Algorithm 1: the variance-optimal ``p`` with ``sum p = budget``)
+and send ``lam_i / p_i`` for the kept ones: the result is an unbiased estimate of ``g``.
+Atoms: ``"entry"`` (the coordinates), ``"fourier"`` (the orthonormal DCT-II basis of the
+flattened tensor) and ``"svd"`` (rank-one ``u v^T`` of the tensor reshaped to a matrix;
+conv weights ``(c_out, c_in, kh, kw)`` become ``(c_out, c_in*kh*kw)``). Decompositions,
+probabilities and the Philox-4x32-10 sampling run in the C++ core; the same seed gives the
+same atoms on every SIMD level and thread count.
+
+    >>> upd = gradsparse.atomo.sparsify(grad, atoms="svd", budget=2, seed=step)
+    >>> payload = gradsparse.encode(upd.to_payload("conv1.weight"))
+    >>> est = AtomicUpdate.from_payload(gradsparse.decode(payload), "conv1.weight").to_dense()
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+from . import _core
+from ._convert import is_tensor
+from .sparse import Sparse
+
+__all__ = ["AtomicUpdate", "QuantizedUpdate", "probabilities", "sparsify", "qsgd", "terngrad", "ATOMS"]
+
+#: atom families accepted by :func:`sparsify`
+ATOMS = ("entry", "fourier", "svd")
+_STREAM = {"entry": 1, "fourier": 2, "svd": 3}
+_MASK64 = (1 << 64) - 1
+
+
+def _array(x: Any, name: str, dtype=np.float32) -> np.ndarray:
+    if is_tensor(x):
+        if x.device.type != "cpu":
+            raise ValueError(f"{name}: tensor must be on the CPU")
+        x = x.detach().cpu().numpy()
+    if isinstance(x, (bool, np.bool_)) or x is None:
+        raise TypeError(f"{name}: expected an array, got {type(x).__name__}")
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name}: expected a real floating-point array, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if arr.size == 0:
+        raise ValueError(f"{name}: must be non-empty")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: contains NaN or infinity")
+    return arr
+
+
+def _budget(budget: Any) -> float:
+    try:
+        b = float(budget)
+    except (TypeError, ValueError):
+        raise TypeError(f"budget: expected a number, got {type(budget).__name__}") from None
+    if not (b > 0 and math.isfinite(b)):
+        raise ValueError(f"budget: must be a finite number > 0, got {budget!r}")
+    return b
+
+
+def _seed(seed: Any) -> int:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
+    return int(seed) & _MASK64
+
+
+def probabilities(lam: Any, budget: float) -> np.ndarray:
+    """ATOMO Algorithm 1: float64 probabilities ``p`` (same length as ``lam``) minimising
+    ``sum lam_i^2 / p_i`` subject to ``sum p_i = budget`` and ``0 <= p_i <= 1``; zero
+    coefficients get ``p = 0`` and ``sum p = min(budget, #non-zero)``."""
+    arr = _array(lam, "lam", np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"lam: expected a 1-D array, got shape {arr.shape}")
+    return _core.atomo_probabilities(arr, _budget(budget))
+
+
+def _matrix_shape(shape: Tuple[int, ...], layout: str) -> Tuple[int, int]:
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    if len(shape) == 4:
+        c_out, c_in, kh, kw = shape
+        if layout == "atomo":  # the original ATOMO code: (c_out*c_in/2, 2*kh*kw)
+            if (c_out * c_in) % 2:
+                raise ValueError(f"layout: 'atomo' needs c_out*c_in even, got shape {shape}")
+            return c_out * c_in // 2, 2 * kh * kw
+        return c_out, c_in * kh * kw
+    raise ValueError(f"x: atoms='svd' needs a matrix, a 4-D conv weight or a 1-D vector, got {len(shape)}-D shape {shape}")
+
+
+class AtomicUpdate:
+    """A sampled ATOMO update: the kept atoms and their unbiased coefficients ``lam_i / p_i``.
+
+    ``kind`` is ``"entry"``, ``"fourier"``, ``"svd"`` or ``"dense"`` (1-D tensors sent as is
+    under ``atoms="svd"``). For entry/fourier atoms ``indices`` index the flattened tensor
+    (or its DCT coefficients); for svd atoms ``u`` is ``(m, k)``, ``vt`` is ``(k, n)`` and
+    ``values`` holds ``sigma_i / p_i`` for the ``k`` kept triplets."""
+
+    __slots__ = ("kind", "shape", "indices", "values", "u", "vt", "matrix_shape")
+
+    def __init__(self, kind: str, shape: Tuple[int, ...], indices: Optional[np.ndarray], values: np.ndarray,
+                 u: Optional[np.ndarray] = None, vt: Optional[np.ndarray] = None,
+                 matrix_shape: Optional[Tuple[int, int]] = None):
+        self.kind = kind
+        self.shape = tuple(int(s) for s in shape)
+        self.indices = indices
+        self.values = values
+        self.u = u
+        self.vt = vt
+        self.matrix_shape = matrix_shape
+
+    @property
+    def num_atoms(self) -> int:
+        """Atoms sent (for ``dense``: the number of values)."""
+        return int(len(self.values))
+
+    @property
+    def bits(self) -> int:
+        """Bits of a plain float32 encoding: entry/fourier 32-bit value + 32-bit index per
+        atom; svd ``32 * (m + n + 1)`` per atom; dense 32 per value (plus no header)."""
+        if self.kind in ("entry", "fourier"):
+            return 64 * self.num_atoms
+        if self.kind == "svd":
+            m, n = self.matrix_shape
+            return 32 * (m + n + 1) * self.num_atoms
+        return 32 * self.num_atoms
+
+    def to_dense(self) -> np.ndarray:
+        """The unbiased estimate ``sum_i (lam_i t_i / p_i) a_i`` as a float32 array of ``shape``."""
+        numel = int(np.prod(self.shape)) if self.shape else 1
+        if self.kind == "dense":
+            return self.values.astype(np.float32).reshape(self.shape)
+        if self.kind == "svd":
+            if self.num_atoms == 0:
+                return np.zeros(self.shape, np.float32)
+            return ((self.u * self.values[None, :]) @ self.vt).astype(np.float32).reshape(self.shape)
+        out = np.zeros(numel, np.float64 if self.kind == "fourier" else np.float32)
+        out[self.indices] = self.values
+        if self.kind == "fourier":
+            out = _core.idct(out).astype(np.float32)
+        return out.reshape(self.shape)
+
+    def to_payload(self, name: str = "x") -> Dict[str, Any]:
+        """A dict of named tensors for :func:`gradsparse.encode`: ``name/entry`` or
+        ``name/fourier`` (a :class:`Sparse`), ``name/sigma`` + ``name/u`` + ``name/v``, or
+        ``name/dense``; plus ``name/shape`` (float64 dims) where the shape is not implied."""
+        if self.kind in ("entry", "fourier"):
+            return {f"{name}/{self.kind}": Sparse(self.indices, self.values.astype(np.float32), self.shape)}
+        if self.kind == "dense":
+            return {f"{name}/dense": self.values.astype(np.float32).reshape(self.shape)}
+        return {f"{name}/sigma": self.values.astype(np.float32), f"{name}/u": self.u, f"{name}/v": self.vt,
+                f"{name}/shape": np.asarray(self.shape, np.float64)}
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any], name: str = "x") -> "AtomicUpdate":
+        """Rebuilds the update named ``name`` from :func:`gradsparse.decode`'s dict."""
+        for kind in ("entry", "fourier"):
+            item = payload.get(f"{name}/{kind}")
+            if item is not None:
+                if not isinstance(item, Sparse):
+                    raise ValueError(f"payload: {name}/{kind} must be a sparse record")
+                return cls(kind, item.shape, np.asarray(item.indices, np.int64), np.asarray(item.values, np.float32))
+        if f"{name}/dense" in payload:
+            d = np.asarray(payload[f"{name}/dense"], np.float32)
+            return cls("dense", d.shape, None, d.reshape(-1))
+        try:
+            sigma = np.asarray(payload[f"{name}/sigma"], np.float32).reshape(-1)
+            u = np.asarray(payload[f"{name}/u"], np.float32)
+            vt = np.asarray(payload[f"{name}/v"], np.float32)
+            dims = np.asarray(payload[f"{name}/shape"], np.float64)
+        except KeyError:
+            raise ValueError(f"payload: no ATOMO update named {name!r}") from None
+        if u.ndim != 2 or vt.ndim != 2 or u.shape[1] != sigma.size or vt.shape[0] != sigma.size:
+            raise ValueError(f"payload: inconsistent svd factors for {name!r}")
+        shape = tuple(int(s) for s in dims)
+        if int(np.prod(shape)) != u.shape[0] * vt.shape[1]:
+            raise ValueError(f"payload: shape {shape} does not match the factors of {name!r}")
+        return cls("svd", shape, None, sigma, u, vt, (u.shape[0], vt.shape[1]))
+
+    def __repr__(self) -> str:
+        return f"AtomicUpdate(kind={self.kind!r}, shape={self.shape}, atoms={self.num_atoms})"
+
+
+def sparsify(x: Any, atoms: str = "entry", *, budget: float, seed: int = 0, layout: str = "matrix",
+             vector: str = "entry", svd: str = "exact", rank: int = 8, oversample: int = 8,
+             power_iters: int = 2) -> AtomicUpdate:
+    """Samples an unbiased ATOMO update of ``x`` with an expected ``budget`` atoms.
+
+    ``atoms``: ``"entry"``, ``"fourier"`` or ``"svd"``. For ``"svd"``: ``layout`` ``"matrix"``
+    (conv -> ``(c_out, c_in*kh*kw)``) or ``"atomo"`` (the original code's
+    ``(c_out*c_in/2, 2*kh*kw)``); 1-D tensors are sampled element-wise (``vector="entry"``)
+    or sent dense (``vector="dense"``); ``svd="randomized"`` decomposes only the top ``rank``
+    directions (unbiased for the rank-``rank`` approximation, not for ``x``)."""
+    if atoms not in ATOMS:
+        raise ValueError(f"atoms: expected one of {ATOMS}, got {atoms!r}")
+    arr = _array(x, "x")
+    b, s = _budget(budget), _seed(seed)
+    shape = arr.shape
+    if atoms == "svd" and arr.ndim <= 1:
+        if vector == "dense":
+            return AtomicUpdate("dense", shape, None, arr.reshape(-1).copy())
+        if vector != "entry":
+            raise ValueError(f"vector: expected 'entry' or 'dense', got {vector!r}")
+        atoms = "entry"
+    if atoms == "entry":
+        idx, vals, _ = _core.atomo_sample(arr.reshape(-1), b, s, _STREAM["entry"])
+        return AtomicUpdate("entry", shape, idx, vals)
+    if atoms == "fourier":
+        lam = _core.dct(arr.reshape(-1).astype(np.float64))
+        p = _core.atomo_probabilities(lam, b)
+        idx = _core.bernoulli_sample(p, s, _STREAM["fourier"])
+        return AtomicUpdate("fourier", shape, idx, (lam[idx] / p[idx]).astype(np.float64))
+    if layout not in ("matrix", "atomo"):
+        raise ValueError(f"layout: expected 'matrix' or 'atomo', got {layout!r}")
+    m, n = _matrix_shape(shape, layout)
+    mat = arr.reshape(m, n)
+    if svd == "exact":
+        u, sig, vt = _core.svd(mat)
+    elif svd == "randomized":
+        if int(rank) < 1:
+            raise ValueError(f"rank: must be >= 1, got {rank}")
+        u, sig, vt = _core.svd_randomized(mat, int(rank), int(oversample), int(power_iters), s ^ 0x52414E44)
+    else:
+        raise ValueError(f"svd: expected 'exact' or 'randomized', got {svd!r}")
+    p = _core.atomo_probabilities(sig.astype(np.float64), b)
+    idx = _core.bernoulli_sample(p, s, _STREAM["svd"])
+    vals = (sig[idx].astype(np.float64) / p[idx]).astype(np.float32)
+    return AtomicUpdate("svd", shape, idx, vals, np.ascontiguousarray(u[:, idx]), np.ascontiguousarray(vt[idx]), (m, n))
+
+
+class QuantizedUpdate:
+    """A QSGD or TernGrad update: integer ``codes`` and one float32 ``scale``;
+    ``to_dense() = scale * codes / levels``."""
+
+    __slots__ = ("method", "shape", "codes", "scale", "levels")
+
+    def __init__(self, method: str, shape: Tuple[int, ...], codes: np.ndarray, scale: float, levels: int):
+        self.method, self.shape, self.codes, self.scale, self.levels = method, tuple(shape), codes, float(scale), levels
+
+    @property
+    def bits(self) -> int:
+        """Bits of a fixed-width encoding: 32 for the scale, plus ``ceil(log2(2*levels+1))``
+        per element for QSGD, or 8 bits per 5 trits (3^5 = 243 <= 256) for TernGrad."""
+        n = int(self.codes.size)
+        if self.method == "terngrad":
+            return 32 + 8 * ((n + 4) // 5)
+        return 32 + n * int(math.ceil(math.log2(2 * self.levels + 1)))
+
+    def to_dense(self) -> np.ndarray:
+        """The unbiased estimate, float32 of ``shape``."""
+        return (np.float32(self.scale) * self.codes.astype(np.float32) / np.float32(self.levels)).reshape(self.shape)
+
+    def __repr__(self) -> str:
+        return f"QuantizedUpdate({self.method}, shape={self.shape}, levels={self.levels}, bits={self.bits})"
+
+
+def qsgd(x: Any, levels: int, seed: int = 0) -> QuantizedUpdate:
+    """QSGD (Alistarh et al. 2017): ``||x||_2 * sign(x_i) * l_i / levels`` with ``l_i`` the
+    unbiased stochastic rounding of ``levels * |x_i| / ||x||_2``."""
+    arr = _array(x, "x")
+    if isinstance(levels, (bool, np.bool_)) or not isinstance(levels, (int, np.integer)) or levels < 1:
+        raise ValueError(f"levels: must be an int >= 1, got {levels!r}")
+    codes, norm = _core.qsgd(arr.reshape(-1), int(levels), _seed(seed))
+    return QuantizedUpdate("qsgd", arr.shape, codes, norm, int(levels))
+
+
+def terngrad(x: Any, seed: int = 0) -> QuantizedUpdate:
+    """TernGrad (Wen et al. 2017): ``max|x| * sign(x_i) * Bernoulli(|x_i| / max|x|)``."""
+    arr = _array(x, "x")
+    codes, scale = _core.terngrad(arr.reshape(-1), _seed(seed))
+    return QuantizedUpdate("terngrad", arr.shape, codes, scale, 1)

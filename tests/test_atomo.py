@@ -1,0 +1,300 @@
+"""ATOMO (issue 4): probabilities vs a numpy transcription of Algorithm 1, Philox, sampling
+determinism across SIMD levels / threads, unbiasedness and variance, FFT/DCT and SVD vs
+numpy/scipy, QSGD/TernGrad, payloads through encode/decode, and bad input."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gradsparse
+from gradsparse import _core
+from gradsparse import atomo
+from gradsparse.atomo import AtomicUpdate
+
+
+# ---------------------------------------------------------------- Algorithm 1, plain numpy
+def algorithm1(lam, s):
+    """Direct transcription of ATOMO's Algorithm 1 (the while loop over sorted |lam|)."""
+    mag = np.abs(np.asarray(lam, np.float64))
+    order = np.argsort(-mag, kind="stable")
+    srt = mag[order]
+    n = len(srt)
+    p_sorted = np.zeros(n)
+    i = 0
+    while i < n:
+        rest = srt[i:].sum()
+        if srt[i] * s <= rest:
+            p_sorted[i:] = s * srt[i:] / rest if rest > 0 else 0.0
+            break
+        p_sorted[i] = 1.0
+        s -= 1
+        i += 1
+    p = np.empty(n)
+    p[order] = p_sorted
+    return p
+
+
+CASES = {
+    "random": np.random.default_rng(1).standard_normal(1000),
+    "ties": np.array([3.0, -3.0, 3.0, 1.0, 1.0, -1.0, 0.5, 0.5] * 5),
+    "zeros": np.array([0.0, 2.0, 0.0, -1.0, 0.0, 0.5, 0.0]),
+    "dominant": np.concatenate([[1e6], np.random.default_rng(2).standard_normal(200) * 1e-3]),
+    "heavy": np.random.default_rng(3).standard_cauchy(500),
+    "constant": np.full(64, -2.5),
+    "single": np.array([4.0]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("budget", [0.5, 1, 2.5, 7, 30, 199.5, 1000, 5000])
+def test_probabilities_match_algorithm1(case, budget):
+    lam = CASES[case]
+    p = atomo.probabilities(lam, budget)
+    ref = algorithm1(lam, budget)
+    np.testing.assert_allclose(p, ref, rtol=1e-9, atol=1e-12)
+    nnz = np.count_nonzero(lam)
+    assert p.max() <= 1.0 and p.min() >= 0.0
+    assert np.all(p[lam == 0] == 0)
+    assert p.sum() == pytest.approx(min(budget, nnz), rel=1e-9)
+
+
+def test_probabilities_ties_are_equal_and_uncapped_is_proportional():
+    lam = np.array([5.0, 5.0, 5.0, 1.0, 1.0])
+    p = atomo.probabilities(lam, 2.0)
+    assert p[0] == p[1] == p[2] and p[3] == p[4]
+    np.testing.assert_allclose(p, 2 * np.abs(lam) / np.abs(lam).sum())
+
+
+# ---------------------------------------------------------------- Philox and sampling
+def test_philox_known_answers():
+    # Random123's known-answer vectors for philox4x32-10.
+    assert _core.philox4x32([0, 0, 0, 0], 0) == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
+    assert _core.philox4x32([0xFFFFFFFF] * 4, 0xFFFFFFFFFFFFFFFF) == [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD]
+    assert _core.philox4x32([0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344], 0x299F31D0A4093822) == [
+        0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1]
+
+
+def test_bernoulli_sample_is_u_below_p():
+    rng = np.random.default_rng(4)
+    p = rng.uniform(size=301)
+    idx = _core.bernoulli_sample(p, 9, 5)
+    ref = [i for i in range(301) if _core.philox_uniform(9, 5, i) < p[i]]
+    assert idx.tolist() == ref
+
+
+@pytest.mark.parametrize("atoms", ["entry", "fourier"])
+def test_same_seed_same_atoms_every_engine(engine, atoms):
+    x = np.random.default_rng(5).standard_normal(300_001).astype(np.float32)
+    got = atomo.sparsify(x, atoms=atoms, budget=5000, seed=77)
+    with gradsparse.simd_level("scalar"), gradsparse.num_threads(1):
+        ref = atomo.sparsify(x, atoms=atoms, budget=5000, seed=77)
+    np.testing.assert_array_equal(got.indices, ref.indices)
+    np.testing.assert_array_equal(got.values, ref.values)
+    other = atomo.sparsify(x, atoms=atoms, budget=5000, seed=78)
+    assert not np.array_equal(other.indices, ref.indices)
+
+
+@pytest.mark.parametrize("atoms", ["entry", "fourier", "svd"])
+def test_full_budget_is_exact(atoms):
+    x = np.random.default_rng(6).standard_normal((8, 3, 3, 3)).astype(np.float32)
+    upd = atomo.sparsify(x, atoms=atoms, budget=10_000, seed=1)
+    np.testing.assert_allclose(upd.to_dense(), x, rtol=1e-4, atol=1e-5)
+
+
+def _mean_and_variance(x, atoms, budget, trials):
+    samples = np.stack([atomo.sparsify(x, atoms=atoms, budget=budget, seed=s).to_dense().astype(np.float64)
+                        for s in range(trials)])
+    return samples.mean(axis=0), samples.var(axis=0, ddof=1)
+
+
+def _atoms_and_coefficients(x, atoms):
+    """Rows: the unit-norm atoms (flattened) of x's decomposition; and the coefficients."""
+    flat = x.reshape(-1).astype(np.float64)
+    if atoms == "entry":
+        return np.eye(flat.size), flat
+    if atoms == "fourier":
+        basis = np.stack([_core.idct(e) for e in np.eye(flat.size)])  # row j: j-th DCT atom
+        return basis, basis @ flat
+    u, s, vt = np.linalg.svd(x.astype(np.float64), full_matrices=False)
+    return np.stack([np.outer(u[:, j], vt[j]).reshape(-1) for j in range(len(s))]), s
+
+
+@pytest.mark.parametrize("atoms,shape", [("entry", (40,)), ("fourier", (6, 7)), ("svd", (6, 9))])
+def test_unbiased_with_predicted_variance(atoms, shape):
+    x = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
+    budget, trials = 3.0, 4000
+    basis, lam = _atoms_and_coefficients(x, atoms)
+    p = algorithm1(lam, budget)
+    atom_var = np.where(p > 0, lam**2 * (1 / np.where(p > 0, p, 1) - 1), 0.0)
+    coord_var = (basis**2).T @ atom_var  # Var(g_hat_i) = sum_j a_j[i]^2 lam_j^2 (1/p_j - 1)
+    samples = np.stack([atomo.sparsify(x, atoms=atoms, budget=budget, seed=s).to_dense().reshape(-1)
+                        for s in range(trials)]).astype(np.float64)
+    mean = samples.mean(axis=0)
+    # The mean of `trials` independent samples has std sqrt(coord_var / trials) per coordinate.
+    # 6 standard deviations: for rarely kept atoms the count is Poisson-like rather than
+    # Gaussian, and 6 sd keeps a false alarm below ~1e-4 per coordinate even for
+    # p * trials < 1; seeds are fixed, so the test is deterministic. The float32 output
+    # rounding adds ~1e-6.
+    tol = 6 * np.sqrt(coord_var / trials) + 1e-5
+    assert np.all(np.abs(mean - x.reshape(-1)) <= tol), np.max(np.abs(mean - x.reshape(-1)) / tol)
+    # Orthonormal atoms: E||g_hat - g||^2 = sum_j lam_j^2 (1/p_j - 1).
+    empirical = np.mean(np.sum((samples - x.reshape(-1)) ** 2, axis=1))
+    # Its standard error, estimated from the same samples, sets the tolerance (5 se).
+    se = np.std(np.sum((samples - x.reshape(-1)) ** 2, axis=1), ddof=1) / np.sqrt(trials)
+    assert abs(empirical - atom_var.sum()) <= 5 * se, (empirical, atom_var.sum(), se)
+    assert empirical == pytest.approx(atom_var.sum(), rel=0.15)
+
+
+# ---------------------------------------------------------------- FFT / DCT
+LENGTHS = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 97, 100, 1000, 1024, 4097, 65536, 100_003]
+
+
+@pytest.mark.parametrize("n", LENGTHS)
+def test_rfft_matches_numpy(n):
+    x = np.random.default_rng(n).standard_normal(n)
+    ref = np.fft.rfft(x)
+    got = _core.rfft(x)
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+    back = _core.irfft(ref, n)
+    np.testing.assert_allclose(back, np.fft.irfft(ref, n), rtol=1e-5, atol=1e-5 * np.abs(x).max())
+
+
+@pytest.mark.parametrize("n", LENGTHS)
+def test_dct_matches_scipy_and_is_orthonormal(n):
+    sfft = pytest.importorskip("scipy.fft")
+    x = np.random.default_rng(n + 1).standard_normal(n)
+    y = _core.dct(x)
+    ref = sfft.dct(x, norm="ortho")
+    assert np.abs(y - ref).max() <= 1e-5 * np.abs(ref).max()
+    assert np.abs(_core.idct(y) - x).max() <= 1e-5 * np.abs(x).max()
+    assert np.linalg.norm(y) == pytest.approx(np.linalg.norm(x), rel=1e-9)
+
+
+# ---------------------------------------------------------------- SVD
+def _matrices():
+    rng = np.random.default_rng(8)
+    low = rng.standard_normal((60, 4)) @ rng.standard_normal((4, 90))
+    deficient = rng.standard_normal((30, 50))
+    deficient[10:20] = deficient[:10] * 2.0  # repeated rows
+    decaying = (rng.standard_normal((40, 40)) * np.logspace(0, -4, 40)) @ rng.standard_normal((40, 70))
+    return {
+        "random": rng.standard_normal((64, 576)),
+        "lowrank": low,
+        "deficient": deficient,
+        "decaying": decaying,
+        "tall": rng.standard_normal((300, 20)),
+        "wide": rng.standard_normal((20, 300)),
+        "row": rng.standard_normal((1, 37)),
+        "col": rng.standard_normal((37, 1)),
+        "zeros": np.zeros((5, 7)),
+        "square": rng.standard_normal((33, 33)),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_matrices()))
+def test_svd_matches_numpy(name, threads):
+    a = _matrices()[name].astype(np.float32)
+    u, s, vt = _core.svd(a)
+    k = min(a.shape)
+    assert u.shape == (a.shape[0], k) and s.shape == (k,) and vt.shape == (k, a.shape[1])
+    ref = np.linalg.svd(a.astype(np.float64), compute_uv=False)
+    big = ref >= 1e-3 * ref[0] if ref[0] > 0 else np.zeros(k, bool)
+    np.testing.assert_allclose(s[big], ref[big], rtol=1e-4)
+    assert np.all(np.abs(s[~big]) <= 1e-3 * max(ref[0], 1e-30) + 1e-6)
+    rec = (u * s) @ vt
+    assert np.linalg.norm(rec - a) <= 1e-5 * max(np.linalg.norm(a), 1e-30) + 1e-7
+    uu = u[:, big].T @ u[:, big]
+    np.testing.assert_allclose(uu, np.eye(uu.shape[0]), atol=1e-5)
+    vv = vt[big] @ vt[big].T
+    np.testing.assert_allclose(vv, np.eye(vv.shape[0]), atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(64, 576), (300, 40)])
+def test_randomized_svd_recovers_low_rank(shape):
+    rng = np.random.default_rng(9)
+    a = (rng.standard_normal((shape[0], 5)) * [10, 5, 3, 2, 1]) @ rng.standard_normal((5, shape[1]))
+    a = a.astype(np.float32)
+    u, s, vt = _core.svd_randomized(a, 8, 8, 2, 3)
+    ref = np.linalg.svd(a.astype(np.float64), compute_uv=False)[:8]
+    assert u.shape == (shape[0], 8) and vt.shape == (8, shape[1])
+    np.testing.assert_allclose(s[:5], ref[:5], rtol=1e-4)
+    assert np.linalg.norm((u * s) @ vt - a) <= 1e-5 * np.linalg.norm(a)
+
+
+def test_svd_layouts():
+    x = np.random.default_rng(10).standard_normal((8, 4, 3, 3)).astype(np.float32)
+    upd = atomo.sparsify(x, atoms="svd", budget=100, seed=0)
+    assert upd.matrix_shape == (8, 36)
+    orig = atomo.sparsify(x, atoms="svd", budget=100, seed=0, layout="atomo")
+    assert orig.matrix_shape == (16, 18)
+    np.testing.assert_allclose(orig.to_dense(), x, rtol=1e-4, atol=1e-5)
+    b = np.arange(5, dtype=np.float32)
+    assert atomo.sparsify(b, atoms="svd", budget=2, vector="dense", seed=0).kind == "dense"
+    assert atomo.sparsify(b, atoms="svd", budget=2, seed=0).kind == "entry"
+    r = atomo.sparsify(x, atoms="svd", budget=2, seed=0, svd="randomized", rank=4)
+    assert r.u.shape[0] == 8 and r.num_atoms <= 4
+
+
+# ---------------------------------------------------------------- payloads
+@pytest.mark.parametrize("atoms", ["entry", "fourier", "svd"])
+def test_payload_roundtrip(atoms):
+    x = np.random.default_rng(11).standard_normal((16, 8, 3, 3)).astype(np.float32)
+    upd = atomo.sparsify(x, atoms=atoms, budget=20, seed=5)
+    payload = gradsparse.encode(upd.to_payload("conv"))
+    back = AtomicUpdate.from_payload(gradsparse.decode(payload), "conv")
+    assert back.kind == upd.kind and back.shape == upd.shape
+    np.testing.assert_allclose(back.to_dense(), upd.to_dense(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="payload"):
+        AtomicUpdate.from_payload(gradsparse.decode(payload), "other")
+
+
+# ---------------------------------------------------------------- QSGD / TernGrad
+def test_qsgd_and_terngrad_unbiased():
+    x = np.random.default_rng(12).standard_normal(30).astype(np.float32)
+    trials = 4000
+    for make in (lambda s: atomo.qsgd(x, 4, s), lambda s: atomo.terngrad(x, s)):
+        samples = np.stack([make(s).to_dense().astype(np.float64) for s in range(trials)])
+        sd = samples.std(axis=0, ddof=1)
+        assert np.all(np.abs(samples.mean(axis=0) - x) <= 5 * sd / np.sqrt(trials) + 1e-6)
+    q = atomo.qsgd(x, 4, 0)
+    assert q.codes.dtype == np.int32 and np.abs(q.codes).max() <= 4
+    assert q.bits == 32 + 30 * 4
+    t = atomo.terngrad(x, 0)
+    assert set(np.unique(t.codes)) <= {-1, 0, 1} and t.bits == 32 + 8 * 6
+    assert t.scale == pytest.approx(np.abs(x).max())
+    z = atomo.qsgd(np.zeros(5), 2, 0)
+    assert np.all(z.to_dense() == 0)
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "call,arg",
+    [
+        (lambda: atomo.sparsify(np.array([1.0, np.nan]), budget=1), "x"),
+        (lambda: atomo.sparsify(np.zeros(0), budget=1), "x"),
+        (lambda: atomo.sparsify(np.ones(4), budget=0), "budget"),
+        (lambda: atomo.sparsify(np.ones(4), budget=-1), "budget"),
+        (lambda: atomo.sparsify(np.ones(4), budget=float("nan")), "budget"),
+        (lambda: atomo.sparsify(np.ones((2, 3, 4)), atoms="svd", budget=1), "x"),
+        (lambda: atomo.sparsify(np.ones(4), atoms="wavelet", budget=1), "atoms"),
+        (lambda: atomo.probabilities(np.array([np.inf]), 1), "lam"),
+        (lambda: atomo.probabilities(np.ones(3), 0), "budget"),
+        (lambda: atomo.qsgd(np.ones(3), 0, 0), "levels"),
+        (lambda: atomo.terngrad(np.array([np.nan]), 0), "x"),
+        (lambda: _core.svd(np.ones((2, 2, 2), np.float32)), "x"),
+        (lambda: _core.svd(np.array([[np.nan]], np.float32)), "x"),
+        (lambda: _core.atomo_probabilities(np.array([1.0, np.nan]), 1.0), "lam"),
+        (lambda: _core.atomo_probabilities(np.array([1.0]), -1.0), "budget"),
+    ],
+)
+def test_bad_input_names_the_argument(call, arg):
+    with pytest.raises(ValueError, match=rf"^{arg}:"):
+        call()
+
+
+def test_import_does_not_import_torch():
+    code = "import sys, gradsparse, gradsparse.atomo; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
