@@ -137,7 +137,8 @@ size_t filter_cost_f32_avx2(const float* x, const float* c, size_t n, double t, 
 
 const Kernels& kernels_avx2() {
     static const Kernels table{filter_f32_avx2, generic::filter_f64, generic::filter_h16,
-                               filter_cost_f32_avx2, generic::add_f32};
+                               filter_cost_f32_avx2, generic::add_f32, generic::band_f32,
+                               generic::count_f32, generic::emit_f32};
     return table;
 }
 

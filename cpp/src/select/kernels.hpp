@@ -34,6 +34,23 @@ struct Kernels {
                               uint32_t* vals, size_t cap, bool* bad_cost);
     /// e[i] += x[i] (float32).
     void (*add_f32)(float* e, const float* x, size_t n);
+
+    // Native float32 candidates after a filter pass: the kernels below take their raw bits
+    // and derive the order keys on the fly, so no key array is ever written.
+
+    /// Counts the candidates with key > hi in *above and writes the keys <= hi to band, in
+    /// order; returns how many it wrote. band needs kFilterSlack writable slots past n.
+    size_t (*band_f32)(const uint32_t* vals, size_t n, KeyMode mode, uint32_t hi, uint32_t* band,
+                       size_t* above);
+    /// Counts the candidates with key > kstar (*greater) and key == kstar (*equal).
+    void (*count_f32)(const uint32_t* vals, size_t n, KeyMode mode, uint32_t kstar, size_t* greater,
+                      size_t* equal);
+    /// Writes base + pos[c] to idx_out and vals[c] to val_out (either may be null) for every
+    /// candidate with key > kstar and the first take_eq with key == kstar, in order: `kept`
+    /// of them (the caller counted them). Writes nothing past kept, as the output ranges of
+    /// the pieces are adjacent.
+    void (*emit_f32)(const uint32_t* pos, const uint32_t* vals, size_t n, KeyMode mode, uint32_t kstar,
+                     size_t take_eq, size_t kept, int64_t base, int64_t* idx_out, uint32_t* val_out);
 };
 
 const Kernels& kernels_scalar();
