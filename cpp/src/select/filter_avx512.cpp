@@ -174,6 +174,32 @@ void emit_f32_avx512(const uint32_t* pos, const uint32_t* vals, size_t n, KeyMod
     });
 }
 
+// Exact CWMP keys, 8 candidates per step in float64: the same IEEE operations as the scalar
+// twin (x*x is exact in float64; one correctly rounded division), so the same bits.
+size_t score_cost_f32_avx512(const uint32_t* pos, const uint32_t* vals, const float* costs, size_t n, uint64_t t,
+                             uint32_t* pos_out, uint32_t* val_out, uint64_t* key_out) {
+    const __m512i vt = _mm512_set1_epi64(static_cast<long long>(t));
+    const __m512i abs_mask = _mm512_set1_epi64(0x7FFFFFFFFFFFFFFFll);
+    const __m512i nan_key = _mm512_set1_epi64(static_cast<long long>(keys::F64::nan_key));
+    size_t out = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i p = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pos + i));
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vals + i));
+        const __m512d a = _mm512_cvtps_pd(_mm256_castsi256_ps(v));
+        const __m512d sc = _mm512_div_pd(_mm512_mul_pd(a, a), _mm512_cvtps_pd(_mm256_loadu_ps(costs + i)));
+        __m512i k = _mm512_and_si512(_mm512_castpd_si512(sc), abs_mask);
+        k = _mm512_mask_mov_epi64(k, _mm512_cmp_pd_mask(sc, sc, _CMP_UNORD_Q), nan_key);
+        const __mmask8 keep = _mm512_cmpge_epu64_mask(k, vt);
+        // loaded before stored: the outputs may overlap these lanes
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pos_out + out), _mm256_maskz_compress_epi32(keep, p));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(val_out + out), _mm256_maskz_compress_epi32(keep, v));
+        _mm512_storeu_si512(key_out + out, _mm512_maskz_compress_epi64(keep, k));
+        out += _mm_popcnt_u32(keep);
+    }
+    return out + generic::score_cost_f32(pos + i, vals + i, costs + i, n - i, t, pos_out + out, val_out + out,
+                                         key_out + out);
+}
+
 // ---- float64: 8 lanes; ---- float16/bfloat16: 32 lanes (AVX512BW). Passing lanes are
 // written with a bit scan over the combined mask (no 16-bit compress without VBMI2).
 
@@ -290,7 +316,7 @@ inline __mmask16 cost_pass_f32x16(__m512 x, __m512 c, __m512 t, __m512 tiny) {
 }
 
 size_t filter_cost_f32_avx512(const float* x, const float* c, size_t n, double t, uint32_t* out,
-                              uint32_t* vals, size_t cap, bool* bad_cost) {
+                              uint32_t* vals, float* costs, size_t cap, bool* bad_cost) {
     const __m512 vt = _mm512_set1_ps(filter_threshold_f32(t));
     const __m512 tiny = _mm512_set1_ps(0x1p-100f);
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -308,6 +334,10 @@ size_t filter_cost_f32_avx512(const float* x, const float* c, size_t n, double t
         const __mmask16 m0 = cost_pass_f32x16(x0, c0, vt, tiny), m1 = cost_pass_f32x16(x1, c1, vt, tiny);
         if ((m0 | m1) == 0) continue;
         const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota);
+        if (costs) {  // kept next to the values: the exact scores need them, and these lines are cached now
+            _mm512_storeu_ps(costs + count, _mm512_maskz_compress_ps(m0, c0));
+            _mm512_storeu_ps(costs + count + _mm_popcnt_u32(m0), _mm512_maskz_compress_ps(m1, c1));
+        }
         count = emit16(out, vals, count, m0, idx, _mm512_castps_si512(x0));
         count = emit16(out, vals, count, m1, _mm512_add_epi32(idx, _mm512_set1_epi32(16)), _mm512_castps_si512(x1));
         if (count > cap) {
@@ -322,6 +352,7 @@ size_t filter_cost_f32_avx512(const float* x, const float* c, size_t n, double t
         const __m512 cv = _mm512_mask_loadu_ps(_mm512_set1_ps(1.0f), live, c + i);
         bad |= cost_bad_f32x16(cv);
         const __mmask16 m = static_cast<__mmask16>(cost_pass_f32x16(xv, cv, vt, tiny) & live);
+        if (costs) _mm512_storeu_ps(costs + count, _mm512_maskz_compress_ps(m, cv));
         count = emit16(out, vals, count, m, _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota),
                        _mm512_castps_si512(xv));
         if (count > cap) {
@@ -337,7 +368,8 @@ size_t filter_cost_f32_avx512(const float* x, const float* c, size_t n, double t
 
 const Kernels& kernels_avx512() {
     static const Kernels table{filter_f32_avx512, filter_f64_avx512, filter_h16_avx512, filter_cost_f32_avx512,
-                               generic::add_f32, band_f32_avx512, count_f32_avx512, emit_f32_avx512};
+                               generic::add_f32, band_f32_avx512, count_f32_avx512, emit_f32_avx512,
+                               score_cost_f32_avx512};
     return table;
 }
 

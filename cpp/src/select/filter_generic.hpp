@@ -66,7 +66,7 @@ inline size_t filter_h16(const uint16_t* bits, size_t n, KeyMode mode, bool bf16
 inline bool cost_ok(double c) { return c > 0.0 && c <= 1.7976931348623157e308; }
 
 inline size_t filter_cost_f32(const float* x, const float* c, size_t n, double t, uint32_t* out,
-                              uint32_t* vals, size_t cap, bool* bad_cost) {
+                              uint32_t* vals, float* costs, size_t cap, bool* bad_cost) {
     size_t count = 0;
     bool bad = false;
     for (size_t i = 0; i < n; ++i) {
@@ -80,6 +80,7 @@ inline size_t filter_cost_f32(const float* x, const float* c, size_t n, double t
                 return kFilterOverflow;
             }
             std::memcpy(vals + count, x + i, 4);
+            if (costs) costs[count] = c[i];
             out[count++] = static_cast<uint32_t>(i);
         }
     }
@@ -138,6 +139,23 @@ inline void emit_f32_from(const uint32_t* pos, const uint32_t* vals, size_t c, s
 inline void emit_f32(const uint32_t* pos, const uint32_t* vals, size_t n, KeyMode mode, uint32_t kstar,
                      size_t take_eq, size_t kept, int64_t base, int64_t* idx_out, uint32_t* val_out) {
     emit_f32_from(pos, vals, 0, n, mode, kstar, take_eq, 0, kept, base, idx_out, val_out);
+}
+
+inline size_t score_cost_f32(const uint32_t* pos, const uint32_t* vals, const float* costs, size_t n, uint64_t t,
+                             uint32_t* pos_out, uint32_t* val_out, uint64_t* key_out) {
+    size_t out = 0;
+    for (size_t i = 0; i < n; ++i) {
+        const uint32_t off = pos[i], bits = vals[i];
+        float f;
+        std::memcpy(&f, &bits, 4);
+        const double a = static_cast<double>(f);
+        const uint64_t k = keys::score_key((a * a) / static_cast<double>(costs[i]));
+        if (k < t) continue;
+        pos_out[out] = off;
+        val_out[out] = bits;
+        key_out[out++] = k;
+    }
+    return out;
 }
 
 }  // namespace generic

@@ -43,10 +43,11 @@ struct Piece {
 // and, once computed, order keys.
 struct ThreadWork {
     std::vector<Piece> pieces;
-    ScratchPool::Buffer idx_buf, raw_buf, key_buf;
+    ScratchPool::Buffer idx_buf, raw_buf, key_buf, cost_buf;
     size_t cap = 0, count = 0;
     uint32_t* idx() const { return reinterpret_cast<uint32_t*>(idx_buf.get()); }
     uint8_t* raw() const { return raw_buf.get(); }
+    float* cost() const { return reinterpret_cast<float*>(cost_buf.get()); }  // filter_cost_f32 candidates
     uint64_t* key() const { return reinterpret_cast<uint64_t*>(key_buf.get()); }
 };
 
@@ -149,10 +150,18 @@ std::vector<ThreadWork> make_work(const std::vector<ScoredSegment>& segs, size_t
 
 // ---------------------------------------------------------------- the filter pass
 
+// Float32 data with float32 per-element costs, q = 2, alpha = 1: the SIMD cost filter,
+// which also stores the cost of every candidate.
+bool cost_kernel_f32(const ScoredSegment& s) {
+    const Segment& g = s.seg;
+    return g.cost_kind == CostKind::Array && !s.native && g.dtype == DType::F32 && g.cost_dtype == DType::F32 &&
+           s.q == 2.0 && s.alpha == 1.0;
+}
+
 // Positions (and raw values) within the piece whose key may be >= t — a superset for
 // per-element costs — or kFilterOverflow.
 size_t filter_piece(const ScoredSegment& s, size_t begin, size_t len, uint64_t t, uint32_t* out,
-                    void* vals, size_t cap, bool* bad_cost) {
+                    void* vals, float* costs, size_t cap, bool* bad_cost) {
     const Kernels& kern = active_kernels();
     const Segment& g = s.seg;
     const bool per_element = g.cost_kind == CostKind::Array && !s.native;
@@ -172,14 +181,14 @@ size_t filter_piece(const ScoredSegment& s, size_t begin, size_t len, uint64_t t
                                        static_cast<uint16_t*>(vals), cap);
         }
     }
-    if (g.dtype == DType::F32 && g.cost_dtype == DType::F32 && s.q == 2.0 && s.alpha == 1.0) {
+    if (cost_kernel_f32(s)) {
         // x^2 >= t' * c with t' a little below the threshold score: a superset of
         // fl(x^2 / c) >= T (docs/algorithms.md); exact keys are computed afterwards.
         double ts = keys::key_to_score(t);
         double tm = t > keys::F64::inf ? HUGE_VAL : ts < 0x1p-1000 ? 0.0 : std::min(ts, kMaxDouble) * (1.0 - 0x1p-40);
         return kern.filter_cost_f32(static_cast<const float*>(g.data) + begin,
                                     static_cast<const float*>(g.cost_data) + begin, len, tm, out,
-                                    static_cast<uint32_t*>(vals), cap, bad_cost);
+                                    static_cast<uint32_t*>(vals), costs, cap, bad_cost);
     }
     // General per-element costs: exact scores, one element at a time.
     size_t count = 0;
@@ -213,11 +222,15 @@ bool run_filter(SelectionImpl& impl, uint64_t t, size_t cap) {
         w.cap = std::min(cap, range);
         w.idx_buf = ScratchPool::acquire((w.cap + kFilterSlack) * 4);
         w.raw_buf = ScratchPool::acquire((w.cap + kFilterSlack) * slot);
+        bool costs = false;
+        for (const Piece& p : w.pieces) costs = costs || cost_kernel_f32(impl.segs[p.seg]);
+        if (costs) w.cost_buf = ScratchPool::acquire((w.cap + kFilterSlack) * 4);
         w.count = 0;
         bool b = false;
         for (Piece& p : w.pieces) {
             size_t got = filter_piece(impl.segs[p.seg], p.begin, p.len, t, w.idx() + w.count,
-                                      w.raw() + w.count * slot, w.cap - w.count, &b);
+                                      w.raw() + w.count * slot, costs ? w.cost() + w.count : nullptr,
+                                      w.cap - w.count, &b);
             if (got == kFilterOverflow) {
                 overflow[static_cast<size_t>(ti)] = 1;
                 break;
@@ -263,7 +276,7 @@ size_t compute_keys(SelectionImpl& impl, uint64_t t) {
     const size_t slot = impl.slot;
     parallel_run(static_cast<int>(impl.work.size()), [&](int ti) {
         ThreadWork& w = impl.work[static_cast<size_t>(ti)];
-        w.key_buf = ScratchPool::acquire(w.count * 8);
+        w.key_buf = ScratchPool::acquire((w.count + kFilterSlack) * 8);
         uint64_t* key = w.key();
         size_t out = 0;
         for (Piece& p : w.pieces) {
@@ -282,6 +295,14 @@ size_t compute_keys(SelectionImpl& impl, uint64_t t) {
                 continue;
             }
             size_t beg = out;
+            if (cost_kernel_f32(s) && slot == 4) {  // the costs stored by the filter, no gather
+                uint32_t* raw = reinterpret_cast<uint32_t*>(w.raw());
+                out += active_kernels().score_cost_f32(w.idx() + p.cbeg, raw + p.cbeg, w.cost() + p.cbeg, n, t,
+                                                       w.idx() + out, raw + out, key + out);
+                p.cbeg = beg;
+                p.cend = out;
+                continue;
+            }
             if (s.seg.dtype == DType::F32 && s.q == 2.0 && (s.alpha == 1.0 || s.seg.cost_kind != CostKind::Array)) {
                 // float32 CWMP score fl(x*x / c): the common case, without the generic dispatch
                 const CostKind kind = s.seg.cost_kind;
@@ -365,6 +386,12 @@ Sample take_sample(const std::vector<ScoredSegment>& segs, size_t total, size_t 
         const size_t bytes = len * dtype_size(g.dtype);
         for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
         __builtin_prefetch(p + bytes - 1);  // a block need not start on a cache line
+        if (g.cost_kind == CostKind::Array) {
+            const size_t cw = dtype_size(g.cost_dtype);
+            const char* q = static_cast<const char*>(g.cost_data) + (start - seg_start) * cw;
+            for (size_t off = 0; off < len * cw; off += 64) __builtin_prefetch(q + off);
+            __builtin_prefetch(q + len * cw - 1);
+        }
     }
     seg = 0;
     seg_start = 0;
@@ -379,6 +406,13 @@ Sample take_sample(const std::vector<ScoredSegment>& segs, size_t total, size_t 
             if (s.native && s.seg.dtype == DType::F32) {
                 const uint32_t* bits = static_cast<const uint32_t*>(s.seg.data) + local;
                 native_keys<keys::F32>(reinterpret_cast<const uint8_t*>(bits), len, s.mode, key + o);
+            } else if (cost_kernel_f32(s)) {  // s.key() without its dispatch: fl(x*x / c)
+                const float* x = static_cast<const float*>(s.seg.data) + local;
+                const float* c = static_cast<const float*>(s.seg.cost_data) + local;
+                for (size_t i = 0; i < len; ++i) {
+                    const double a = static_cast<double>(x[i]);
+                    key[o + i] = keys::score_key((a * a) / static_cast<double>(c[i]));
+                }
             } else {
                 for (size_t i = 0; i < len; ++i) key[o + i] = s.key(local + i);
             }
@@ -397,11 +431,13 @@ size_t sample_size(size_t total) { return std::min<size_t>(65536, std::max<size_
 // Rank uncertainty of a sampled quantile: ~4 standard deviations of a binomial count.
 size_t rank_margin(size_t rank) { return static_cast<size_t>(4.0 * std::sqrt(static_cast<double>(rank) + 1.0)) + 16; }
 
-// The rank-th largest (1-based) of v[0, n); v is reordered. A histogram of the top Bits
-// bits of the span of keys narrows the search to one bucket per pass (two linear passes
-// each), which beats nth_element on the ~10^5 keys of a band; small inputs use nth_element.
-template <class T, int Bits>
+// The rank-th largest (1-based) of v[0, n); v is reordered. A histogram of the top 12 bits
+// of the span of keys narrows the search to one bucket per pass (two linear passes each),
+// which beats nth_element on the ~10^5 keys of a band; small inputs use nth_element. 4096
+// buckets stay in L1 (16 bits, fewer passes over a 256 KB histogram, took 1.3-1.5x longer).
+template <class T>
 T select_rank(T* v, size_t n, size_t rank) {
+    constexpr int kBits = 12;
     std::vector<uint32_t> hist;
     while (n > 4096) {
         T lo = v[0], hi = v[0];
@@ -412,7 +448,7 @@ T select_rank(T* v, size_t n, size_t rank) {
         const uint64_t span = hi - lo;
         if (span == 0) return lo;
         const int bits = 64 - __builtin_clzll(span);
-        const int shift = bits > Bits ? bits - Bits : 0;
+        const int shift = bits > kBits ? bits - kBits : 0;
         hist.assign((span >> shift) + 1, 0);
         for (size_t i = 0; i < n; ++i) ++hist[(v[i] - lo) >> shift];
         size_t b = hist.size();
@@ -432,10 +468,6 @@ T select_rank(T* v, size_t n, size_t rank) {
     std::nth_element(v, v + (rank - 1), v + n, std::greater<T>());
     return v[rank - 1];
 }
-
-uint64_t select_rank(uint64_t* v, size_t n, size_t rank) { return select_rank<uint64_t, 16>(v, n, rank); }
-// 32-bit keys of a float32 band: a 4096-entry histogram stays in L1.
-uint32_t select_rank(uint32_t* v, size_t n, size_t rank) { return select_rank<uint32_t, 12>(v, n, rank); }
 
 // ---------------------------------------------------------------- keeping
 
@@ -684,23 +716,30 @@ size_t compute_count_total(const SelectionImpl& impl) {
 // side of t_hi that holds it, then the keep rule.
 void finish_count(SelectionImpl& impl, size_t k, size_t found, uint64_t t_hi) {
     // Exact k-th key, looking only at the side of t_hi that holds it: one branch-free pass
-    // splits the keys into those above t_hi and the band below.
-    ScratchPool::Buffer top_buf = ScratchPool::acquire(found * 8), band_buf = ScratchPool::acquire(found * 8);
-    uint64_t* top = reinterpret_cast<uint64_t*>(top_buf.get());
+    // copies the band below t_hi and counts the keys above; those are copied only if K* is
+    // among them (the sample was off on that side).
+    ScratchPool::Buffer band_buf = ScratchPool::acquire(found * 8);
     uint64_t* band = reinterpret_cast<uint64_t*>(band_buf.get());
-    size_t above = 0, nb = 0;
+    size_t nb = 0;
     for (const ThreadWork& w : impl.work) {
         const uint64_t* key = w.key();
         for (size_t c = 0; c < w.count; ++c) {
             const uint64_t v = key[c];
-            const size_t up = v > t_hi;
-            top[above] = v;
             band[nb] = v;
-            above += up;
-            nb += 1 - up;
+            nb += v <= t_hi;
         }
     }
-    const uint64_t kstar = above < k ? select_rank(band, nb, k - above) : select_rank(top, above, k);
+    const size_t above = found - nb;
+    if (above >= k) {
+        nb = 0;
+        for (const ThreadWork& w : impl.work)
+            for (size_t c = 0; c < w.count; ++c) {
+                const uint64_t v = w.key()[c];
+                band[nb] = v;
+                nb += v > t_hi;
+            }
+    }
+    const uint64_t kstar = select_rank(band, nb, above < k ? k - above : k);
     keep_rule(impl, kstar, k);
 }
 
