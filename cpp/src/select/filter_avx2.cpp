@@ -93,7 +93,7 @@ size_t filter_f32_avx2(const uint32_t* bits, size_t n, KeyMode mode, uint32_t th
 }
 
 size_t filter_cost_f32_avx2(const float* x, const float* c, size_t n, double t, uint32_t* out,
-                            uint32_t* vals, size_t cap, bool* bad_cost) {
+                            uint32_t* vals, float* costs, size_t cap, bool* bad_cost) {
     const __m256d vt = _mm256_set1_pd(t);
     const __m256 zero = _mm256_setzero_ps();
     const __m256 fmax = _mm256_set1_ps(3.40282347e38f);
@@ -118,6 +118,10 @@ size_t filter_cost_f32_avx2(const float* x, const float* c, size_t n, double t, 
             _mm256_movemask_pd(_mm256_cmp_pd(_mm256_mul_pd(a0, a0), t0, _CMP_NLT_UQ)) |
             (_mm256_movemask_pd(_mm256_cmp_pd(_mm256_mul_pd(a1, a1), t1, _CMP_NLT_UQ)) << 4));
         if (m == 0) continue;
+        if (costs) {  // before emit8 advances count
+            __m256i p = _mm256_load_si256(reinterpret_cast<const __m256i*>(kPack.perm[m].data()));
+            _mm256_storeu_ps(costs + count, _mm256_permutevar8x32_ps(cv, p));
+        }
         count = emit8(out, vals, count, m, _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(i)), iota),
                       _mm256_castps_si256(xv));
         if (count > cap) {
@@ -126,8 +130,8 @@ size_t filter_cost_f32_avx2(const float* x, const float* c, size_t n, double t, 
         }
     }
     *bad_cost = *bad_cost || _mm256_movemask_ps(ok) != 0xFF;
-    size_t rest = generic::filter_cost_f32(x + i, c + i, n - i, t, out + count, vals + count, cap - count,
-                                           bad_cost);
+    size_t rest = generic::filter_cost_f32(x + i, c + i, n - i, t, out + count, vals + count,
+                                           costs ? costs + count : nullptr, cap - count, bad_cost);
     if (rest == kFilterOverflow) return kFilterOverflow;
     for (size_t j = 0; j < rest; ++j) out[count + j] += static_cast<uint32_t>(i);
     return count + rest;
@@ -137,7 +141,8 @@ size_t filter_cost_f32_avx2(const float* x, const float* c, size_t n, double t, 
 
 const Kernels& kernels_avx2() {
     static const Kernels table{filter_f32_avx2, generic::filter_f64, generic::filter_h16,
-                               filter_cost_f32_avx2, generic::add_f32};
+                               filter_cost_f32_avx2, generic::add_f32, generic::band_f32,
+                               generic::count_f32, generic::emit_f32, generic::score_cost_f32};
     return table;
 }
 

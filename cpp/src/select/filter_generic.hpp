@@ -69,7 +69,7 @@ inline size_t filter_h16(const uint16_t* bits, size_t n, KeyMode mode, bool bf16
 inline bool cost_ok(double c) { return c > 0.0 && c <= 1.7976931348623157e308; }
 
 inline size_t filter_cost_f32(const float* x, const float* c, size_t n, double t, uint32_t* out,
-                              uint32_t* vals, size_t cap, bool* bad_cost) {
+                              uint32_t* vals, float* costs, size_t cap, bool* bad_cost) {
     size_t count = 0;
     bool bad = false;
     for (size_t i = 0; i < n; ++i) {
@@ -83,6 +83,7 @@ inline size_t filter_cost_f32(const float* x, const float* c, size_t n, double t
                 return kFilterOverflow;
             }
             std::memcpy(vals + count, x + i, 4);
+            if (costs) costs[count] = c[i];
             out[count++] = static_cast<uint32_t>(i);
         }
     }
@@ -92,6 +93,72 @@ inline size_t filter_cost_f32(const float* x, const float* c, size_t n, double t
 
 inline void add_f32(float* e, const float* x, size_t n) {
     for (size_t i = 0; i < n; ++i) e[i] += x[i];
+}
+
+inline size_t band_f32(const uint32_t* vals, size_t n, KeyMode mode, uint32_t hi, uint32_t* band, size_t* above) {
+    size_t nb = 0, up = 0;
+    for (size_t c = 0; c < n; ++c) {
+        const uint32_t k = static_cast<uint32_t>(keys::key<keys::F32>(mode, vals[c]));
+        band[nb] = k;  // written unconditionally, kept by advancing (no unpredictable branch)
+        nb += k <= hi;
+        up += k > hi;
+    }
+    *above = up;
+    return nb;
+}
+
+inline void count_f32(const uint32_t* vals, size_t n, KeyMode mode, uint32_t kstar, size_t* greater,
+                      size_t* equal) {
+    size_t g = 0, e = 0;
+    for (size_t c = 0; c < n; ++c) {
+        const uint32_t k = static_cast<uint32_t>(keys::key<keys::F32>(mode, vals[c]));
+        g += k > kstar;
+        e += k == kstar;
+    }
+    *greater = g;
+    *equal = e;
+}
+
+/// emit_f32 from candidate c on, with o written already and eq_left ties still to keep;
+/// the SIMD kernels finish with it.
+inline void emit_f32_from(const uint32_t* pos, const uint32_t* vals, size_t c, size_t n, KeyMode mode,
+                          uint32_t kstar, size_t eq_left, size_t o, size_t kept, int64_t base, int64_t* idx_out,
+                          uint32_t* val_out) {
+    for (; c < n && o < kept; ++c) {
+        const uint32_t k = static_cast<uint32_t>(keys::key<keys::F32>(mode, vals[c]));
+        size_t keep = k > kstar;
+        if (k == kstar && eq_left > 0) {  // rare: ties at K*
+            keep = 1;
+            --eq_left;
+        }
+        // written unconditionally, kept by advancing (no unpredictable branch); o < kept,
+        // so the slot is within this piece's output
+        if (idx_out) idx_out[o] = base + static_cast<int64_t>(pos[c]);
+        if (val_out) val_out[o] = vals[c];
+        o += keep;
+    }
+}
+
+inline void emit_f32(const uint32_t* pos, const uint32_t* vals, size_t n, KeyMode mode, uint32_t kstar,
+                     size_t take_eq, size_t kept, int64_t base, int64_t* idx_out, uint32_t* val_out) {
+    emit_f32_from(pos, vals, 0, n, mode, kstar, take_eq, 0, kept, base, idx_out, val_out);
+}
+
+inline size_t score_cost_f32(const uint32_t* pos, const uint32_t* vals, const float* costs, size_t n, uint64_t t,
+                             uint32_t* pos_out, uint32_t* val_out, uint64_t* key_out) {
+    size_t out = 0;
+    for (size_t i = 0; i < n; ++i) {
+        const uint32_t off = pos[i], bits = vals[i];
+        float f;
+        std::memcpy(&f, &bits, 4);
+        const double a = static_cast<double>(f);
+        const uint64_t k = keys::score_key((a * a) / static_cast<double>(costs[i]));
+        if (k < t) continue;
+        pos_out[out] = off;
+        val_out[out] = bits;
+        key_out[out++] = k;
+    }
+    return out;
 }
 
 }  // namespace

@@ -28,12 +28,38 @@ struct Kernels {
     size_t (*filter_h16)(const uint16_t* bits, size_t n, KeyMode mode, bool bf16, uint16_t thr,
                          uint32_t* out, uint16_t* vals, size_t cap);
     /// Per-element cost, q = 2, alpha = 1: writes every i with x[i]^2 >= t * c[i] (computed
-    /// in double) or x[i] NaN — a superset of the score threshold when t carries a margin.
+    /// in double) or x[i] NaN — a superset of the score threshold when t carries a margin —
+    /// and, unless costs is null, c[i] to costs (same positions, same slack as out).
     /// Sets *bad_cost when any c[i] is not finite and > 0.
     size_t (*filter_cost_f32)(const float* x, const float* c, size_t n, double t, uint32_t* out,
-                              uint32_t* vals, size_t cap, bool* bad_cost);
+                              uint32_t* vals, float* costs, size_t cap, bool* bad_cost);
     /// e[i] += x[i] (float32).
     void (*add_f32)(float* e, const float* x, size_t n);
+
+    // Native float32 candidates after a filter pass: the kernels below take their raw bits
+    // and derive the order keys on the fly, so no key array is ever written.
+
+    /// Counts the candidates with key > hi in *above and writes the keys <= hi to band, in
+    /// order; returns how many it wrote. band needs kFilterSlack writable slots past n.
+    size_t (*band_f32)(const uint32_t* vals, size_t n, KeyMode mode, uint32_t hi, uint32_t* band,
+                       size_t* above);
+    /// Counts the candidates with key > kstar (*greater) and key == kstar (*equal).
+    void (*count_f32)(const uint32_t* vals, size_t n, KeyMode mode, uint32_t kstar, size_t* greater,
+                      size_t* equal);
+    /// Writes base + pos[c] to idx_out and vals[c] to val_out (either may be null) for every
+    /// candidate with key > kstar and the first take_eq with key == kstar, in order: `kept`
+    /// of them (the caller counted them). Writes nothing past kept, as the output ranges of
+    /// the pieces are adjacent.
+    void (*emit_f32)(const uint32_t* pos, const uint32_t* vals, size_t n, KeyMode mode, uint32_t kstar,
+                     size_t take_eq, size_t kept, int64_t base, int64_t* idx_out, uint32_t* val_out);
+
+    /// Exact CWMP keys of float32 candidates with float32 per-element costs (as stored by
+    /// filter_cost_f32), q = 2, alpha = 1: the bits of the float64 score x*x / c
+    /// (keys::score_key). Writes the candidates with key >= t (position, raw value, key) to
+    /// pos_out, val_out, key_out, in order; returns how many. The outputs may be the inputs
+    /// or lie before them; key_out needs kFilterSlack writable slots past n.
+    size_t (*score_cost_f32)(const uint32_t* pos, const uint32_t* vals, const float* costs, size_t n, uint64_t t,
+                             uint32_t* pos_out, uint32_t* val_out, uint64_t* key_out);
 };
 
 const Kernels& kernels_scalar();

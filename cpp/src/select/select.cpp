@@ -43,10 +43,11 @@ struct Piece {
 // and, once computed, order keys.
 struct ThreadWork {
     std::vector<Piece> pieces;
-    ScratchPool::Buffer idx_buf, raw_buf, key_buf;
+    ScratchPool::Buffer idx_buf, raw_buf, key_buf, cost_buf;
     size_t cap = 0, count = 0;
     uint32_t* idx() const { return reinterpret_cast<uint32_t*>(idx_buf.get()); }
     uint8_t* raw() const { return raw_buf.get(); }
+    float* cost() const { return reinterpret_cast<float*>(cost_buf.get()); }  // filter_cost_f32 candidates
     uint64_t* key() const { return reinterpret_cast<uint64_t*>(key_buf.get()); }
 };
 
@@ -59,6 +60,7 @@ struct SelectionImpl {
     size_t slot = 8;                              // bytes per stored raw value
     std::vector<ThreadWork> work;                 // candidate form
     bool keep_all = false;                        // threshold selection keeps every candidate
+    bool f32 = false;                             // native float32: keys derived from the raw values
     uint64_t kstar = 0;
     bool list_form = false;
     std::vector<std::vector<int64_t>> lists;      // list form (radix fallback)
@@ -148,10 +150,18 @@ std::vector<ThreadWork> make_work(const std::vector<ScoredSegment>& segs, size_t
 
 // ---------------------------------------------------------------- the filter pass
 
+// Float32 data with float32 per-element costs, q = 2, alpha = 1: the SIMD cost filter,
+// which also stores the cost of every candidate.
+bool cost_kernel_f32(const ScoredSegment& s) {
+    const Segment& g = s.seg;
+    return g.cost_kind == CostKind::Array && !s.native && g.dtype == DType::F32 && g.cost_dtype == DType::F32 &&
+           s.q == 2.0 && s.alpha == 1.0;
+}
+
 // Positions (and raw values) within the piece whose key may be >= t — a superset for
 // per-element costs — or kFilterOverflow.
 size_t filter_piece(const ScoredSegment& s, size_t begin, size_t len, uint64_t t, uint32_t* out,
-                    void* vals, size_t cap, bool* bad_cost) {
+                    void* vals, float* costs, size_t cap, bool* bad_cost) {
     const Kernels& kern = active_kernels();
     const Segment& g = s.seg;
     const bool per_element = g.cost_kind == CostKind::Array && !s.native;
@@ -171,14 +181,14 @@ size_t filter_piece(const ScoredSegment& s, size_t begin, size_t len, uint64_t t
                                        static_cast<uint16_t*>(vals), cap);
         }
     }
-    if (g.dtype == DType::F32 && g.cost_dtype == DType::F32 && s.q == 2.0 && s.alpha == 1.0) {
+    if (cost_kernel_f32(s)) {
         // x^2 >= t' * c with t' a little below the threshold score: a superset of
         // fl(x^2 / c) >= T (docs/algorithms.md); exact keys are computed afterwards.
         double ts = keys::key_to_score(t);
         double tm = t > keys::F64::inf ? HUGE_VAL : ts < 0x1p-1000 ? 0.0 : std::min(ts, kMaxDouble) * (1.0 - 0x1p-40);
         return kern.filter_cost_f32(static_cast<const float*>(g.data) + begin,
                                     static_cast<const float*>(g.cost_data) + begin, len, tm, out,
-                                    static_cast<uint32_t*>(vals), cap, bad_cost);
+                                    static_cast<uint32_t*>(vals), costs, cap, bad_cost);
     }
     // General per-element costs: exact scores, one element at a time.
     size_t count = 0;
@@ -212,11 +222,15 @@ bool run_filter(SelectionImpl& impl, uint64_t t, size_t cap) {
         w.cap = std::min(cap, range);
         w.idx_buf = ScratchPool::acquire((w.cap + kFilterSlack) * 4);
         w.raw_buf = ScratchPool::acquire((w.cap + kFilterSlack) * slot);
+        bool costs = false;
+        for (const Piece& p : w.pieces) costs = costs || cost_kernel_f32(impl.segs[p.seg]);
+        if (costs) w.cost_buf = ScratchPool::acquire((w.cap + kFilterSlack) * 4);
         w.count = 0;
         bool b = false;
         for (Piece& p : w.pieces) {
             size_t got = filter_piece(impl.segs[p.seg], p.begin, p.len, t, w.idx() + w.count,
-                                      w.raw() + w.count * slot, w.cap - w.count, &b);
+                                      w.raw() + w.count * slot, costs ? w.cost() + w.count : nullptr,
+                                      w.cap - w.count, &b);
             if (got == kFilterOverflow) {
                 overflow[static_cast<size_t>(ti)] = 1;
                 break;
@@ -262,7 +276,7 @@ size_t compute_keys(SelectionImpl& impl, uint64_t t) {
     const size_t slot = impl.slot;
     parallel_run(static_cast<int>(impl.work.size()), [&](int ti) {
         ThreadWork& w = impl.work[static_cast<size_t>(ti)];
-        w.key_buf = ScratchPool::acquire(w.count * 8);
+        w.key_buf = ScratchPool::acquire((w.count + kFilterSlack) * 8);
         uint64_t* key = w.key();
         size_t out = 0;
         for (Piece& p : w.pieces) {
@@ -281,6 +295,14 @@ size_t compute_keys(SelectionImpl& impl, uint64_t t) {
                 continue;
             }
             size_t beg = out;
+            if (cost_kernel_f32(s) && slot == 4) {  // the costs stored by the filter, no gather
+                uint32_t* raw = reinterpret_cast<uint32_t*>(w.raw());
+                out += active_kernels().score_cost_f32(w.idx() + p.cbeg, raw + p.cbeg, w.cost() + p.cbeg, n, t,
+                                                       w.idx() + out, raw + out, key + out);
+                p.cbeg = beg;
+                p.cend = out;
+                continue;
+            }
             if (s.seg.dtype == DType::F32 && s.q == 2.0 && (s.alpha == 1.0 || s.seg.cost_kind != CostKind::Array)) {
                 // float32 CWMP score fl(x*x / c): the common case, without the generic dispatch
                 const CostKind kind = s.seg.cost_kind;
@@ -361,7 +383,15 @@ Sample take_sample(const std::vector<ScoredSegment>& segs, size_t total, size_t 
         const Segment& g = segs[seg].seg;
         size_t len = std::min(kSampleBlock, g.n - (start - seg_start));
         const char* p = static_cast<const char*>(g.data) + (start - seg_start) * dtype_size(g.dtype);
-        for (size_t off = 0; off < len * dtype_size(g.dtype); off += 64) __builtin_prefetch(p + off);
+        const size_t bytes = len * dtype_size(g.dtype);
+        for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
+        __builtin_prefetch(p + bytes - 1);  // a block need not start on a cache line
+        if (g.cost_kind == CostKind::Array) {
+            const size_t cw = dtype_size(g.cost_dtype);
+            const char* q = static_cast<const char*>(g.cost_data) + (start - seg_start) * cw;
+            for (size_t off = 0; off < len * cw; off += 64) __builtin_prefetch(q + off);
+            __builtin_prefetch(q + len * cw - 1);
+        }
     }
     seg = 0;
     seg_start = 0;
@@ -375,7 +405,14 @@ Sample take_sample(const std::vector<ScoredSegment>& segs, size_t total, size_t 
             const size_t len = std::min(start + kSampleBlock - g, s.seg.n - local);
             if (s.native && s.seg.dtype == DType::F32) {
                 const uint32_t* bits = static_cast<const uint32_t*>(s.seg.data) + local;
-                for (size_t i = 0; i < len; ++i) key[o + i] = keys::key<keys::F32>(s.mode, bits[i]);
+                native_keys<keys::F32>(reinterpret_cast<const uint8_t*>(bits), len, s.mode, key + o);
+            } else if (cost_kernel_f32(s)) {  // s.key() without its dispatch: fl(x*x / c)
+                const float* x = static_cast<const float*>(s.seg.data) + local;
+                const float* c = static_cast<const float*>(s.seg.cost_data) + local;
+                for (size_t i = 0; i < len; ++i) {
+                    const double a = static_cast<double>(x[i]);
+                    key[o + i] = keys::score_key((a * a) / static_cast<double>(c[i]));
+                }
             } else {
                 for (size_t i = 0; i < len; ++i) key[o + i] = s.key(local + i);
             }
@@ -394,13 +431,16 @@ size_t sample_size(size_t total) { return std::min<size_t>(65536, std::max<size_
 // Rank uncertainty of a sampled quantile: ~4 standard deviations of a binomial count.
 size_t rank_margin(size_t rank) { return static_cast<size_t>(4.0 * std::sqrt(static_cast<double>(rank) + 1.0)) + 16; }
 
-// The rank-th largest (1-based) of v[0, n); v is reordered. A histogram of the top 16 bits
+// The rank-th largest (1-based) of v[0, n); v is reordered. A histogram of the top 12 bits
 // of the span of keys narrows the search to one bucket per pass (two linear passes each),
-// which beats nth_element on the ~10^5 keys of a band; small inputs use nth_element.
-uint64_t select_rank(uint64_t* v, size_t n, size_t rank) {
+// which beats nth_element on the ~10^5 keys of a band; small inputs use nth_element. 4096
+// buckets stay in L1 (16 bits, fewer passes over a 256 KB histogram, took 1.3-1.5x longer).
+template <class T>
+T select_rank(T* v, size_t n, size_t rank) {
+    constexpr int kBits = 12;
     std::vector<uint32_t> hist;
     while (n > 4096) {
-        uint64_t lo = v[0], hi = v[0];
+        T lo = v[0], hi = v[0];
         for (size_t i = 1; i < n; ++i) {
             lo = std::min(lo, v[i]);
             hi = std::max(hi, v[i]);
@@ -408,7 +448,7 @@ uint64_t select_rank(uint64_t* v, size_t n, size_t rank) {
         const uint64_t span = hi - lo;
         if (span == 0) return lo;
         const int bits = 64 - __builtin_clzll(span);
-        const int shift = bits > 16 ? bits - 16 : 0;
+        const int shift = bits > kBits ? bits - kBits : 0;
         hist.assign((span >> shift) + 1, 0);
         for (size_t i = 0; i < n; ++i) ++hist[(v[i] - lo) >> shift];
         size_t b = hist.size();
@@ -416,16 +456,16 @@ uint64_t select_rank(uint64_t* v, size_t n, size_t rank) {
             if (hist[b] >= rank) break;
             rank -= hist[b];
         }
-        if (shift == 0) return lo + b;
+        if (shift == 0) return static_cast<T>(lo + b);
         size_t m = 0;
         for (size_t i = 0; i < n; ++i) {
-            const uint64_t x = v[i];
+            const T x = v[i];
             v[m] = x;
-            m += ((x - lo) >> shift) == b;
+            m += static_cast<size_t>((x - lo) >> shift) == b;
         }
         n = m;
     }
-    std::nth_element(v, v + (rank - 1), v + n, std::greater<uint64_t>());
+    std::nth_element(v, v + (rank - 1), v + n, std::greater<T>());
     return v[rank - 1];
 }
 
@@ -444,9 +484,14 @@ void keep_rule(SelectionImpl& impl, uint64_t kstar, size_t kept) {
         for (size_t pi = 0; pi < w.pieces.size(); ++pi) {
             Piece& p = w.pieces[pi];
             size_t g = 0, e = 0;
-            for (size_t c = p.cbeg; c < p.cend; ++c) {
-                g += key[c] > kstar;
-                e += key[c] == kstar;
+            if (impl.f32) {
+                active_kernels().count_f32(reinterpret_cast<const uint32_t*>(w.raw()) + p.cbeg, p.cend - p.cbeg,
+                                           impl.segs[p.seg].mode, static_cast<uint32_t>(kstar), &g, &e);
+            } else {
+                for (size_t c = p.cbeg; c < p.cend; ++c) {
+                    g += key[c] > kstar;
+                    e += key[c] == kstar;
+                }
             }
             p.greater = g;
             eq[static_cast<size_t>(ti)][pi] = e;
@@ -536,7 +581,37 @@ void radix_select(SelectionImpl& impl, size_t k) {
 // ---------------------------------------------------------------- budgets
 
 void finish_count(SelectionImpl& impl, size_t k, size_t found, uint64_t t_hi);
+bool finish_count_f32(SelectionImpl& impl, size_t k, uint64_t t_hi);
 size_t compute_count_total(const SelectionImpl& impl);
+
+// The sample keys >= some bound, at least `need` of them (all m when need >= m), copied to
+// out in any order; returns how many. One histogram of the top 11 bits finds the bound, so
+// that the ranks of the bracket (near k*m/total: a small part of the sample at k <= 1%)
+// are selected among a few thousand keys instead of all m.
+size_t sample_top(const uint64_t* s, size_t m, size_t need, uint64_t* out) {
+    if (need >= m) {
+        std::copy(s, s + m, out);
+        return m;
+    }
+    uint64_t any = 0;
+    for (size_t i = 0; i < m; ++i) any |= s[i];
+    const int bits = any ? 64 - __builtin_clzll(any) : 1;
+    const int shift = bits > 11 ? bits - 11 : 0;
+    uint32_t hist[2048] = {};
+    for (size_t i = 0; i < m; ++i) ++hist[s[i] >> shift];
+    size_t b = 2048, cum = 0;
+    while (b-- > 0) {
+        cum += hist[b];
+        if (cum >= need) break;
+    }
+    const uint64_t bound = static_cast<uint64_t>(b) << shift;
+    size_t c = 0;
+    for (size_t i = 0; i < m; ++i) {
+        out[c] = s[i];
+        c += s[i] >= bound;
+    }
+    return c;
+}
 
 // Rank uncertainty of the sampled k-th key. The sample consists of blocks of contiguous
 // elements, and gradients are often locally correlated (one scale per layer or channel),
@@ -572,11 +647,15 @@ void plan_count(SelectionImpl& impl, size_t total, size_t k, int nt) {
     const uint64_t* sample = smp.key();  // block order, kept for the variance estimate
     ScratchPool::Buffer sorted_buf = ScratchPool::acquire(m * 8);
     uint64_t* sk = reinterpret_cast<uint64_t*>(sorted_buf.get());
-    std::copy(sample, sample + m, sk);
     const size_t r = std::min(m - 1, static_cast<size_t>(static_cast<double>(k) * static_cast<double>(m) /
                                                         static_cast<double>(total)));
-    std::nth_element(sk, sk + r, sk + m, std::greater<uint64_t>());
+    // sk[0, c): the largest sample keys, enough for the ranks the bracket needs (usually)
+    size_t c = sample_top(sample, m, r + 1 + 2 * rank_margin(r), sk);
+    std::nth_element(sk, sk + r, sk + c, std::greater<uint64_t>());
     const size_t margin0 = clustered_margin(sample, m, sk[r], r);
+    // Native float32 (one dtype, no costs): the band split, counts and output derive the
+    // 32-bit keys from the stored raw values, without a key array.
+    impl.f32 = impl.segs[0].native && impl.segs[0].seg.dtype == DType::F32;
     // Attempt 0 uses the estimated margin; attempt 1 four times wider and a larger buffer;
     // then the radix selection, which cannot miss.
     for (int attempt = 0; attempt < 2; ++attempt) {
@@ -586,15 +665,19 @@ void plan_count(SelectionImpl& impl, size_t total, size_t k, int nt) {
         // descending ranks r + margin, then r - margin within the part before it
         // sk is partitioned around rank r: ranks below r lie before it, ranks above after it
         const size_t lo_rank = std::min(r + margin, m - 1);
-        if (lo_rank > r) std::nth_element(sk + r + 1, sk + lo_rank, sk + m, std::greater<uint64_t>());
+        if (lo_rank >= c) {  // clustered data: a wider bracket than sk holds
+            c = sample_top(sample, m, lo_rank + 1, sk);
+            std::nth_element(sk, sk + r, sk + c, std::greater<uint64_t>());
+        }
+        if (lo_rank > r) std::nth_element(sk + r + 1, sk + lo_rank, sk + c, std::greater<uint64_t>());
         if (r >= margin) {
             std::nth_element(sk, sk + (r - margin), sk + r, std::greater<uint64_t>());
             t_hi = sk[r - margin];
         }
         if (r + margin < m) {
             t_lo = sk[lo_rank];
-            size_t above = 0;  // sample keys >= t_lo (ties included)
-            for (size_t i = 0; i < m; ++i) above += sk[i] >= t_lo;
+            size_t above = 0;  // sample keys >= t_lo (ties included), all in sk[0, c)
+            for (size_t i = 0; i < c; ++i) above += sk[i] >= t_lo;
             // candidates expected, plus the same uncertainty as the rank (clustered data)
             const double est = static_cast<double>(above + margin) * static_cast<double>(total) / static_cast<double>(m);
             cap = std::min(total, std::max(static_cast<size_t>((attempt == 0 ? 1.25 : 2.5) * est) + 8192, k + 8192));
@@ -603,6 +686,15 @@ void plan_count(SelectionImpl& impl, size_t total, size_t k, int nt) {
         if (!run_filter(impl, t_lo, cap)) {
             impl.path = "widened";
             continue;
+        }
+        if (impl.f32) {
+            const size_t found = compute_count_total(impl);
+            if (found < k) {
+                impl.path = "widened";
+                continue;
+            }
+            if (finish_count_f32(impl, k, t_hi)) return;
+            impl.f32 = false;  // K* lies above t_hi: the general path below
         }
         const size_t found = compute_keys(impl, t_lo);
         if (found < k) {
@@ -624,24 +716,59 @@ size_t compute_count_total(const SelectionImpl& impl) {
 // side of t_hi that holds it, then the keep rule.
 void finish_count(SelectionImpl& impl, size_t k, size_t found, uint64_t t_hi) {
     // Exact k-th key, looking only at the side of t_hi that holds it: one branch-free pass
-    // splits the keys into those above t_hi and the band below.
-    ScratchPool::Buffer top_buf = ScratchPool::acquire(found * 8), band_buf = ScratchPool::acquire(found * 8);
-    uint64_t* top = reinterpret_cast<uint64_t*>(top_buf.get());
+    // copies the band below t_hi and counts the keys above; those are copied only if K* is
+    // among them (the sample was off on that side).
+    ScratchPool::Buffer band_buf = ScratchPool::acquire(found * 8);
     uint64_t* band = reinterpret_cast<uint64_t*>(band_buf.get());
-    size_t above = 0, nb = 0;
+    size_t nb = 0;
     for (const ThreadWork& w : impl.work) {
         const uint64_t* key = w.key();
         for (size_t c = 0; c < w.count; ++c) {
             const uint64_t v = key[c];
-            const size_t up = v > t_hi;
-            top[above] = v;
             band[nb] = v;
-            above += up;
-            nb += 1 - up;
+            nb += v <= t_hi;
         }
     }
-    const uint64_t kstar = above < k ? select_rank(band, nb, k - above) : select_rank(top, above, k);
+    const size_t above = found - nb;
+    if (above >= k) {
+        nb = 0;
+        for (const ThreadWork& w : impl.work)
+            for (size_t c = 0; c < w.count; ++c) {
+                const uint64_t v = w.key()[c];
+                band[nb] = v;
+                nb += v > t_hi;
+            }
+    }
+    const uint64_t kstar = select_rank(band, nb, above < k ? k - above : k);
     keep_rule(impl, kstar, k);
+}
+
+// finish_count for native float32 candidates. Returns false, having changed nothing but
+// scratch, when K* lies above t_hi (more than k keys above it: a sampling miss on that side).
+bool finish_count_f32(SelectionImpl& impl, size_t k, uint64_t t_hi) {
+    const uint32_t hi = static_cast<uint32_t>(std::min<uint64_t>(t_hi, ~uint32_t(0)));
+    const KeyMode mode = impl.segs[0].mode;
+    std::vector<ThreadWork>& work = impl.work;
+    // one range per thread, each with the slack of the kernel's vector stores
+    std::vector<size_t> start(work.size() + 1, 0), got(work.size(), 0), up(work.size(), 0);
+    for (size_t ti = 0; ti < work.size(); ++ti) start[ti + 1] = start[ti] + work[ti].count + kFilterSlack;
+    ScratchPool::Buffer band_buf = ScratchPool::acquire(start.back() * 4);
+    uint32_t* band = reinterpret_cast<uint32_t*>(band_buf.get());
+    parallel_run(static_cast<int>(work.size()), [&](int ti) {
+        const size_t t = static_cast<size_t>(ti);
+        got[t] = active_kernels().band_f32(reinterpret_cast<const uint32_t*>(work[t].raw()), work[t].count, mode, hi,
+                                           band + start[t], &up[t]);
+    });
+    size_t above = 0, nb = 0;
+    for (size_t t = 0; t < work.size(); ++t) {
+        above += up[t];
+        std::memmove(band + nb, band + start[t], got[t] * 4);  // close the gaps (nb <= start[t])
+        nb += got[t];
+    }
+    if (above >= k) return false;
+    const uint32_t kstar = select_rank(band, nb, k - above);
+    keep_rule(impl, kstar, k);
+    return true;
 }
 
 void plan_energy(SelectionImpl& impl, size_t total, double budget, int nt) {
@@ -811,6 +938,14 @@ void Selection::emit(int64_t* const* idx, void* const* vals) const {
         for (const Piece& p : w.pieces) {
             int64_t* io = idx ? idx[p.seg] : nullptr;
             void* vo = vals ? vals[p.seg] : nullptr;
+            if (m.f32 && !m.keep_all) {
+                active_kernels().emit_f32(w.idx() + p.cbeg, reinterpret_cast<const uint32_t*>(w.raw()) + p.cbeg,
+                                          p.cend - p.cbeg, m.segs[p.seg].mode, static_cast<uint32_t>(m.kstar),
+                                          p.take_eq, p.greater + p.take_eq, static_cast<int64_t>(p.begin),
+                                          io ? io + p.out_offset : nullptr,
+                                          vo ? static_cast<uint32_t*>(vo) + p.out_offset : nullptr);
+                continue;
+            }
             const size_t width = dtype_size(m.segs[p.seg].seg.dtype);
             switch (m.slot * 16 + width) {
                 case 2 * 16 + 2: emit_piece<uint16_t, uint16_t>(m, w, p, io, vo); break;

@@ -128,7 +128,7 @@ void StreamingSelector::push(const Segment& segment) {
             bool bad = false;
             got = kern.filter_cost_f32(static_cast<const float*>(segment.data) + begin,
                                        static_cast<const float*>(segment.cost_data) + begin, len, tm,
-                                       cand.data(), reinterpret_cast<uint32_t*>(vals.data()), len, &bad);
+                                       cand.data(), reinterpret_cast<uint32_t*>(vals.data()), nullptr, len, &bad);
         } else if (segment.cost_kind != CostKind::Array) {
             uint64_t thr = s.native_threshold(st.floor);
             switch (segment.dtype) {
