@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -107,38 +108,44 @@ wire::EncodeOptions make_options(const std::string& index_codec, const std::stri
     return o;
 }
 
+// Records, options and a planned Encoder (which borrows the records' tensors).
+struct Planned {
+    Records records;
+    std::unique_ptr<wire::Encoder> encoder;
+};
+
+std::unique_ptr<Planned> plan_py(const py::list& records, const std::string& index_codec,
+                                 const std::string& value_codec, int bits, int64_t block, uint64_t seed,
+                                 bool single) {
+    auto p = std::make_unique<Planned>();
+    p->records = make_records(records);
+    const wire::EncodeOptions opt = make_options(index_codec, value_codec, bits, block, seed, single);
+    py::gil_scoped_release nogil;
+    p->encoder = std::make_unique<wire::Encoder>(p->records.tensors, opt);
+    return p;
+}
+
 py::bytes encode_py(const py::list& records, const std::string& index_codec, const std::string& value_codec,
                     int bits, int64_t block, uint64_t seed, bool single) {
-    Records r = make_records(records);
-    const wire::EncodeOptions opt = make_options(index_codec, value_codec, bits, block, seed, single);
-    std::unique_ptr<wire::Encoder> enc;
-    {
-        py::gil_scoped_release nogil;
-        enc.reset(new wire::Encoder(r.tensors, opt));
-    }
-    PyObject* obj = PyBytes_FromStringAndSize(nullptr, static_cast<py::ssize_t>(enc->size()));
+    const auto p = plan_py(records, index_codec, value_codec, bits, block, seed, single);
+    PyObject* obj = PyBytes_FromStringAndSize(nullptr, static_cast<py::ssize_t>(p->encoder->size()));
     if (!obj) throw py::error_already_set();
     py::bytes out = py::reinterpret_steal<py::bytes>(obj);
     uint8_t* dst = reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(obj));
     {
         py::gil_scoped_release nogil;
-        enc->write(dst);
+        p->encoder->write(dst);
     }
     return out;
 }
 
 py::tuple encoded_size_py(const py::list& records, const std::string& index_codec, const std::string& value_codec,
                           int bits, int64_t block, uint64_t seed, bool single) {
-    Records r = make_records(records);
-    const wire::EncodeOptions opt = make_options(index_codec, value_codec, bits, block, seed, single);
-    std::unique_ptr<wire::Encoder> enc;
-    {
-        py::gil_scoped_release nogil;
-        enc.reset(new wire::Encoder(r.tensors, opt));
-    }
+    const auto p = plan_py(records, index_codec, value_codec, bits, block, seed, single);
     py::list chosen;
-    for (size_t i = 0; i < r.tensors.size(); ++i) chosen.append(wire::index_codec_name(enc->index_codec(i)));
-    return py::make_tuple(enc->size(), chosen);
+    for (size_t i = 0; i < p->records.tensors.size(); ++i)
+        chosen.append(wire::index_codec_name(p->encoder->index_codec(i)));
+    return py::make_tuple(p->encoder->size(), chosen);
 }
 
 // -> (single, [(name bytes, dtype, shape, index codec, value codec, indices | None, values)])
