@@ -1,0 +1,212 @@
+"""``python -m gradsparse.fl {run,sweep,plot,summary}`` -- see docs/fl.md.
+
+run      one experiment: a config file and/or options, ``--set key=value`` overrides,
+         ``--resume`` to continue a killed run; prints where records and figures are
+sweep    methods x ratios (or energy fractions) x alphas x seeds, one run directory each;
+         finished runs are skipped, interrupted ones resumed
+plot     PNG figures (accuracy vs cumulative energy / bytes with Pareto frontiers, vs round)
+summary  a markdown table of best accuracy per setting and frontier accuracy per budget
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+from .config import Config, load_config, parse_overrides
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="a JSON (or TOML) file of settings")
+    p.add_argument("--data", choices=["cifar10", "synthetic"], help="data source (default cifar10)")
+    p.add_argument("--data-dir", help="folder with the CIFAR-10 python-format files (cifar-10-batches-py)")
+    p.add_argument("--download", action="store_true", default=None, help="download CIFAR-10 with torchvision")
+    p.add_argument("--model", choices=["cnn", "resnet18", "tiny"])
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--clients", type=int, dest="num_clients", help="number of clients")
+    p.add_argument("--fraction", type=float, dest="client_fraction", help="fraction of clients per round")
+    p.add_argument("--partition", choices=["dirichlet", "shards", "iid"])
+    p.add_argument("--alpha", type=float, help="Dirichlet concentration")
+    p.add_argument("--epochs", type=int, dest="local_epochs", help="local epochs")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--energy-profile")
+    p.add_argument("--threads", type=int, help="torch threads (default min(2, cores))")
+    p.add_argument("--out-dir", help="folder of run directories (default runs)")
+    p.add_argument("--progress", choices=["auto", "on", "off"], help="progress bars (auto: on a terminal)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any setting, e.g. --set weight_decay=0 --set params.scope=layer")
+
+
+def _overrides(args: argparse.Namespace, names: List[str]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for n in names:
+        v = getattr(args, n, None)
+        if v is not None:
+            out[n] = v
+    out.update(parse_overrides(args.set))
+    return out
+
+
+_COMMON = ["data", "data_dir", "download", "model", "rounds", "num_clients", "client_fraction", "partition",
+           "alpha", "local_epochs", "batch_size", "lr", "energy_profile", "threads", "out_dir", "progress"]
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    ov = _overrides(args, _COMMON + ["method", "seed", "run_name"])
+    if args.ratio is not None:
+        ov.setdefault("params", {})["ratio"] = args.ratio
+    cfg = load_config(args.config, ov)
+    from . import run
+    run_dir = run(cfg, resume=args.resume)
+    print(f"records: {os.path.join(run_dir, 'records.jsonl')} (and records.csv)")
+    if not args.no_plot:
+        figs = _plot([run_dir], os.path.join(run_dir, "figures"))
+        if figs:
+            print("figures: " + ", ".join(figs))
+    return 0
+
+
+def _plot(paths: List[str], out: str) -> List[str]:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("figures: matplotlib is not installed (pip install 'gradsparse[fl]'); skipped", file=sys.stderr)
+        return []
+    from .analysis import load_runs, plot_runs
+    return plot_runs(load_runs(paths), out)
+
+
+def _floats(text: Optional[str], what: str) -> List[Optional[float]]:
+    if not text:
+        return []
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+
+
+def _one_sweep_run(item) -> str:
+    cfg_dict, log_path = item
+    from .simulation import Simulation
+    cfg = Config(**cfg_dict).validate()
+    with open(log_path, "a", encoding="utf-8") as fh:
+        def log(msg: str) -> None:
+            fh.write(msg + "\n")
+            fh.flush()
+        Simulation(cfg, log=log).run(resume=True)
+    return cfg.run_dir()
+
+
+def sweep_configs(base: Config, methods: List[str], ratios: List[float], energies: List[float],
+                  alphas: List[float], seeds: List[int]) -> List[Config]:
+    """The grid: methods without a ratio/energy parameter run once per (alpha, seed)."""
+    from .compressors import _REGISTRY
+    out = []
+    for method in methods:
+        if method not in _REGISTRY:
+            raise ValueError(f"methods: unknown compressor {method!r}")
+        takes = _REGISTRY[method].params
+        grid: List[Dict[str, Any]] = []
+        if "ratio" in takes and ratios:
+            grid += [{"ratio": r} for r in ratios]
+        if "energy" in takes and energies:
+            grid += [{"energy": e} for e in energies]
+        if not grid:
+            grid = [{}]
+        for params, alpha, seed in itertools.product(grid, alphas or [base.alpha], seeds or [base.seed]):
+            merged = {**base.params, **params} if method == base.method else dict(params)
+            out.append(base.replace(method=method, params=merged, alpha=alpha, seed=seed, run_name="").validate())
+    return out
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .simulation import CONFIG, STATUS
+    base = load_config(args.config, _overrides(args, _COMMON))
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    cfgs = sweep_configs(base, methods, _floats(args.ratios, "ratios"), _floats(args.energies, "energies"),
+                         _floats(args.alphas, "alphas"), [int(s) for s in _floats(args.seeds, "seeds")])
+    todo = []
+    for c in cfgs:
+        st = os.path.join(c.run_dir(), STATUS)
+        if os.path.exists(st):
+            with open(st, "r", encoding="utf-8") as fh:
+                if json.load(fh).get("rounds", 0) >= c.rounds:
+                    print(f"skip (finished): {c.run_dir()}")
+                    continue
+        todo.append(c)
+    print(f"sweep: {len(cfgs)} runs, {len(todo)} to do, {args.jobs} at a time")
+    os.makedirs(base.out_dir, exist_ok=True)
+    log_path = os.path.join(base.out_dir, "sweep.log")
+    items = [(c.replace(progress="off", threads=c.threads or 1 if args.jobs > 1 else c.threads).to_dict(), log_path)
+             for c in todo]
+    if args.jobs > 1 and len(items) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        import multiprocessing as mp
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as ex:
+            for d in ex.map(_one_sweep_run, items):
+                print(f"done: {d}", flush=True)
+    else:
+        for it in items:
+            print(f"done: {_one_sweep_run(it)}", flush=True)
+    print(f"runs under {base.out_dir}; log {log_path}")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    out = args.out or os.path.join(args.runs[0], "figures")
+    figs = _plot(args.runs, out)
+    for f in figs:
+        print(f)
+    return 0
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from .analysis import load_runs, summary_table
+    print(summary_table(load_runs(args.runs)))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m gradsparse.fl", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run", help="run one experiment")
+    _common(p)
+    p.add_argument("--method", help="compressor (none, topk, cwmp, randomk, threshold, dgc, qsgd, terngrad, sign, "
+                                    "atomo-entry, atomo-svd, atomo-fourier)")
+    p.add_argument("--ratio", type=float, help="the compressor's ratio parameter")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--run-name")
+    p.add_argument("--resume", action="store_true", help="continue the run in its directory")
+    p.add_argument("--no-plot", action="store_true", help="do not write figures")
+    p.set_defaults(fn=_cmd_run)
+    p = sub.add_parser("sweep", help="methods x ratios x alphas x seeds")
+    _common(p)
+    p.add_argument("--methods", required=True, help="comma-separated compressor names")
+    p.add_argument("--ratios", help="comma-separated ratios (methods with a ratio parameter)")
+    p.add_argument("--energies", help="comma-separated energy fractions (cwmp)")
+    p.add_argument("--alphas", help="comma-separated Dirichlet alphas")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (each with 1 torch thread)")
+    p.set_defaults(fn=_cmd_sweep)
+    p = sub.add_parser("plot", help="figures of finished runs")
+    p.add_argument("runs", nargs="+", help="run directories or folders of them")
+    p.add_argument("--out", help="output folder (default: <first run>/figures)")
+    p.set_defaults(fn=_cmd_plot)
+    p = sub.add_parser("summary", help="a table of best accuracy per setting and budget")
+    p.add_argument("runs", nargs="+", help="run directories or folders of them")
+    p.set_defaults(fn=_cmd_summary)
+    args = ap.parse_args(argv)
+    try:
+        return args.fn(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

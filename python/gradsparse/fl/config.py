@@ -1,0 +1,254 @@
+"""Run configuration: one flat, validated dataclass.
+
+A config comes from defaults, then a JSON (or, on Python >= 3.11, TOML) file, then
+command-line overrides ``key=value``. :func:`Config.validate` checks everything before any
+data is loaded or any model is built, so a bad setting fails in milliseconds with a
+``ValueError`` that names the setting.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Mapping, Optional
+
+__all__ = ["Config", "load_config", "parse_overrides", "DATA_SOURCES", "PARTITIONS", "MODELS"]
+
+DATA_SOURCES = ("cifar10", "synthetic")
+PARTITIONS = ("dirichlet", "shards", "iid")
+MODELS = ("cnn", "resnet18", "tiny")
+
+
+@dataclass
+class Config:
+    # --- data
+    data: str = "cifar10"                 #: "cifar10" (python-format files or torchvision) or "synthetic"
+    data_dir: Optional[str] = None        #: folder holding cifar-10-batches-py (or its parent)
+    download: bool = False                #: let torchvision download CIFAR-10 into data_dir
+    normalize: bool = True                #: per-channel mean/std normalisation
+    augment: bool = True                  #: random crop (pad 4) + horizontal flip while training
+    synthetic_train: int = 2000           #: synthetic data: training images
+    synthetic_test: int = 500             #: synthetic data: test images
+    train_limit: int = 0                  #: use only the first N training images (0: all)
+    test_limit: int = 0                   #: evaluate on the first N test images (0: all)
+    # --- partition
+    partition: str = "dirichlet"          #: "dirichlet", "shards" or "iid"
+    num_clients: int = 10
+    alpha: float = 0.5                    #: Dirichlet concentration (smaller: more skewed)
+    min_partition_size: int = 10          #: Dirichlet: resample until every client has this many
+    shards_per_client: int = 2            #: shards: classes (shards) per client
+    # --- model and local training
+    model: str = "cnn"                    #: "cnn", "resnet18" or "tiny"
+    rounds: int = 20
+    client_fraction: float = 1.0          #: fraction of clients sampled per round
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    server_lr: float = 1.0
+    server_momentum: float = 0.0
+    # --- compression
+    method: str = "topk"                  #: a compressor name (see gradsparse.fl.compressors)
+    params: Dict[str, Any] = field(default_factory=dict)  #: the compressor's parameters
+    error_feedback: str = "auto"          #: "auto" (biased methods only), "on" or "off"
+    downlink: str = "none"                #: downlink compressor ("none": dense float32)
+    downlink_params: Dict[str, Any] = field(default_factory=dict)
+    # --- energy
+    energy_profile: str = "edge-45nm"     #: a profile name from energy_profiles.json
+    energy_overrides: Dict[str, float] = field(default_factory=dict)
+    # --- bookkeeping
+    seed: int = 0
+    eval_every: int = 1
+    eval_batch_size: int = 500
+    threads: int = 0                      #: torch threads (0: min(2, cores))
+    out_dir: str = "runs"
+    run_name: str = ""                    #: run directory name (default: derived from the config)
+    progress: str = "auto"                #: tqdm bars: "auto" (only on a terminal), "on", "off"
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "Config":
+        """Checks every setting; raises ValueError naming the first bad one. Returns self."""
+        from .compressors import check_compressor  # no torch needed
+
+        def need(cond: bool, name: str, msg: str) -> None:
+            if not cond:
+                raise ValueError(f"{name}: {msg}")
+
+        def integer(name: str, lo: int) -> None:
+            v = getattr(self, name)
+            need(isinstance(v, int) and not isinstance(v, bool), name, f"expected an integer, got {v!r}")
+            need(v >= lo, name, f"must be >= {lo}, got {v}")
+
+        def real(name: str) -> float:
+            v = getattr(self, name)
+            need(isinstance(v, (int, float)) and not isinstance(v, bool), name, f"expected a number, got {v!r}")
+            need(math.isfinite(float(v)), name, f"must be finite, got {v}")
+            return float(v)
+
+        need(self.data in DATA_SOURCES, "data", f"expected one of {', '.join(DATA_SOURCES)}, got {self.data!r}")
+        need(self.partition in PARTITIONS, "partition", f"expected one of {', '.join(PARTITIONS)}, got {self.partition!r}")
+        need(self.model in MODELS, "model", f"expected one of {', '.join(MODELS)}, got {self.model!r}")
+        for name in ("synthetic_train", "synthetic_test", "num_clients", "rounds", "local_epochs",
+                     "batch_size", "eval_every", "eval_batch_size", "shards_per_client"):
+            integer(name, 1)
+        for name in ("train_limit", "test_limit", "min_partition_size", "threads", "seed"):
+            integer(name, 0)
+        need(real("alpha") > 0, "alpha", f"must be > 0, got {self.alpha}")
+        f = real("client_fraction")
+        need(0 < f <= 1, "client_fraction", f"must be in (0, 1], got {f}")
+        need(real("lr") > 0, "lr", f"must be > 0, got {self.lr}")
+        need(0 <= real("momentum") < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
+        need(real("weight_decay") >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        need(real("server_lr") > 0, "server_lr", f"must be > 0, got {self.server_lr}")
+        need(0 <= real("server_momentum") < 1, "server_momentum", f"must be in [0, 1), got {self.server_momentum}")
+        need(self.error_feedback in ("auto", "on", "off"), "error_feedback",
+             f"expected 'auto', 'on' or 'off', got {self.error_feedback!r}")
+        need(self.progress in ("auto", "on", "off"), "progress", f"expected 'auto', 'on' or 'off', got {self.progress!r}")
+        need(isinstance(self.params, dict), "params", "expected a dict of compressor parameters")
+        need(isinstance(self.downlink_params, dict), "downlink_params", "expected a dict of compressor parameters")
+        check_compressor(self.method, self.params, "method")
+        check_compressor(self.downlink, self.downlink_params, "downlink")
+        from .energy import load_profile
+        load_profile(self.energy_profile, self.energy_overrides)  # raises on a bad name/override
+        if self.partition == "dirichlet" and self.data != "synthetic":
+            pass  # sizes are checked against the data once it is loaded
+        if self.partition == "shards":
+            need(self.num_clients * self.shards_per_client >= 1, "shards_per_client", "no shards")
+        if self.data == "cifar10":
+            from .data import check_cifar_source
+            check_cifar_source(self.data_dir, self.download)
+        need(isinstance(self.out_dir, str) and self.out_dir != "", "out_dir", "expected a folder name")
+        need(isinstance(self.run_name, str) and "/" not in self.run_name and self.run_name not in (".", ".."),
+             "run_name", f"expected a plain folder name, got {self.run_name!r}")
+        return self
+
+    # ------------------------------------------------------------------ helpers
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def default_run_name(self) -> str:
+        """A readable, stable name: method, its parameters, partition, seed."""
+        parts = [self.method]
+        for k in sorted(self.params):
+            parts.append(f"{k}{self.params[k]}")
+        part = f"dir{self.alpha:g}" if self.partition == "dirichlet" else self.partition
+        parts += [self.model, part, f"c{self.num_clients}", f"s{self.seed}"]
+        return "-".join(str(p).replace("/", "_").replace(" ", "") for p in parts)
+
+    def run_dir(self) -> str:
+        return os.path.join(self.out_dir, self.run_name or self.default_run_name())
+
+    # Fields whose change does not change the experiment (a resumed run may differ in them).
+    NON_EXPERIMENT = ("out_dir", "run_name", "progress", "threads", "rounds")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _coerce(name: str, text: str) -> Any:
+    """Turns an override's text into the field's type."""
+    f = _FIELDS[name]
+    default = getattr(Config(), name)
+    if isinstance(default, bool):
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name}: expected true or false, got {text!r}")
+    if isinstance(default, dict):
+        try:
+            v = json.loads(text)
+        except json.JSONDecodeError:
+            raise ValueError(f"{name}: expected a JSON object, got {text!r}") from None
+        if not isinstance(v, dict):
+            raise ValueError(f"{name}: expected a JSON object, got {text!r}")
+        return v
+    if isinstance(default, int) or f.type in ("int",):
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{name}: expected an integer, got {text!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{name}: expected a number, got {text!r}") from None
+    if text.lower() in ("none", "null") and default is None:
+        return None
+    return text
+
+
+def _value(text: str) -> Any:
+    """A compressor parameter's value: JSON when it parses, else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_overrides(items: Iterable[str]) -> Dict[str, Any]:
+    """``["rounds=5", "params.ratio=0.01"]`` -> a dict of changes (``params.x`` sets one
+    compressor parameter, ``energy_overrides.x`` one profile constant)."""
+    out: Dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected key=value")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if "." in key:
+            head, sub = key.split(".", 1)
+            if head not in ("params", "downlink_params", "energy_overrides"):
+                raise ValueError(f"override {item!r}: unknown setting {head!r}")
+            out.setdefault(head, {})[sub] = _value(text)
+            continue
+        if key not in _FIELDS:
+            raise ValueError(f"override {item!r}: unknown setting {key!r}")
+        out[key] = _coerce(key, text)
+    return out
+
+
+def _read_file(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise ValueError(f"config: no such file {path!r}")
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    if path.endswith(".toml"):
+        try:
+            import tomllib  # Python >= 3.11
+        except ImportError:  # pragma: no cover - old Pythons
+            raise ValueError("config: TOML needs Python >= 3.11; use a JSON file") from None
+        data = tomllib.loads(raw.decode("utf-8"))
+    else:
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"config: {path!r} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config: {path!r} must hold an object of settings")
+    return data
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[Mapping[str, Any]] = None,
+                base: Optional[Config] = None) -> Config:
+    """Defaults (or `base`), then the settings of file `path`, then `overrides`; validated."""
+    values: Dict[str, Any] = dataclasses.asdict(base) if base is not None else {}
+    merged: Dict[str, Any] = {}
+    if path is not None:
+        merged.update(_read_file(path))
+    for k, v in (overrides or {}).items():
+        if k in ("params", "downlink_params", "energy_overrides") and isinstance(v, dict):
+            merged[k] = {**merged.get(k, values.get(k, {})), **v}
+        else:
+            merged[k] = v
+    unknown = sorted(set(merged) - set(_FIELDS))
+    if unknown:
+        raise ValueError(f"config: unknown setting(s) {', '.join(map(repr, unknown))}")
+    values.update(merged)
+    return Config(**values).validate()

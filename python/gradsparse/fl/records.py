@@ -1,0 +1,119 @@
+"""Run records: one JSON object per round in ``records.jsonl``, exported to ``records.csv``.
+
+Fields of a round (bytes are ``len(payload)`` of real encoded messages; energies in joules):
+
+``round, method, params, seed, alpha, clients, test_acc, test_loss, train_loss,
+uplink_bytes, downlink_bytes, cum_uplink_bytes, cum_downlink_bytes, cum_bytes,
+selected, density, energy_update_j, energy_tx_j, energy_j (update + tx),
+energy_compute_j, cum_energy_j, cum_energy_compute_j, compress_s, decode_s, train_s,
+downlink_s, round_s, compress_share`` -- ``test_acc``/``test_loss`` are null on rounds
+without evaluation. The timing fields (``*_s``, ``compress_share``) are the only ones that
+differ between two runs with the same seed.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import Any, Dict, Iterable, List
+
+__all__ = ["make_row", "append", "read", "export_csv", "TIMING_FIELDS", "zero_totals"]
+
+RECORDS = "records.jsonl"
+CSV = "records.csv"
+TIMING_FIELDS = ("compress_s", "decode_s", "train_s", "downlink_s", "round_s", "compress_share")
+_TOTALS = ("up", "down", "energy", "energy_compute")
+
+
+def zero_totals() -> Dict[str, float]:
+    return {k: 0.0 for k in _TOTALS}
+
+
+def make_row(totals: Dict[str, float], cfg, rnd: int, *, clients: List[int], test_acc, test_loss, train_loss,
+             uplink: int, downlink: int, selected: int, density: float, e_update: float, e_tx: float,
+             e_compute: float, compress_s: float, decode_s: float, train_s: float, downlink_s: float,
+             round_s: float) -> Dict[str, Any]:
+    """The record of round `rnd`; updates the cumulative `totals` in place."""
+    totals["up"] += uplink
+    totals["down"] += downlink
+    totals["energy"] += e_update + e_tx
+    totals["energy_compute"] += e_compute
+    return {
+        "round": rnd, "method": cfg.method, "params": dict(cfg.params), "seed": cfg.seed,
+        "partition": cfg.partition, "alpha": cfg.alpha, "model": cfg.model, "clients": list(clients),
+        "test_acc": test_acc, "test_loss": test_loss, "train_loss": train_loss,
+        "uplink_bytes": int(uplink), "downlink_bytes": int(downlink),
+        "cum_uplink_bytes": int(totals["up"]), "cum_downlink_bytes": int(totals["down"]),
+        "cum_bytes": int(totals["up"] + totals["down"]),
+        "selected": int(selected), "density": density,
+        "energy_update_j": e_update, "energy_tx_j": e_tx, "energy_j": e_update + e_tx,
+        "energy_compute_j": e_compute, "cum_energy_j": totals["energy"],
+        "cum_energy_compute_j": totals["energy_compute"],
+        "compress_s": compress_s, "decode_s": decode_s, "train_s": train_s, "downlink_s": downlink_s,
+        "round_s": round_s, "compress_share": (compress_s + decode_s) / round_s if round_s > 0 else 0.0,
+    }
+
+
+def _path(run_dir: str, name: str = RECORDS) -> str:
+    return os.path.join(run_dir, name)
+
+
+def reset(run_dir: str) -> None:
+    open(_path(run_dir), "w").close()
+
+
+def append(run_dir: str, row: Dict[str, Any]) -> None:
+    with open(_path(run_dir), "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read(run_dir: str) -> List[Dict[str, Any]]:
+    """The rounds recorded in `run_dir` (a partial last line from a crash is ignored)."""
+    rows = []
+    path = _path(run_dir)
+    if not os.path.exists(path):
+        return rows
+    with open(path, "r", encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return rows
+
+
+def truncate(run_dir: str, last_round: int) -> None:
+    """Keeps the records of rounds <= `last_round` (those the checkpoint covers)."""
+    rows = [r for r in read(run_dir) if r["round"] <= last_round]
+    tmp = _path(run_dir) + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, _path(run_dir))
+
+
+def export_csv(run_dir: str) -> str:
+    rows = read(run_dir)
+    path = _path(run_dir, CSV)
+    if not rows:
+        open(path, "w").close()
+        return path
+    fields = list(rows[0])
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()})
+    return path
+
+
+def strip_timing(rows: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Rows without the wall-clock fields (for comparing two runs)."""
+    return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in rows]

@@ -1,0 +1,374 @@
+"""The FedAvg simulation: clients, compressed uplink with error feedback, server, records,
+atomic checkpoints and exact resume."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections import OrderedDict
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import records as rec
+from .compressors import Compressor, decode_dense, ef_enabled, make_compressor
+from .config import Config
+from .data import ImageSet, load_cifar10, synthetic
+from .energy import account, load_profile, tensor_costs
+from .models import build_model, forward_flops
+from .partition import label_histograms, partition
+
+__all__ = ["run", "Simulation"]
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+STATUS = "status.json"
+
+
+def _seed(*parts: int) -> int:
+    """A 63-bit seed derived from integers (run seed, round, client, purpose)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _progress(cfg: Config):
+    """tqdm when enabled (and installed), else None."""
+    on = cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
+    if not on:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm
+
+
+class Simulation:
+    """One federated run. ``Simulation(cfg).run()`` trains, records and checkpoints."""
+
+    def __init__(self, cfg: Config, *, log: Callable[[str], None] = print):
+        self.cfg = cfg.validate()
+        self.log = log
+        self.dir = cfg.run_dir()
+        threads = cfg.threads or max(1, min(2, os.cpu_count() or 1))
+        torch.set_num_threads(threads)
+        self.uplink: Compressor = make_compressor(cfg.method, cfg.params)
+        self.downlink: Optional[Compressor] = (None if cfg.downlink == "none" and not cfg.downlink_params
+                                               else make_compressor(cfg.downlink, cfg.downlink_params))
+        self.ef = ef_enabled(self.uplink, cfg.error_feedback)
+        self.down_ef = self.downlink is not None and ef_enabled(self.downlink, "auto")
+        self.profile = load_profile(cfg.energy_profile, cfg.energy_overrides)
+
+    # ------------------------------------------------------------------ setup
+    def _load_data(self) -> None:
+        cfg = self.cfg
+        if cfg.data == "synthetic":
+            tx, ty, vx, vy = synthetic(cfg.synthetic_train, cfg.synthetic_test, cfg.seed)
+        else:
+            tx, ty, vx, vy = load_cifar10(cfg.data_dir, cfg.download)
+        if cfg.train_limit:
+            tx, ty = tx[:cfg.train_limit], ty[:cfg.train_limit]
+        if cfg.test_limit:
+            vx, vy = vx[:cfg.test_limit], vy[:cfg.test_limit]
+        self.train = ImageSet(tx, ty, cfg.normalize)
+        self.test = ImageSet(vx, vy, cfg.normalize)
+        self.parts = partition(cfg.partition, ty, cfg.num_clients, alpha=cfg.alpha, min_size=cfg.min_partition_size,
+                               shards_per_client=cfg.shards_per_client, seed=cfg.seed)
+        self.hist = label_histograms(ty, self.parts)
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(_seed(cfg.seed, 0x30DE1))
+        self.model = build_model(cfg.model)
+        self.worker = build_model(cfg.model)
+        self.param_names = [n for n, _ in self.model.named_parameters()]
+        sd = self.model.state_dict()
+        # float buffers (BatchNorm statistics) are averaged and sent dense
+        self.buffer_names = [n for n in sd if n not in self.param_names and sd[n].is_floating_point()]
+        self.shapes = OrderedDict((n, tuple(sd[n].shape)) for n in self.param_names)
+        sizes = OrderedDict((n, int(np.prod(s))) for n, s in self.shapes.items())
+        self.costs = tensor_costs(sizes, self.profile)
+        self.cost_per_tensor = {n: c.total for n, c in self.costs.items()}
+        self.flops_per_sample = 3 * forward_flops(self.model)  # forward + backward ~ 3x forward
+
+    def _fresh_state(self) -> Dict[str, Any]:
+        zeros = {n: torch.zeros(self.shapes[n]) for n in self.param_names}
+        st: Dict[str, Any] = {"round": 0, "server_momentum": zeros, "residuals": {}, "totals": rec.zero_totals()}
+        if self.downlink is not None:
+            st["broadcast"] = {n: t.detach().clone() for n, t in self.model.state_dict().items()}
+            st["down_residual"] = {n: torch.zeros(self.shapes[n]) for n in self.param_names}
+        return st
+
+    # ------------------------------------------------------------------ checkpoint
+    def _save(self, st: Dict[str, Any]) -> None:
+        import io
+        blob = {"round": st["round"], "model": self.model.state_dict(), "server_momentum": st["server_momentum"],
+                "residuals": {str(c): r for c, r in st["residuals"].items()}, "totals": dict(st["totals"]),
+                "torch_rng": torch.get_rng_state()}
+        if self.downlink is not None:
+            blob["broadcast"] = st["broadcast"]
+            blob["down_residual"] = st["down_residual"]
+        buf = io.BytesIO()
+        torch.save(blob, buf)
+        _atomic_write(os.path.join(self.dir, CHECKPOINT), buf.getvalue())
+
+    def _load(self) -> Dict[str, Any]:
+        path = os.path.join(self.dir, CHECKPOINT)
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(blob["model"])
+        torch.set_rng_state(blob["torch_rng"])
+        st = {"round": int(blob["round"]), "server_momentum": blob["server_momentum"],
+              "residuals": {int(c): r for c, r in blob["residuals"].items()}, "totals": dict(blob["totals"])}
+        if self.downlink is not None:
+            st["broadcast"], st["down_residual"] = blob["broadcast"], blob["down_residual"]
+        return st
+
+    def _prepare_dir(self, resume: bool) -> Optional[Dict[str, Any]]:
+        cfg = self.cfg
+        ckpt = os.path.join(self.dir, CHECKPOINT)
+        cfg_path = os.path.join(self.dir, CONFIG)
+        if os.path.exists(cfg_path):
+            with open(cfg_path, "r", encoding="utf-8") as fh:
+                old = json.load(fh)
+            mine = cfg.to_dict()
+            diff = [k for k in mine if k not in Config.NON_EXPERIMENT and old.get(k) != mine[k]]
+            if diff:
+                raise ValueError(f"run_name: {self.dir!r} holds a different experiment (differs in "
+                                 f"{', '.join(diff)}); choose another run_name or out_dir")
+            if not resume:
+                raise ValueError(f"run_name: {self.dir!r} already holds this run; pass --resume to continue it "
+                                 "or choose another run_name")
+        os.makedirs(self.dir, exist_ok=True)
+        _atomic_write(cfg_path, json.dumps(cfg.to_dict(), indent=2, sort_keys=True).encode())
+        if resume and os.path.exists(ckpt):
+            return self._load()
+        return None
+
+    # ------------------------------------------------------------------ one client
+    def _local_train(self, client: int, rnd: int, start: Dict[str, torch.Tensor]):
+        cfg = self.cfg
+        self.worker.load_state_dict(start)
+        self.worker.train()
+        opt = torch.optim.SGD(self.worker.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                              weight_decay=cfg.weight_decay)
+        gen = torch.Generator().manual_seed(_seed(cfg.seed, rnd, client, 1))
+        idx = torch.from_numpy(self.parts[client])
+        n = idx.numel()
+        losses, seen = 0.0, 0
+        for _ in range(cfg.local_epochs):
+            order = idx[torch.randperm(n, generator=gen)]
+            for b in range(0, n, cfg.batch_size):
+                bi = order[b:b + cfg.batch_size]
+                if bi.numel() < 2 and n >= 2:
+                    continue  # a batch of one breaks BatchNorm; drop it
+                x, y = self.train.batch(bi, cfg.augment, gen)
+                opt.zero_grad(set_to_none=True)
+                loss = nn.functional.cross_entropy(self.worker(x), y)
+                loss.backward()
+                opt.step()
+                losses += float(loss.detach()) * bi.numel()
+                seen += bi.numel()
+        local = self.worker.state_dict()
+        delta = OrderedDict((k, (local[k] - start[k]).detach().numpy().astype(np.float32, copy=False))
+                            for k in self.param_names)
+        buffers = {k: local[k].detach().clone() for k in self.buffer_names}
+        return delta, buffers, losses / max(seen, 1), seen
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self):
+        self.model.eval()
+        correct, loss_sum = 0, 0.0
+        n = len(self.test)
+        for b in range(0, n, self.cfg.eval_batch_size):
+            idx = torch.arange(b, min(n, b + self.cfg.eval_batch_size))
+            x, y = self.test.batch(idx)
+            out = self.model(x)
+            loss_sum += float(nn.functional.cross_entropy(out, y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+        return correct / n, loss_sum / n
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, resume: bool = False) -> str:
+        cfg = self.cfg
+        t_setup = time.perf_counter()
+        self._load_data()
+        self._build()
+        st = self._prepare_dir(resume)
+        if st is None:
+            st = self._fresh_state()
+            rec.reset(self.dir)
+        else:
+            rec.truncate(self.dir, st["round"])
+        self.log(f"gradsparse.fl: {cfg.method} {cfg.params or ''} | {cfg.model} | {cfg.partition}"
+                 f"{f' alpha={cfg.alpha:g}' if cfg.partition == 'dirichlet' else ''} | {cfg.num_clients} clients | "
+                 f"{len(self.train)} train / {len(self.test)} test images | error feedback "
+                 f"{'on' if self.ef else 'off'} | energy profile {self.profile.name}")
+        self._write_partition()
+        if st["round"]:
+            self.log(f"resuming after round {st['round']}")
+        m = max(1, int(math.floor(cfg.client_fraction * cfg.num_clients + 0.5)))
+        tqdm = _progress(cfg)
+        bar = tqdm(total=cfg.rounds, initial=st["round"], desc="rounds", unit="round") if tqdm else None
+        every = max(1, cfg.rounds // 10)
+        self.setup_s = time.perf_counter() - t_setup
+        while st["round"] < cfg.rounds:
+            rnd = st["round"] + 1
+            row = self._round(rnd, m, st, tqdm)
+            st["round"] = rnd
+            rec.append(self.dir, row)
+            self._save(st)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(acc=f"{row['test_acc']:.3f}" if row["test_acc"] is not None else "-")
+            elif rnd % every == 0 or rnd == cfg.rounds:
+                acc = "-" if row["test_acc"] is None else f"{row['test_acc']:.4f}"
+                self.log(f"round {rnd}/{cfg.rounds}: acc {acc}, uplink {row['cum_uplink_bytes'] / 1e6:.2f} MB, "
+                         f"energy {row['cum_energy_j']:.4g} J, compression {100 * row['compress_share']:.2f}% "
+                         f"of {row['round_s']:.2f} s")
+        if bar is not None:
+            bar.close()
+        rec.export_csv(self.dir)
+        _atomic_write(os.path.join(self.dir, STATUS), json.dumps({"finished": True, "rounds": cfg.rounds}).encode())
+        return self.dir
+
+    def _write_partition(self) -> None:
+        info = {"sizes": [int(p.size) for p in self.parts], "label_histograms": self.hist.tolist(),
+                "costs": {n: c.as_dict() for n, c in self.costs.items()}, "profile": self.profile.as_dict(),
+                "profile_description": self.profile.description}
+        _atomic_write(os.path.join(self.dir, "partition.json"), json.dumps(info, indent=1).encode())
+        lines = ["client  size  " + " ".join(f"{c:>4d}" for c in range(self.hist.shape[1]))]
+        for c, (p, h) in enumerate(zip(self.parts, self.hist)):
+            lines.append(f"{c:>6d} {p.size:>5d}  " + " ".join(f"{v:>4d}" for v in h))
+        self.log("label histogram per client:\n" + "\n".join(lines))
+
+    def _round(self, rnd: int, m: int, st: Dict[str, Any], tqdm) -> Dict[str, Any]:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(_seed(cfg.seed, rnd, 0x5A3))
+        clients = sorted(int(c) for c in rng.choice(cfg.num_clients, size=m, replace=False))
+        global_sd = self.model.state_dict()
+        start = {k: v.detach().clone() for k, v in global_sd.items()}
+
+        # ---- downlink
+        t_dl = time.perf_counter()
+        if self.downlink is None:
+            dense = {k: start[k].numpy() for k in global_sd if start[k].is_floating_point()}
+            down_bytes = len(_encode_dense(dense)) * len(clients)
+        else:
+            down_bytes = self._broadcast(rnd, st, start) * cfg.num_clients
+        down_s = time.perf_counter() - t_dl
+
+        like = OrderedDict((n, np.zeros(self.shapes[n], np.float32)) for n in self.param_names)
+        agg = {n: np.zeros(self.shapes[n], np.float64) for n in self.param_names}
+        buf_agg = {n: torch.zeros_like(start[n], dtype=torch.float64) for n in self.buffer_names}
+        totals = {"up": 0, "selected": 0, "e_update": 0.0, "e_tx": 0.0, "e_compute": 0.0, "compress_s": 0.0,
+                  "decode_s": 0.0, "train_s": 0.0, "loss": 0.0}
+        weight = 0
+        it = tqdm(clients, desc=f"round {rnd}", unit="client", leave=False) if tqdm else clients
+        for c in it:
+            t_tr = time.perf_counter()
+            delta, buffers, loss, seen = self._local_train(c, rnd, start)
+            totals["train_s"] += time.perf_counter() - t_tr
+            t_c = time.perf_counter()
+            if self.ef:
+                res = st["residuals"].get(c)
+                acc = OrderedDict((n, delta[n] + res[n].numpy()) if res is not None else (n, delta[n])
+                                  for n in self.param_names)
+            else:
+                acc = delta
+            comp = self.uplink.compress(acc, seed=_seed(cfg.seed, rnd, c, 2), costs=self.cost_per_tensor)
+            extra = b""
+            if self.buffer_names:
+                extra = _encode_dense({k: buffers[k].numpy().astype(np.float32) for k in self.buffer_names})
+            totals["compress_s"] += time.perf_counter() - t_c
+            t_d = time.perf_counter()
+            sent = self.uplink.decompress(comp.payload, like)  # the server decodes the real bytes
+            totals["decode_s"] += time.perf_counter() - t_d
+            if self.ef:
+                st["residuals"][c] = {n: torch.from_numpy(np.ascontiguousarray(acc[n] - sent[n]))
+                                      for n in self.param_names}
+            n_i = len(self.parts[c])
+            for n in self.param_names:
+                agg[n] += n_i * sent[n]
+            for k in self.buffer_names:
+                buf_agg[k] += n_i * buffers[k].double()
+            weight += n_i
+            e_upd, e_tx = account(comp.selected, comp.nbytes + len(extra), self.costs, self.profile)
+            totals["up"] += comp.nbytes + len(extra)
+            totals["selected"] += sum(comp.selected.values())
+            totals["e_update"] += e_upd
+            totals["e_tx"] += e_tx
+            totals["e_compute"] += self.flops_per_sample * seen * self.profile.flop_j
+            totals["loss"] += loss * n_i
+
+        # ---- server: weighted FedAvg of the decoded updates, optional server momentum
+        new_sd = dict(start)
+        with torch.no_grad():
+            for n in self.param_names:
+                upd = torch.from_numpy((agg[n] / weight).astype(np.float32))
+                mom = st["server_momentum"][n]
+                mom.mul_(cfg.server_momentum).add_(upd)
+                new_sd[n] = start[n] + cfg.server_lr * mom
+            for k in self.buffer_names:
+                new_sd[k] = (buf_agg[k] / weight).to(start[k].dtype)
+        self.model.load_state_dict(new_sd)
+
+        acc_, loss_ = (None, None)
+        if rnd % cfg.eval_every == 0 or rnd == cfg.rounds:
+            acc_, loss_ = self.evaluate()
+        round_s = time.perf_counter() - t0
+        dim = sum(int(np.prod(s)) for s in self.shapes.values())
+        return rec.make_row(st["totals"], cfg, rnd, clients=clients, test_acc=acc_, test_loss=loss_,
+                            train_loss=totals["loss"] / weight, uplink=totals["up"], downlink=down_bytes,
+                            selected=totals["selected"], density=totals["selected"] / (dim * len(clients)),
+                            e_update=totals["e_update"], e_tx=totals["e_tx"], e_compute=totals["e_compute"],
+                            compress_s=totals["compress_s"], decode_s=totals["decode_s"], train_s=totals["train_s"],
+                            downlink_s=down_s, round_s=round_s)
+
+    def _broadcast(self, rnd: int, st: Dict[str, Any], start: Dict[str, torch.Tensor]) -> int:
+        """Compressed downlink: every client keeps the broadcast model; the server sends the
+        compressed difference to it (with its own error feedback). Returns the payload size
+        and replaces `start` (what clients train from) by the broadcast model."""
+        cfg = self.cfg
+        bc = st["broadcast"]
+        diff = OrderedDict()
+        for n in self.param_names:
+            d = (start[n] - bc[n]).numpy().astype(np.float32)
+            if self.down_ef:
+                d = d + st["down_residual"][n].numpy()
+            diff[n] = d
+        comp = self.downlink.compress(diff, seed=_seed(cfg.seed, rnd, 0xD0, 3), costs=self.cost_per_tensor)
+        like = OrderedDict((n, np.zeros(self.shapes[n], np.float32)) for n in self.param_names)
+        sent = self.downlink.decompress(comp.payload, like)
+        extra = _encode_dense({k: start[k].numpy() for k in self.buffer_names}) if self.buffer_names else b""
+        for n in self.param_names:
+            if self.down_ef:
+                st["down_residual"][n] = torch.from_numpy(np.ascontiguousarray(diff[n] - sent[n]))
+            bc[n] = bc[n] + torch.from_numpy(sent[n])
+            start[n] = bc[n].clone()
+        for k in self.buffer_names:
+            bc[k] = start[k].clone()
+        return comp.nbytes + len(extra)
+
+
+def _encode_dense(arrays: Dict[str, np.ndarray]) -> bytes:
+    import gradsparse as gs
+    return gs.encode({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()})
+
+
+def run(cfg: Config, *, resume: bool = False, log: Callable[[str], None] = print) -> str:
+    """Runs (or resumes) the experiment `cfg`; returns its run directory."""
+    return Simulation(cfg, log=log).run(resume=resume)
