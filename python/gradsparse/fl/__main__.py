@@ -10,13 +10,13 @@ summary  a markdown table of best accuracy per setting and frontier accuracy per
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from .config import Config, load_config, parse_overrides
+from .config import load_config, parse_overrides
+from .sweep import one_sweep_run, sweep_configs
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -89,42 +89,8 @@ def _floats(text: Optional[str], what: str) -> List[Optional[float]]:
         raise ValueError(f"{what}: expected comma-separated numbers, got {text!r}") from None
 
 
-def _one_sweep_run(item) -> str:
-    cfg_dict, log_path = item
-    from .simulation import Simulation
-    cfg = Config(**cfg_dict).validate()
-    with open(log_path, "a", encoding="utf-8") as fh:
-        def log(msg: str) -> None:
-            fh.write(msg + "\n")
-            fh.flush()
-        Simulation(cfg, log=log).run(resume=True)
-    return cfg.run_dir()
-
-
-def sweep_configs(base: Config, methods: List[str], ratios: List[float], energies: List[float],
-                  alphas: List[float], seeds: List[int]) -> List[Config]:
-    """The grid: methods without a ratio/energy parameter run once per (alpha, seed)."""
-    from .compressors import _REGISTRY
-    out = []
-    for method in methods:
-        if method not in _REGISTRY:
-            raise ValueError(f"methods: unknown compressor {method!r}")
-        takes = _REGISTRY[method].params
-        grid: List[Dict[str, Any]] = []
-        if "ratio" in takes and ratios:
-            grid += [{"ratio": r} for r in ratios]
-        if "energy" in takes and energies:
-            grid += [{"energy": e} for e in energies]
-        if not grid:
-            grid = [{}]
-        for params, alpha, seed in itertools.product(grid, alphas or [base.alpha], seeds or [base.seed]):
-            merged = {**base.params, **params} if method == base.method else dict(params)
-            out.append(base.replace(method=method, params=merged, alpha=alpha, seed=seed, run_name="").validate())
-    return out
-
-
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .simulation import CONFIG, STATUS
+    from .simulation import STATUS
     base = load_config(args.config, _overrides(args, _COMMON))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     cfgs = sweep_configs(base, methods, _floats(args.ratios, "ratios"), _floats(args.energies, "energies"),
@@ -147,11 +113,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         from concurrent.futures import ProcessPoolExecutor
         import multiprocessing as mp
         with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as ex:
-            for d in ex.map(_one_sweep_run, items):
+            for d in ex.map(one_sweep_run, items):
                 print(f"done: {d}", flush=True)
     else:
         for it in items:
-            print(f"done: {_one_sweep_run(it)}", flush=True)
+            print(f"done: {one_sweep_run(it)}", flush=True)
     print(f"runs under {base.out_dir}; log {log_path}")
     return 0
 

@@ -34,7 +34,7 @@ and ``biased``, implement ``compress``; decorate with :func:`register`.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Type
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
 
 import numpy as np
 

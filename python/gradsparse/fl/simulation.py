@@ -8,14 +8,14 @@ import os
 import sys
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import records as rec
-from .compressors import Compressor, decode_dense, ef_enabled, make_compressor
+from .compressors import Compressor, ef_enabled, make_compressor
 from .config import Config
 from .data import ImageSet, load_cifar10, synthetic
 from .energy import account, load_profile, tensor_costs
