@@ -173,6 +173,57 @@ def test_dct_matches_scipy_and_is_orthonormal(n):
     assert np.linalg.norm(y) == pytest.approx(np.linalg.norm(x), rel=1e-9)
 
 
+# Every pass kind of the mixed-radix engine: radix 4 and 2 (2^k), 3, 5 (smooth), odd radices
+# 7..61 (direct), primes above 61 and lengths with such a factor (Bluestein), odd lengths
+# (complex path), and 2 * odd (real path on an odd half length).
+ENGINE_LENGTHS = sorted(set(
+    list(range(1, 40)) + [2 ** k for k in range(6, 15)]
+    + [48, 60, 81, 125, 243, 625, 720, 1000, 3 * 5 ** 4 * 8, 100_000]
+    + [49, 77, 121, 143, 169, 2 * 7 * 11 * 13, 4 * 59, 61 * 3, 59 * 61]
+    + [67, 2 * 67, 4 * 67, 127, 257, 1009, 2 * 1009, 4099, 8191, 3 * 4099]))
+
+
+@pytest.mark.parametrize("n", ENGINE_LENGTHS)
+def test_rfft_every_pass_kind_every_level(simd, n):
+    x = np.random.default_rng(n + 7).standard_normal(n)
+    ref = np.fft.rfft(x)
+    got = _core.rfft(x)
+    assert np.abs(got - ref).max() <= 1e-12 * max(np.abs(ref).max(), 1.0)
+    back = _core.irfft(ref, n)
+    assert np.abs(back - x).max() <= 1e-12 * max(np.abs(x).max(), 1.0)
+    y = _core.dct(x)
+    assert np.abs(_core.idct(y) - x).max() <= 1e-12 * max(np.abs(x).max(), 1.0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 16, 30, 97, 1000, 4096, 28028, 100_000, 100_003])
+def test_fft_bit_identical_across_simd_levels(n):
+    """The FFT kernels run the same IEEE operations at every level (no FMA contraction)."""
+    x = np.random.default_rng(n).standard_normal(n)
+    spec = np.fft.rfft(x)
+    outs = []
+    for level in gradsparse.available_simd_levels():
+        with gradsparse.simd_level(level):
+            outs.append([f().tobytes() for f in (lambda: _core.rfft(x), lambda: _core.irfft(spec, n),
+                                                 lambda: _core.dct(x), lambda: _core.idct(x))])
+    assert all(o == outs[0] for o in outs[1:])
+
+
+def test_rfft_plans_are_thread_safe():
+    """Many threads building and using plans for the same new lengths at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    lengths = [2 * 3 * 5 * 7 * 11 * 13 + 2 * k for k in range(1, 9)] + [10_007, 20_014]
+    xs = {n: np.random.default_rng(n).standard_normal(n) for n in lengths}
+    refs = {n: np.fft.rfft(x) for n, x in xs.items()}
+
+    def work(i):
+        n = lengths[i % len(lengths)]
+        return np.abs(_core.rfft(xs[n]) - refs[n]).max() <= 1e-9 * np.abs(refs[n]).max()
+
+    with ThreadPoolExecutor(8) as ex:
+        assert all(ex.map(work, range(64)))
+
+
 # ---------------------------------------------------------------- SVD
 def _matrices():
     rng = np.random.default_rng(8)

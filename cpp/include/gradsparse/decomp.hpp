@@ -9,8 +9,10 @@
 
 namespace gradsparse {
 
-/// Forward complex DFT of length n in place (X_k = sum_j x_j e^{-2 pi i jk/n}), any n >= 1:
-/// iterative radix-2 for powers of two, Bluestein's chirp-z otherwise.
+/// Complex DFT of length n in place (X_k = sum_j x_j e^{-2 pi i jk/n}; inverse: e^{+...}, no
+/// 1/n), any n >= 1: mixed-radix Stockham passes (radix 4, 2, 3, 5, odd primes up to 61),
+/// Bluestein's chirp-z on a 2,3,5-smooth length when n has a larger prime factor. Plans are
+/// cached per length; results are bit-identical at every SIMD level.
 void fft_inplace(std::complex<double>* x, size_t n, bool inverse = false);
 
 /// numpy.fft.rfft: n real inputs -> n/2 + 1 complex outputs (unnormalised).
