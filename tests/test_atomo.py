@@ -263,7 +263,7 @@ def test_svd_matches_numpy(name, threads):
     np.testing.assert_allclose(vv, np.eye(vv.shape[0]), atol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(64, 576), (300, 40)])
+@pytest.mark.parametrize("shape", [(64, 576), (300, 40), (200, 1000), (1000, 200)])
 def test_randomized_svd_recovers_low_rank(shape):
     rng = np.random.default_rng(9)
     a = (rng.standard_normal((shape[0], 5)) * [10, 5, 3, 2, 1]) @ rng.standard_normal((5, shape[1]))
@@ -273,6 +273,49 @@ def test_randomized_svd_recovers_low_rank(shape):
     assert u.shape == (shape[0], 8) and vt.shape == (8, shape[1])
     np.testing.assert_allclose(s[:5], ref[:5], rtol=1e-4)
     assert np.linalg.norm((u * s) @ vt - a) <= 1e-5 * np.linalg.norm(a)
+
+
+# (64, 576), (128, 1152), (40, 300): subspace iteration on G = A A^T; (200, 1000), (256, 2304):
+# products with A (svd.cpp picks the form with fewer multiply-adds).
+@pytest.mark.parametrize("shape", [(64, 576), (128, 1152), (300, 40), (200, 1000), (256, 2304)])
+def test_randomized_svd_top_r_vs_numpy(shape, simd):
+    """Decaying spectrum (sigma_i = 0.8^i times noise-free random factors): the top 8 singular
+    values match numpy's to 1e-4 and the rank-8 approximation is as good as the truncated SVD."""
+    rng = np.random.default_rng(10)
+    m, n = shape
+    k = min(m, n)
+    u0, _ = np.linalg.qr(rng.standard_normal((m, k)))
+    v0, _ = np.linalg.qr(rng.standard_normal((n, k)))
+    a = ((u0 * 0.8 ** np.arange(k)) @ v0.T).astype(np.float32)
+    ref_u, ref_s, ref_vt = np.linalg.svd(a.astype(np.float64), full_matrices=False)
+    u, s, vt = _core.svd_randomized(a, 8, 8, 2, 5)
+    assert u.shape == (m, 8) and s.shape == (8,) and vt.shape == (8, n)
+    np.testing.assert_allclose(s, ref_s[:8], rtol=1e-4)
+    best = np.linalg.norm(a - (ref_u[:, :8] * ref_s[:8]) @ ref_vt[:8])
+    assert np.linalg.norm(a - (u * s) @ vt) <= best * (1 + 1e-3)
+    np.testing.assert_allclose(u.T @ u, np.eye(8), atol=1e-5)
+    np.testing.assert_allclose(vt @ vt.T, np.eye(8), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(64, 576), (256, 2304)])
+def test_randomized_svd_flat_spectrum_bounds(shape):
+    """Gaussian matrix (flat spectrum, the hard case): Ritz values never exceed the true
+    singular values and are within 10% of them with q = 2."""
+    a = np.random.default_rng(11).standard_normal(shape).astype(np.float32)
+    ref = np.linalg.svd(a.astype(np.float64), compute_uv=False)[:8]
+    s = _core.svd_randomized(a, 8, 8, 2, 1)[1]
+    assert np.all(s <= ref * (1 + 1e-6))
+    assert np.all(s >= 0.9 * ref)
+
+
+@pytest.mark.parametrize("shape", [(64, 576), (130, 37), (7, 300), (256, 2304), (33, 33), (1, 5)])
+def test_svd_bit_identical_across_simd_levels(shape):
+    a = np.random.default_rng(12).standard_normal(shape).astype(np.float32)
+    outs = []
+    for level in gradsparse.available_simd_levels():
+        with gradsparse.simd_level(level):
+            outs.append(b"".join(x.tobytes() for x in _core.svd(a) + _core.svd_randomized(a, 8, 8, 2, 1)))
+    assert all(o == outs[0] for o in outs[1:])
 
 
 def test_svd_layouts():
