@@ -392,3 +392,19 @@ def test_bad_input_names_the_argument(call, arg):
 def test_import_does_not_import_torch():
     code = "import sys, gradsparse, gradsparse.atomo; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- benchmark entry point
+def test_bench_suite_atomo_runs_and_verifies(monkeypatch):
+    """`python -m gradsparse.bench --suite atomo` is accepted; the ATOMO bench's FFT table
+    (small lengths, to stay fast) verifies and returns gradsparse and numpy timings."""
+    from gradsparse import bench, bench_atomo
+
+    assert bench.build_parser().parse_args(["--suite", "atomo"]).suite == "atomo"
+    monkeypatch.setattr(bench_atomo, "FFT_LENGTHS", [1, 2, 3, 1000, 4096, 1009])
+    lines = []
+    res = bench_atomo.run(lines.append, quick=True, skip={"svd", "e2e"}, torch=None)
+    assert [r["n"] for r in res["fft"]] == [1, 2, 3, 1000, 4096, 1009]
+    assert all(r["gs"] > 0 and r["numpy"] > 0 for r in res["fft"])
+    assert any("numpy" in line for line in lines)
+    assert "rfft n=1009" in res["verified"]
