@@ -36,9 +36,12 @@ struct Svd {
 };
 Svd svd_thin(const float* a, size_t m, size_t n);
 
-/// Randomized rank-`rank` SVD (Halko, Martinsson, Tropp 2011): Gaussian sketch with
-/// `oversample` extra columns, `power_iters` orthonormalised power iterations, then the
-/// exact SVD of the small projected matrix. Sketch drawn from Philox under `seed`.
+/// Randomized rank-`rank` SVD (Halko, Martinsson, Tropp 2011, Alg. 4.4): subspace iteration
+/// with l = rank + `oversample` columns and `power_iters` orthonormalised power iterations,
+/// then Rayleigh-Ritz; Gaussian test matrix from Philox under `seed`. Runs on products with
+/// A, or (when that needs fewer operations, small min(m, n)) on G = A A^T with the test
+/// matrix A^T Omega' — see svd.cpp. Exact to rounding when rank(A) <= l; otherwise the
+/// singular values are lower bounds whose error shrinks as (sigma_{l+1}/sigma_rank)^(2q+1).
 Svd svd_randomized(const float* a, size_t m, size_t n, size_t rank, size_t oversample, int power_iters,
                    uint64_t seed);
 
