@@ -173,6 +173,57 @@ def test_dct_matches_scipy_and_is_orthonormal(n):
     assert np.linalg.norm(y) == pytest.approx(np.linalg.norm(x), rel=1e-9)
 
 
+# Every pass kind of the mixed-radix engine: radix 4 and 2 (2^k), 3, 5 (smooth), odd radices
+# 7..61 (direct), primes above 61 and lengths with such a factor (Bluestein), odd lengths
+# (complex path), and 2 * odd (real path on an odd half length).
+ENGINE_LENGTHS = sorted(set(
+    list(range(1, 40)) + [2 ** k for k in range(6, 15)]
+    + [48, 60, 81, 125, 243, 625, 720, 1000, 3 * 5 ** 4 * 8, 100_000]
+    + [49, 77, 121, 143, 169, 2 * 7 * 11 * 13, 4 * 59, 61 * 3, 59 * 61]
+    + [67, 2 * 67, 4 * 67, 127, 257, 1009, 2 * 1009, 4099, 8191, 3 * 4099]))
+
+
+@pytest.mark.parametrize("n", ENGINE_LENGTHS)
+def test_rfft_every_pass_kind_every_level(simd, n):
+    x = np.random.default_rng(n + 7).standard_normal(n)
+    ref = np.fft.rfft(x)
+    got = _core.rfft(x)
+    assert np.abs(got - ref).max() <= 1e-12 * max(np.abs(ref).max(), 1.0)
+    back = _core.irfft(ref, n)
+    assert np.abs(back - x).max() <= 1e-12 * max(np.abs(x).max(), 1.0)
+    y = _core.dct(x)
+    assert np.abs(_core.idct(y) - x).max() <= 1e-12 * max(np.abs(x).max(), 1.0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 16, 30, 97, 1000, 4096, 28028, 100_000, 100_003])
+def test_fft_bit_identical_across_simd_levels(n):
+    """The FFT kernels run the same IEEE operations at every level (no FMA contraction)."""
+    x = np.random.default_rng(n).standard_normal(n)
+    spec = np.fft.rfft(x)
+    outs = []
+    for level in gradsparse.available_simd_levels():
+        with gradsparse.simd_level(level):
+            outs.append([f().tobytes() for f in (lambda: _core.rfft(x), lambda: _core.irfft(spec, n),
+                                                 lambda: _core.dct(x), lambda: _core.idct(x))])
+    assert all(o == outs[0] for o in outs[1:])
+
+
+def test_rfft_plans_are_thread_safe():
+    """Many threads building and using plans for the same new lengths at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    lengths = [2 * 3 * 5 * 7 * 11 * 13 + 2 * k for k in range(1, 9)] + [10_007, 20_014]
+    xs = {n: np.random.default_rng(n).standard_normal(n) for n in lengths}
+    refs = {n: np.fft.rfft(x) for n, x in xs.items()}
+
+    def work(i):
+        n = lengths[i % len(lengths)]
+        return np.abs(_core.rfft(xs[n]) - refs[n]).max() <= 1e-9 * np.abs(refs[n]).max()
+
+    with ThreadPoolExecutor(8) as ex:
+        assert all(ex.map(work, range(64)))
+
+
 # ---------------------------------------------------------------- SVD
 def _matrices():
     rng = np.random.default_rng(8)
@@ -212,7 +263,7 @@ def test_svd_matches_numpy(name, threads):
     np.testing.assert_allclose(vv, np.eye(vv.shape[0]), atol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(64, 576), (300, 40)])
+@pytest.mark.parametrize("shape", [(64, 576), (300, 40), (200, 1000), (1000, 200)])
 def test_randomized_svd_recovers_low_rank(shape):
     rng = np.random.default_rng(9)
     a = (rng.standard_normal((shape[0], 5)) * [10, 5, 3, 2, 1]) @ rng.standard_normal((5, shape[1]))
@@ -222,6 +273,49 @@ def test_randomized_svd_recovers_low_rank(shape):
     assert u.shape == (shape[0], 8) and vt.shape == (8, shape[1])
     np.testing.assert_allclose(s[:5], ref[:5], rtol=1e-4)
     assert np.linalg.norm((u * s) @ vt - a) <= 1e-5 * np.linalg.norm(a)
+
+
+# (64, 576), (128, 1152), (40, 300): subspace iteration on G = A A^T; (200, 1000), (256, 2304):
+# products with A (svd.cpp picks the form with fewer multiply-adds).
+@pytest.mark.parametrize("shape", [(64, 576), (128, 1152), (300, 40), (200, 1000), (256, 2304)])
+def test_randomized_svd_top_r_vs_numpy(shape, simd):
+    """Decaying spectrum (sigma_i = 0.8^i times noise-free random factors): the top 8 singular
+    values match numpy's to 1e-4 and the rank-8 approximation is as good as the truncated SVD."""
+    rng = np.random.default_rng(10)
+    m, n = shape
+    k = min(m, n)
+    u0, _ = np.linalg.qr(rng.standard_normal((m, k)))
+    v0, _ = np.linalg.qr(rng.standard_normal((n, k)))
+    a = ((u0 * 0.8 ** np.arange(k)) @ v0.T).astype(np.float32)
+    ref_u, ref_s, ref_vt = np.linalg.svd(a.astype(np.float64), full_matrices=False)
+    u, s, vt = _core.svd_randomized(a, 8, 8, 2, 5)
+    assert u.shape == (m, 8) and s.shape == (8,) and vt.shape == (8, n)
+    np.testing.assert_allclose(s, ref_s[:8], rtol=1e-4)
+    best = np.linalg.norm(a - (ref_u[:, :8] * ref_s[:8]) @ ref_vt[:8])
+    assert np.linalg.norm(a - (u * s) @ vt) <= best * (1 + 1e-3)
+    np.testing.assert_allclose(u.T @ u, np.eye(8), atol=1e-5)
+    np.testing.assert_allclose(vt @ vt.T, np.eye(8), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(64, 576), (256, 2304)])
+def test_randomized_svd_flat_spectrum_bounds(shape):
+    """Gaussian matrix (flat spectrum, the hard case): Ritz values never exceed the true
+    singular values and are within 10% of them with q = 2."""
+    a = np.random.default_rng(11).standard_normal(shape).astype(np.float32)
+    ref = np.linalg.svd(a.astype(np.float64), compute_uv=False)[:8]
+    s = _core.svd_randomized(a, 8, 8, 2, 1)[1]
+    assert np.all(s <= ref * (1 + 1e-6))
+    assert np.all(s >= 0.9 * ref)
+
+
+@pytest.mark.parametrize("shape", [(64, 576), (130, 37), (7, 300), (256, 2304), (33, 33), (1, 5)])
+def test_svd_bit_identical_across_simd_levels(shape):
+    a = np.random.default_rng(12).standard_normal(shape).astype(np.float32)
+    outs = []
+    for level in gradsparse.available_simd_levels():
+        with gradsparse.simd_level(level):
+            outs.append(b"".join(x.tobytes() for x in _core.svd(a) + _core.svd_randomized(a, 8, 8, 2, 1)))
+    assert all(o == outs[0] for o in outs[1:])
 
 
 def test_svd_layouts():
@@ -298,3 +392,19 @@ def test_bad_input_names_the_argument(call, arg):
 def test_import_does_not_import_torch():
     code = "import sys, gradsparse, gradsparse.atomo; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- benchmark entry point
+def test_bench_suite_atomo_runs_and_verifies(monkeypatch):
+    """`python -m gradsparse.bench --suite atomo` is accepted; the ATOMO bench's FFT table
+    (small lengths, to stay fast) verifies and returns gradsparse and numpy timings."""
+    from gradsparse import bench, bench_atomo
+
+    assert bench.build_parser().parse_args(["--suite", "atomo"]).suite == "atomo"
+    monkeypatch.setattr(bench_atomo, "FFT_LENGTHS", [1, 2, 3, 1000, 4096, 1009])
+    lines = []
+    res = bench_atomo.run(lines.append, quick=True, skip={"svd", "e2e"}, torch=None)
+    assert [r["n"] for r in res["fft"]] == [1, 2, 3, 1000, 4096, 1009]
+    assert all(r["gs"] > 0 and r["numpy"] > 0 for r in res["fft"])
+    assert any("numpy" in line for line in lines)
+    assert "rfft n=1009" in res["verified"]

@@ -191,7 +191,10 @@ def sparsify(x: Any, atoms: str = "entry", *, budget: float, seed: int = 0, layo
     (conv -> ``(c_out, c_in*kh*kw)``) or ``"atomo"`` (the original code's
     ``(c_out*c_in/2, 2*kh*kw)``); 1-D tensors are sampled element-wise (``vector="entry"``)
     or sent dense (``vector="dense"``); ``svd="randomized"`` decomposes only the top ``rank``
-    directions (unbiased for the rank-``rank`` approximation, not for ``x``)."""
+    directions (unbiased for the rank-``rank`` approximation, not for ``x``): randomized subspace
+    iteration with ``rank + oversample`` columns and ``power_iters`` power iterations (Halko,
+    Martinsson & Tropp 2011) -- exact when ``x`` has rank <= ``rank + oversample``, otherwise its
+    singular values are lower bounds that tighten as (sigma_{l+1} / sigma_rank)^(2 q + 1)."""
     if atoms not in ATOMS:
         raise ValueError(f"atoms: expected one of {ATOMS}, got {atoms!r}")
     arr = _array(x, "x")

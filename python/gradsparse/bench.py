@@ -1,4 +1,4 @@
-"""gradsparse benchmark: ``python -m gradsparse.bench [--quick] [--suite all|select|wire] [--json PATH] ...``
+"""gradsparse benchmark: ``python -m gradsparse.bench [--quick] [--suite all|select|wire|atomo] [--json PATH] ...``
 
 Measures gradsparse against the usual baselines and checks every result first.
 
@@ -23,7 +23,9 @@ Cases (float32 data, numpy RNG seeded):
    gradsparse returns one Sparse per tensor. gs[torch-in] is gradsparse given the tensors.
 
 (The wire-format benchmark -- bits per index and codec throughput -- is described in
-:mod:`gradsparse.bench_wire`; ``--suite`` picks either part.)
+:mod:`gradsparse.bench_wire`; ``--suite`` picks either part. ``--suite atomo`` runs the ATOMO
+benchmark of :mod:`gradsparse.bench_atomo` instead -- SVD vs numpy/torch, real FFT vs
+numpy.fft.rfft, end-to-end spectral ATOMO vs plain numpy; it is not part of ``all``.)
 
 Data ("gradient-like"): a Gaussian scale mixture. Every block of 4096 consecutive elements
 (about one conv filter bank / matrix row group) gets its own scale drawn from
@@ -85,7 +87,7 @@ import numpy as np
 
 import gradsparse as gs
 
-from . import bench_wire
+from . import bench_atomo, bench_wire
 
 BLOCK = 4096
 SEED = 20240611
@@ -915,8 +917,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default="bench-results/bench.json", metavar="PATH",
                    help="where to write all measurements (default bench-results/bench.json)")
     p.add_argument("--no-torch", action="store_true", help="skip the torch baselines")
-    p.add_argument("--suite", choices=("all", "select", "wire"), default="all",
-                   help="which benchmarks: selection (top-k, CWMP, global), wire format, or both (default)")
+    p.add_argument("--suite", choices=("all", "select", "wire", "atomo"), default="all",
+                   help="which benchmarks: selection (top-k, CWMP, global), wire format, both (all, the "
+                        "default), or the ATOMO benchmark (SVD, FFT, end to end; not part of all)")
     return p
 
 
@@ -984,6 +987,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     status = "ok"
     error = None
     wire: Dict[str, Any] = {}
+    atomo_res: Dict[str, Any] = {}
     try:
         if args.suite in ("all", "select"):
             topk_rows = bench.topk_case(args.sizes, args.ratios, args.threads)
@@ -996,7 +1000,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if args.suite == "all":
                 out()
             wire = bench_wire.run(out, quick=args.quick, repeats=args.repeats)
-    except (VerificationError, bench_wire.WireVerificationError) as exc:
+        if args.suite == "atomo":
+            atomo_res = bench_atomo.run(out, quick=args.quick, repeats=args.repeats,
+                                        torch=torch if torch is not None else None)
+    except (VerificationError, bench_wire.WireVerificationError, bench_atomo.AtomoVerificationError) as exc:
         status = "verification failed"
         error = str(exc)
     finally:
@@ -1034,6 +1041,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "results": bench.results,
         "summary": summ,
         "wire": wire,
+        "atomo": atomo_res,
         "elapsed_s": elapsed,
         "printed": out.lines,
     }
@@ -1053,7 +1061,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out(f"\nbackground load (other processes) during the run: {background:.2f} cores on average{warn}")
     out(f"re-timings because other processes were busy: {bench.attempts_total - bench.groups}; rows still "
         f"disturbed after {bench.max_attempts} attempts (marked *): {bench.disturbed_rows}")
-    out(f"{len(bench.verified) + len(wire.get('verified', []))} results verified; total time {elapsed:.0f} s; JSON: {args.json or '-'}")
+    out(f"{len(bench.verified) + len(wire.get('verified', [])) + len(atomo_res.get('verified', []))} results verified; total time {elapsed:.0f} s; JSON: {args.json or '-'}")
     return 0
 
 

@@ -1,9 +1,10 @@
-"""ATOMO benchmark: ``python -m gradsparse.bench_atomo [--quick] [--repeats N]``.
+"""ATOMO benchmark: ``python -m gradsparse.bench_atomo [--quick] [--repeats N]``, also run by
+``python -m gradsparse.bench --suite atomo`` (and ``python bench/run_bench.py --suite atomo``).
 
 1. Exact thin SVD (float32) on CIFAR-10 layer shapes 64x576, 128x1152, 256x2304,
    512x4608, 256x4096 vs ``numpy.linalg.svd(full_matrices=False)`` and ``torch.linalg.svd``
    (torch at gradsparse's thread count, if torch is installed); randomized rank-8 mode
-   vs the same baselines.
+   (oversampling 8, 2 power iterations) vs the same baselines.
 2. Real FFT vs ``numpy.fft.rfft`` for power-of-two and other lengths; orthonormal DCT vs
    ``scipy.fft.dct`` if scipy is installed.
 3. End to end: spectral ATOMO of a whole CIFAR-10 CNN update (VGG-like conv layers, a
@@ -11,8 +12,9 @@
    implementation of the same algorithm (numpy SVD, Algorithm 1 in numpy, numpy Bernoulli).
 
 Every figure is printed beside its baseline from the same run. Results are verified before
-timing (singular values vs numpy to 1e-4 relative, FFT to 1e-5, full-budget ATOMO equal to
-the input); a mismatch aborts.
+timing (singular values vs numpy to 1e-4 relative; randomized: orthonormal factors, Ritz
+values between 0.9x and 1x numpy's top 8 on these flat-spectrum Gaussian matrices; FFT to
+1e-5; full-budget ATOMO equal to the input); a mismatch aborts.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import argparse
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -50,12 +52,20 @@ def timeit(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+class AtomoVerificationError(Exception):
+    """A result differed from its reference before timing."""
+
+
+VERIFIED: List[str] = []
+
+
 def check(cond: bool, what: str) -> None:
     if not cond:
-        sys.exit(f"verification failed: {what}")
+        raise AtomoVerificationError(what)
+    VERIFIED.append(what)
 
 
-def bench_svd(repeats: int, torch) -> List[Dict]:
+def bench_svd(repeats: int, torch, out: Callable[..., None] = print) -> List[Dict]:
     rng = np.random.default_rng(0)
     rows = []
     for m, n in SHAPES:
@@ -65,7 +75,10 @@ def bench_svd(repeats: int, torch) -> List[Dict]:
         check(np.allclose(s, ref, rtol=1e-4), f"svd singular values {m}x{n}")
         check(np.linalg.norm((u * s) @ vt - a) <= 1e-5 * np.linalg.norm(a), f"svd reconstruction {m}x{n}")
         ur, sr, vr = _core.svd_randomized(a, 8, 8, 2, 1)
-        check(ur.shape == (m, 8) and np.all(sr <= ref[0] * (1 + 1e-4)), f"randomized shape {m}x{n}")
+        check(ur.shape == (m, 8) and vr.shape == (8, n), f"randomized shape {m}x{n}")
+        check(np.all(sr <= ref[:8] * (1 + 1e-5)) and np.all(sr >= 0.9 * ref[:8]), f"randomized sigma {m}x{n}")
+        check(np.allclose(ur.T @ ur, np.eye(8), atol=1e-5) and np.allclose(vr @ vr.T, np.eye(8), atol=1e-5),
+              f"randomized orthonormal {m}x{n}")
         row = {"shape": f"{m}x{n}",
                "gs": timeit(lambda: _core.svd(a), repeats),
                "gs_rand8": timeit(lambda: _core.svd_randomized(a, 8, 8, 2, 1), repeats),
@@ -75,32 +88,37 @@ def bench_svd(repeats: int, torch) -> List[Dict]:
             row["torch"] = timeit(lambda: torch.linalg.svd(t, full_matrices=False), repeats)
         rows.append(row)
         tt = f"{row['torch'] * 1e3:9.1f}" if "torch" in row else "      n/a"
-        print(f"  {row['shape']:>9}  gradsparse {row['gs'] * 1e3:8.1f} ms  numpy {row['numpy'] * 1e3:8.1f} ms"
-              f"  torch {tt} ms  | x{row['numpy'] / row['gs']:.2f} vs numpy"
-              f"  | randomized r=8 {row['gs_rand8'] * 1e3:7.2f} ms (x{row['numpy'] / row['gs_rand8']:.1f} vs numpy)",
-              flush=True)
+        tr = f", x{row['torch'] / row['gs_rand8']:.1f} vs torch" if "torch" in row else ""
+        out(f"  {row['shape']:>9}  gradsparse {row['gs'] * 1e3:8.1f} ms  numpy {row['numpy'] * 1e3:8.1f} ms"
+            f"  torch {tt} ms  | x{row['numpy'] / row['gs']:.2f} vs numpy"
+            f"  | randomized r=8 {row['gs_rand8'] * 1e3:7.2f} ms (x{row['numpy'] / row['gs_rand8']:.1f} vs numpy{tr})")
     return rows
 
 
-def bench_fft(repeats: int) -> None:
+def bench_fft(repeats: int, out: Callable[..., None] = print) -> List[Dict]:
     try:
         import scipy.fft as sfft
     except ImportError:  # pragma: no cover - optional
         sfft = None
     rng = np.random.default_rng(1)
+    rows = []
     for n in FFT_LENGTHS:
         x = rng.standard_normal(n)
         ref = np.fft.rfft(x)
         check(np.abs(_core.rfft(x) - ref).max() <= 1e-5 * np.abs(ref).max(), f"rfft n={n}")
         g = timeit(lambda: _core.rfft(x), repeats)
         b = timeit(lambda: np.fft.rfft(x), repeats)
+        row = {"n": n, "gs": g, "numpy": b}
         line = f"  n={n:>9}  rfft gradsparse {g * 1e3:8.3f} ms  numpy {b * 1e3:8.3f} ms  ratio {g / b:5.2f}"
         if sfft is not None:
             check(np.allclose(_core.dct(x), sfft.dct(x, norm="ortho"), atol=1e-9 * np.abs(x).sum()), f"dct n={n}")
             gd = timeit(lambda: _core.dct(x), repeats)
             bd = timeit(lambda: sfft.dct(x, norm="ortho"), repeats)
+            row.update(gs_dct=gd, scipy_dct=bd)
             line += f"  | dct gradsparse {gd * 1e3:8.3f} ms  scipy {bd * 1e3:8.3f} ms"
-        print(line, flush=True)
+        rows.append(row)
+        out(line)
+    return rows
 
 
 def numpy_atomo(update: Dict[str, np.ndarray], budget: float, rng: np.random.Generator) -> Dict[str, np.ndarray]:
@@ -143,7 +161,7 @@ def _np_probabilities(lam: np.ndarray, s: float) -> np.ndarray:
     return p
 
 
-def bench_end_to_end(repeats: int) -> Tuple[float, float]:
+def bench_end_to_end(repeats: int, out: Callable[..., None] = print) -> Tuple[float, float]:
     rng = np.random.default_rng(2)
     update = {k: rng.standard_normal(v).astype(np.float32) * 0.01 for k, v in CNN.items()}
     # Verify: with a budget above every rank both reproduce the update exactly.
@@ -163,9 +181,45 @@ def bench_end_to_end(repeats: int) -> Tuple[float, float]:
     g = timeit(run_gs, repeats)
     b = timeit(lambda: numpy_atomo(update, 2.0, np.random.default_rng(0)), repeats)
     n_params = sum(int(np.prod(v)) for v in CNN.values())
-    print(f"  CNN update ({n_params / 1e6:.2f} M params, {len(CNN)} tensors, budget 2 atoms/tensor): "
-          f"gradsparse {g * 1e3:.1f} ms  plain numpy {b * 1e3:.1f} ms  speed-up x{b / g:.2f}", flush=True)
+    out(f"  CNN update ({n_params / 1e6:.2f} M params, {len(CNN)} tensors, budget 2 atoms/tensor): "
+        f"gradsparse {g * 1e3:.1f} ms  plain numpy {b * 1e3:.1f} ms  speed-up x{b / g:.2f}")
     return g, b
+
+
+def load_torch():
+    try:
+        import torch
+        torch.set_num_threads(gs.get_num_threads())
+    except ImportError:  # pragma: no cover - optional
+        torch = None
+    return torch
+
+
+def run(out: Callable[..., None] = print, quick: bool = False, repeats: int = 5,
+        skip: Optional[set] = None, torch: Any = "auto") -> Dict[str, Any]:
+    """Runs the ATOMO tables (SVD, FFT/DCT, end to end); returns their rows. Raises
+    AtomoVerificationError when a result differs from its reference before timing."""
+    skip = skip or set()
+    repeats = 2 if quick else repeats
+    if torch == "auto":
+        torch = load_torch()
+    elif torch is not None:
+        torch.set_num_threads(gs.get_num_threads())  # same thread count as gradsparse
+    out(f"ATOMO: gradsparse {gs.__version__}  threads {gs.get_num_threads()}  simd {gs.get_simd_level()}"
+        f"  numpy {np.__version__}  torch {getattr(torch, '__version__', 'n/a')}")
+    res: Dict[str, Any] = {"repeats": repeats}
+    if "svd" not in skip:
+        out("Thin SVD, float32 (median of %d):" % repeats)
+        res["svd"] = bench_svd(repeats, torch, out)
+    if "fft" not in skip:
+        out("Real FFT / DCT, float64 (median of %d):" % repeats)
+        res["fft"] = bench_fft(repeats, out)
+    if "e2e" not in skip:
+        out("End-to-end spectral ATOMO (median of %d):" % repeats)
+        g, b = bench_end_to_end(repeats, out)
+        res["e2e"] = {"gs": g, "numpy": b}
+    res["verified"] = list(VERIFIED)
+    return res
 
 
 def main(argv=None) -> None:
@@ -174,24 +228,15 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--skip", default="", help="comma-separated: svd,fft,e2e")
     args = ap.parse_args(argv)
-    repeats = 2 if args.quick else args.repeats
     skip = set(filter(None, args.skip.split(",")))
+
+    def out(*a):
+        print(*a, flush=True)
+
     try:
-        import torch
-        torch.set_num_threads(gs.get_num_threads())
-    except ImportError:  # pragma: no cover - optional
-        torch = None
-    print(f"gradsparse {gs.__version__}  threads {gs.get_num_threads()}  simd {gs.get_simd_level()}"
-          f"  numpy {np.__version__}  torch {getattr(torch, '__version__', 'n/a')}")
-    if "svd" not in skip:
-        print("Thin SVD, float32 (median of %d):" % repeats)
-        bench_svd(repeats, torch)
-    if "fft" not in skip:
-        print("Real FFT / DCT, float64:")
-        bench_fft(repeats)
-    if "e2e" not in skip:
-        print("End-to-end spectral ATOMO:")
-        bench_end_to_end(repeats)
+        run(out, quick=args.quick, repeats=args.repeats, skip=skip)
+    except AtomoVerificationError as exc:
+        sys.exit(f"verification failed: {exc}")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@
 
 namespace gradsparse {
 
-/// Forward complex DFT of length n in place (X_k = sum_j x_j e^{-2 pi i jk/n}), any n >= 1:
-/// iterative radix-2 for powers of two, Bluestein's chirp-z otherwise.
+/// Complex DFT of length n in place (X_k = sum_j x_j e^{-2 pi i jk/n}; inverse: e^{+...}, no
+/// 1/n), any n >= 1: mixed-radix Stockham passes (radix 4, 2, 3, 5, odd primes up to 61),
+/// Bluestein's chirp-z on a 2,3,5-smooth length when n has a larger prime factor. Plans are
+/// cached per length; results are bit-identical at every SIMD level.
 void fft_inplace(std::complex<double>* x, size_t n, bool inverse = false);
 
 /// numpy.fft.rfft: n real inputs -> n/2 + 1 complex outputs (unnormalised).
@@ -34,9 +36,12 @@ struct Svd {
 };
 Svd svd_thin(const float* a, size_t m, size_t n);
 
-/// Randomized rank-`rank` SVD (Halko, Martinsson, Tropp 2011): Gaussian sketch with
-/// `oversample` extra columns, `power_iters` orthonormalised power iterations, then the
-/// exact SVD of the small projected matrix. Sketch drawn from Philox under `seed`.
+/// Randomized rank-`rank` SVD (Halko, Martinsson, Tropp 2011, Alg. 4.4): subspace iteration
+/// with l = rank + `oversample` columns and `power_iters` orthonormalised power iterations,
+/// then Rayleigh-Ritz; Gaussian test matrix from Philox under `seed`. Runs on products with
+/// A, or (when that needs fewer operations, small min(m, n)) on G = A A^T with the test
+/// matrix A^T Omega' — see svd.cpp. Exact to rounding when rank(A) <= l; otherwise the
+/// singular values are lower bounds whose error shrinks as (sigma_{l+1}/sigma_rank)^(2q+1).
 Svd svd_randomized(const float* a, size_t m, size_t n, size_t rank, size_t oversample, int power_iters,
                    uint64_t seed);
 

@@ -1,202 +1,384 @@
-// Complex FFT for any length (iterative radix-2; Bluestein's chirp-z for other lengths),
-// the real FFT (numpy.fft.rfft/irfft) through a half-length complex FFT, and the
-// orthonormal DCT-II/III through Makhoul's permutation (IEEE TASSP 1980).
-// Complex products are written out by hand: std::complex's operator* calls the
-// NaN-checking __muldc3 helper without -ffast-math.
+// Complex FFT for any length and the real FFT (numpy.fft.rfft/irfft) and orthonormal
+// DCT-II/III built on it.
+//
+// Complex transforms run on split data (real and imaginary parts in separate arrays) as a
+// sequence of decimation-in-frequency Stockham passes (out of place, no bit reversal,
+// natural order out) of radix 4, 2, 3, 5 and any odd radix; a length whose largest prime
+// factor is large goes through Bluestein's chirp-z transform on a 2,3,5-smooth length.
+// Inverse transforms swap the real and imaginary arrays (IDFT(x) = swap(DFT(swap(x)))).
+// Plans (factors, twiddle tables, Bluestein chirps) are built once per length, immutable
+// and shared between threads. The real FFT of even n is the n/2-point complex FFT of the
+// even/odd samples packed as z_j = x_{2j} + i x_{2j+1}, then split; odd n runs the complex
+// transform of length n. The DCT uses Makhoul's permutation (IEEE TASSP 1980).
+//
+// The passes and O(n) steps are the kernels of fft_kernels.hpp, one table per SIMD level,
+// chosen once per call; every level gives bit-identical results.
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
+#include "core/scratch.hpp"
+#include "decomp/fft_kernels.hpp"
 #include "gradsparse/common.hpp"
 #include "gradsparse/decomp.hpp"
+#include "gradsparse/simd.hpp"
 
 namespace gradsparse {
+
+namespace fft {
+
+const FftKernels& active_fft_kernels() {
+    switch (current_simd_level()) {
+#if GRADSPARSE_HAVE_AVX512
+        case SimdLevel::AVX512: return fft_kernels_avx512();
+#endif
+#if GRADSPARSE_HAVE_AVX2
+        case SimdLevel::AVX2: return fft_kernels_avx2();
+#endif
+        default: return fft_kernels_scalar();
+    }
+}
+
+}  // namespace fft
 
 namespace {
 
 using cd = std::complex<double>;
+using fft::FftKernels;
 constexpr double kPi = 3.14159265358979323846;
+// Prime factors above this go through Bluestein (an odd-radix pass costs O(p) per point).
+constexpr size_t kMaxDirectPrime = 61;
 
-inline cd mul(cd a, cd b) {
-    return {a.real() * b.real() - a.imag() * b.imag(), a.real() * b.imag() + a.imag() * b.real()};
+// cos / sin of 2 pi r / L for 0 <= r < L, reduced to an angle in [0, pi/4] for accuracy.
+void unit_root(size_t r, size_t len, double* c, double* s) {
+    const size_t r8 = 8 * r, oct = r8 / len, rem = r8 % len;  // theta = (oct + rem / len) pi / 4
+    auto angle = [&](size_t num) { return 2.0 * kPi * static_cast<double>(num) / (8.0 * static_cast<double>(len)); };
+    double x, y;
+    size_t quarter;
+    if (oct % 2 == 0) {  // theta = quarter pi/2 + a
+        const double a = angle(rem);
+        x = std::cos(a);
+        y = std::sin(a);
+        quarter = oct / 2;
+    } else {  // theta = quarter pi/2 - b
+        const double b = angle(len - rem);
+        x = std::cos(b);
+        y = -std::sin(b);
+        quarter = ((oct + 1) / 2) % 4;
+    }
+    switch (quarter) {  // rotate (x, y) by quarter * pi/2
+        case 0: *c = x; *s = y; break;
+        case 1: *c = -y; *s = x; break;
+        case 2: *c = -x; *s = -y; break;
+        default: *c = y; *s = -x; break;
+    }
 }
-inline cd expi(double angle) { return {std::cos(angle), std::sin(angle)}; }
 
-bool is_pow2(size_t n) { return n && !(n & (n - 1)); }
-
-struct Plan {
-    size_t n = 0;
-    // radix-2: bit-reversal permutation and twiddles e^{-2 pi i j / n}, j < n/2
-    std::vector<uint32_t> rev;
-    std::vector<cd> tw;
-    // Bluestein: chirp e^{-i pi k^2 / n}, the FFT of the conjugate chirp, and the padded plan
-    std::vector<cd> chirp, chirp_hat;
-    std::shared_ptr<const Plan> inner;
+struct Pass {
+    size_t p, s, m;
+    size_t tw;    // offset into twr/twi
+    size_t trig;  // offset into trig (odd radix > 5)
 };
 
-std::shared_ptr<const Plan> plan_for(size_t n);
+struct CPlan {
+    size_t n = 0;
+    std::vector<Pass> passes;
+    std::vector<double> twr, twi, trig;
+    // Bluestein: inner length M, chirp w_k = e^{-i pi k^2 / n} (k < n) and the DFT of the
+    // wrapped conjugate chirp, divided by M.
+    bool bluestein = false;
+    size_t big = 0;
+    std::shared_ptr<const CPlan> inner;
+    std::vector<double> chr, chi, bhr, bhi;
+};
 
-void radix2(const Plan& pl, cd* x, bool inverse) {
-    const size_t n = pl.n;
-    for (size_t i = 0; i < n; ++i) {
-        const size_t j = pl.rev[i];
-        if (i < j) std::swap(x[i], x[j]);
-    }
-    for (size_t len = 2; len <= n; len <<= 1) {
-        const size_t half = len >> 1, step = n / len;
-        for (size_t i = 0; i < n; i += len) {
-            for (size_t j = 0; j < half; ++j) {
-                cd w = pl.tw[j * step];
-                if (inverse) w = std::conj(w);
-                const cd u = x[i + j], v = mul(x[i + j + half], w);
-                x[i + j] = u + v;
-                x[i + j + half] = u - v;
-            }
+std::shared_ptr<const CPlan> cplan_for(size_t n);
+
+// Radices for n: 4s, a 2, 3s, 5s, then other odd primes; empty when n has a prime factor
+// above kMaxDirectPrime (Bluestein).
+bool factorize(size_t n, std::vector<size_t>& f) {
+    f.clear();
+    while (n % 4 == 0) { f.push_back(4); n /= 4; }
+    if (n % 2 == 0) { f.push_back(2); n /= 2; }
+    for (size_t p = 3; p * p <= n || p <= n; p += 2) {
+        if (n == 1) break;
+        if (p * p > n) p = n;  // n is prime now
+        while (n % p == 0) {
+            if (p > kMaxDirectPrime) return false;
+            f.push_back(p);
+            n /= p;
         }
     }
+    return true;
 }
 
-void bluestein(const Plan& pl, cd* x, bool inverse) {
-    const size_t n = pl.n, m = pl.inner->n;
-    std::vector<cd> a(m, cd(0, 0));
-    for (size_t k = 0; k < n; ++k) {
-        const cd xk = inverse ? std::conj(x[k]) : x[k];
-        a[k] = mul(xk, pl.chirp[k]);
-    }
-    radix2(*pl.inner, a.data(), false);
-    for (size_t k = 0; k < m; ++k) a[k] = mul(a[k], pl.chirp_hat[k]);
-    radix2(*pl.inner, a.data(), true);
-    const double inv_m = 1.0 / static_cast<double>(m);
-    for (size_t k = 0; k < n; ++k) {
-        const cd r = mul(a[k], pl.chirp[k]) * inv_m;
-        x[k] = inverse ? std::conj(r) : r;
-    }
+// Smallest 2^a 3^b 5^c >= n.
+size_t good_size(size_t n) {
+    size_t best = 1;
+    while (best < n) best <<= 1;
+    for (size_t f5 = 1; f5 < best; f5 *= 5)
+        for (size_t f35 = f5; f35 < best; f35 *= 3) {
+            size_t x = f35;
+            while (x < n) x <<= 1;
+            best = std::min(best, x);
+        }
+    return best;
 }
 
-std::shared_ptr<Plan> build_plan(size_t n) {
-    auto pl = std::make_shared<Plan>();
+std::pair<double*, double*> exec(const CPlan& pl, const FftKernels& k, double* re, double* im, double* tr, double* ti);
+
+std::shared_ptr<CPlan> build_cplan(size_t n) {
+    auto pl = std::make_shared<CPlan>();
     pl->n = n;
-    if (is_pow2(n)) {
-        int bits = 0;
-        while ((size_t(1) << bits) < n) ++bits;
-        pl->rev.resize(n);
-        for (size_t i = 0; i < n; ++i) {
-            size_t r = 0;
-            for (int b = 0; b < bits; ++b) r |= ((i >> b) & 1) << (bits - 1 - b);
-            pl->rev[i] = static_cast<uint32_t>(r);
+    std::vector<size_t> f;
+    if (n <= 1 || factorize(n, f)) {
+        size_t s = 1;
+        for (size_t p : f) {
+            const size_t m = n / (s * p), len = p * m;
+            Pass ps{p, s, m, pl->twr.size(), pl->trig.size()};
+            for (size_t k = 1; k < p; ++k)
+                for (size_t j1 = 0; j1 < m; ++j1) {
+                    double c, sn;
+                    unit_root(j1 * k, len, &c, &sn);
+                    pl->twr.push_back(c);
+                    pl->twi.push_back(-sn);
+                }
+            if (p > 5) {
+                for (size_t r = 0; r < p; ++r) {
+                    double c, sn;
+                    unit_root(r, p, &c, &sn);
+                    pl->trig.push_back(c);
+                }
+                for (size_t r = 0; r < p; ++r) {
+                    double c, sn;
+                    unit_root(r, p, &c, &sn);
+                    pl->trig.push_back(sn);
+                }
+            }
+            pl->passes.push_back(ps);
+            s *= p;
         }
-        pl->tw.resize(n / 2);
-        for (size_t j = 0; j < n / 2; ++j) pl->tw[j] = expi(-2.0 * kPi * static_cast<double>(j) / static_cast<double>(n));
         return pl;
     }
-    size_t m = 1;
-    while (m < 2 * n - 1) m <<= 1;
-    pl->inner = plan_for(m);
-    pl->chirp.resize(n);
+    pl->bluestein = true;
+    const size_t big = good_size(2 * n - 1);
+    pl->big = big;
+    pl->inner = cplan_for(big);
+    pl->chr.resize(n);
+    pl->chi.resize(n);
     for (size_t k = 0; k < n; ++k) {
-        // k^2 mod 2n keeps the angle small and exact for large k.
+        // k^2 mod 2n keeps the angle exact for large k: e^{-i pi k^2 / n} = e^{-2 pi i (k^2 mod 2n) / 2n}.
         const unsigned __int128 k2 = static_cast<unsigned __int128>(k) * k % (2 * static_cast<unsigned __int128>(n));
-        pl->chirp[k] = expi(-kPi * static_cast<double>(static_cast<uint64_t>(k2)) / static_cast<double>(n));
+        double c, sn;
+        unit_root(static_cast<size_t>(k2), 2 * n, &c, &sn);
+        pl->chr[k] = c;
+        pl->chi[k] = -sn;
     }
-    pl->chirp_hat.assign(m, cd(0, 0));
-    pl->chirp_hat[0] = std::conj(pl->chirp[0]);
-    for (size_t k = 1; k < n; ++k) pl->chirp_hat[k] = pl->chirp_hat[m - k] = std::conj(pl->chirp[k]);
-    radix2(*pl->inner, pl->chirp_hat.data(), false);
+    std::vector<double> br(big, 0.0), bi(big, 0.0), tr(big), ti(big);
+    const double inv = 1.0 / static_cast<double>(big);
+    br[0] = pl->chr[0] * inv;
+    bi[0] = -pl->chi[0] * inv;
+    for (size_t k = 1; k < n; ++k) {
+        br[k] = br[big - k] = pl->chr[k] * inv;
+        bi[k] = bi[big - k] = -pl->chi[k] * inv;
+    }
+    auto res = exec(*pl->inner, fft::fft_kernels_scalar(), br.data(), bi.data(), tr.data(), ti.data());
+    pl->bhr.assign(res.first, res.first + big);
+    pl->bhi.assign(res.second, res.second + big);
     return pl;
 }
 
 // Plans are immutable once built and shared between threads.
 std::mutex g_plan_mutex;
-std::map<size_t, std::shared_ptr<const Plan>> g_plans;
-std::map<size_t, std::shared_ptr<const std::vector<cd>>> g_half_tw, g_dct_tw;
+std::map<size_t, std::shared_ptr<const CPlan>> g_cplans;
 
-std::shared_ptr<const Plan> plan_for(size_t n) {
+std::shared_ptr<const CPlan> cplan_for(size_t n) {
     {
         std::lock_guard<std::mutex> lock(g_plan_mutex);
-        auto it = g_plans.find(n);
-        if (it != g_plans.end()) return it->second;
+        auto it = g_cplans.find(n);
+        if (it != g_cplans.end()) return it->second;
     }
-    auto pl = build_plan(n);  // may recurse (Bluestein's inner plan): built outside the lock
+    auto pl = build_cplan(n);  // may recurse (Bluestein's inner plan): built outside the lock
     std::lock_guard<std::mutex> lock(g_plan_mutex);
-    if (g_plans.size() > 64) g_plans.clear();
-    return g_plans.emplace(n, pl).first->second;
+    if (g_cplans.size() > 64) g_cplans.clear();
+    return g_cplans.emplace(n, pl).first->second;
 }
 
-// Table of e^{-i pi k / d} for k < count, cached by `key` (the transform length).
-std::shared_ptr<const std::vector<cd>> table(std::map<size_t, std::shared_ptr<const std::vector<cd>>>& cache,
-                                             size_t key, size_t count, double d) {
+// Forward DFT of (re, im) (destroyed); (tr, ti) are scratch of the same length. Returns the
+// pair of arrays holding the result: (re, im) or (tr, ti).
+std::pair<double*, double*> exec(const CPlan& pl, const FftKernels& k, double* re, double* im, double* tr, double* ti) {
+    if (pl.bluestein) {
+        const size_t n = pl.n, big = pl.big;
+        auto buf = ScratchPool::acquire(4 * big * sizeof(double));
+        double* ar = reinterpret_cast<double*>(buf.get());
+        double* ai = ar + big;
+        double* br = ai + big;
+        double* bi = br + big;
+        k.cmul_to(re, im, pl.chr.data(), pl.chi.data(), n, ar, ai);
+        std::fill(ar + n, ar + big, 0.0);
+        std::fill(ai + n, ai + big, 0.0);
+        auto y = exec(*pl.inner, k, ar, ai, br, bi);
+        k.cmul(y.first, y.second, pl.bhr.data(), pl.bhi.data(), big);
+        double* other_r = y.first == ar ? br : ar;
+        double* other_i = y.first == ar ? bi : ai;
+        auto z = exec(*pl.inner, k, y.second, y.first, other_i, other_r);  // inverse: swapped
+        k.cmul_to(z.second, z.first, pl.chr.data(), pl.chi.data(), n, re, im);
+        return {re, im};
+    }
+    double *cr = re, *ci = im, *nr = tr, *ni = ti;
+    for (const Pass& ps : pl.passes) {
+        const fft::PassArgs args{ps.p, ps.s, ps.m, cr, ci, nr, ni, pl.twr.data() + ps.tw, pl.twi.data() + ps.tw,
+                                 pl.trig.data() + ps.trig};
+        switch (ps.p) {
+            case 2: k.pass2(args); break;
+            case 3: k.pass3(args); break;
+            case 4: k.pass4(args); break;
+            case 5: k.pass5(args); break;
+            default: k.pass_odd(args); break;
+        }
+        std::swap(cr, nr);
+        std::swap(ci, ni);
+    }
+    return {cr, ci};
+}
+
+// Real transforms of even length n: the n/2-point complex plan and w_k = e^{-2 pi i k / n}.
+struct RPlan {
+    std::shared_ptr<const CPlan> half;
+    std::vector<double> wr, wi;
+};
+
+std::map<size_t, std::shared_ptr<const RPlan>> g_rplans;
+
+std::shared_ptr<const RPlan> rplan_for(size_t n) {
+    {
+        std::lock_guard<std::mutex> lock(g_plan_mutex);
+        auto it = g_rplans.find(n);
+        if (it != g_rplans.end()) return it->second;
+    }
+    auto pl = std::make_shared<RPlan>();
+    const size_t h = n / 2;
+    pl->half = cplan_for(h);
+    pl->wr.resize(h + 1);
+    pl->wi.resize(h + 1);
+    for (size_t k = 0; k <= h; ++k) {
+        double c, s;
+        unit_root(k % n, n, &c, &s);
+        pl->wr[k] = c;
+        pl->wi[k] = -s;
+    }
     std::lock_guard<std::mutex> lock(g_plan_mutex);
-    auto it = cache.find(key);
-    if (it != cache.end()) return it->second;
-    auto t = std::make_shared<std::vector<cd>>(count);
-    for (size_t k = 0; k < count; ++k) (*t)[k] = expi(-kPi * static_cast<double>(k) / d);
-    if (cache.size() > 64) cache.clear();
-    return cache.emplace(key, t).first->second;
+    if (g_rplans.size() > 64) g_rplans.clear();
+    return g_rplans.emplace(n, pl).first->second;
+}
+
+double* doubles(ScratchPool::Buffer& b) { return reinterpret_cast<double*>(b.get()); }
+
+// Table of e^{-i pi k / (2n)} for k < n (the DCT's), cached by n.
+std::map<size_t, std::shared_ptr<const std::vector<cd>>> g_dct_tw;
+
+std::shared_ptr<const std::vector<cd>> dct_table(size_t n) {
+    std::lock_guard<std::mutex> lock(g_plan_mutex);
+    auto it = g_dct_tw.find(n);
+    if (it != g_dct_tw.end()) return it->second;
+    auto t = std::make_shared<std::vector<cd>>(n);
+    for (size_t k = 0; k < n; ++k) {
+        double c, s;
+        unit_root(k, 4 * n, &c, &s);
+        (*t)[k] = cd(c, -s);
+    }
+    if (g_dct_tw.size() > 64) g_dct_tw.clear();
+    return g_dct_tw.emplace(n, t).first->second;
+}
+
+inline cd mul(cd a, cd b) {
+    return {a.real() * b.real() - a.imag() * b.imag(), a.real() * b.imag() + a.imag() * b.real()};
 }
 
 }  // namespace
 
 void fft_inplace(cd* x, size_t n, bool inverse) {
     if (n <= 1) return;
-    auto pl = plan_for(n);
-    if (is_pow2(n))
-        radix2(*pl, x, inverse);
-    else
-        bluestein(*pl, x, inverse);
+    const FftKernels& k = fft::active_fft_kernels();
+    auto pl = cplan_for(n);
+    auto buf = ScratchPool::acquire(4 * n * sizeof(double));
+    double* re = doubles(buf);
+    double *im = re + n, *tr = im + n, *ti = tr + n;
+    double* xd = reinterpret_cast<double*>(x);
+    k.deinterleave(xd, n, re, im);
+    if (inverse) {
+        auto z = exec(*pl, k, im, re, ti, tr);
+        k.interleave(z.second, z.first, n, 1.0, xd);
+    } else {
+        auto z = exec(*pl, k, re, im, tr, ti);
+        k.interleave(z.first, z.second, n, 1.0, xd);
+    }
 }
 
 void rfft(const double* x, size_t n, cd* out) {
     if (n == 0) return;
+    const FftKernels& k = fft::active_fft_kernels();
+    double* od = reinterpret_cast<double*>(out);
     if (n % 2) {
-        std::vector<cd> z(n);
-        for (size_t i = 0; i < n; ++i) z[i] = cd(x[i], 0);
-        fft_inplace(z.data(), n, false);
-        for (size_t k = 0; k <= n / 2; ++k) out[k] = z[k];
+        auto pl = cplan_for(n);
+        auto buf = ScratchPool::acquire(4 * n * sizeof(double));
+        double* re = doubles(buf);
+        double *im = re + n, *tr = im + n, *ti = tr + n;
+        std::memcpy(re, x, n * sizeof(double));
+        std::fill(im, im + n, 0.0);
+        auto z = exec(*pl, k, re, im, tr, ti);
+        k.interleave(z.first, z.second, n / 2 + 1, 1.0, od);
         return;
     }
-    // Pack even/odd samples as one complex signal of length h = n/2, then split.
     const size_t h = n / 2;
-    std::vector<cd> z(h);
-    for (size_t j = 0; j < h; ++j) z[j] = cd(x[2 * j], x[2 * j + 1]);
-    fft_inplace(z.data(), h, false);
-    auto w = table(g_half_tw, n, h + 1, static_cast<double>(h));  // e^{-2 pi i k / n}
-    for (size_t k = 0; k <= h; ++k) {
-        const cd zk = z[k % h], zc = std::conj(z[(h - k) % h]);
-        const cd e = (zk + zc) * 0.5, o = (zk - zc) * 0.5;
-        // o / i = -i o
-        out[k] = e + mul((*w)[k], cd(o.imag(), -o.real()));
-    }
+    auto rp = rplan_for(n);
+    auto buf = ScratchPool::acquire(4 * (h + 1) * sizeof(double));
+    double* re = doubles(buf);
+    double *im = re + h + 1, *tr = im + h + 1, *ti = tr + h + 1;  // h + 1 each: the split output
+    k.deinterleave(x, h, re, im);
+    auto z = exec(*rp->half, k, re, im, tr, ti);
+    double* sr = z.first == re ? tr : re;
+    double* si = z.first == re ? ti : im;
+    k.real_split(z.first, z.second, h, rp->wr.data(), rp->wi.data(), sr, si);
+    k.interleave(sr, si, h + 1, 1.0, od);
 }
 
 void irfft(const cd* in, size_t n, double* out) {
     if (n == 0) return;
+    const FftKernels& k = fft::active_fft_kernels();
+    const double* id = reinterpret_cast<const double*>(in);
     if (n % 2) {
-        std::vector<cd> z(n);
-        for (size_t k = 0; k <= n / 2; ++k) z[k] = in[k];
-        for (size_t k = n / 2 + 1; k < n; ++k) z[k] = std::conj(in[n - k]);
-        z[0] = cd(in[0].real(), 0);
-        fft_inplace(z.data(), n, true);
-        for (size_t i = 0; i < n; ++i) out[i] = z[i].real() / static_cast<double>(n);
+        auto pl = cplan_for(n);
+        auto buf = ScratchPool::acquire(4 * n * sizeof(double));
+        double* re = doubles(buf);
+        double *im = re + n, *tr = im + n, *ti = tr + n;
+        for (size_t j = 0; j <= n / 2; ++j) {
+            re[j] = in[j].real();
+            im[j] = in[j].imag();
+        }
+        for (size_t j = n / 2 + 1; j < n; ++j) {
+            re[j] = in[n - j].real();
+            im[j] = -in[n - j].imag();
+        }
+        im[0] = 0.0;
+        auto z = exec(*pl, k, im, re, ti, tr);  // inverse: swapped
+        const double inv = 1.0 / static_cast<double>(n);
+        for (size_t j = 0; j < n; ++j) out[j] = z.second[j] * inv;
         return;
     }
     const size_t h = n / 2;
-    auto w = table(g_half_tw, n, h + 1, static_cast<double>(h));
-    std::vector<cd> z(h);
-    const cd x0(in[0].real(), 0), xh(in[h].real(), 0);
-    for (size_t k = 0; k < h; ++k) {
-        const cd xk = k == 0 ? x0 : in[k];
-        const cd xc = std::conj(k == 0 ? xh : in[h - k]);
-        const cd e = (xk + xc) * 0.5, o = mul((xk - xc) * 0.5, std::conj((*w)[k]));
-        z[k] = e + cd(-o.imag(), o.real());  // e + i o
-    }
-    fft_inplace(z.data(), h, true);
-    const double inv = 1.0 / static_cast<double>(h);
-    for (size_t j = 0; j < h; ++j) {
-        out[2 * j] = z[j].real() * inv;
-        out[2 * j + 1] = z[j].imag() * inv;
-    }
+    auto rp = rplan_for(n);
+    auto buf = ScratchPool::acquire(4 * h * sizeof(double));
+    double* re = doubles(buf);
+    double *im = re + h, *tr = im + h, *ti = tr + h;
+    k.real_merge(id, h, rp->wr.data(), rp->wi.data(), re, im);
+    auto z = exec(*rp->half, k, im, re, ti, tr);  // inverse: swapped
+    k.interleave(z.second, z.first, h, 1.0 / static_cast<double>(h), out);
 }
 
 void dct2_ortho(const double* x, size_t n, double* out) {
@@ -206,7 +388,7 @@ void dct2_ortho(const double* x, size_t n, double* out) {
     for (size_t j = 0; 2 * j + 1 < n; ++j) v[n - 1 - j] = x[2 * j + 1];
     std::vector<cd> spec(n / 2 + 1);
     rfft(v.data(), n, spec.data());
-    auto w = table(g_dct_tw, n, n, 2.0 * static_cast<double>(n));  // e^{-i pi k / (2n)}
+    auto w = dct_table(n);  // e^{-i pi k / (2n)}
     const double f0 = std::sqrt(1.0 / static_cast<double>(n)), f = std::sqrt(2.0 / static_cast<double>(n));
     for (size_t k = 0; k < n; ++k) {
         const cd vk = k <= n / 2 ? spec[k] : std::conj(spec[n - k]);
@@ -216,7 +398,7 @@ void dct2_ortho(const double* x, size_t n, double* out) {
 
 void dct3_ortho(const double* x, size_t n, double* out) {
     if (n == 0) return;
-    auto w = table(g_dct_tw, n, n, 2.0 * static_cast<double>(n));
+    auto w = dct_table(n);
     const double f0 = std::sqrt(static_cast<double>(n)), f = std::sqrt(static_cast<double>(n) / 2.0);
     // Undo the orthonormal scaling: y_k = x_k / c_k; then V_k = e^{i pi k / 2n} (y_k - i y_{n-k}).
     std::vector<cd> spec(n / 2 + 1);

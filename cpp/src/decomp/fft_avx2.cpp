@@ -1,0 +1,14 @@
+// gradsparse — FFT kernel table, avx2 build of the portable kernels (fft_generic.hpp).
+// Built with the avx2 flags only (CMakeLists.txt); chosen at run time.
+#include "fft_generic.hpp"
+
+namespace gradsparse {
+namespace fft {
+
+const FftKernels& fft_kernels_avx2() {
+    static const FftKernels table = generic::make_table();
+    return table;
+}
+
+}  // namespace fft
+}  // namespace gradsparse
