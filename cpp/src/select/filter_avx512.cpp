@@ -174,30 +174,81 @@ void emit_f32_avx512(const uint32_t* pos, const uint32_t* vals, size_t n, KeyMod
     });
 }
 
-// Exact CWMP keys, 8 candidates per step in float64: the same IEEE operations as the scalar
-// twin (x*x is exact in float64; one correctly rounded division), so the same bits.
-size_t score_cost_f32_avx512(const uint32_t* pos, const uint32_t* vals, const float* costs, size_t n, uint64_t t,
-                             uint32_t* pos_out, uint32_t* val_out, uint64_t* key_out) {
-    const __m512i vt = _mm512_set1_epi64(static_cast<long long>(t));
-    const __m512i abs_mask = _mm512_set1_epi64(0x7FFFFFFFFFFFFFFFll);
-    const __m512i nan_key = _mm512_set1_epi64(static_cast<long long>(keys::F64::nan_key));
-    size_t out = 0, i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256i p = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pos + i));
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vals + i));
-        const __m512d a = _mm512_cvtps_pd(_mm256_castsi256_ps(v));
-        const __m512d sc = _mm512_div_pd(_mm512_mul_pd(a, a), _mm512_cvtps_pd(_mm256_loadu_ps(costs + i)));
-        __m512i k = _mm512_and_si512(_mm512_castpd_si512(sc), abs_mask);
-        k = _mm512_mask_mov_epi64(k, _mm512_cmp_pd_mask(sc, sc, _CMP_UNORD_Q), nan_key);
-        const __mmask8 keep = _mm512_cmpge_epu64_mask(k, vt);
-        // loaded before stored: the outputs may overlap these lanes
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pos_out + out), _mm256_maskz_compress_epi32(keep, p));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(val_out + out), _mm256_maskz_compress_epi32(keep, v));
-        _mm512_storeu_si512(key_out + out, _mm512_maskz_compress_epi64(keep, k));
-        out += _mm_popcnt_u32(keep);
+// Exact keys of 8 float32 elements with float32 costs: the float64 x*x / c (the scalar
+// twin's IEEE operations, so the same bits), NaN to its key.
+inline __m512i cost_key_f64x8(__m256 x, __m256 c) {
+    const __m512d a = _mm512_cvtps_pd(x);
+    const __m512d sc = _mm512_div_pd(_mm512_mul_pd(a, a), _mm512_cvtps_pd(c));
+    const __m512i k = _mm512_and_si512(_mm512_castpd_si512(sc), _mm512_set1_epi64(0x7FFFFFFFFFFFFFFFll));
+    return _mm512_mask_mov_epi64(k, _mm512_cmp_pd_mask(sc, sc, _CMP_UNORD_Q),
+                                 _mm512_set1_epi64(static_cast<long long>(keys::F64::nan_key)));
+}
+
+void cost_keys_f32_avx512(const float* x, const float* c, size_t n, uint64_t* key) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm512_storeu_si512(key + i, cost_key_f64x8(_mm256_loadu_ps(x + i), _mm256_loadu_ps(c + i)));
+    if (i < n) {
+        const __mmask8 live = static_cast<__mmask8>((1u << (n - i)) - 1u);
+        const __m256 xv = _mm256_maskz_loadu_ps(live, x + i);
+        const __m256 cv = _mm256_mask_loadu_ps(_mm256_set1_ps(1.0f), live, c + i);
+        _mm512_mask_storeu_epi64(key + i, live, cost_key_f64x8(xv, cv));
     }
-    return out + generic::score_cost_f32(pos + i, vals + i, costs + i, n - i, t, pos_out + out, val_out + out,
-                                         key_out + out);
+}
+
+// ---- 64-bit keys of candidates: band split, counts at K*, output (8 lanes).
+
+inline __mmask8 live8(size_t left) { return left >= 8 ? __mmask8(0xFF) : __mmask8((1u << left) - 1u); }
+
+size_t band_u64_avx512(const uint64_t* key, size_t n, uint64_t hi, uint64_t* band, size_t* above) {
+    const __m512i vh = _mm512_set1_epi64(static_cast<long long>(hi));
+    size_t nb = 0;
+    for (size_t c = 0; c < n; c += 8) {
+        const __mmask8 live = live8(n - c);
+        const __m512i k = _mm512_maskz_loadu_epi64(live, key + c);
+        const __mmask8 in = _mm512_mask_cmple_epu64_mask(live, k, vh);
+        _mm512_storeu_si512(band + nb, _mm512_maskz_compress_epi64(in, k));
+        nb += _mm_popcnt_u32(in);
+    }
+    *above = n - nb;
+    return nb;
+}
+
+void count_u64_avx512(const uint64_t* key, size_t n, uint64_t kstar, size_t* greater, size_t* equal) {
+    const __m512i vk = _mm512_set1_epi64(static_cast<long long>(kstar));
+    size_t g = 0, e = 0;
+    for (size_t c = 0; c < n; c += 8) {
+        const __mmask8 live = live8(n - c);
+        const __m512i k = _mm512_maskz_loadu_epi64(live, key + c);
+        g += _mm_popcnt_u32(_mm512_mask_cmpgt_epu64_mask(live, k, vk));
+        e += _mm_popcnt_u32(_mm512_mask_cmpeq_epu64_mask(live, k, vk));
+    }
+    *greater = g;
+    *equal = e;
+}
+
+// 8 candidates per step while 8 more outputs fit in the piece's range; the scalar loop
+// writes the last few.
+void emit_u64_avx512(const uint32_t* pos, const uint32_t* vals, const uint64_t* key, size_t n, uint64_t kstar,
+                     size_t take_eq, size_t kept, int64_t base, int64_t* idx_out, uint32_t* val_out) {
+    const __m512i vk = _mm512_set1_epi64(static_cast<long long>(kstar));
+    const __m512i vbase = _mm512_set1_epi64(base);
+    size_t o = 0, c = 0, eq_left = take_eq;
+    for (; c + 8 <= n && o + 8 <= kept; c += 8) {
+        const __m512i k = _mm512_loadu_si512(key + c);
+        __mmask8 keep = _mm512_cmpgt_epu64_mask(k, vk);
+        for (uint32_t eq = _mm512_cmpeq_epu64_mask(k, vk); eq && eq_left; eq &= eq - 1, --eq_left)
+            keep = static_cast<__mmask8>(keep | (eq & (0u - eq)));  // rare: ties at K*, lowest first
+        if (val_out)
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(val_out + o),
+                                _mm256_maskz_compress_epi32(keep, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vals + c))));
+        if (idx_out) {
+            const __m512i p = _mm512_add_epi64(
+                _mm512_cvtepu32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pos + c))), vbase);
+            _mm512_storeu_si512(idx_out + o, _mm512_maskz_compress_epi64(keep, p));
+        }
+        o += _mm_popcnt_u32(keep);
+    }
+    generic::emit_u64_from(pos, vals, key, c, n, kstar, eq_left, o, kept, base, idx_out, val_out);
 }
 
 // ---- float64: 8 lanes; ---- float16/bfloat16: 32 lanes (AVX512BW). Passing lanes are
@@ -289,11 +340,13 @@ size_t filter_h16_avx512(const uint16_t* bits, size_t n, KeyMode mode, bool bf16
                 : filter_h16_format<keys::F16>(bits, n, mode, thr, out, vals, cap);
 }
 
-// Per-element costs in float32, 16 lanes, no conversions. The driver's threshold t already
-// sits 2^-40 below the score threshold T; this kernel lowers it by another 2^-20 so that the
-// float32 roundings of x*x and t*c (2^-24 each) cannot drop an element whose exact score
-// fl(fl(x^2)/c) reaches T. Lanes where t*c is below 2^-100 pass unconditionally: there an
-// underflowing x*x could otherwise hide a qualifying element. Overflow only adds lanes.
+// Per-element costs, 16 lanes: a float32 pre-test without conversions, then the exact
+// float64 keys of the lanes that pass it (compressed to the low lanes first: one division
+// per 8 of them). The pre-test lowers the float64 pre-test threshold t' of the scalar twin
+// (2^-40 below the score threshold T) by another 2^-20 so that the float32 roundings of x*x
+// and t*c (2^-24 each) cannot drop an element whose exact score fl(fl(x^2)/c) reaches T.
+// Lanes where t*c is below 2^-100 pass unconditionally: there an underflowing x*x could
+// otherwise hide a qualifying element. Overflow only adds lanes. The exact key decides.
 inline float filter_threshold_f32(double t) {
     double lowered = t * (1.0 - 0x1p-20);
     if (!(lowered < 3.4028234663852886e38)) return 3.4028234663852886e38f;  // also +inf
@@ -315,9 +368,37 @@ inline __mmask16 cost_pass_f32x16(__m512 x, __m512 c, __m512 t, __m512 tiny) {
     return _mm512_cmp_ps_mask(_mm512_mul_ps(x, x), tc, _CMP_NLT_UQ) | _mm512_cmp_ps_mask(tc, tiny, _CMP_LT_OQ);
 }
 
-size_t filter_cost_f32_avx512(const float* x, const float* c, size_t n, double t, uint32_t* out,
-                              uint32_t* vals, float* costs, size_t cap, bool* bad_cost) {
-    const __m512 vt = _mm512_set1_ps(filter_threshold_f32(t));
+// The lanes m of 16 elements (positions idx) that passed the pre-test: their exact keys;
+// the ones >= t (vt) are stored in order. Returns the new count.
+inline size_t emit_exact16(__mmask16 m, __m512 xv, __m512 cv, __m512i idx, __m512i vt, uint32_t* out,
+                           uint32_t* vals, uint64_t* key_out, size_t count) {
+    const unsigned pc = _mm_popcnt_u32(m);
+    const __m512 xs = _mm512_maskz_compress_ps(m, xv);
+    const __m512 cs = _mm512_mask_compress_ps(_mm512_set1_ps(1.0f), m, cv);  // no 0/0 in unused lanes
+    const __mmask8 live0 = pc >= 8 ? __mmask8(0xFF) : static_cast<__mmask8>((1u << pc) - 1u);
+    const __m512i k0 = cost_key_f64x8(_mm512_castps512_ps256(xs), _mm512_castps512_ps256(cs));
+    const __mmask8 e0 = _mm512_mask_cmpge_epu64_mask(live0, k0, vt);
+    __mmask8 e1 = 0;
+    __m512i k1 = _mm512_setzero_si512();
+    if (pc > 8) {
+        const __mmask8 live1 = static_cast<__mmask8>((1u << (pc - 8)) - 1u);
+        k1 = cost_key_f64x8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(xs), 1)),
+                            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(cs), 1)));
+        e1 = _mm512_mask_cmpge_epu64_mask(live1, k1, vt);
+    }
+    const __mmask16 e = static_cast<__mmask16>(e0 | (static_cast<unsigned>(e1) << 8));
+    _mm512_storeu_si512(out + count, _mm512_maskz_compress_epi32(e, _mm512_maskz_compress_epi32(m, idx)));
+    _mm512_storeu_si512(vals + count, _mm512_maskz_compress_epi32(e, _mm512_castps_si512(xs)));
+    _mm512_storeu_si512(key_out + count, _mm512_maskz_compress_epi64(e0, k0));
+    const size_t n0 = _mm_popcnt_u32(e0);
+    if (e1) _mm512_storeu_si512(key_out + count + n0, _mm512_maskz_compress_epi64(e1, k1));
+    return count + n0 + _mm_popcnt_u32(e1);
+}
+
+size_t filter_cost_f32_avx512(const float* x, const float* c, size_t n, uint64_t t, uint32_t* out,
+                              uint32_t* vals, uint64_t* key_out, size_t cap, bool* bad_cost) {
+    const __m512 vt = _mm512_set1_ps(filter_threshold_f32(generic::cost_pretest_threshold(t)));
+    const __m512i vkt = _mm512_set1_epi64(static_cast<long long>(t));
     const __m512 tiny = _mm512_set1_ps(0x1p-100f);
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     size_t count = 0;
@@ -334,12 +415,10 @@ size_t filter_cost_f32_avx512(const float* x, const float* c, size_t n, double t
         const __mmask16 m0 = cost_pass_f32x16(x0, c0, vt, tiny), m1 = cost_pass_f32x16(x1, c1, vt, tiny);
         if ((m0 | m1) == 0) continue;
         const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota);
-        if (costs) {  // kept next to the values: the exact scores need them, and these lines are cached now
-            _mm512_storeu_ps(costs + count, _mm512_maskz_compress_ps(m0, c0));
-            _mm512_storeu_ps(costs + count + _mm_popcnt_u32(m0), _mm512_maskz_compress_ps(m1, c1));
-        }
-        count = emit16(out, vals, count, m0, idx, _mm512_castps_si512(x0));
-        count = emit16(out, vals, count, m1, _mm512_add_epi32(idx, _mm512_set1_epi32(16)), _mm512_castps_si512(x1));
+        if (m0) count = emit_exact16(m0, x0, c0, idx, vkt, out, vals, key_out, count);
+        if (m1)
+            count = emit_exact16(m1, x1, c1, _mm512_add_epi32(idx, _mm512_set1_epi32(16)), vkt, out, vals, key_out,
+                                 count);
         if (count > cap) {
             *bad_cost = *bad_cost || bad != 0;
             return kFilterOverflow;
@@ -352,9 +431,9 @@ size_t filter_cost_f32_avx512(const float* x, const float* c, size_t n, double t
         const __m512 cv = _mm512_mask_loadu_ps(_mm512_set1_ps(1.0f), live, c + i);
         bad |= cost_bad_f32x16(cv);
         const __mmask16 m = static_cast<__mmask16>(cost_pass_f32x16(xv, cv, vt, tiny) & live);
-        if (costs) _mm512_storeu_ps(costs + count, _mm512_maskz_compress_ps(m, cv));
-        count = emit16(out, vals, count, m, _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota),
-                       _mm512_castps_si512(xv));
+        if (m)
+            count = emit_exact16(m, xv, cv, _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota), vkt, out,
+                                 vals, key_out, count);
         if (count > cap) {
             *bad_cost = *bad_cost || bad != 0;
             return kFilterOverflow;
@@ -369,7 +448,7 @@ size_t filter_cost_f32_avx512(const float* x, const float* c, size_t n, double t
 const Kernels& kernels_avx512() {
     static const Kernels table{filter_f32_avx512, filter_f64_avx512, filter_h16_avx512, filter_cost_f32_avx512,
                                generic::add_f32, band_f32_avx512, count_f32_avx512, emit_f32_avx512,
-                               score_cost_f32_avx512};
+                               cost_keys_f32_avx512, band_u64_avx512, count_u64_avx512, emit_u64_avx512};
     return table;
 }
 
