@@ -226,25 +226,28 @@ void count_u64_avx512(const uint64_t* key, size_t n, uint64_t kstar, size_t* gre
     *equal = e;
 }
 
-// 8 candidates per step while 8 more outputs fit in the piece's range; the scalar loop
-// writes the last few.
+// 16 candidates per step while 16 more outputs fit in the piece's range (the stores are
+// whole vectors); the scalar loop writes the last few.
 void emit_u64_avx512(const uint32_t* pos, const uint32_t* vals, const uint64_t* key, size_t n, uint64_t kstar,
                      size_t take_eq, size_t kept, int64_t base, int64_t* idx_out, uint32_t* val_out) {
     const __m512i vk = _mm512_set1_epi64(static_cast<long long>(kstar));
     const __m512i vbase = _mm512_set1_epi64(base);
     size_t o = 0, c = 0, eq_left = take_eq;
-    for (; c + 8 <= n && o + 8 <= kept; c += 8) {
-        const __m512i k = _mm512_loadu_si512(key + c);
-        __mmask8 keep = _mm512_cmpgt_epu64_mask(k, vk);
-        for (uint32_t eq = _mm512_cmpeq_epu64_mask(k, vk); eq && eq_left; eq &= eq - 1, --eq_left)
-            keep = static_cast<__mmask8>(keep | (eq & (0u - eq)));  // rare: ties at K*, lowest first
-        if (val_out)
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(val_out + o),
-                                _mm256_maskz_compress_epi32(keep, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vals + c))));
+    for (; c + 16 <= n && o + 16 <= kept; c += 16) {
+        const __m512i k0 = _mm512_loadu_si512(key + c), k1 = _mm512_loadu_si512(key + c + 8);
+        __mmask16 keep = static_cast<__mmask16>(_mm512_cmpgt_epu64_mask(k0, vk) |
+                                                (static_cast<unsigned>(_mm512_cmpgt_epu64_mask(k1, vk)) << 8));
+        for (uint32_t eq = _mm512_cmpeq_epu64_mask(k0, vk) | (static_cast<unsigned>(_mm512_cmpeq_epu64_mask(k1, vk)) << 8);
+             eq && eq_left; eq &= eq - 1, --eq_left)
+            keep = static_cast<__mmask16>(keep | (eq & (0u - eq)));  // rare: ties at K*, lowest first
+        if (val_out) _mm512_storeu_si512(val_out + o, _mm512_maskz_compress_epi32(keep, _mm512_loadu_si512(vals + c)));
         if (idx_out) {
-            const __m512i p = _mm512_add_epi64(
-                _mm512_cvtepu32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pos + c))), vbase);
-            _mm512_storeu_si512(idx_out + o, _mm512_maskz_compress_epi64(keep, p));
+            const __m512i p = _mm512_loadu_si512(pos + c);
+            const __m512i lo = _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_castsi512_si256(p)), vbase);
+            const __m512i hi = _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(p, 1)), vbase);
+            const __mmask8 kl = static_cast<__mmask8>(keep), kh = static_cast<__mmask8>(keep >> 8);
+            _mm512_storeu_si512(idx_out + o, _mm512_maskz_compress_epi64(kl, lo));
+            _mm512_storeu_si512(idx_out + o + _mm_popcnt_u32(kl), _mm512_maskz_compress_epi64(kh, hi));
         }
         o += _mm_popcnt_u32(keep);
     }

@@ -366,58 +366,67 @@ struct Sample {
     double* cost() const { return reinterpret_cast<double*>(cost_buf.get()); }
 };
 
-Sample take_sample(const std::vector<ScoredSegment>& segs, size_t total, size_t m, bool with_cost) {
+// Blocks are split over nt threads (each writes its own range of the sample).
+Sample take_sample(const std::vector<ScoredSegment>& segs, size_t total, size_t m, bool with_cost, int nt) {
     const size_t blocks = std::max<size_t>(1, m / kSampleBlock);
+    GS_ASSERT(total >= kSampleBlock);  // every block holds kSampleBlock keys
     Sample smp;
     smp.key_buf = ScratchPool::acquire(blocks * kSampleBlock * 8);
     if (with_cost) smp.cost_buf = ScratchPool::acquire(blocks * kSampleBlock * 8);
     uint64_t* key = smp.key();
     double* cost = smp.cost();
-    size_t seg = 0, seg_start = 0, o = 0;
-    // The blocks are scattered over the whole input: request every cache line first, so the
-    // misses overlap instead of being paid one after another.
-    for (size_t b = 0; b < blocks; ++b) {
-        size_t start = block_start(b, blocks, total);
-        while (seg_start + segs[seg].seg.n <= start) seg_start += segs[seg++].seg.n;
-        const Segment& g = segs[seg].seg;
-        size_t len = std::min(kSampleBlock, g.n - (start - seg_start));
-        const char* p = static_cast<const char*>(g.data) + (start - seg_start) * dtype_size(g.dtype);
-        const size_t bytes = len * dtype_size(g.dtype);
-        for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
-        __builtin_prefetch(p + bytes - 1);  // a block need not start on a cache line
-        if (g.cost_kind == CostKind::Array) {
-            const size_t cw = dtype_size(g.cost_dtype);
-            const char* q = static_cast<const char*>(g.cost_data) + (start - seg_start) * cw;
-            for (size_t off = 0; off < len * cw; off += 64) __builtin_prefetch(q + off);
-            __builtin_prefetch(q + len * cw - 1);
-        }
-    }
-    seg = 0;
-    seg_start = 0;
-    for (size_t b = 0; b < blocks; ++b) {
-        const size_t start = block_start(b, blocks, total);
-        size_t g = start;
-        while (g < start + kSampleBlock) {
-            while (seg_start + segs[seg].seg.n <= g) seg_start += segs[seg++].seg.n;
-            const ScoredSegment& s = segs[seg];
-            const size_t local = g - seg_start;
-            const size_t len = std::min(start + kSampleBlock - g, s.seg.n - local);
-            if (s.native && s.seg.dtype == DType::F32) {
-                const uint32_t* bits = static_cast<const uint32_t*>(s.seg.data) + local;
-                native_keys<keys::F32>(reinterpret_cast<const uint8_t*>(bits), len, s.mode, key + o);
-            } else if (cost_kernel_f32(s)) {  // s.key() without its dispatch: fl(x*x / c)
-                active_kernels().cost_keys_f32(static_cast<const float*>(s.seg.data) + local,
-                                               static_cast<const float*>(s.seg.cost_data) + local, len, key + o);
-            } else {
-                for (size_t i = 0; i < len; ++i) key[o + i] = s.key(local + i);
+    auto sample_blocks = [&](size_t b0, size_t b1) {
+        size_t seg = 0, seg_start = 0;
+        // The blocks are scattered over the whole input: request every cache line first, so
+        // the misses overlap instead of being paid one after another.
+        for (size_t b = b0; b < b1; ++b) {
+            size_t start = block_start(b, blocks, total);
+            while (seg_start + segs[seg].seg.n <= start) seg_start += segs[seg++].seg.n;
+            const Segment& g = segs[seg].seg;
+            size_t len = std::min(kSampleBlock, g.n - (start - seg_start));
+            const char* p = static_cast<const char*>(g.data) + (start - seg_start) * dtype_size(g.dtype);
+            const size_t bytes = len * dtype_size(g.dtype);
+            for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
+            __builtin_prefetch(p + bytes - 1);  // a block need not start on a cache line
+            if (g.cost_kind == CostKind::Array) {
+                const size_t cw = dtype_size(g.cost_dtype);
+                const char* q = static_cast<const char*>(g.cost_data) + (start - seg_start) * cw;
+                for (size_t off = 0; off < len * cw; off += 64) __builtin_prefetch(q + off);
+                __builtin_prefetch(q + len * cw - 1);
             }
-            if (cost)
-                for (size_t i = 0; i < len; ++i) cost[o + i] = s.cost_at(local + i);
-            o += len;
-            g += len;
         }
-    }
-    smp.m = o;
+        seg = 0;
+        seg_start = 0;
+        for (size_t b = b0; b < b1; ++b) {
+            const size_t start = block_start(b, blocks, total);
+            size_t g = start, o = b * kSampleBlock;
+            while (g < start + kSampleBlock) {
+                while (seg_start + segs[seg].seg.n <= g) seg_start += segs[seg++].seg.n;
+                const ScoredSegment& s = segs[seg];
+                const size_t local = g - seg_start;
+                const size_t len = std::min(start + kSampleBlock - g, s.seg.n - local);
+                if (s.native && s.seg.dtype == DType::F32) {
+                    const uint32_t* bits = static_cast<const uint32_t*>(s.seg.data) + local;
+                    native_keys<keys::F32>(reinterpret_cast<const uint8_t*>(bits), len, s.mode, key + o);
+                } else if (cost_kernel_f32(s)) {  // s.key() without its dispatch: fl(x*x / c)
+                    active_kernels().cost_keys_f32(static_cast<const float*>(s.seg.data) + local,
+                                                   static_cast<const float*>(s.seg.cost_data) + local, len, key + o);
+                } else {
+                    for (size_t i = 0; i < len; ++i) key[o + i] = s.key(local + i);
+                }
+                if (cost)
+                    for (size_t i = 0; i < len; ++i) cost[o + i] = s.cost_at(local + i);
+                o += len;
+                g += len;
+            }
+        }
+    };
+    const int parts = blocks >= 1024 ? std::max(1, nt) : 1;  // ~0.1 ms of misses and divisions
+    parallel_run(parts, [&](int t) {
+        const size_t ti = static_cast<size_t>(t), np = static_cast<size_t>(parts);
+        sample_blocks(blocks * ti / np, blocks * (ti + 1) / np);
+    });
+    smp.m = blocks * kSampleBlock;
     return smp;
 }
 
@@ -634,7 +643,7 @@ void plan_count(SelectionImpl& impl, size_t total, size_t k, int nt) {
         compute_keys(impl, 0);
         return finish_count(impl, k, compute_count_total(impl), ~uint64_t(0));
     }
-    Sample smp = take_sample(impl.segs, total, sample_size(total), false);
+    Sample smp = take_sample(impl.segs, total, sample_size(total), false, nt);
     const size_t m = smp.m;
     const uint64_t* sample = smp.key();  // block order, kept for the variance estimate
     ScratchPool::Buffer sorted_buf = ScratchPool::acquire(m * 8);
@@ -773,7 +782,7 @@ void plan_energy(SelectionImpl& impl, size_t total, double budget, int nt) {
     uint64_t t_lo = 0;
     size_t cap = total;
     if (total >= kFullBelow) {
-        Sample sample = take_sample(segs, total, sample_size(total), true);
+        Sample sample = take_sample(segs, total, sample_size(total), true, nt);
         struct Sampled {
             uint64_t key;
             double cost;
