@@ -154,6 +154,62 @@ def test_cwmp_count_adversarial(simd, dtype, kind, cost_kind):
                 assert_sparse(gradsparse.sparsify(x, k, cost=c), x, sparsify_ref(v, k, cost=c))
 
 
+def _f32_cost_case(kind: str, n: int, seed: int):
+    """float32 values and float32 per-element costs (the fused SIMD cost filter's input)
+    whose scores x*x/c stress its float32 pre-test and the exact keys behind it."""
+    rng = np.random.default_rng([seed, n])
+    f32 = np.float32
+    if kind == "ulp_cluster":  # scores within a few ulps of each other: the pre-test margin
+        x = (1.0 + rng.integers(-8, 9, n) * 2.0**-23).astype(f32)
+        c = (1.0 + rng.integers(-8, 9, n) * 2.0**-23).astype(f32)
+    elif kind == "ties":  # few distinct scores: ties at K* by the lower index
+        x = rng.choice([0.5, -1.0, 1.5, 2.0, -3.0], n).astype(f32)
+        c = rng.choice([0.25, 1.0, 2.25, 4.0, 9.0], n).astype(f32)
+    elif kind == "tiny":  # x*x and t*c underflow float32
+        x = (rng.choice([-1, 1], n) * np.exp(rng.uniform(np.log(1e-30), np.log(1e-15), n))).astype(f32)
+        c = np.exp(rng.uniform(np.log(1e-38), np.log(1e-25), n)).astype(f32)
+    elif kind == "huge":  # x*x and t*c overflow float32
+        x = np.exp(rng.uniform(np.log(1e15), np.log(3e38), n)).astype(f32)
+        c = np.exp(rng.uniform(np.log(1e20), np.log(3e38), n)).astype(f32)
+    elif kind == "subnormal_costs":
+        x = rng.standard_normal(n).astype(f32)
+        c = (rng.integers(1, 1 << 23, n) * 2.0**-149).astype(f32)
+        c[::3] = rng.uniform(0.5, 2.0, c[::3].size)
+    elif kind == "nan_inf":
+        x = rng.standard_normal(n).astype(f32)
+        c = np.exp(rng.uniform(-3, 3, n)).astype(f32)
+        x[rng.integers(0, n, 40)] = np.nan
+        x[rng.integers(0, n, 40)] = np.inf
+        x[rng.integers(0, n, 40)] = -np.inf
+    else:
+        raise ValueError(kind)
+    return x, c
+
+
+@pytest.mark.parametrize("n", [32768 + 31, 40000, 100003])
+@pytest.mark.parametrize("kind", ["ulp_cluster", "ties", "tiny", "huge", "subnormal_costs", "nan_inf"])
+def test_cwmp_f32_per_element_cost_kernel(engine, kind, n):
+    # sampled sizes (the filter threshold is a sampled key, not 0), tails of every width
+    x, c = _f32_cost_case(kind, n, seed=14)
+    v = x.astype(np.float64)
+    for k in (1, 37, n // 100, n // 3, n - 1):
+        assert_sparse(gradsparse.sparsify(x, k, cost=c), x, sparsify_ref(v, k, cost=c))
+
+
+@pytest.mark.parametrize("kind", ["ulp_cluster", "ties", "nan_inf"])
+def test_cwmp_f32_per_element_cost_kernel_threaded(kind):
+    # large enough for two filter threads; every SIMD level must give the same selection
+    n = (1 << 22) + 37
+    x, c = _f32_cost_case(kind, n, seed=15)
+    k = n // 100
+    exp = sparsify_ref(x.astype(np.float64), k, cost=c)
+    for level in gradsparse.available_simd_levels():
+        with gradsparse.simd_level(level):
+            for t in (1, 2):
+                with gradsparse.num_threads(t):
+                    assert_sparse(gradsparse.sparsify(x, k, cost=c), x, exp)
+
+
 @pytest.mark.parametrize("q,alpha", [(2.0, 1.0), (1.0, 1.0), (1.0, 0.0), (2.0, 0.0), (3.0, 0.5),
                                      (0.5, 2.0), (1.5, 1.0), (2.0, 0.75)])
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])

@@ -9,6 +9,7 @@
 #include "gradsparse/parallel.hpp"
 #include "gradsparse/select.hpp"
 #include "core/scratch.hpp"
+#include "select/kernels.hpp"
 #include "pooled.hpp"
 
 namespace py = pybind11;
@@ -182,6 +183,31 @@ void register_select(py::module_& m) {
               add_inplace_f32(ep, xp, n);
           },
           py::arg("residual"), py::arg("x"), "residual += x (float32, in place).");
+
+    // Test hooks (tests/test_cost_kernels.py): one call of the active level's cost kernels.
+    using F32In = py::array_t<float, py::array::c_style | py::array::forcecast>;
+    m.def("_filter_cost_f32", [](const F32In& x, const F32In& c, uint64_t t) {
+              const size_t n = static_cast<size_t>(x.size());
+              if (static_cast<size_t>(c.size()) != n) throw py::value_error("c: size differs from x");
+              if (n >= (size_t(1) << 31)) throw py::value_error("x: too large");
+              py::array_t<uint32_t> idx(static_cast<py::ssize_t>(n + kFilterSlack));
+              py::array_t<uint32_t> vals(static_cast<py::ssize_t>(n + kFilterSlack));
+              py::array_t<uint64_t> keys(static_cast<py::ssize_t>(n + kFilterSlack));
+              bool bad = false;
+              const size_t got = active_kernels().filter_cost_f32(x.data(), c.data(), n, t, idx.mutable_data(),
+                                                                  vals.mutable_data(), keys.mutable_data(), n, &bad);
+              const py::slice part(0, static_cast<py::ssize_t>(got), 1);
+              return py::make_tuple(idx[part], vals[part], keys[part], bad);
+          },
+          py::arg("x"), py::arg("c"), py::arg("t"));
+    m.def("_cost_keys_f32", [](const F32In& x, const F32In& c) {
+              const size_t n = static_cast<size_t>(x.size());
+              if (static_cast<size_t>(c.size()) != n) throw py::value_error("c: size differs from x");
+              py::array_t<uint64_t> keys(static_cast<py::ssize_t>(n));
+              active_kernels().cost_keys_f32(x.data(), c.data(), n, keys.mutable_data());
+              return keys;
+          },
+          py::arg("x"), py::arg("c"));
 
     py::class_<StreamingSelector>(m, "StreamingCore")
         .def(py::init([](int kind, size_t k, double energy, double q, double alpha) {

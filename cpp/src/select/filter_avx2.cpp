@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 #include <array>
+#include <cstring>
 
 #include "filter_generic.hpp"
 
@@ -92,12 +93,13 @@ size_t filter_f32_avx2(const uint32_t* bits, size_t n, KeyMode mode, uint32_t th
     return generic::with_mode(mode, [&](auto m) { return filter_f32_mode<decltype(m)::value>(bits, n, thr, out, vals, cap); });
 }
 
-size_t filter_cost_f32_avx2(const float* x, const float* c, size_t n, double t, uint32_t* out,
-                            uint32_t* vals, float* costs, size_t cap, bool* bad_cost) {
-    const __m256d vt = _mm256_set1_pd(t);
+// Per-element costs: the float64 pre-test of the scalar twin, 8 lanes; the exact key of
+// each lane that passes it (a few per cent of them at most) is computed one at a time.
+size_t filter_cost_f32_avx2(const float* x, const float* c, size_t n, uint64_t t, uint32_t* out,
+                            uint32_t* vals, uint64_t* key_out, size_t cap, bool* bad_cost) {
+    const __m256d vt = _mm256_set1_pd(generic::cost_pretest_threshold(t));
     const __m256 zero = _mm256_setzero_ps();
     const __m256 fmax = _mm256_set1_ps(3.40282347e38f);
-    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     size_t count = 0;
     __m256 ok = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
     size_t i = 0;
@@ -117,24 +119,41 @@ size_t filter_cost_f32_avx2(const float* x, const float* c, size_t n, double t, 
         unsigned m = static_cast<unsigned>(
             _mm256_movemask_pd(_mm256_cmp_pd(_mm256_mul_pd(a0, a0), t0, _CMP_NLT_UQ)) |
             (_mm256_movemask_pd(_mm256_cmp_pd(_mm256_mul_pd(a1, a1), t1, _CMP_NLT_UQ)) << 4));
-        if (m == 0) continue;
-        if (costs) {  // before emit8 advances count
-            __m256i p = _mm256_load_si256(reinterpret_cast<const __m256i*>(kPack.perm[m].data()));
-            _mm256_storeu_ps(costs + count, _mm256_permutevar8x32_ps(cv, p));
+        for (; m; m &= m - 1) {
+            const size_t at = i + static_cast<size_t>(__builtin_ctz(m));
+            const uint64_t k = generic::cost_key_f32(x[at], c[at]);
+            key_out[count] = k;  // written unconditionally, kept by advancing
+            std::memcpy(vals + count, x + at, 4);
+            out[count] = static_cast<uint32_t>(at);
+            count += k >= t;
         }
-        count = emit8(out, vals, count, m, _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(i)), iota),
-                      _mm256_castps_si256(xv));
         if (count > cap) {
             *bad_cost = *bad_cost || _mm256_movemask_ps(ok) != 0xFF;
             return kFilterOverflow;
         }
     }
     *bad_cost = *bad_cost || _mm256_movemask_ps(ok) != 0xFF;
-    size_t rest = generic::filter_cost_f32(x + i, c + i, n - i, t, out + count, vals + count,
-                                           costs ? costs + count : nullptr, cap - count, bad_cost);
+    size_t rest = generic::filter_cost_f32(x + i, c + i, n - i, t, out + count, vals + count, key_out + count,
+                                           cap - count, bad_cost);
     if (rest == kFilterOverflow) return kFilterOverflow;
     for (size_t j = 0; j < rest; ++j) out[count + j] += static_cast<uint32_t>(i);
     return count + rest;
+}
+
+// Exact keys of contiguous float32 elements with float32 costs, 4 lanes in float64: the
+// scalar twin's IEEE operations (x*x exact, one correctly rounded division), so the same bits.
+void cost_keys_f32_avx2(const float* x, const float* c, size_t n, uint64_t* key) {
+    const __m256i abs_mask = _mm256_set1_epi64x(0x7FFFFFFFFFFFFFFFll);
+    const __m256i nan_key = _mm256_set1_epi64x(static_cast<long long>(keys::F64::nan_key));
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const __m256d a = _mm256_cvtps_pd(_mm_loadu_ps(x + i));
+        const __m256d sc = _mm256_div_pd(_mm256_mul_pd(a, a), _mm256_cvtps_pd(_mm_loadu_ps(c + i)));
+        const __m256i k = _mm256_and_si256(_mm256_castpd_si256(sc), abs_mask);
+        const __m256i nan = _mm256_castpd_si256(_mm256_cmp_pd(sc, sc, _CMP_UNORD_Q));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(key + i), _mm256_blendv_epi8(k, nan_key, nan));
+    }
+    generic::cost_keys_f32(x + i, c + i, n - i, key + i);
 }
 
 }  // namespace
@@ -142,7 +161,8 @@ size_t filter_cost_f32_avx2(const float* x, const float* c, size_t n, double t, 
 const Kernels& kernels_avx2() {
     static const Kernels table{filter_f32_avx2, generic::filter_f64, generic::filter_h16,
                                filter_cost_f32_avx2, generic::add_f32, generic::band_f32,
-                               generic::count_f32, generic::emit_f32, generic::score_cost_f32};
+                               generic::count_f32, generic::emit_f32, cost_keys_f32_avx2, generic::band_u64,
+                               generic::count_u64, generic::emit_u64};
     return table;
 }
 

@@ -3,6 +3,7 @@
 // specialise (compiled with that unit's flags, so the compiler may vectorise them).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -68,8 +69,25 @@ inline size_t filter_h16(const uint16_t* bits, size_t n, KeyMode mode, bool bf16
 
 inline bool cost_ok(double c) { return c > 0.0 && c <= 1.7976931348623157e308; }
 
-inline size_t filter_cost_f32(const float* x, const float* c, size_t n, double t, uint32_t* out,
-                              uint32_t* vals, float* costs, size_t cap, bool* bad_cost) {
+/// Exact CWMP key of a float32 element with a float32 cost (q = 2, alpha = 1).
+inline uint64_t cost_key_f32(float x, float c) {
+    const double a = static_cast<double>(x);
+    return keys::score_key((a * a) / static_cast<double>(c));
+}
+
+/// The float64 pre-test threshold of filter_cost_f32 for the key threshold t: x^2 >= t'*c
+/// holds for every element whose exact score fl(x^2 / c) reaches T = score(t) when
+/// t' = T * (1 - 2^-40) (docs/algorithms.md); below 2^-1000 (subnormal rounding) the test
+/// is off (t' = 0), and above +inf only NaN qualifies (t' = inf).
+inline double cost_pretest_threshold(uint64_t t) {
+    if (t > keys::F64::inf) return HUGE_VAL;
+    const double ts = keys::key_to_score(t);
+    return ts < 0x1p-1000 ? 0.0 : std::min(ts, 1.7976931348623157e308) * (1.0 - 0x1p-40);
+}
+
+inline size_t filter_cost_f32(const float* x, const float* c, size_t n, uint64_t t, uint32_t* out,
+                              uint32_t* vals, uint64_t* key_out, size_t cap, bool* bad_cost) {
+    const double tm = cost_pretest_threshold(t);
     size_t count = 0;
     bool bad = false;
     for (size_t i = 0; i < n; ++i) {
@@ -77,13 +95,15 @@ inline size_t filter_cost_f32(const float* x, const float* c, size_t n, double t
         double ci = static_cast<double>(c[i]);
         bad |= !cost_ok(ci);
         double aa = a * a;
-        if (!(aa < t * ci)) {  // true for NaN as well
+        if (!(aa < tm * ci)) {  // true for NaN as well; the exact key decides
+            const uint64_t k = cost_key_f32(x[i], c[i]);
+            if (k < t) continue;
             if (count == cap) {
                 *bad_cost = *bad_cost || bad;
                 return kFilterOverflow;
             }
             std::memcpy(vals + count, x + i, 4);
-            if (costs) costs[count] = c[i];
+            key_out[count] = k;
             out[count++] = static_cast<uint32_t>(i);
         }
     }
@@ -144,21 +164,51 @@ inline void emit_f32(const uint32_t* pos, const uint32_t* vals, size_t n, KeyMod
     emit_f32_from(pos, vals, 0, n, mode, kstar, take_eq, 0, kept, base, idx_out, val_out);
 }
 
-inline size_t score_cost_f32(const uint32_t* pos, const uint32_t* vals, const float* costs, size_t n, uint64_t t,
-                             uint32_t* pos_out, uint32_t* val_out, uint64_t* key_out) {
-    size_t out = 0;
-    for (size_t i = 0; i < n; ++i) {
-        const uint32_t off = pos[i], bits = vals[i];
-        float f;
-        std::memcpy(&f, &bits, 4);
-        const double a = static_cast<double>(f);
-        const uint64_t k = keys::score_key((a * a) / static_cast<double>(costs[i]));
-        if (k < t) continue;
-        pos_out[out] = off;
-        val_out[out] = bits;
-        key_out[out++] = k;
+inline void cost_keys_f32(const float* x, const float* c, size_t n, uint64_t* key) {
+    for (size_t i = 0; i < n; ++i) key[i] = cost_key_f32(x[i], c[i]);
+}
+
+inline size_t band_u64(const uint64_t* key, size_t n, uint64_t hi, uint64_t* band, size_t* above) {
+    size_t nb = 0;
+    for (size_t c = 0; c < n; ++c) {
+        const uint64_t k = key[c];
+        band[nb] = k;  // written unconditionally, kept by advancing
+        nb += k <= hi;
     }
-    return out;
+    *above = n - nb;
+    return nb;
+}
+
+inline void count_u64(const uint64_t* key, size_t n, uint64_t kstar, size_t* greater, size_t* equal) {
+    size_t g = 0, e = 0;
+    for (size_t c = 0; c < n; ++c) {
+        g += key[c] > kstar;
+        e += key[c] == kstar;
+    }
+    *greater = g;
+    *equal = e;
+}
+
+/// emit_u64 from candidate c on, with o written already and eq_left ties still to keep.
+inline void emit_u64_from(const uint32_t* pos, const uint32_t* vals, const uint64_t* key, size_t c, size_t n,
+                          uint64_t kstar, size_t eq_left, size_t o, size_t kept, int64_t base, int64_t* idx_out,
+                          uint32_t* val_out) {
+    for (; c < n && o < kept; ++c) {
+        const uint64_t k = key[c];
+        size_t keep = k > kstar;
+        if (k == kstar && eq_left > 0) {  // rare: ties at K*
+            keep = 1;
+            --eq_left;
+        }
+        if (idx_out) idx_out[o] = base + static_cast<int64_t>(pos[c]);
+        if (val_out) val_out[o] = vals[c];
+        o += keep;
+    }
+}
+
+inline void emit_u64(const uint32_t* pos, const uint32_t* vals, const uint64_t* key, size_t n, uint64_t kstar,
+                     size_t take_eq, size_t kept, int64_t base, int64_t* idx_out, uint32_t* val_out) {
+    emit_u64_from(pos, vals, key, 0, n, kstar, take_eq, 0, kept, base, idx_out, val_out);
 }
 
 }  // namespace

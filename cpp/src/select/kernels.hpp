@@ -27,12 +27,14 @@ struct Kernels {
     /// float16 (bf16 = false) or bfloat16 (bf16 = true).
     size_t (*filter_h16)(const uint16_t* bits, size_t n, KeyMode mode, bool bf16, uint16_t thr,
                          uint32_t* out, uint16_t* vals, size_t cap);
-    /// Per-element cost, q = 2, alpha = 1: writes every i with x[i]^2 >= t * c[i] (computed
-    /// in double) or x[i] NaN — a superset of the score threshold when t carries a margin —
-    /// and, unless costs is null, c[i] to costs (same positions, same slack as out).
-    /// Sets *bad_cost when any c[i] is not finite and > 0.
-    size_t (*filter_cost_f32)(const float* x, const float* c, size_t n, double t, uint32_t* out,
-                              uint32_t* vals, float* costs, size_t cap, bool* bad_cost);
+    /// Per-element cost, q = 2, alpha = 1: writes every i whose exact key (keys::score_key
+    /// of the float64 x[i]*x[i] / c[i]; NaN above +inf) is >= t, ascending, to out, x[i]'s
+    /// bits to vals and the key to key_out (same positions); returns the count, or
+    /// kFilterOverflow once more than cap pass. A conservative float pre-test skips the
+    /// exact key of most elements. Sets *bad_cost when any c[i] is not finite and > 0
+    /// (the keys are then meaningless). All three buffers need kFilterSlack slots past cap.
+    size_t (*filter_cost_f32)(const float* x, const float* c, size_t n, uint64_t t, uint32_t* out,
+                              uint32_t* vals, uint64_t* key_out, size_t cap, bool* bad_cost);
     /// e[i] += x[i] (float32).
     void (*add_f32)(float* e, const float* x, size_t n);
 
@@ -53,13 +55,23 @@ struct Kernels {
     void (*emit_f32)(const uint32_t* pos, const uint32_t* vals, size_t n, KeyMode mode, uint32_t kstar,
                      size_t take_eq, size_t kept, int64_t base, int64_t* idx_out, uint32_t* val_out);
 
-    /// Exact CWMP keys of float32 candidates with float32 per-element costs (as stored by
-    /// filter_cost_f32), q = 2, alpha = 1: the bits of the float64 score x*x / c
-    /// (keys::score_key). Writes the candidates with key >= t (position, raw value, key) to
-    /// pos_out, val_out, key_out, in order; returns how many. The outputs may be the inputs
-    /// or lie before them; key_out needs kFilterSlack writable slots past n.
-    size_t (*score_cost_f32)(const uint32_t* pos, const uint32_t* vals, const float* costs, size_t n, uint64_t t,
-                             uint32_t* pos_out, uint32_t* val_out, uint64_t* key_out);
+    /// The exact keys of filter_cost_f32 for n contiguous elements (the sample), whatever
+    /// the cost (a bad cost gives some key).
+    void (*cost_keys_f32)(const float* x, const float* c, size_t n, uint64_t* key);
+
+    // 64-bit order keys of candidates (every path but native float32): the same passes as
+    // band_f32 / count_f32 / emit_f32 over a stored key array.
+
+    /// Counts the keys > hi in *above and writes the keys <= hi to band, in order; returns
+    /// how many it wrote. band needs kFilterSlack writable slots past n.
+    size_t (*band_u64)(const uint64_t* key, size_t n, uint64_t hi, uint64_t* band, size_t* above);
+    /// Counts the keys > kstar (*greater) and == kstar (*equal).
+    void (*count_u64)(const uint64_t* key, size_t n, uint64_t kstar, size_t* greater, size_t* equal);
+    /// emit_f32 for 4-byte values ranked by stored keys: writes base + pos[c] and vals[c]
+    /// (either output may be null) for every candidate with key > kstar and the first
+    /// take_eq with key == kstar, in order, `kept` of them; nothing past kept.
+    void (*emit_u64)(const uint32_t* pos, const uint32_t* vals, const uint64_t* key, size_t n, uint64_t kstar,
+                     size_t take_eq, size_t kept, int64_t base, int64_t* idx_out, uint32_t* val_out);
 };
 
 const Kernels& kernels_scalar();

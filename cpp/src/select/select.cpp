@@ -43,11 +43,10 @@ struct Piece {
 // and, once computed, order keys.
 struct ThreadWork {
     std::vector<Piece> pieces;
-    ScratchPool::Buffer idx_buf, raw_buf, key_buf, cost_buf;
+    ScratchPool::Buffer idx_buf, raw_buf, key_buf;
     size_t cap = 0, count = 0;
     uint32_t* idx() const { return reinterpret_cast<uint32_t*>(idx_buf.get()); }
     uint8_t* raw() const { return raw_buf.get(); }
-    float* cost() const { return reinterpret_cast<float*>(cost_buf.get()); }  // filter_cost_f32 candidates
     uint64_t* key() const { return reinterpret_cast<uint64_t*>(key_buf.get()); }
 };
 
@@ -151,7 +150,7 @@ std::vector<ThreadWork> make_work(const std::vector<ScoredSegment>& segs, size_t
 // ---------------------------------------------------------------- the filter pass
 
 // Float32 data with float32 per-element costs, q = 2, alpha = 1: the SIMD cost filter,
-// which also stores the cost of every candidate.
+// which computes the exact key of every candidate and keeps only those >= t.
 bool cost_kernel_f32(const ScoredSegment& s) {
     const Segment& g = s.seg;
     return g.cost_kind == CostKind::Array && !s.native && g.dtype == DType::F32 && g.cost_dtype == DType::F32 &&
@@ -159,9 +158,10 @@ bool cost_kernel_f32(const ScoredSegment& s) {
 }
 
 // Positions (and raw values) within the piece whose key may be >= t — a superset for
-// per-element costs — or kFilterOverflow.
+// per-element costs, except with the cost kernel, which stores exactly those and their keys
+// (to key_out) — or kFilterOverflow.
 size_t filter_piece(const ScoredSegment& s, size_t begin, size_t len, uint64_t t, uint32_t* out,
-                    void* vals, float* costs, size_t cap, bool* bad_cost) {
+                    void* vals, uint64_t* key_out, size_t cap, bool* bad_cost) {
     const Kernels& kern = active_kernels();
     const Segment& g = s.seg;
     const bool per_element = g.cost_kind == CostKind::Array && !s.native;
@@ -181,15 +181,10 @@ size_t filter_piece(const ScoredSegment& s, size_t begin, size_t len, uint64_t t
                                        static_cast<uint16_t*>(vals), cap);
         }
     }
-    if (cost_kernel_f32(s)) {
-        // x^2 >= t' * c with t' a little below the threshold score: a superset of
-        // fl(x^2 / c) >= T (docs/algorithms.md); exact keys are computed afterwards.
-        double ts = keys::key_to_score(t);
-        double tm = t > keys::F64::inf ? HUGE_VAL : ts < 0x1p-1000 ? 0.0 : std::min(ts, kMaxDouble) * (1.0 - 0x1p-40);
+    if (cost_kernel_f32(s))  // a conservative pre-test, then exact keys (docs/algorithms.md)
         return kern.filter_cost_f32(static_cast<const float*>(g.data) + begin,
-                                    static_cast<const float*>(g.cost_data) + begin, len, tm, out,
-                                    static_cast<uint32_t*>(vals), costs, cap, bad_cost);
-    }
+                                    static_cast<const float*>(g.cost_data) + begin, len, t, out,
+                                    static_cast<uint32_t*>(vals), key_out, cap, bad_cost);
     // General per-element costs: exact scores, one element at a time.
     size_t count = 0;
     bool bad = false;
@@ -222,14 +217,14 @@ bool run_filter(SelectionImpl& impl, uint64_t t, size_t cap) {
         w.cap = std::min(cap, range);
         w.idx_buf = ScratchPool::acquire((w.cap + kFilterSlack) * 4);
         w.raw_buf = ScratchPool::acquire((w.cap + kFilterSlack) * slot);
-        bool costs = false;
+        bool costs = false;  // the cost kernel stores keys as it filters
         for (const Piece& p : w.pieces) costs = costs || cost_kernel_f32(impl.segs[p.seg]);
-        if (costs) w.cost_buf = ScratchPool::acquire((w.cap + kFilterSlack) * 4);
+        if (costs) w.key_buf = ScratchPool::acquire((w.cap + kFilterSlack) * 8);
         w.count = 0;
         bool b = false;
         for (Piece& p : w.pieces) {
             size_t got = filter_piece(impl.segs[p.seg], p.begin, p.len, t, w.idx() + w.count,
-                                      w.raw() + w.count * slot, costs ? w.cost() + w.count : nullptr,
+                                      w.raw() + w.count * slot, costs ? w.key() + w.count : nullptr,
                                       w.cap - w.count, &b);
             if (got == kFilterOverflow) {
                 overflow[static_cast<size_t>(ti)] = 1;
@@ -270,13 +265,14 @@ void native_keys(const uint8_t* raw, size_t n, KeyMode mode, uint64_t* key) {
     }
 }
 
-// Computes the exact key of every candidate and drops those below t (the per-element
-// cost filter returns a superset). Returns the number left.
+// Computes the exact key of every candidate and drops those below t (per-element costs
+// filter to a superset, but for the cost kernel, whose keys are exact already). Returns the
+// number left.
 size_t compute_keys(SelectionImpl& impl, uint64_t t) {
     const size_t slot = impl.slot;
     parallel_run(static_cast<int>(impl.work.size()), [&](int ti) {
         ThreadWork& w = impl.work[static_cast<size_t>(ti)];
-        w.key_buf = ScratchPool::acquire((w.count + kFilterSlack) * 8);
+        if (!w.key_buf) w.key_buf = ScratchPool::acquire((w.count + kFilterSlack) * 8);  // else the cost kernel's
         uint64_t* key = w.key();
         size_t out = 0;
         for (Piece& p : w.pieces) {
@@ -295,10 +291,13 @@ size_t compute_keys(SelectionImpl& impl, uint64_t t) {
                 continue;
             }
             size_t beg = out;
-            if (cost_kernel_f32(s) && slot == 4) {  // the costs stored by the filter, no gather
-                uint32_t* raw = reinterpret_cast<uint32_t*>(w.raw());
-                out += active_kernels().score_cost_f32(w.idx() + p.cbeg, raw + p.cbeg, w.cost() + p.cbeg, n, t,
-                                                       w.idx() + out, raw + out, key + out);
+            if (cost_kernel_f32(s)) {  // exact keys >= t stored by the filter: close the gap
+                if (out != p.cbeg) {
+                    std::memmove(w.idx() + out, w.idx() + p.cbeg, n * 4);
+                    std::memmove(w.raw() + out * slot, w.raw() + p.cbeg * slot, n * slot);
+                    std::memmove(key + out, key + p.cbeg, n * 8);
+                }
+                out += n;
                 p.cbeg = beg;
                 p.cend = out;
                 continue;
@@ -367,62 +366,67 @@ struct Sample {
     double* cost() const { return reinterpret_cast<double*>(cost_buf.get()); }
 };
 
-Sample take_sample(const std::vector<ScoredSegment>& segs, size_t total, size_t m, bool with_cost) {
+// Blocks are split over nt threads (each writes its own range of the sample).
+Sample take_sample(const std::vector<ScoredSegment>& segs, size_t total, size_t m, bool with_cost, int nt) {
     const size_t blocks = std::max<size_t>(1, m / kSampleBlock);
+    GS_ASSERT(total >= kSampleBlock);  // every block holds kSampleBlock keys
     Sample smp;
     smp.key_buf = ScratchPool::acquire(blocks * kSampleBlock * 8);
     if (with_cost) smp.cost_buf = ScratchPool::acquire(blocks * kSampleBlock * 8);
     uint64_t* key = smp.key();
     double* cost = smp.cost();
-    size_t seg = 0, seg_start = 0, o = 0;
-    // The blocks are scattered over the whole input: request every cache line first, so the
-    // misses overlap instead of being paid one after another.
-    for (size_t b = 0; b < blocks; ++b) {
-        size_t start = block_start(b, blocks, total);
-        while (seg_start + segs[seg].seg.n <= start) seg_start += segs[seg++].seg.n;
-        const Segment& g = segs[seg].seg;
-        size_t len = std::min(kSampleBlock, g.n - (start - seg_start));
-        const char* p = static_cast<const char*>(g.data) + (start - seg_start) * dtype_size(g.dtype);
-        const size_t bytes = len * dtype_size(g.dtype);
-        for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
-        __builtin_prefetch(p + bytes - 1);  // a block need not start on a cache line
-        if (g.cost_kind == CostKind::Array) {
-            const size_t cw = dtype_size(g.cost_dtype);
-            const char* q = static_cast<const char*>(g.cost_data) + (start - seg_start) * cw;
-            for (size_t off = 0; off < len * cw; off += 64) __builtin_prefetch(q + off);
-            __builtin_prefetch(q + len * cw - 1);
-        }
-    }
-    seg = 0;
-    seg_start = 0;
-    for (size_t b = 0; b < blocks; ++b) {
-        const size_t start = block_start(b, blocks, total);
-        size_t g = start;
-        while (g < start + kSampleBlock) {
-            while (seg_start + segs[seg].seg.n <= g) seg_start += segs[seg++].seg.n;
-            const ScoredSegment& s = segs[seg];
-            const size_t local = g - seg_start;
-            const size_t len = std::min(start + kSampleBlock - g, s.seg.n - local);
-            if (s.native && s.seg.dtype == DType::F32) {
-                const uint32_t* bits = static_cast<const uint32_t*>(s.seg.data) + local;
-                native_keys<keys::F32>(reinterpret_cast<const uint8_t*>(bits), len, s.mode, key + o);
-            } else if (cost_kernel_f32(s)) {  // s.key() without its dispatch: fl(x*x / c)
-                const float* x = static_cast<const float*>(s.seg.data) + local;
-                const float* c = static_cast<const float*>(s.seg.cost_data) + local;
-                for (size_t i = 0; i < len; ++i) {
-                    const double a = static_cast<double>(x[i]);
-                    key[o + i] = keys::score_key((a * a) / static_cast<double>(c[i]));
-                }
-            } else {
-                for (size_t i = 0; i < len; ++i) key[o + i] = s.key(local + i);
+    auto sample_blocks = [&](size_t b0, size_t b1) {
+        size_t seg = 0, seg_start = 0;
+        // The blocks are scattered over the whole input: request every cache line first, so
+        // the misses overlap instead of being paid one after another.
+        for (size_t b = b0; b < b1; ++b) {
+            size_t start = block_start(b, blocks, total);
+            while (seg_start + segs[seg].seg.n <= start) seg_start += segs[seg++].seg.n;
+            const Segment& g = segs[seg].seg;
+            size_t len = std::min(kSampleBlock, g.n - (start - seg_start));
+            const char* p = static_cast<const char*>(g.data) + (start - seg_start) * dtype_size(g.dtype);
+            const size_t bytes = len * dtype_size(g.dtype);
+            for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
+            __builtin_prefetch(p + bytes - 1);  // a block need not start on a cache line
+            if (g.cost_kind == CostKind::Array) {
+                const size_t cw = dtype_size(g.cost_dtype);
+                const char* q = static_cast<const char*>(g.cost_data) + (start - seg_start) * cw;
+                for (size_t off = 0; off < len * cw; off += 64) __builtin_prefetch(q + off);
+                __builtin_prefetch(q + len * cw - 1);
             }
-            if (cost)
-                for (size_t i = 0; i < len; ++i) cost[o + i] = s.cost_at(local + i);
-            o += len;
-            g += len;
         }
-    }
-    smp.m = o;
+        seg = 0;
+        seg_start = 0;
+        for (size_t b = b0; b < b1; ++b) {
+            const size_t start = block_start(b, blocks, total);
+            size_t g = start, o = b * kSampleBlock;
+            while (g < start + kSampleBlock) {
+                while (seg_start + segs[seg].seg.n <= g) seg_start += segs[seg++].seg.n;
+                const ScoredSegment& s = segs[seg];
+                const size_t local = g - seg_start;
+                const size_t len = std::min(start + kSampleBlock - g, s.seg.n - local);
+                if (s.native && s.seg.dtype == DType::F32) {
+                    const uint32_t* bits = static_cast<const uint32_t*>(s.seg.data) + local;
+                    native_keys<keys::F32>(reinterpret_cast<const uint8_t*>(bits), len, s.mode, key + o);
+                } else if (cost_kernel_f32(s)) {  // s.key() without its dispatch: fl(x*x / c)
+                    active_kernels().cost_keys_f32(static_cast<const float*>(s.seg.data) + local,
+                                                   static_cast<const float*>(s.seg.cost_data) + local, len, key + o);
+                } else {
+                    for (size_t i = 0; i < len; ++i) key[o + i] = s.key(local + i);
+                }
+                if (cost)
+                    for (size_t i = 0; i < len; ++i) cost[o + i] = s.cost_at(local + i);
+                o += len;
+                g += len;
+            }
+        }
+    };
+    const int parts = blocks >= 1024 ? std::max(1, nt) : 1;  // ~0.1 ms of misses and divisions
+    parallel_run(parts, [&](int t) {
+        const size_t ti = static_cast<size_t>(t), np = static_cast<size_t>(parts);
+        sample_blocks(blocks * ti / np, blocks * (ti + 1) / np);
+    });
+    smp.m = blocks * kSampleBlock;
     return smp;
 }
 
@@ -488,10 +492,7 @@ void keep_rule(SelectionImpl& impl, uint64_t kstar, size_t kept) {
                 active_kernels().count_f32(reinterpret_cast<const uint32_t*>(w.raw()) + p.cbeg, p.cend - p.cbeg,
                                            impl.segs[p.seg].mode, static_cast<uint32_t>(kstar), &g, &e);
             } else {
-                for (size_t c = p.cbeg; c < p.cend; ++c) {
-                    g += key[c] > kstar;
-                    e += key[c] == kstar;
-                }
+                active_kernels().count_u64(key + p.cbeg, p.cend - p.cbeg, kstar, &g, &e);
             }
             p.greater = g;
             eq[static_cast<size_t>(ti)][pi] = e;
@@ -642,7 +643,7 @@ void plan_count(SelectionImpl& impl, size_t total, size_t k, int nt) {
         compute_keys(impl, 0);
         return finish_count(impl, k, compute_count_total(impl), ~uint64_t(0));
     }
-    Sample smp = take_sample(impl.segs, total, sample_size(total), false);
+    Sample smp = take_sample(impl.segs, total, sample_size(total), false, nt);
     const size_t m = smp.m;
     const uint64_t* sample = smp.key();  // block order, kept for the variance estimate
     ScratchPool::Buffer sorted_buf = ScratchPool::acquire(m * 8);
@@ -716,20 +717,25 @@ size_t compute_count_total(const SelectionImpl& impl) {
 // side of t_hi that holds it, then the keep rule.
 void finish_count(SelectionImpl& impl, size_t k, size_t found, uint64_t t_hi) {
     // Exact k-th key, looking only at the side of t_hi that holds it: one branch-free pass
-    // copies the band below t_hi and counts the keys above; those are copied only if K* is
-    // among them (the sample was off on that side).
-    ScratchPool::Buffer band_buf = ScratchPool::acquire(found * 8);
+    // per thread copies the band below t_hi and counts the keys above; those are copied only
+    // if K* is among them (the sample was off on that side).
+    std::vector<ThreadWork>& work = impl.work;
+    // one range per thread, each with the slack of the kernel's vector stores
+    std::vector<size_t> start(work.size() + 1, 0), got(work.size(), 0), up(work.size(), 0);
+    for (size_t ti = 0; ti < work.size(); ++ti) start[ti + 1] = start[ti] + work[ti].count + kFilterSlack;
+    ScratchPool::Buffer band_buf = ScratchPool::acquire(start.back() * 8);
     uint64_t* band = reinterpret_cast<uint64_t*>(band_buf.get());
-    size_t nb = 0;
-    for (const ThreadWork& w : impl.work) {
-        const uint64_t* key = w.key();
-        for (size_t c = 0; c < w.count; ++c) {
-            const uint64_t v = key[c];
-            band[nb] = v;
-            nb += v <= t_hi;
-        }
+    parallel_run(static_cast<int>(work.size()), [&](int ti) {
+        const size_t t = static_cast<size_t>(ti);
+        got[t] = active_kernels().band_u64(work[t].key(), work[t].count, t_hi, band + start[t], &up[t]);
+    });
+    size_t above = 0, nb = 0;
+    for (size_t t = 0; t < work.size(); ++t) {
+        above += up[t];
+        std::memmove(band + nb, band + start[t], got[t] * 8);  // close the gaps (nb <= start[t])
+        nb += got[t];
     }
-    const size_t above = found - nb;
+    GS_ASSERT(above + nb == found);
     if (above >= k) {
         nb = 0;
         for (const ThreadWork& w : impl.work)
@@ -776,7 +782,7 @@ void plan_energy(SelectionImpl& impl, size_t total, double budget, int nt) {
     uint64_t t_lo = 0;
     size_t cap = total;
     if (total >= kFullBelow) {
-        Sample sample = take_sample(segs, total, sample_size(total), true);
+        Sample sample = take_sample(segs, total, sample_size(total), true, nt);
         struct Sampled {
             uint64_t key;
             double cost;
@@ -947,6 +953,14 @@ void Selection::emit(int64_t* const* idx, void* const* vals) const {
                 continue;
             }
             const size_t width = dtype_size(m.segs[p.seg].seg.dtype);
+            if (!m.keep_all && m.slot == 4 && width == 4) {  // float32 ranked by stored keys (CWMP)
+                active_kernels().emit_u64(w.idx() + p.cbeg, reinterpret_cast<const uint32_t*>(w.raw()) + p.cbeg,
+                                          w.key() + p.cbeg, p.cend - p.cbeg, m.kstar, p.take_eq,
+                                          p.greater + p.take_eq, static_cast<int64_t>(p.begin),
+                                          io ? io + p.out_offset : nullptr,
+                                          vo ? static_cast<uint32_t*>(vo) + p.out_offset : nullptr);
+                continue;
+            }
             switch (m.slot * 16 + width) {
                 case 2 * 16 + 2: emit_piece<uint16_t, uint16_t>(m, w, p, io, vo); break;
                 case 4 * 16 + 2: emit_piece<uint32_t, uint16_t>(m, w, p, io, vo); break;

@@ -114,6 +114,7 @@ void StreamingSelector::push(const Segment& segment) {
     st.offsets.push_back(st.total);
     std::vector<uint32_t> cand(kBlock + kFilterSlack);
     std::vector<uint64_t> vals(kBlock + kFilterSlack);  // raw values (unused here)
+    std::vector<uint64_t> ckeys(kBlock + kFilterSlack);  // the cost kernel's keys (recomputed below)
     const Kernels& kern = active_kernels();
     const size_t width = dtype_size(segment.dtype);
     for (size_t begin = 0; begin < segment.n; begin += kBlock) {
@@ -121,14 +122,10 @@ void StreamingSelector::push(const Segment& segment) {
         size_t got;
         if (segment.cost_kind == CostKind::Array && segment.dtype == DType::F32 &&
             segment.cost_dtype == DType::F32 && st.q == 2.0 && st.alpha == 1.0 && st.floor > 0) {
-            double ts = keys::key_to_score(st.floor);
-            double tm = st.floor > keys::F64::inf ? HUGE_VAL
-                        : ts < 0x1p-1000          ? 0.0
-                                                  : std::min(ts, 1.7976931348623157e308) * (1.0 - 0x1p-40);
             bool bad = false;
             got = kern.filter_cost_f32(static_cast<const float*>(segment.data) + begin,
-                                       static_cast<const float*>(segment.cost_data) + begin, len, tm,
-                                       cand.data(), reinterpret_cast<uint32_t*>(vals.data()), nullptr, len, &bad);
+                                       static_cast<const float*>(segment.cost_data) + begin, len, st.floor,
+                                       cand.data(), reinterpret_cast<uint32_t*>(vals.data()), ckeys.data(), len, &bad);
         } else if (segment.cost_kind != CostKind::Array) {
             uint64_t thr = s.native_threshold(st.floor);
             switch (segment.dtype) {
