@@ -34,7 +34,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--energy-profile")
-    p.add_argument("--threads", type=int, help="torch threads (default min(2, cores))")
+    p.add_argument("--threads", type=int, help="torch threads (default: cores - 1, at least 1, at most 4)")
     p.add_argument("--out-dir", help="folder of run directories (default runs)")
     p.add_argument("--progress", choices=["auto", "on", "off"], help="progress bars (auto: on a terminal)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -63,7 +63,7 @@ class Config:
     seed: int = 0
     eval_every: int = 1
     eval_batch_size: int = 500
-    threads: int = 0                      #: torch threads (0: min(2, cores))
+    threads: int = 0                      #: torch threads (0: cores - 1, at least 1, at most 4)
     out_dir: str = "runs"
     run_name: str = ""                    #: run directory name (default: derived from the config)
     progress: str = "auto"                #: tqdm bars: "auto" (only on a terminal), "on", "off"

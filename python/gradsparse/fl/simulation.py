@@ -62,7 +62,10 @@ class Simulation:
         self.cfg = cfg.validate()
         self.log = log
         self.dir = cfg.run_dir()
-        threads = cfg.threads or max(1, min(2, os.cpu_count() or 1))
+        # Default: leave one core free (at most 4 threads). torch's OpenMP threads collapse
+        # when they share a core with any other busy process: on 2 cores, 2 threads took
+        # 1.6 s per CNN round when idle but up to 50 s beside one other busy process.
+        threads = cfg.threads or max(1, min(4, (os.cpu_count() or 1) - 1))
         torch.set_num_threads(threads)
         self.uplink: Compressor = make_compressor(cfg.method, cfg.params)
         self.downlink: Optional[Compressor] = (None if cfg.downlink == "none" and not cfg.downlink_params
