@@ -2,6 +2,7 @@
 // algorithm with Wilkinson shifts (Golub & Van Loan, Matrix Computations, 4th ed., §8.3),
 // eigenvectors accumulated as rows so that each Givens rotation touches two contiguous rows.
 #include <algorithm>
+#include <cstdint>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -14,12 +15,19 @@ namespace gradsparse {
 
 namespace {
 
-// Reduces a (n x n, row-major, symmetric) to tridiagonal (d, e) and returns Z^T with
-// a = Z T Z^T, Z = H_0 H_1 ... H_{n-3}.
-void tridiagonalise(std::vector<double>& a, size_t n, std::vector<double>& d, std::vector<double>& e,
-                    std::vector<double>& zt) {
-    std::vector<std::vector<double>> vs(n);
-    std::vector<double> betas(n, 0.0), p(n);
+struct RotationLog {
+    std::vector<uint32_t> sweeps;  // (l, h) per sweep
+    std::vector<double> cs;        // (c, s) per rotation
+};
+
+// Reduces a (n x n, row-major, symmetric) to tridiagonal (d, e), a = Z T Z^T with
+// Z = H_0 H_1 ... H_{n-3}, H_k = I - betas[k] vs[k] vs[k]^T acting on indices k+1 .. n-1
+// (betas[k] = 0: H_k = I).
+void householder_tridiagonal(std::vector<double>& a, size_t n, std::vector<double>& d, std::vector<double>& e,
+                             std::vector<std::vector<double>>& vs, std::vector<double>& betas) {
+    vs.assign(n, {});
+    betas.assign(n, 0.0);
+    std::vector<double> p(n);
     for (size_t k = 0; k + 2 < n; ++k) {
         const size_t r = n - k - 1;
         double* row = &a[k * n + k + 1];
@@ -57,6 +65,11 @@ void tridiagonalise(std::vector<double>& a, size_t n, std::vector<double>& d, st
     e.assign(n ? n - 1 : 0, 0.0);
     for (size_t i = 0; i < n; ++i) d[i] = a[i * n + i];
     for (size_t i = 0; i + 1 < n; ++i) e[i] = a[i * n + i + 1];
+}
+
+// Z^T for the reflectors of householder_tridiagonal.
+void form_zt(size_t n, const std::vector<std::vector<double>>& vs, const std::vector<double>& betas,
+             std::vector<double>& zt) {
     // Z = H_0 (H_1 (... H_{n-3})): applied right to left to the identity, then transposed.
     zt.assign(n * n, 0.0);
     for (size_t i = 0; i < n; ++i) zt[i * n + i] = 1.0;
@@ -82,7 +95,10 @@ void tridiagonalise(std::vector<double>& a, size_t n, std::vector<double>& d, st
         for (size_t j = i + 1; j < n; ++j) std::swap(zt[i * n + j], zt[j * n + i]);
 }
 
-void implicit_qr(std::vector<double>& d, std::vector<double>& e, std::vector<double>& zt, size_t n) {
+// Eigenvalues of the tridiagonal (d, e) into d (unsorted). With zt (n x n rows), each
+// rotation is applied to rows k, k+1 of zt; with log, every sweep is recorded as (l, h)
+// in log->sweeps and its h - l rotations as (c, s) pairs in log->cs, in order of application.
+void implicit_qr(std::vector<double>& d, std::vector<double>& e, double* zt, size_t n, RotationLog* log) {
     const double eps = std::numeric_limits<double>::epsilon();
     size_t h = n - 1, iters = 0;
     const size_t max_iters = 64 * n + 64;
@@ -105,6 +121,10 @@ void implicit_qr(std::vector<double>& d, std::vector<double>& e, std::vector<dou
         const double dd = 0.5 * (d[h - 1] - d[h]), b = e[h - 1];
         const double mu = d[h] - b * b / (dd + std::copysign(std::hypot(dd, b), dd));
         double x = d[l] - mu, z = e[l];
+        if (log) {
+            log->sweeps.push_back(static_cast<uint32_t>(l));
+            log->sweeps.push_back(static_cast<uint32_t>(h));
+        }
         for (size_t k = l; k < h; ++k) {
             const double r = std::hypot(x, z);
             const double c = r == 0 ? 1.0 : x / r, s = r == 0 ? 0.0 : z / r;
@@ -118,6 +138,11 @@ void implicit_qr(std::vector<double>& d, std::vector<double>& e, std::vector<dou
                 e[k + 1] *= c;
                 x = e[k];
             }
+            if (log) {
+                log->cs.push_back(c);
+                log->cs.push_back(s);
+            }
+            if (!zt) continue;
             double* r0 = &zt[k * n];
             double* r1 = &zt[(k + 1) * n];
             for (size_t j = 0; j < n; ++j) {
@@ -133,15 +158,68 @@ void implicit_qr(std::vector<double>& d, std::vector<double>& e, std::vector<dou
 
 void symmetric_eigen(double* a, size_t n, double* w) {
     if (n == 0) return;
-    std::vector<double> m(a, a + n * n), d, e, zt;
-    tridiagonalise(m, n, d, e, zt);
-    implicit_qr(d, e, zt, n);
+    std::vector<double> m(a, a + n * n), d, e, zt, betas;
+    std::vector<std::vector<double>> vs;
+    householder_tridiagonal(m, n, d, e, vs, betas);
+    form_zt(n, vs, betas, zt);
+    implicit_qr(d, e, zt.data(), n, nullptr);
     std::vector<size_t> order(n);
     std::iota(order.begin(), order.end(), size_t(0));
     std::sort(order.begin(), order.end(), [&](size_t i, size_t j) { return d[i] < d[j]; });
     for (size_t i = 0; i < n; ++i) {
         w[i] = d[order[i]];
         std::copy(&zt[order[i] * n], &zt[order[i] * n] + n, a + i * n);
+    }
+}
+
+
+// ---- eigenvalues now, eigenvectors on demand ----------------------------------------------
+// The implicit QR sweeps are run without eigenvectors (O(n^2)), recording each Givens
+// rotation. Eigenvector j of the tridiagonal matrix is row j of R_N ... R_1, i.e.
+// e_j^T R_N ... R_1, which costs one pass over the recorded rotations (in reverse); the
+// Householder reflectors then take it back to the original basis (O(n^2)). The vectors are
+// exactly those the full algorithm would accumulate (up to rounding), so they are
+// orthonormal also within clusters of equal or close eigenvalues.
+SymmetricEigenOnDemand::SymmetricEigenOnDemand(const double* a, size_t n) : n_(n) {
+    if (n == 0) return;
+    std::vector<double> m(a, a + n * n), d, e;
+    householder_tridiagonal(m, n, d, e, vs_, betas_);
+    RotationLog log;
+    implicit_qr(d, e, nullptr, n, &log);
+    sweeps_ = std::move(log.sweeps);
+    cs_ = std::move(log.cs);
+    pos_.resize(n);
+    std::iota(pos_.begin(), pos_.end(), size_t(0));
+    std::stable_sort(pos_.begin(), pos_.end(), [&](size_t i, size_t j) { return d[i] > d[j]; });
+    values_.resize(n);
+    for (size_t i = 0; i < n; ++i) values_[i] = d[pos_[i]];
+}
+
+void SymmetricEigenOnDemand::vector(size_t i, double* out) const {
+    GS_ASSERT(i < n_);
+    const size_t n = n_;
+    std::fill(out, out + n, 0.0);
+    out[pos_[i]] = 1.0;
+    size_t rot = cs_.size() / 2;
+    for (size_t sw = sweeps_.size() / 2; sw-- > 0;) {
+        const size_t l = sweeps_[2 * sw], h = sweeps_[2 * sw + 1];
+        for (size_t k = h; k-- > l;) {
+            --rot;
+            const double c = cs_[2 * rot], s = cs_[2 * rot + 1];
+            const double x = out[k], y = out[k + 1];
+            out[k] = c * x - s * y;
+            out[k + 1] = s * x + c * y;
+        }
+    }
+    GS_ASSERT(rot == 0);
+    for (size_t k = n >= 2 ? n - 2 : 0; k-- > 0;) {  // u = H_0 (H_1 (... H_{n-3} w))
+        if (betas_[k] == 0) continue;
+        const std::vector<double>& v = vs_[k];
+        double* w = out + k + 1;
+        double t = 0;
+        for (size_t j = 0; j < v.size(); ++j) t += v[j] * w[j];
+        t *= betas_[k];
+        for (size_t j = 0; j < v.size(); ++j) w[j] -= t * v[j];
     }
 }
 
