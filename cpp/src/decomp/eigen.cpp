@@ -8,6 +8,7 @@
 #include <numeric>
 #include <vector>
 
+#include "decomp/svd_kernels.hpp"
 #include "gradsparse/common.hpp"
 #include "gradsparse/decomp.hpp"
 
@@ -20,11 +21,14 @@ struct RotationLog {
     std::vector<double> cs;        // (c, s) per rotation
 };
 
-// Reduces a (n x n, row-major, symmetric) to tridiagonal (d, e), a = Z T Z^T with
+// Reduces a (n x n, row-major, symmetric) to tridiagonal (d, e) — the matrix-vector product
+// and the rank-2 update on the SIMD kernel table of svd_kernels.hpp (bit-identical at every
+// level) — a = Z T Z^T with
 // Z = H_0 H_1 ... H_{n-3}, H_k = I - betas[k] vs[k] vs[k]^T acting on indices k+1 .. n-1
 // (betas[k] = 0: H_k = I).
 void householder_tridiagonal(std::vector<double>& a, size_t n, std::vector<double>& d, std::vector<double>& e,
                              std::vector<std::vector<double>>& vs, std::vector<double>& betas) {
+    const svdk::SvdKernels& K = svdk::active_svd_kernels();
     vs.assign(n, {});
     betas.assign(n, 0.0);
     std::vector<double> p(n);
@@ -41,21 +45,13 @@ void householder_tridiagonal(std::vector<double>& a, size_t n, std::vector<doubl
         v[0] -= alpha;
         const double beta = 2.0 / (tail2 + v[0] * v[0]);
         // p = beta S v, S = a[k+1:, k+1:]
-        for (size_t i = 0; i < r; ++i) {
-            const double* si = &a[(k + 1 + i) * n + k + 1];
-            double acc = 0;
-            for (size_t j = 0; j < r; ++j) acc += si[j] * v[j];
-            p[i] = beta * acc;
-        }
+        K.dots(v.data(), &a[(k + 1) * n + k + 1], n, r, r, p.data());
+        for (size_t i = 0; i < r; ++i) p[i] *= beta;
         double pv = 0;
         for (size_t i = 0; i < r; ++i) pv += p[i] * v[i];
         const double kk = 0.5 * beta * pv;
         for (size_t i = 0; i < r; ++i) p[i] -= kk * v[i];  // q
-        for (size_t i = 0; i < r; ++i) {
-            double* si = &a[(k + 1 + i) * n + k + 1];
-            const double vi = v[i], qi = p[i];
-            for (size_t j = 0; j < r; ++j) si[j] -= vi * p[j] + qi * v[j];
-        }
+        for (size_t i = 0; i < r; ++i) K.rank2(&a[(k + 1 + i) * n + k + 1], v[i], p.data(), p[i], v.data(), r);
         for (size_t i = 0; i < r; ++i) a[k * n + k + 1 + i] = a[(k + 1 + i) * n + k] = 0;
         a[k * n + k + 1] = a[(k + 1) * n + k] = alpha;
         vs[k] = std::move(v);

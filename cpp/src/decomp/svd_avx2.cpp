@@ -45,7 +45,7 @@ void dots_avx2(const double* __restrict x, const double* __restrict rows, size_t
 }  // namespace
 
 const SvdKernels& svd_kernels_avx2() {
-    static const SvdKernels table{dots_avx2, generic::axpy};
+    static const SvdKernels table{dots_avx2, generic::axpy, generic::rank2};
     return table;
 }
 

@@ -50,7 +50,7 @@ void dots_avx512(const double* __restrict x, const double* __restrict rows, size
 }  // namespace
 
 const SvdKernels& svd_kernels_avx512() {
-    static const SvdKernels table{dots_avx512, generic::axpy};
+    static const SvdKernels table{dots_avx512, generic::axpy, generic::rank2};
     return table;
 }
 

@@ -61,7 +61,12 @@ void axpy(double* __restrict y, double s, const double* __restrict x, size_t n) 
     for (size_t t = 0; t < n; ++t) y[t] += s * x[t];
 }
 
-inline SvdKernels make_table() { return SvdKernels{dots, axpy}; }
+void rank2(double* __restrict y, double a, const double* __restrict x, double b, const double* __restrict z,
+           size_t n) {
+    for (size_t t = 0; t < n; ++t) y[t] -= a * x[t] + b * z[t];
+}
+
+inline SvdKernels make_table() { return SvdKernels{dots, axpy, rank2}; }
 
 }  // namespace
 }  // namespace generic

@@ -16,6 +16,8 @@ struct SvdKernels {
     void (*dots)(const double* x, const double* rows, size_t stride, size_t count, size_t n, double* out);
     /// y[t] += s * x[t], t < n.
     void (*axpy)(double* y, double s, const double* x, size_t n);
+    /// y[t] -= (a * x[t] + b * z[t]), t < n (the symmetric rank-2 update of a row).
+    void (*rank2)(double* y, double a, const double* x, double b, const double* z, size_t n);
 };
 
 const SvdKernels& svd_kernels_scalar();
