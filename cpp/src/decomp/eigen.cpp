@@ -31,31 +31,64 @@ void householder_tridiagonal(std::vector<double>& a, size_t n, std::vector<doubl
     const svdk::SvdKernels& K = svdk::active_svd_kernels();
     vs.assign(n, {});
     betas.assign(n, 0.0);
-    std::vector<double> p(n);
-    for (size_t k = 0; k + 2 < n; ++k) {
+    struct Reflector {
+        bool ok = false;
+        std::vector<double> v;
+        double beta = 0, alpha = 0;
+    };
+    // The reflector that zeroes row k beyond its sub-diagonal (ok = false: nothing to zero).
+    auto make = [&](size_t k) {
+        Reflector h;
         const size_t r = n - k - 1;
-        double* row = &a[k * n + k + 1];
+        const double* row = &a[k * n + k + 1];
         double norm2 = 0;
         for (size_t i = 0; i < r; ++i) norm2 += row[i] * row[i];
-        double tail2 = norm2 - row[0] * row[0];
-        if (tail2 <= 0) continue;  // already tridiagonal in this column
+        const double tail2 = norm2 - row[0] * row[0];
+        if (tail2 <= 0) return h;  // already tridiagonal in this column
         const double norm = std::sqrt(norm2);
-        const double alpha = row[0] > 0 ? -norm : norm;
-        std::vector<double> v(row, row + r);
-        v[0] -= alpha;
-        const double beta = 2.0 / (tail2 + v[0] * v[0]);
-        // p = beta S v, S = a[k+1:, k+1:]
-        K.dots(v.data(), &a[(k + 1) * n + k + 1], n, r, r, p.data());
+        h.alpha = row[0] > 0 ? -norm : norm;
+        h.v.assign(row, row + r);
+        h.v[0] -= h.alpha;
+        h.beta = 2.0 / (tail2 + h.v[0] * h.v[0]);
+        h.ok = true;
+        return h;
+    };
+    // Step k: p = beta S v (S = a[k+1:, k+1:]), q = p - (beta p.v / 2) v, S -= v q^T + q v^T.
+    // Row k+1 is updated first, which gives the next reflector; every further row's update
+    // is followed by its product with that reflector, so that the next step's S v needs no
+    // second pass over the matrix (the same dot products as a separate pass would take).
+    std::vector<double> p(n), pn(n);
+    Reflector cur = n >= 3 ? make(0) : Reflector{};
+    bool have_p = false;
+    for (size_t k = 0; k + 2 < n; ++k) {
+        const size_t r = n - k - 1;
+        if (!cur.ok) {
+            have_p = false;
+            cur = k + 3 < n ? make(k + 1) : Reflector{};
+            continue;
+        }
+        const std::vector<double>& v = cur.v;
+        const double beta = cur.beta;
+        if (!have_p) K.dots(v.data(), &a[(k + 1) * n + k + 1], n, r, r, p.data());
         for (size_t i = 0; i < r; ++i) p[i] *= beta;
         double pv = 0;
         for (size_t i = 0; i < r; ++i) pv += p[i] * v[i];
         const double kk = 0.5 * beta * pv;
         for (size_t i = 0; i < r; ++i) p[i] -= kk * v[i];  // q
-        for (size_t i = 0; i < r; ++i) K.rank2(&a[(k + 1 + i) * n + k + 1], v[i], p.data(), p[i], v.data(), r);
+        K.rank2(&a[(k + 1) * n + k + 1], v[0], p.data(), p[0], v.data(), r);
+        Reflector next = k + 3 < n ? make(k + 1) : Reflector{};
+        for (size_t i = 1; i < r; ++i) {
+            double* si = &a[(k + 1 + i) * n + k + 1];
+            K.rank2(si, v[i], p.data(), p[i], v.data(), r);
+            if (next.ok) K.dots(next.v.data(), si + 1, 0, 1, r - 1, &pn[i - 1]);
+        }
+        have_p = next.ok;
+        std::swap(p, pn);
         for (size_t i = 0; i < r; ++i) a[k * n + k + 1 + i] = a[(k + 1 + i) * n + k] = 0;
-        a[k * n + k + 1] = a[(k + 1) * n + k] = alpha;
-        vs[k] = std::move(v);
+        a[k * n + k + 1] = a[(k + 1) * n + k] = cur.alpha;
+        vs[k] = std::move(cur.v);
         betas[k] = beta;
+        cur = std::move(next);
     }
     d.resize(n);
     e.assign(n ? n - 1 : 0, 0.0);
