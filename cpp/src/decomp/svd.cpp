@@ -121,22 +121,17 @@ Mat gram(const SvdKernels& K, const Mat& a) {
     return g;
 }
 
-// W = Q A (Q: k x a.r, rows q_i): W_i = sum_j Q[i][j] A_j. Threads take column ranges; each
-// streams A once per column block while the k x block slice of W stays in cache.
+// W = Q A (Q: k x a.r, rows q_i): W_i = sum_j Q[i][j] A_j, terms added in ascending j.
+// Threads take column tiles; within a tile the kernel keeps blocks of W in registers while
+// it streams the tile of A (a.r x kBlock) from cache.
 Mat left_mul(const SvdKernels& K, const Mat& q, const Mat& a) {
     Mat w(q.r, a.c);
-    constexpr size_t kBlock = 512;
+    constexpr size_t kBlock = 256;
     const size_t nblocks = (a.c + kBlock - 1) / kBlock;
     parallel_rows(nblocks, q.r * a.r * a.c, [&](size_t b, size_t e) {
         for (size_t blk = b; blk < e; ++blk) {
             const size_t c0 = blk * kBlock, len = std::min(kBlock, a.c - c0);
-            for (size_t j = 0; j < a.r; ++j) {
-                const double* aj = a.row(j) + c0;
-                for (size_t i = 0; i < q.r; ++i) {
-                    const double s = q.row(i)[j];
-                    if (s != 0) K.axpy(w.row(i) + c0, s, aj, len);
-                }
-            }
+            K.lincomb(q.d.data(), q.c, q.r, a.d.data() + c0, a.c, a.r, w.d.data() + c0, w.c, len);
         }
     });
     return w;
