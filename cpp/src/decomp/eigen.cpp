@@ -100,6 +100,7 @@ void householder_tridiagonal(std::vector<double>& a, size_t n, std::vector<doubl
 void form_zt(size_t n, const std::vector<std::vector<double>>& vs, const std::vector<double>& betas,
              std::vector<double>& zt) {
     // Z = H_0 (H_1 (... H_{n-3})): applied right to left to the identity, then transposed.
+    const svdk::SvdKernels& K = svdk::active_svd_kernels();
     zt.assign(n * n, 0.0);
     for (size_t i = 0; i < n; ++i) zt[i * n + i] = 1.0;
     std::vector<double> t(n);
@@ -108,16 +109,9 @@ void form_zt(size_t n, const std::vector<std::vector<double>>& vs, const std::ve
         const size_t r = n - k - 1;
         const std::vector<double>& v = vs[k];
         // Z[k+1:, k+1:] = H Z[k+1:, k+1:]  (Z itself; transposed at the end)
-        std::fill(t.begin(), t.end(), 0.0);
-        for (size_t i = 0; i < r; ++i) {
-            const double* zi = &zt[(k + 1 + i) * n + k + 1];
-            for (size_t j = 0; j < r; ++j) t[j] += v[i] * zi[j];
-        }
-        for (size_t i = 0; i < r; ++i) {
-            double* zi = &zt[(k + 1 + i) * n + k + 1];
-            const double bv = betas[k] * v[i];
-            for (size_t j = 0; j < r; ++j) zi[j] -= bv * t[j];
-        }
+        std::fill(t.begin(), t.end(), 0.0);  // t = v^T Z[k+1:, k+1:], then Z -= beta v t^T
+        K.lincomb(v.data(), r, 1, &zt[(k + 1) * n + k + 1], n, r, t.data(), n, r);
+        for (size_t i = 0; i < r; ++i) K.axpy(&zt[(k + 1 + i) * n + k + 1], -(betas[k] * v[i]), t.data(), r);
     }
     // zt holds Z; transpose in place.
     for (size_t i = 0; i < n; ++i)
@@ -128,6 +122,7 @@ void form_zt(size_t n, const std::vector<std::vector<double>>& vs, const std::ve
 // rotation is applied to rows k, k+1 of zt; with log, every sweep is recorded as (l, h)
 // in log->sweeps and its h - l rotations as (c, s) pairs in log->cs, in order of application.
 void implicit_qr(std::vector<double>& d, std::vector<double>& e, double* zt, size_t n, RotationLog* log) {
+    const svdk::SvdKernels& K = svdk::active_svd_kernels();
     const double eps = std::numeric_limits<double>::epsilon();
     size_t h = n - 1, iters = 0;
     const size_t max_iters = 64 * n + 64;
@@ -171,14 +166,7 @@ void implicit_qr(std::vector<double>& d, std::vector<double>& e, double* zt, siz
                 log->cs.push_back(c);
                 log->cs.push_back(s);
             }
-            if (!zt) continue;
-            double* r0 = &zt[k * n];
-            double* r1 = &zt[(k + 1) * n];
-            for (size_t j = 0; j < n; ++j) {
-                const double u = r0[j], w = r1[j];
-                r0[j] = c * u + s * w;
-                r1[j] = c * w - s * u;
-            }
+            if (zt) K.rot(&zt[k * n], &zt[(k + 1) * n], c, s, n);
         }
     }
 }

@@ -80,7 +80,7 @@ void lincomb_avx2(const double* __restrict q, size_t ldq, size_t nq, const doubl
 }  // namespace
 
 const SvdKernels& svd_kernels_avx2() {
-    static const SvdKernels table{dots_avx2, generic::axpy, lincomb_avx2, generic::rank2};
+    static const SvdKernels table{dots_avx2, generic::axpy, lincomb_avx2, generic::rot, generic::rank2};
     return table;
 }
 

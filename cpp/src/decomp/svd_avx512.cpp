@@ -86,7 +86,7 @@ void lincomb_avx512(const double* __restrict q, size_t ldq, size_t nq, const dou
 }  // namespace
 
 const SvdKernels& svd_kernels_avx512() {
-    static const SvdKernels table{dots_avx512, generic::axpy, lincomb_avx512, generic::rank2};
+    static const SvdKernels table{dots_avx512, generic::axpy, lincomb_avx512, generic::rot, generic::rank2};
     return table;
 }
 

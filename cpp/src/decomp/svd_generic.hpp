@@ -84,7 +84,15 @@ void lincomb(const double* __restrict q, size_t ldq, size_t nq, const double* __
     }
 }
 
-inline SvdKernels make_table() { return SvdKernels{dots, axpy, lincomb, rank2}; }
+void rot(double* __restrict x, double* __restrict y, double c, double s, size_t n) {
+    for (size_t t = 0; t < n; ++t) {
+        const double u = x[t], w = y[t];
+        x[t] = c * u + s * w;
+        y[t] = c * w - s * u;
+    }
+}
+
+inline SvdKernels make_table() { return SvdKernels{dots, axpy, lincomb, rot, rank2}; }
 
 }  // namespace
 }  // namespace generic

@@ -20,6 +20,8 @@ struct SvdKernels {
     /// added one at a time in ascending j for every (i, t) (the product Q A, one column tile).
     void (*lincomb)(const double* q, size_t ldq, size_t nq, const double* a, size_t lda, size_t kd, double* w,
                     size_t ldw, size_t len);
+    /// Givens rotation of two rows: (x[t], y[t]) <- (c x[t] + s y[t], c y[t] - s x[t]), t < n.
+    void (*rot)(double* x, double* y, double c, double s, size_t n);
     /// y[t] -= (a * x[t] + b * z[t]), t < n (the symmetric rank-2 update of a row).
     void (*rank2)(double* y, double a, const double* x, double b, const double* z, size_t n);
 };
