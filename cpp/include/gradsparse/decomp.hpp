@@ -52,7 +52,9 @@ void symmetric_eigen(double* a, size_t n, double* w);
 
 /// Symmetric eigensolver that computes all eigenvalues up front (Householder
 /// tridiagonalisation + implicit QR without vectors, the rotations recorded) and any
-/// eigenvector on demand in O(n^2): the vector the full solver would accumulate.
+/// eigenvector on demand in O(n^2): the vector the full solver would accumulate. Keeps the
+/// reflectors (n^2 / 2 doubles) and the rotations (about n^2 (c, s) pairs for random
+/// matrices, i.e. ~16 n^2 bytes).
 class SymmetricEigenOnDemand {
 public:
     /// a: n x n row-major symmetric (read only).
