@@ -36,51 +36,68 @@ void householder_tridiagonal(std::vector<double>& a, size_t n, std::vector<doubl
         std::vector<double> v;
         double beta = 0, alpha = 0;
     };
-    // The reflector that zeroes row k beyond its sub-diagonal (ok = false: nothing to zero).
-    auto make = [&](size_t k) {
+    // The reflector that zeroes x[1 ..] of x = column k below the diagonal (r values).
+    auto make = [&](const double* x, size_t r) {
         Reflector h;
-        const size_t r = n - k - 1;
-        const double* row = &a[k * n + k + 1];
         double norm2 = 0;
-        for (size_t i = 0; i < r; ++i) norm2 += row[i] * row[i];
-        const double tail2 = norm2 - row[0] * row[0];
+        for (size_t i = 0; i < r; ++i) norm2 += x[i] * x[i];
+        const double tail2 = norm2 - x[0] * x[0];
         if (tail2 <= 0) return h;  // already tridiagonal in this column
         const double norm = std::sqrt(norm2);
-        h.alpha = row[0] > 0 ? -norm : norm;
-        h.v.assign(row, row + r);
+        h.alpha = x[0] > 0 ? -norm : norm;
+        h.v.assign(x, x + r);
         h.v[0] -= h.alpha;
         h.beta = 2.0 / (tail2 + h.v[0] * h.v[0]);
         h.ok = true;
         return h;
     };
+    // Only the lower triangle of the trailing block is kept up to date. With S stored as its
+    // lower triangle (rows S_i[0 .. i]), S v is, row by row: p_i = S_i[0 .. i] . v[0 .. i],
+    // then p[0 .. i) += v_i S_i[0 .. i) (the upper triangle's part of the earlier rows).
+    std::vector<double> col(n);
+    auto column = [&](size_t k) {  // column k below the diagonal
+        for (size_t i = k + 1; i < n; ++i) col[i - k - 1] = a[i * n + k];
+        return col.data();
+    };
     // Step k: p = beta S v (S = a[k+1:, k+1:]), q = p - (beta p.v / 2) v, S -= v q^T + q v^T.
-    // Row k+1 is updated first, which gives the next reflector; every further row's update
-    // is followed by its product with that reflector, so that the next step's S v needs no
-    // second pass over the matrix (the same dot products as a separate pass would take).
+    // Column k+1 is updated first, which gives the next reflector; every further row's update
+    // is followed by its part of the next step's S v, so that it needs no second pass.
     std::vector<double> p(n), pn(n);
-    Reflector cur = n >= 3 ? make(0) : Reflector{};
+    Reflector cur = n >= 3 ? make(column(0), n - 1) : Reflector{};
     bool have_p = false;
     for (size_t k = 0; k + 2 < n; ++k) {
         const size_t r = n - k - 1;
+        double* s0 = &a[(k + 1) * n + k + 1];  // S_i = s0 + i n
         if (!cur.ok) {
             have_p = false;
-            cur = k + 3 < n ? make(k + 1) : Reflector{};
+            cur = k + 3 < n ? make(column(k + 1), r - 1) : Reflector{};
             continue;
         }
         const std::vector<double>& v = cur.v;
         const double beta = cur.beta;
-        if (!have_p) K.dots(v.data(), &a[(k + 1) * n + k + 1], n, r, r, p.data());
+        if (!have_p) {
+            for (size_t i = 0; i < r; ++i) {
+                const double* si = s0 + i * n;
+                K.dots(v.data(), si, 0, 1, i + 1, &p[i]);
+                K.axpy(p.data(), v[i], si, i);
+            }
+        }
         for (size_t i = 0; i < r; ++i) p[i] *= beta;
         double pv = 0;
         for (size_t i = 0; i < r; ++i) pv += p[i] * v[i];
         const double kk = 0.5 * beta * pv;
         for (size_t i = 0; i < r; ++i) p[i] -= kk * v[i];  // q
-        K.rank2(&a[(k + 1) * n + k + 1], v[0], p.data(), p[0], v.data(), r);
-        Reflector next = k + 3 < n ? make(k + 1) : Reflector{};
+        // Column 0 of S (rows 1 ..), updated exactly as the row updates below will update it.
+        for (size_t i = 1; i < r; ++i) col[i - 1] = s0[i * n] - (v[i] * p[0] + p[i] * v[0]);
+        Reflector next = k + 3 < n ? make(col.data(), r - 1) : Reflector{};
+        K.rank2(s0, v[0], p.data(), p[0], v.data(), 1);
         for (size_t i = 1; i < r; ++i) {
-            double* si = &a[(k + 1 + i) * n + k + 1];
-            K.rank2(si, v[i], p.data(), p[i], v.data(), r);
-            if (next.ok) K.dots(next.v.data(), si + 1, 0, 1, r - 1, &pn[i - 1]);
+            double* si = s0 + i * n;
+            K.rank2(si, v[i], p.data(), p[i], v.data(), i + 1);
+            if (next.ok) {  // the next block is S[1:, 1:]: row i - 1 there is si[1 .. i]
+                K.dots(next.v.data(), si + 1, 0, 1, i, &pn[i - 1]);
+                K.axpy(pn.data(), next.v[i - 1], si + 1, i - 1);
+            }
         }
         have_p = next.ok;
         std::swap(p, pn);
@@ -93,7 +110,7 @@ void householder_tridiagonal(std::vector<double>& a, size_t n, std::vector<doubl
     d.resize(n);
     e.assign(n ? n - 1 : 0, 0.0);
     for (size_t i = 0; i < n; ++i) d[i] = a[i * n + i];
-    for (size_t i = 0; i + 1 < n; ++i) e[i] = a[i * n + i + 1];
+    for (size_t i = 0; i + 1 < n; ++i) e[i] = a[(i + 1) * n + i];
 }
 
 // Z^T for the reflectors of householder_tridiagonal.
