@@ -23,7 +23,7 @@ struct RotationLog {
 
 // Reduces a (n x n, row-major, symmetric) to tridiagonal (d, e) — the matrix-vector product
 // and the rank-2 update on the SIMD kernel table of svd_kernels.hpp (bit-identical at every
-// level) — a = Z T Z^T with
+// level; only the lower triangle of a is read and updated) — a = Z T Z^T with
 // Z = H_0 H_1 ... H_{n-3}, H_k = I - betas[k] vs[k] vs[k]^T acting on indices k+1 .. n-1
 // (betas[k] = 0: H_k = I).
 void householder_tridiagonal(std::vector<double>& a, size_t n, std::vector<double>& d, std::vector<double>& e,
