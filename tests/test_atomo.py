@@ -318,6 +318,118 @@ def test_svd_bit_identical_across_simd_levels(shape):
     assert all(o == outs[0] for o in outs[1:])
 
 
+# ---------------------------------------------------------------- ATOMO on singular atoms
+# _core.svd_atomo: all singular values from the Gram matrix's eigenvalues, singular vectors
+# only for the sampled atoms (svd.cpp svd_atoms, eigen.cpp SymmetricEigenOnDemand).
+def _clustered(rng, m, n, sigmas):
+    q1, _ = np.linalg.qr(rng.standard_normal((m, len(sigmas))))
+    q2, _ = np.linalg.qr(rng.standard_normal((n, len(sigmas))))
+    return (q1 * np.asarray(sigmas, np.float64)) @ q2.T
+
+
+def _atomo_matrices():
+    rng = np.random.default_rng(13)
+    mats = dict(_matrices())
+    # exactly repeated singular values, a near-tie (1e-7 apart) and a rank drop
+    mats["clustered"] = _clustered(rng, 40, 70, [3.0] * 8 + [2.0, 2.0 + 1e-7, 2.0 - 1e-7] + [1.0] * 6 + [0.0] * 5)
+    mats["clustered_tall"] = _clustered(rng, 90, 25, [1.0] * 12 + [0.5] * 12 + [0.25])
+    mats["identity"] = np.eye(17, 23)
+    mats["single"] = np.array([[3.0]])
+    return mats
+
+
+def _check_atoms(a, budget, seed):
+    idx, u, vals, vt, S, p = _core.svd_atomo(a, budget, seed, 3)
+    m, n = a.shape
+    k = min(m, n)
+    assert S.dtype == np.float32 and S.shape == (k,) and p.shape == (k,)
+    assert u.shape == (m, len(idx)) and vt.shape == (len(idx), n) and vals.shape == (len(idx),)
+    ref = np.linalg.svd(a.astype(np.float64), compute_uv=False)
+    big = ref >= 1e-3 * ref[0] if ref[0] > 0 else np.zeros(k, bool)
+    np.testing.assert_allclose(S[big], ref[big], rtol=1e-4)
+    assert np.all(S[~big] <= 1e-3 * max(ref[0], 1e-30) + 1e-6)
+    assert np.all(np.diff(S.astype(np.float64)) <= 0)
+    # the probabilities and draws are those of the full-SVD route on these singular values
+    np.testing.assert_array_equal(p, _core.atomo_probabilities(S.astype(np.float64), budget))
+    np.testing.assert_array_equal(idx, _core.bernoulli_sample(p, seed, 3))
+    np.testing.assert_array_equal(S, _core.svd_values(a))
+    # kept atoms: s' = ||A^T u|| matches sigma, u and v orthonormal, A^T u = s' v
+    s_kept = vals.astype(np.float64) * p[idx]
+    kb = big[idx]
+    np.testing.assert_allclose(s_kept[kb], S[idx][kb], rtol=1e-4)
+    a64 = a.astype(np.float64)
+    uu, vv = u[:, kb].astype(np.float64), vt[kb].astype(np.float64)
+    np.testing.assert_allclose(uu.T @ uu, np.eye(uu.shape[1]), atol=1e-5)
+    np.testing.assert_allclose(vv @ vv.T, np.eye(vv.shape[0]), atol=1e-5)
+    scale = max(np.linalg.norm(a64), 1e-30)
+    assert np.linalg.norm(a64.T @ uu - vv.T * s_kept[kb]) <= 1e-5 * scale
+    assert np.linalg.norm(a64 @ vv.T - uu * s_kept[kb]) <= 1e-5 * scale
+    # isolated singular values: the vectors are numpy's up to sign
+    ru, rs, rvt = np.linalg.svd(a64, full_matrices=False)
+    for j, i in enumerate(idx):
+        gap = min([abs(rs[i] - rs[t]) for t in range(k) if t != i] or [np.inf])
+        if big[i] and gap > 1e-2 * rs[0]:
+            sign = np.sign(ru[:, i] @ u[:, j])
+            np.testing.assert_allclose(u[:, j] * sign, ru[:, i], atol=1e-4)
+            np.testing.assert_allclose(vt[j] * sign, rvt[i], atol=1e-4)
+    return idx, u, vals, vt, S, p
+
+
+@pytest.mark.parametrize("name", sorted(_atomo_matrices()))
+def test_svd_atomo_matches_numpy(name, engine):
+    a = _atomo_matrices()[name].astype(np.float32)
+    for budget, seed in ((2.0, 1), (5.0, 2), (1e6, 3)):
+        _check_atoms(a, budget, seed)
+    # every atom with sigma > 0 kept: the update is A itself
+    idx, u, vals, vt, S, p = _core.svd_atomo(a, 1e6, 0, 3)
+    np.testing.assert_array_equal(idx, np.flatnonzero(S > 0))
+    rec = (u.astype(np.float64) * vals) @ vt
+    assert np.linalg.norm(rec - a) <= 1e-5 * max(np.linalg.norm(a), 1e-30) + 1e-7
+    if name in ("zeros",):
+        assert len(idx) == 0 and np.all(S == 0) and np.all(p == 0)
+
+
+@pytest.mark.parametrize("shape", [(64, 576), (130, 37), (7, 300), (256, 2304), (33, 33), (1, 5), (5, 1)])
+def test_svd_atomo_bit_identical_every_engine(shape):
+    rng = np.random.default_rng(14)
+    mats = [rng.standard_normal(shape).astype(np.float32)]
+    if min(shape) >= 8:
+        mats.append(_clustered(rng, shape[0], shape[1], [2.0] * 4 + [1.0] * 4).astype(np.float32))
+    for a in mats:
+        outs = []
+        for level in gradsparse.available_simd_levels():
+            for nt in (1, 2):
+                with gradsparse.simd_level(level), gradsparse.num_threads(nt):
+                    outs.append(b"".join(np.asarray(x).tobytes() for x in _core.svd_atomo(a, 4.0, 9, 3))
+                                + _core.svd_values(a).tobytes())
+        assert all(o == outs[0] for o in outs[1:])
+
+
+@pytest.mark.parametrize("shape", [(64, 576), (300, 20), (8, 3, 3, 3)])
+def test_svd_atomo_same_draws_as_full_svd(shape):
+    """The fast path keeps the same atoms as the full SVD route (probabilities from the full
+    SVD's singular values, the same Philox stream), for many seeds."""
+    x = np.random.default_rng(15).standard_normal(shape).astype(np.float32)
+    mat = x.reshape(shape[0], -1)
+    _, s_full, _ = _core.svd(mat)
+    for seed in range(20):
+        p = _core.atomo_probabilities(s_full.astype(np.float64), 3.0)
+        want = _core.bernoulli_sample(p, seed, 3)
+        got = atomo.sparsify(x, atoms="svd", budget=3.0, seed=seed)
+        np.testing.assert_array_equal(got.indices, want)
+
+
+def test_svd_atomo_unbiased_with_ties_and_rank_drop():
+    rng = np.random.default_rng(16)
+    x = _clustered(rng, 7, 10, [2.0, 2.0, 2.0, 1.0, 1.0, 0.0, 0.0]).astype(np.float32)
+    trials = 3000
+    samples = np.stack([atomo.sparsify(x, atoms="svd", budget=2.0, seed=s).to_dense().astype(np.float64)
+                        for s in range(trials)])
+    tol = 6 * np.sqrt(samples.var(axis=0, ddof=1) / trials) + 1e-5
+    assert np.all(np.abs(samples.mean(axis=0) - x) <= tol)
+    assert max(atomo.sparsify(x, atoms="svd", budget=2.0, seed=s).num_atoms for s in range(200)) <= 5
+
+
 def test_svd_layouts():
     x = np.random.default_rng(10).standard_normal((8, 4, 3, 3)).astype(np.float32)
     upd = atomo.sparsify(x, atoms="svd", budget=100, seed=0)
@@ -380,6 +492,10 @@ def test_qsgd_and_terngrad_unbiased():
         (lambda: atomo.terngrad(np.array([np.nan]), 0), "x"),
         (lambda: _core.svd(np.ones((2, 2, 2), np.float32)), "x"),
         (lambda: _core.svd(np.array([[np.nan]], np.float32)), "x"),
+        (lambda: _core.svd_atomo(np.array([[np.inf]], np.float32), 1.0, 0, 3), "x"),
+        (lambda: _core.svd_atomo(np.ones(3, np.float32), 1.0, 0, 3), "x"),
+        (lambda: _core.svd_atomo(np.ones((3, 4), np.float32), 0.0, 0, 3), "budget"),
+        (lambda: _core.svd_values(np.ones((2, 2, 2), np.float32)), "x"),
         (lambda: _core.atomo_probabilities(np.array([1.0, np.nan]), 1.0), "lam"),
         (lambda: _core.atomo_probabilities(np.array([1.0]), -1.0), "budget"),
     ],

@@ -144,6 +144,49 @@ py::tuple svd_randomized_py(const carray<float>& a, size_t rank, size_t oversamp
     return svd_result(s);
 }
 
+// Spectral ATOMO without the full SVD (svd_atoms): probabilities from all singular values
+// (rounded to float32, as svd() returns them), Bernoulli sampling on `stream`, singular
+// vectors of the kept atoms only. Returns (index, u[:, index], s'/p, vt[index], S, p) with
+// s' = ||A^T u|| of each kept atom (E[estimate] = sum_i u_i u_i^T A = A).
+py::tuple svd_atomo_py(const carray<float>& a, double budget, uint64_t seed, uint64_t stream) {
+    need_2d(a);
+    const float* ap = a.data();
+    const size_t m = static_cast<size_t>(a.shape(0)), n = static_cast<size_t>(a.shape(1));
+    SvdAtoms r;
+    std::vector<double> p;
+    std::vector<float> values, sigma;
+    {
+        py::gil_scoped_release release;
+        r = svd_atoms(ap, m, n, [&](const std::vector<double>& sig) {
+            std::vector<double> s32(sig.size());
+            for (size_t i = 0; i < sig.size(); ++i) s32[i] = static_cast<double>(static_cast<float>(sig[i]));
+            p.resize(sig.size());
+            atomo_probabilities(s32.data(), s32.size(), budget, p.data());
+            return bernoulli_sample(p.data(), p.size(), seed, stream);
+        });
+        values.resize(r.k);
+        for (size_t o = 0; o < r.k; ++o) values[o] = static_cast<float>(r.s[o] / p[static_cast<size_t>(r.index[o])]);
+        sigma.resize(r.sigma.size());
+        for (size_t i = 0; i < sigma.size(); ++i) sigma[i] = static_cast<float>(r.sigma[i]);
+    }
+    return py::make_tuple(to_array(r.index), to_matrix(r.u, m, r.k), to_array(values), to_matrix(r.vt, r.k, n),
+                          to_array(sigma), to_array(p));
+}
+
+py::array_t<float> svd_values_py(const carray<float>& a) {
+    need_2d(a);
+    const float* ap = a.data();
+    const size_t m = static_cast<size_t>(a.shape(0)), n = static_cast<size_t>(a.shape(1));
+    std::vector<float> sigma;
+    {
+        py::gil_scoped_release release;
+        SvdAtoms r = svd_atoms(ap, m, n, [](const std::vector<double>&) { return std::vector<int64_t>(); });
+        sigma.resize(r.sigma.size());
+        for (size_t i = 0; i < sigma.size(); ++i) sigma[i] = static_cast<float>(r.sigma[i]);
+    }
+    return to_array(sigma);
+}
+
 py::tuple qsgd_py(const carray<float>& x, int levels, uint64_t seed) {
     need_1d(x, "x");
     const size_t n = static_cast<size_t>(x.size());
@@ -194,6 +237,11 @@ void register_atomo(py::module_& m) {
     m.def("svd", &svd_py, py::arg("x"), "Thin SVD (U, S, Vt) of a float32 matrix, S descending.");
     m.def("svd_randomized", &svd_randomized_py, py::arg("x"), py::arg("rank"), py::arg("oversample"),
           py::arg("power_iters"), py::arg("seed"), "Randomized rank-r SVD (U, S, Vt).");
+    m.def("svd_atomo", &svd_atomo_py, py::arg("x"), py::arg("budget"), py::arg("seed"), py::arg("stream"),
+          "Spectral ATOMO without the full SVD: (index, U[:, index], s/p, Vt[index], S, p); only the kept "
+          "atoms' singular vectors are computed.");
+    m.def("svd_values", &svd_values_py, py::arg("x"),
+          "All singular values of a float32 matrix, descending (no singular vectors).");
     m.def("qsgd", &qsgd_py, py::arg("x"), py::arg("levels"), py::arg("seed"),
           "QSGD: (signed levels int32, float32 norm).");
     m.def("terngrad", &terngrad_py, py::arg("x"), py::arg("seed"), "TernGrad: (int8 in {-1,0,1}, float32 scale).");

@@ -190,7 +190,9 @@ def sparsify(x: Any, atoms: str = "entry", *, budget: float, seed: int = 0, layo
     ``atoms``: ``"entry"``, ``"fourier"`` or ``"svd"``. For ``"svd"``: ``layout`` ``"matrix"``
     (conv -> ``(c_out, c_in*kh*kw)``) or ``"atomo"`` (the original code's
     ``(c_out*c_in/2, 2*kh*kw)``); 1-D tensors are sampled element-wise (``vector="entry"``)
-    or sent dense (``vector="dense"``); ``svd="randomized"`` decomposes only the top ``rank``
+    or sent dense (``vector="dense"``); ``svd="exact"`` computes every singular value (for the
+    probabilities) but singular vectors only for the sampled atoms -- the same atoms, for the
+    same seed, as from the full :func:`_core.svd`; ``svd="randomized"`` decomposes only the top ``rank``
     directions (unbiased for the rank-``rank`` approximation, not for ``x``): randomized subspace
     iteration with ``rank + oversample`` columns and ``power_iters`` power iterations (Halko,
     Martinsson & Tropp 2011) -- exact when ``x`` has rank <= ``rank + oversample``, otherwise its
@@ -219,8 +221,11 @@ def sparsify(x: Any, atoms: str = "entry", *, budget: float, seed: int = 0, layo
     m, n = _matrix_shape(shape, layout)
     mat = arr.reshape(m, n)
     if svd == "exact":
-        u, sig, vt = _core.svd(mat)
-    elif svd == "randomized":
+        # All singular values, the same probabilities and Philox draws as with the full SVD,
+        # but singular vectors only for the kept atoms (svd.cpp, svd_atoms).
+        idx, u, vals, vt, _, _ = _core.svd_atomo(mat, b, s, _STREAM["svd"])
+        return AtomicUpdate("svd", shape, idx, vals, u, vt, (m, n))
+    if svd == "randomized":
         if int(rank) < 1:
             raise ValueError(f"rank: must be >= 1, got {rank}")
         u, sig, vt = _core.svd_randomized(mat, int(rank), int(oversample), int(power_iters), s ^ 0x52414E44)

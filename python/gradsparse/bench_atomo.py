@@ -7,9 +7,15 @@
    (oversampling 8, 2 power iterations) vs the same baselines.
 2. Real FFT vs ``numpy.fft.rfft`` for power-of-two and other lengths; orthonormal DCT vs
    ``scipy.fft.dct`` if scipy is installed.
+   Also the path ``atomo.sparsify(atoms="svd")`` takes: all singular values and the singular
+   vectors of the sampled atoms only (``_core.svd_atomo``, budget 2).
 3. End to end: spectral ATOMO of a whole CIFAR-10 CNN update (VGG-like conv layers, a
    fully connected layer and biases; budget 2 atoms per tensor) vs a plain numpy
    implementation of the same algorithm (numpy SVD, Algorithm 1 in numpy, numpy Bernoulli).
+   gradsparse computes every singular value but singular vectors only for the sampled
+   atoms; this is verified before timing (singular values and probabilities vs numpy, the
+   same atoms as the full-SVD route with the same seed, orthonormal sampled triplets with
+   A^T u = s v).
 
 Every figure is printed beside its baseline from the same run. Results are verified before
 timing (singular values vs numpy to 1e-4 relative; randomized: orthonormal factors, Ritz
@@ -77,11 +83,13 @@ def bench_svd(repeats: int, torch, out: Callable[..., None] = print) -> List[Dic
         ur, sr, vr = _core.svd_randomized(a, 8, 8, 2, 1)
         check(ur.shape == (m, 8) and vr.shape == (8, n), f"randomized shape {m}x{n}")
         check(np.all(sr <= ref[:8] * (1 + 1e-5)) and np.all(sr >= 0.9 * ref[:8]), f"randomized sigma {m}x{n}")
+        check(np.allclose(_core.svd_values(a), ref, rtol=1e-4), f"svd_values {m}x{n}")
         check(np.allclose(ur.T @ ur, np.eye(8), atol=1e-5) and np.allclose(vr @ vr.T, np.eye(8), atol=1e-5),
               f"randomized orthonormal {m}x{n}")
         row = {"shape": f"{m}x{n}",
                "gs": timeit(lambda: _core.svd(a), repeats),
                "gs_rand8": timeit(lambda: _core.svd_randomized(a, 8, 8, 2, 1), repeats),
+               "gs_atomo2": timeit(lambda: _core.svd_atomo(a, 2.0, 1, 3), repeats),
                "numpy": timeit(lambda: np.linalg.svd(a, full_matrices=False), repeats)}
         if torch is not None:
             t = torch.from_numpy(a)
@@ -91,7 +99,8 @@ def bench_svd(repeats: int, torch, out: Callable[..., None] = print) -> List[Dic
         tr = f", x{row['torch'] / row['gs_rand8']:.1f} vs torch" if "torch" in row else ""
         out(f"  {row['shape']:>9}  gradsparse {row['gs'] * 1e3:8.1f} ms  numpy {row['numpy'] * 1e3:8.1f} ms"
             f"  torch {tt} ms  | x{row['numpy'] / row['gs']:.2f} vs numpy"
-            f"  | randomized r=8 {row['gs_rand8'] * 1e3:7.2f} ms (x{row['numpy'] / row['gs_rand8']:.1f} vs numpy{tr})")
+            f"  | randomized r=8 {row['gs_rand8'] * 1e3:7.2f} ms (x{row['numpy'] / row['gs_rand8']:.1f} vs numpy{tr})"
+            f"  | all sigma + 2 sampled atoms {row['gs_atomo2'] * 1e3:7.2f} ms (x{row['numpy'] / row['gs_atomo2']:.1f})")
     return rows
 
 
@@ -161,6 +170,26 @@ def _np_probabilities(lam: np.ndarray, s: float) -> np.ndarray:
     return p
 
 
+def check_fast_path(mat: np.ndarray, ref_s: np.ndarray, budget: float, seed: int, name: str) -> None:
+    """The timed path (atomo.sparsify -> _core.svd_atomo: all singular values, vectors of the
+    sampled atoms only) against numpy and against the full-SVD route with the same seed."""
+    idx, u, vals, vt, S, p = _core.svd_atomo(mat, budget, seed, 3)
+    big = ref_s >= 1e-3 * ref_s[0]
+    check(np.allclose(S[big], ref_s[big], rtol=1e-4), f"fast-path singular values {name}")
+    check(np.allclose(p, _np_probabilities(ref_s, budget), rtol=1e-5, atol=1e-12), f"fast-path p {name}")
+    _, s_full, _ = _core.svd(mat)
+    want = _core.bernoulli_sample(_core.atomo_probabilities(s_full.astype(np.float64), budget), seed, 3)
+    got = atomo.sparsify(mat, atoms="svd", budget=budget, seed=seed)
+    check(np.array_equal(got.indices, want) and np.array_equal(idx, want), f"fast-path same atoms as full SVD {name}")
+    if len(idx):
+        s_kept = vals.astype(np.float64) * p[idx]
+        a64 = mat.astype(np.float64)
+        ok = (np.allclose(s_kept, ref_s[idx], rtol=1e-4)
+              and np.allclose(u.T @ u, np.eye(len(idx)), atol=1e-5) and np.allclose(vt @ vt.T, np.eye(len(idx)), atol=1e-5)
+              and np.linalg.norm(a64.T @ u - vt.T * s_kept) <= 1e-5 * np.linalg.norm(a64))
+        check(ok, f"fast-path sampled singular triplets {name}")
+
+
 def bench_end_to_end(repeats: int, out: Callable[..., None] = print) -> Tuple[float, float]:
     rng = np.random.default_rng(2)
     update = {k: rng.standard_normal(v).astype(np.float32) * 0.01 for k, v in CNN.items()}
@@ -170,10 +199,12 @@ def bench_end_to_end(repeats: int, out: Callable[..., None] = print) -> Tuple[fl
         check(np.allclose(full, x, rtol=1e-4, atol=1e-6), f"full-budget gradsparse {name}")
     ref = numpy_atomo(update, 1e6, np.random.default_rng(0))
     check(all(np.allclose(ref[k], update[k], rtol=1e-4, atol=1e-6) for k in update), "full-budget numpy")
-    for name, x in update.items():  # same probabilities as the numpy Algorithm 1
+    for i, (name, x) in enumerate(update.items()):  # same probabilities as the numpy Algorithm 1
         if x.ndim > 1:
-            s = np.linalg.svd(x.reshape(x.shape[0], -1).astype(np.float64), compute_uv=False)
+            mat = x.reshape(x.shape[0], -1)
+            s = np.linalg.svd(mat.astype(np.float64), compute_uv=False)
             check(np.allclose(atomo.probabilities(s, 2.0), _np_probabilities(s, 2.0), rtol=1e-6), f"p {name}")
+            check_fast_path(mat, s, 2.0, i, name)
 
     def run_gs():
         return {k: atomo.sparsify(v, atoms="svd", budget=2.0, seed=i) for i, (k, v) in enumerate(update.items())}

@@ -5,6 +5,7 @@
 #include <complex>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace gradsparse {
@@ -48,5 +49,44 @@ Svd svd_randomized(const float* a, size_t m, size_t n, size_t rank, size_t overs
 /// Eigen-decomposition of a symmetric n x n row-major matrix (double), in place:
 /// eigenvalues ascending into `w`, eigenvectors as rows of `a` on return.
 void symmetric_eigen(double* a, size_t n, double* w);
+
+/// Symmetric eigensolver that computes all eigenvalues up front (Householder
+/// tridiagonalisation + implicit QR without vectors, the rotations recorded) and any
+/// eigenvector on demand in O(n^2): the vector the full solver would accumulate. Keeps the
+/// reflectors (n^2 / 2 doubles) and the rotations (about n^2 (c, s) pairs for random
+/// matrices, i.e. ~16 n^2 bytes).
+class SymmetricEigenOnDemand {
+public:
+    /// a: n x n row-major symmetric (read only).
+    SymmetricEigenOnDemand(const double* a, size_t n);
+    size_t size() const { return n_; }
+    /// All eigenvalues, descending (ties in a fixed order).
+    const std::vector<double>& values() const { return values_; }
+    /// The unit eigenvector of values()[i] into out[0 .. n).
+    void vector(size_t i, double* out) const;
+
+private:
+    size_t n_ = 0;
+    std::vector<std::vector<double>> vs_;  // Householder vectors
+    std::vector<double> betas_, values_;
+    std::vector<size_t> pos_;        // values_[i] is the QR's diagonal entry pos_[i]
+    std::vector<uint32_t> sweeps_;   // (l, h) per QR sweep
+    std::vector<double> cs_;         // (c, s) per rotation, in order of application
+};
+
+/// Exact spectral ATOMO without the full SVD. All singular values of A (m x n float32) are
+/// the square roots of the eigenvalues of the Gram matrix of the smaller side (clamped at
+/// 0); `select` gets them (descending, min(m, n) values) and returns the positions to keep;
+/// only those singular vectors are computed: u from the eigensolver on demand, then
+/// A^T u = s v with s = ||A^T u|| (for a tall A the roles of u and v swap).
+struct SvdAtoms {
+    size_t m = 0, n = 0, k = 0;   ///< k: atoms kept
+    std::vector<double> sigma;    ///< all singular values, descending
+    std::vector<int64_t> index;   ///< kept positions into sigma, as `select` returned them
+    std::vector<double> s;        ///< ||A^T u|| (or ||A v||) of each kept atom
+    std::vector<float> u, vt;     ///< m x k and k x n, row-major
+};
+SvdAtoms svd_atoms(const float* a, size_t m, size_t n,
+                   const std::function<std::vector<int64_t>(const std::vector<double>& sigma)>& select);
 
 }  // namespace gradsparse

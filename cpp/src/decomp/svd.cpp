@@ -19,6 +19,14 @@
 // (to rounding) when A has rank <= l, otherwise with the usual bound on ||A - Q Q^T A||
 // shrinking as (sigma_{l+1} / sigma_rank)^(2q+1) (HMT 2011, Cor. 10.10).
 //
+// svd_atoms (exact spectral ATOMO) needs every singular value but, for an expected `budget`
+// sampled atoms, only a few singular vectors: it forms G, computes all eigenvalues without
+// eigenvectors (SymmetricEigenOnDemand, eigen.cpp: O(r^2) after the O(r^3) tridiagonal
+// reduction), lets the caller pick atoms from sigma = sqrt(max(lambda, 0)), and computes
+// u for those only (the vector the full solver would give, so ties and clusters keep an
+// orthonormal basis), then A^T u = s v with s = ||A^T u||. The kept term s u v^T = u u^T A,
+// so weighting it by 1/p keeps the estimate unbiased.
+//
 // The dense products run on the kernels of svd_kernels.hpp (one table per SIMD level).
 #include <algorithm>
 #include <cmath>
@@ -83,36 +91,47 @@ inline double dot(const SvdKernels& K, const double* a, const double* b, size_t 
     return out;
 }
 
-// G = A A^T (lower triangle computed, then mirrored). Rows are dealt round-robin to the
-// threads so that the triangle's work is balanced; row i against rows 0..i in one call.
+// G = A A^T (lower triangle computed, then mirrored). The columns are taken in tiles of
+// kGramTile so that the rows' tiles (a.r x kGramTile doubles) stay in the L2 cache while
+// every row i is dotted with rows 0..i; G_ij is the sum, tile after tile in column order,
+// of the kernel's dot products over the tiles: a fixed order for every SIMD level and
+// thread count. Rows are dealt round-robin to the threads to balance the triangle.
+constexpr size_t kGramTile = 256;
+
 Mat gram(const SvdKernels& K, const Mat& a) {
     Mat g(a.r, a.r);
     const int nt = static_cast<int>(std::min<size_t>(a.r, static_cast<size_t>(threads_for(a.r * a.r * a.c / 2, kMinWorkPerThread))));
     parallel_run(nt, [&](int t) {
-        for (size_t i = static_cast<size_t>(t); i < a.r; i += static_cast<size_t>(nt))
-            K.dots(a.row(i), a.row(0), a.c, i + 1, a.c, g.row(i));
+        std::vector<double> tmp(a.r);
+        for (size_t c0 = 0; c0 < a.c; c0 += kGramTile) {
+            const size_t len = std::min(kGramTile, a.c - c0);
+            for (size_t i = static_cast<size_t>(t); i < a.r; i += static_cast<size_t>(nt)) {
+                double* gi = g.row(i);
+                if (c0 == 0) {
+                    K.dots(a.row(i), a.row(0), a.c, i + 1, len, gi);
+                    continue;
+                }
+                K.dots(a.row(i) + c0, a.row(0) + c0, a.c, i + 1, len, tmp.data());
+                for (size_t j = 0; j <= i; ++j) gi[j] += tmp[j];
+            }
+        }
     });
     for (size_t i = 0; i < a.r; ++i)
         for (size_t j = i + 1; j < a.r; ++j) g.row(i)[j] = g.row(j)[i];
     return g;
 }
 
-// W = Q A (Q: k x a.r, rows q_i): W_i = sum_j Q[i][j] A_j. Threads take column ranges; each
-// streams A once per column block while the k x block slice of W stays in cache.
+// W = Q A (Q: k x a.r, rows q_i): W_i = sum_j Q[i][j] A_j, terms added in ascending j.
+// Threads take column tiles; within a tile the kernel keeps blocks of W in registers while
+// it streams the tile of A (a.r x kBlock) from cache.
 Mat left_mul(const SvdKernels& K, const Mat& q, const Mat& a) {
     Mat w(q.r, a.c);
-    constexpr size_t kBlock = 512;
+    constexpr size_t kBlock = 256;
     const size_t nblocks = (a.c + kBlock - 1) / kBlock;
     parallel_rows(nblocks, q.r * a.r * a.c, [&](size_t b, size_t e) {
         for (size_t blk = b; blk < e; ++blk) {
             const size_t c0 = blk * kBlock, len = std::min(kBlock, a.c - c0);
-            for (size_t j = 0; j < a.r; ++j) {
-                const double* aj = a.row(j) + c0;
-                for (size_t i = 0; i < q.r; ++i) {
-                    const double s = q.row(i)[j];
-                    if (s != 0) K.axpy(w.row(i) + c0, s, aj, len);
-                }
-            }
+            K.lincomb(q.d.data(), q.c, q.r, a.d.data() + c0, a.c, a.r, w.d.data() + c0, w.c, len);
         }
     });
     return w;
@@ -228,6 +247,48 @@ Svd svd_thin(const float* a, size_t m, size_t n) {
     Mat x = load(a, m, n, tall);
     WideSvd w = svd_wide(K, x);
     return finish(w.ut, w.s, w.vt, m, n, tall, std::min(m, n));
+}
+
+SvdAtoms svd_atoms(const float* a, size_t m, size_t n,
+                   const std::function<std::vector<int64_t>(const std::vector<double>& sigma)>& select) {
+    check_matrix(a, m, n);
+    const SvdKernels& K = svdk::active_svd_kernels();
+    const bool tall = m > n;
+    Mat x = load(a, m, n, tall);  // r x c, r <= c
+    const size_t r = x.r, c = x.c;
+    SvdAtoms out;
+    out.m = m;
+    out.n = n;
+    {
+        Mat g = gram(K, x);
+        SymmetricEigenOnDemand eig(g.d.data(), r);
+        g = Mat();
+        out.sigma.resize(r);
+        for (size_t i = 0; i < r; ++i) out.sigma[i] = std::sqrt(std::max(eig.values()[i], 0.0));
+        out.index = select(out.sigma);
+        const size_t k = out.index.size();
+        out.k = k;
+        out.s.assign(k, 0.0);
+        out.u.assign(m * k, 0.0f);
+        out.vt.assign(k * n, 0.0f);
+        std::vector<double> ug(r), w(c);
+        for (size_t o = 0; o < k; ++o) {
+            const int64_t at = out.index[o];
+            GS_CHECK(at >= 0 && static_cast<size_t>(at) < r, "svd_atoms: selected index out of range");
+            eig.vector(static_cast<size_t>(at), ug.data());
+            std::fill(w.begin(), w.end(), 0.0);  // w = x^T u_g = s v
+            for (size_t j = 0; j < r; ++j)
+                if (ug[j] != 0) K.axpy(w.data(), ug[j], x.row(j), c);
+            const double sv = std::sqrt(dot(K, w.data(), w.data(), c));
+            const double inv = sv > 0 ? 1.0 / sv : 0.0;
+            out.s[o] = sv;
+            // Wide: u_A = u_g (length m = r), v_A = w / s. Tall: u_A = w / s (length m = c), v_A = u_g.
+            for (size_t j = 0; j < m; ++j)
+                out.u[j * k + o] = static_cast<float>(tall ? w[j] * inv : ug[j]);
+            for (size_t j = 0; j < n; ++j) out.vt[o * n + j] = static_cast<float>(tall ? ug[j] : w[j] * inv);
+        }
+    }
+    return out;
 }
 
 namespace {

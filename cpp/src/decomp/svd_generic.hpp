@@ -61,7 +61,38 @@ void axpy(double* __restrict y, double s, const double* __restrict x, size_t n) 
     for (size_t t = 0; t < n; ++t) y[t] += s * x[t];
 }
 
-inline SvdKernels make_table() { return SvdKernels{dots, axpy}; }
+void rank2(double* __restrict y, double a, const double* __restrict x, double b, const double* __restrict z,
+           size_t n) {
+    for (size_t t = 0; t < n; ++t) y[t] -= a * x[t] + b * z[t];
+}
+
+// Columns in chunks of 32 so that the chunk of a (kd x 32) stays in cache across rows i.
+void lincomb(const double* __restrict q, size_t ldq, size_t nq, const double* __restrict a, size_t lda, size_t kd,
+             double* __restrict w, size_t ldw, size_t len) {
+    constexpr size_t kChunk = 32;
+    for (size_t t0 = 0; t0 < len; t0 += kChunk) {
+        const size_t tl = len - t0 < kChunk ? len - t0 : kChunk;
+        for (size_t i = 0; i < nq; ++i) {
+            double* __restrict wi = w + i * ldw + t0;
+            const double* qi = q + i * ldq;
+            for (size_t j = 0; j < kd; ++j) {
+                const double s = qi[j];
+                const double* __restrict aj = a + j * lda + t0;
+                for (size_t t = 0; t < tl; ++t) wi[t] += s * aj[t];
+            }
+        }
+    }
+}
+
+void rot(double* __restrict x, double* __restrict y, double c, double s, size_t n) {
+    for (size_t t = 0; t < n; ++t) {
+        const double u = x[t], w = y[t];
+        x[t] = c * u + s * w;
+        y[t] = c * w - s * u;
+    }
+}
+
+inline SvdKernels make_table() { return SvdKernels{dots, axpy, lincomb, rot, rank2}; }
 
 }  // namespace
 }  // namespace generic
