@@ -21,7 +21,9 @@ from gradsparse.fl.energy import load_profile, tensor_costs  # noqa: E402
 from gradsparse.fl.partition import dirichlet, iid, label_histograms, shards  # noqa: E402
 from gradsparse.fl.simulation import Simulation  # noqa: E402
 
-SUBSET = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10-subset")
+# the shared CIFAR-10 subset: GRADSPARSE_CIFAR10_DIR, or ../shared next to the checkout
+SUBSET = os.environ.get("GRADSPARSE_CIFAR10_DIR") or os.path.join(os.path.dirname(__file__), "..", "..", "shared",
+                                                                  "data", "cifar10-subset")
 ALL_METHODS = ["none", "topk", "cwmp", "randomk", "threshold", "dgc", "qsgd", "terngrad", "sign",
                "atomo-entry", "atomo-svd", "atomo-fourier"]
 
