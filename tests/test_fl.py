@@ -55,6 +55,8 @@ def test_every_compressor_runs_two_rounds(tmp_path, method):
         assert 0.0 <= r["test_acc"] <= 1.0 and np.isfinite(r["test_loss"])
         assert r["uplink_bytes"] > 0 and r["energy_j"] > 0 and r["energy_compute_j"] > 0
         assert r["cum_uplink_bytes"] >= r["uplink_bytes"]
+        assert r["encode_s"] > 0 and r["select_s"] >= 0
+        assert r["select_s"] + r["encode_s"] == pytest.approx(r["compress_s"])
     assert rows[1]["cum_uplink_bytes"] == rows[0]["uplink_bytes"] + rows[1]["uplink_bytes"]
     assert os.path.exists(os.path.join(tmp_path, small(tmp_path, method=method, params=params).default_run_name(),
                                        "records.csv"))

@@ -34,6 +34,7 @@ and ``biased``, implement ``compress``; decorate with :func:`register`.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
 
 import numpy as np
@@ -52,11 +53,12 @@ class Compressed:
     """One compressed update: the payload bytes and, per tensor, how many of its
     coordinates the update touches (for the energy account)."""
 
-    __slots__ = ("payload", "selected")
+    __slots__ = ("payload", "selected", "encode_s")
 
-    def __init__(self, payload: bytes, selected: Dict[str, int]):
+    def __init__(self, payload: bytes, selected: Dict[str, int], encode_s: float = 0.0):
         self.payload = payload
         self.selected = selected
+        self.encode_s = encode_s  #: seconds spent building the payload (the rest is selection)
 
     @property
     def nbytes(self) -> int:
@@ -154,8 +156,15 @@ def _sizes(update: Update) -> Dict[str, int]:
     return {k: int(v.size) for k, v in update.items()}
 
 
+def _timed_encode(update: Mapping[str, Any], selected: Dict[str, int], **kw: Any) -> Compressed:
+    """``gs.encode(update, **kw)`` as a :class:`Compressed`, with the encoding time."""
+    t0 = time.perf_counter()
+    payload = gs.encode(dict(update), **kw)
+    return Compressed(payload, selected, time.perf_counter() - t0)
+
+
 def _encode_sparse(parts: Dict[str, gs.Sparse], value_codec: str = "float32") -> Compressed:
-    return Compressed(gs.encode(parts, value_codec=value_codec), {k: int(s.nnz) for k, s in parts.items()})
+    return _timed_encode(parts, {k: int(s.nnz) for k, s in parts.items()}, value_codec=value_codec)
 
 
 def _check_codec(value: Any, allowed: Tuple[str, ...], what: str = "value_codec") -> None:
@@ -177,7 +186,7 @@ class NoCompression(Compressor):
         self.biased = self.p["value_codec"] != "float32"
 
     def compress(self, update, *, seed, costs=None):
-        return Compressed(gs.encode(update, value_codec=self.p["value_codec"]), _sizes(update))
+        return _timed_encode(update, _sizes(update), value_codec=self.p["value_codec"])
 
 
 # ----------------------------------------------------------------------------- selection
@@ -338,9 +347,8 @@ class QSGD(Compressor):
             raise ValueError(f"block: must be an integer >= 1, got {b!r}")
 
     def compress(self, update, *, seed, costs=None):
-        payload = gs.encode(update, value_codec="qsgd", bits=int(self.p["bits"]), block=int(self.p["block"]),
-                            seed=seed % 2**64)
-        return Compressed(payload, _sizes(update))
+        return _timed_encode(update, _sizes(update), value_codec="qsgd", bits=int(self.p["bits"]),
+                             block=int(self.p["block"]), seed=seed % 2**64)
 
 
 @register
@@ -373,7 +381,7 @@ class Sign(Compressor):
     params: Dict[str, Any] = {}
 
     def compress(self, update, *, seed, costs=None):
-        return Compressed(gs.encode(update, value_codec="sign"), _sizes(update))
+        return _timed_encode(update, _sizes(update), value_codec="sign")
 
 
 # ----------------------------------------------------------------------------- ATOMO
@@ -413,7 +421,7 @@ class _Atomo(Compressor):
                 selected[name] = int(a.size)
             else:
                 selected[name] = 0
-        return Compressed(gs.encode(msg), selected)
+        return _timed_encode(msg, selected)
 
     def decompress(self, payload, like):
         msg = gs.decode(payload)

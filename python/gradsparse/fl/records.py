@@ -5,9 +5,10 @@ Fields of a round (bytes are ``len(payload)`` of real encoded messages; energies
 ``round, method, params, seed, alpha, clients, test_acc, test_loss, train_loss,
 uplink_bytes, downlink_bytes, cum_uplink_bytes, cum_downlink_bytes, cum_bytes,
 selected, density, energy_update_j, energy_tx_j, energy_j (update + tx),
-energy_compute_j, cum_energy_j, cum_energy_compute_j, compress_s, decode_s, train_s,
-downlink_s, round_s, compress_share`` -- ``test_acc``/``test_loss`` are null on rounds
-without evaluation. The timing fields (``*_s``, ``compress_share``) are the only ones that
+energy_compute_j, cum_energy_j, cum_energy_compute_j, compress_s (= select_s + encode_s:
+the clients' selection incl. the error-feedback add, and payload encoding), decode_s
+(the server), train_s, downlink_s, round_s, compress_share`` -- ``test_acc``/``test_loss``
+are null on rounds without evaluation. The timing fields (``*_s``, ``compress_share``) are the only ones that
 differ between two runs with the same seed.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ __all__ = ["make_row", "append", "read", "export_csv", "TIMING_FIELDS", "zero_to
 
 RECORDS = "records.jsonl"
 CSV = "records.csv"
-TIMING_FIELDS = ("compress_s", "decode_s", "train_s", "downlink_s", "round_s", "compress_share")
+TIMING_FIELDS = ("compress_s", "select_s", "encode_s", "decode_s", "train_s", "downlink_s", "round_s", "compress_share")
 _TOTALS = ("up", "down", "energy", "energy_compute")
 
 
@@ -31,7 +32,7 @@ def zero_totals() -> Dict[str, float]:
 
 def make_row(totals: Dict[str, float], cfg, rnd: int, *, clients: List[int], test_acc, test_loss, train_loss,
              uplink: int, downlink: int, selected: int, density: float, e_update: float, e_tx: float,
-             e_compute: float, compress_s: float, decode_s: float, train_s: float, downlink_s: float,
+             e_compute: float, compress_s: float, encode_s: float, decode_s: float, train_s: float, downlink_s: float,
              round_s: float) -> Dict[str, Any]:
     """The record of round `rnd`; updates the cumulative `totals` in place."""
     totals["up"] += uplink
@@ -49,7 +50,8 @@ def make_row(totals: Dict[str, float], cfg, rnd: int, *, clients: List[int], tes
         "energy_update_j": e_update, "energy_tx_j": e_tx, "energy_j": e_update + e_tx,
         "energy_compute_j": e_compute, "cum_energy_j": totals["energy"],
         "cum_energy_compute_j": totals["energy_compute"],
-        "compress_s": compress_s, "decode_s": decode_s, "train_s": train_s, "downlink_s": downlink_s,
+        "compress_s": compress_s, "select_s": compress_s - encode_s, "encode_s": encode_s,
+        "decode_s": decode_s, "train_s": train_s, "downlink_s": downlink_s,
         "round_s": round_s, "compress_share": (compress_s + decode_s) / round_s if round_s > 0 else 0.0,
     }
 

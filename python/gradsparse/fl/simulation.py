@@ -278,6 +278,7 @@ class Simulation:
         agg = {n: np.zeros(self.shapes[n], np.float64) for n in self.param_names}
         buf_agg = {n: torch.zeros_like(start[n], dtype=torch.float64) for n in self.buffer_names}
         totals = {"up": 0, "selected": 0, "e_update": 0.0, "e_tx": 0.0, "e_compute": 0.0, "compress_s": 0.0,
+                  "encode_s": 0.0,
                   "decode_s": 0.0, "train_s": 0.0, "loss": 0.0}
         weight = 0
         it = tqdm(clients, desc=f"round {rnd}", unit="client", leave=False) if tqdm else clients
@@ -297,6 +298,7 @@ class Simulation:
             if self.buffer_names:
                 extra = _encode_dense({k: buffers[k].numpy().astype(np.float32) for k in self.buffer_names})
             totals["compress_s"] += time.perf_counter() - t_c
+            totals["encode_s"] += comp.encode_s
             t_d = time.perf_counter()
             sent = self.uplink.decompress(comp.payload, like)  # the server decodes the real bytes
             totals["decode_s"] += time.perf_counter() - t_d
@@ -338,7 +340,7 @@ class Simulation:
                             train_loss=totals["loss"] / weight, uplink=totals["up"], downlink=down_bytes,
                             selected=totals["selected"], density=totals["selected"] / (dim * len(clients)),
                             e_update=totals["e_update"], e_tx=totals["e_tx"], e_compute=totals["e_compute"],
-                            compress_s=totals["compress_s"], decode_s=totals["decode_s"], train_s=totals["train_s"],
+                            compress_s=totals["compress_s"], encode_s=totals["encode_s"], decode_s=totals["decode_s"], train_s=totals["train_s"],
                             downlink_s=down_s, round_s=round_s)
 
     def _broadcast(self, rnd: int, st: Dict[str, Any], start: Dict[str, torch.Tensor]) -> int:
