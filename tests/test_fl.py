@@ -242,6 +242,34 @@ def test_decoding_rejects_foreign_payloads():
         comp.decompress(payload[:-3], upd)
 
 
+@pytest.mark.parametrize("name", ALL_METHODS)
+@pytest.mark.parametrize("update,exc,match", [
+    ({}, ValueError, "no tensors"),
+    ([np.ones(3, np.float32)], TypeError, "dict"),
+    ({"a": np.zeros(0, np.float32)}, ValueError, "empty"),
+    ({"a": np.array([1.0, np.nan], np.float32)}, ValueError, "NaN"),
+    ({"a": np.array([1.0, np.inf], np.float32)}, ValueError, "NaN"),
+    ({"a": np.arange(4)}, TypeError, "float"),
+    ({"a": [1.0, 2.0]}, TypeError, "numpy array"),
+    ({1: np.ones(3, np.float32)}, TypeError, "names"),
+])
+def test_bad_updates_are_rejected_by_every_compressor(name, update, exc, match):
+    with pytest.raises(exc, match=match):
+        make_compressor(name).compress(update, seed=0, costs={"a": 1.0})
+
+
+def test_bad_seed_and_costs():
+    upd = {"a": np.ones(8, np.float32)}
+    with pytest.raises(ValueError, match="seed"):
+        make_compressor("topk").compress(upd, seed=-1)
+    with pytest.raises(ValueError, match="no cost"):
+        make_compressor("cwmp").compress(upd, seed=0, costs={"b": 1.0})
+    with pytest.raises(ValueError, match="costs"):
+        make_compressor("cwmp").compress(upd, seed=0)
+    with pytest.raises(ValueError, match="cost"):
+        make_compressor("cwmp").compress(upd, seed=0, costs={"a": -1.0})
+
+
 @pytest.mark.parametrize("name,params,match", [
     ("topk", {"ratio": 0}, "ratio"), ("topk", {"ratio": 1.5}, "ratio"), ("topk", {"scope": "x"}, "scope"),
     ("cwmp", {"ratio": 0.1, "energy": 0.1}, "exactly one"), ("cwmp", {"budget": -1}, "budget"),

@@ -29,7 +29,8 @@ compressors get it, unbiased estimators do not. Every compressor is deterministi
 given ``seed``.
 
 Adding one: subclass :class:`Compressor`, set ``name``, ``params`` (parameter -> default)
-and ``biased``, implement ``compress``; decorate with :func:`register`.
+and ``biased``, implement ``_compress`` (its input is already checked); decorate with
+:func:`register`.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ import numpy as np
 
 import gradsparse as gs
 
-__all__ = ["Compressor", "Compressed", "register", "make_compressor", "check_compressor",
+__all__ = ["Compressor", "Compressed", "register", "make_compressor", "check_compressor", "check_update",
            "available_compressors", "decode_dense"]
 
 Update = Dict[str, np.ndarray]
@@ -80,8 +81,26 @@ class Compressor:
     def validate(self) -> None:
         pass
 
-    def compress(self, update: Update, *, seed: int, costs: Optional[Mapping[str, float]] = None) -> Compressed:
+    def _compress(self, update: Update, *, seed: int, costs: Optional[Mapping[str, float]]) -> Compressed:
+        """The compressor itself; `update` is already checked (see :meth:`compress`)."""
         raise NotImplementedError
+
+    # -- the public entry point
+    def compress(self, update: Mapping[str, Any], *, seed: int,
+                 costs: Optional[Mapping[str, float]] = None) -> Compressed:
+        """The payload of `update` (name -> non-empty, finite float numpy array), seeded by
+        `seed`; `costs` (name -> joules per coordinate) is used by cost-aware compressors.
+        Bad input raises TypeError/ValueError naming the tensor."""
+        checked = check_update(update)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
+        if costs is not None:
+            if not isinstance(costs, Mapping):
+                raise TypeError(f"costs: expected a dict name -> cost, got {type(costs).__name__}")
+            missing = [n for n in checked if n not in costs]
+            if missing:
+                raise ValueError(f"costs: no cost for tensor(s) {', '.join(map(repr, missing[:3]))}")
+        return self._compress(checked, seed=int(seed), costs=costs)
 
     def decompress(self, payload: bytes, like: Update) -> Update:
         """Dense float32 arrays shaped like `like` (decoding validates the bytes)."""
@@ -152,6 +171,29 @@ def decode_dense(payload: bytes, like: Update) -> Update:
     return out
 
 
+def check_update(update: Any) -> Update:
+    """`update` as an ordered dict name -> float numpy array, after checking that it is a
+    non-empty mapping of str names to non-empty, finite float arrays."""
+    if not isinstance(update, Mapping):
+        raise TypeError(f"update: expected a dict name -> array, got {type(update).__name__}")
+    if not update:
+        raise ValueError("update: no tensors")
+    out: Update = {}
+    for name, a in update.items():
+        if not isinstance(name, str):
+            raise TypeError(f"update: tensor names must be str, got {type(name).__name__}")
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"update[{name!r}]: expected a numpy array, got {type(a).__name__}")
+        if a.dtype.kind != "f":
+            raise TypeError(f"update[{name!r}]: expected a float array, got dtype {a.dtype}")
+        if a.size == 0:
+            raise ValueError(f"update[{name!r}]: tensor is empty")
+        if not np.isfinite(a).all():
+            raise ValueError(f"update[{name!r}]: contains NaN or infinity (a diverged client?)")
+        out[name] = a
+    return out
+
+
 def _sizes(update: Update) -> Dict[str, int]:
     return {k: int(v.size) for k, v in update.items()}
 
@@ -185,7 +227,7 @@ class NoCompression(Compressor):
         # rounding to 16 bits is biased: error feedback corrects it under "auto"
         self.biased = self.p["value_codec"] != "float32"
 
-    def compress(self, update, *, seed, costs=None):
+    def _compress(self, update, *, seed, costs=None):
         return _timed_encode(update, _sizes(update), value_codec=self.p["value_codec"])
 
 
@@ -202,7 +244,7 @@ class TopK(Compressor):
             raise ValueError(f"scope: expected 'global' or 'layer', got {self.p['scope']!r}")
         _check_codec(self.p["value_codec"], ("float32", "float16", "bfloat16"))
 
-    def compress(self, update, *, seed, costs=None):
+    def _compress(self, update, *, seed, costs=None):
         names, arrays = list(update), list(update.values())
         r = self._ratio()
         if self.p["scope"] == "global":
@@ -242,7 +284,7 @@ class CWMP(Compressor):
                 raise ValueError(f"{k}: must be a finite number >= 0, got {v!r}")
         _check_codec(self.p["value_codec"], ("float32", "float16", "bfloat16"))
 
-    def compress(self, update, *, seed, costs=None):
+    def _compress(self, update, *, seed, costs=None):
         if costs is None:
             raise ValueError("costs: cwmp needs a cost per tensor (the run's energy model)")
         names, arrays = list(update), list(update.values())
@@ -271,7 +313,7 @@ class RandomK(Compressor):
             raise ValueError(f"scale: expected true or false, got {self.p['scale']!r}")
         self.biased = not self.p["scale"]
 
-    def compress(self, update, *, seed, costs=None):
+    def _compress(self, update, *, seed, costs=None):
         r = self._ratio()
         parts = {}
         for i, (name, a) in enumerate(update.items()):
@@ -290,7 +332,7 @@ class Threshold(Compressor):
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) and t >= 0):
             raise ValueError(f"tau: must be a finite number >= 0, got {t!r}")
 
-    def compress(self, update, *, seed, costs=None):
+    def _compress(self, update, *, seed, costs=None):
         return _encode_sparse({n: gs.threshold(a, float(self.p["tau"])) for n, a in update.items()})
 
 
@@ -309,7 +351,7 @@ class DGC(Compressor):
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not (0 < float(s) <= 1):
             raise ValueError(f"sample: must be in (0, 1], got {s!r}")
 
-    def compress(self, update, *, seed, costs=None):
+    def _compress(self, update, *, seed, costs=None):
         r = self._ratio()
         arrays = [a.reshape(-1) for a in update.values()]
         d = sum(a.size for a in arrays)
@@ -346,7 +388,7 @@ class QSGD(Compressor):
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
             raise ValueError(f"block: must be an integer >= 1, got {b!r}")
 
-    def compress(self, update, *, seed, costs=None):
+    def _compress(self, update, *, seed, costs=None):
         return _timed_encode(update, _sizes(update), value_codec="qsgd", bits=int(self.p["bits"]),
                              block=int(self.p["block"]), seed=seed % 2**64)
 
@@ -361,7 +403,7 @@ class TernGrad(Compressor):
     biased = False
     params: Dict[str, Any] = {}
 
-    def compress(self, update, *, seed, costs=None):
+    def _compress(self, update, *, seed, costs=None):
         parts = {}
         for i, (name, a) in enumerate(update.items()):
             q = gs.atomo.terngrad(a, seed=(seed * 1000003 + i) % 2**63)
@@ -380,7 +422,7 @@ class Sign(Compressor):
     name = "sign"
     params: Dict[str, Any] = {}
 
-    def compress(self, update, *, seed, costs=None):
+    def _compress(self, update, *, seed, costs=None):
         return _timed_encode(update, _sizes(update), value_codec="sign")
 
 
@@ -406,7 +448,7 @@ class _Atomo(Compressor):
             return max(1.0, self._ratio() * min(m, n))
         return max(1.0, self._ratio() * a.size)
 
-    def compress(self, update, *, seed, costs=None):
+    def _compress(self, update, *, seed, costs=None):
         msg: Dict[str, Any] = {}
         selected = {}
         for i, (name, a) in enumerate(update.items()):
