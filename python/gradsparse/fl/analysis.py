@@ -185,8 +185,7 @@ def plot_runs(runs, out_dir: str) -> List[str]:
                     ax.plot(s[axis], s["acc"], ".", color=colors[s["method"]], alpha=0.25, ms=3)
             for m, (xs, ys) in sorted(method_frontiers(sets, group, axis).items()):
                 if xs.size:
-                    ax.step(np.append(xs, xs[-1] * 1.0), np.append(ys, ys[-1]), where="post",
-                            color=colors[m], label=f"{m} frontier", lw=2)
+                    ax.step(xs, ys, where="post", color=colors[m], label=f"{m} frontier", lw=2)
             ax.set_xscale("log")
             ax.set_xlabel(AXES[axis][1])
             ax.set_ylabel("test accuracy")

@@ -113,10 +113,6 @@ class Config:
         check_compressor(self.downlink, self.downlink_params, "downlink")
         from .energy import load_profile
         load_profile(self.energy_profile, self.energy_overrides)  # raises on a bad name/override
-        if self.partition == "dirichlet" and self.data != "synthetic":
-            pass  # sizes are checked against the data once it is loaded
-        if self.partition == "shards":
-            need(self.num_clients * self.shards_per_client >= 1, "shards_per_client", "no shards")
         if self.data == "cifar10":
             from .data import check_cifar_source
             check_cifar_source(self.data_dir, self.download)
@@ -153,8 +149,9 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 def _coerce(name: str, text: str) -> Any:
     """Turns an override's text into the field's type."""
-    f = _FIELDS[name]
-    default = getattr(Config(), name)
+    default = _FIELDS[name].default
+    if default is dataclasses.MISSING:  # dict fields use a default_factory
+        default = {}
     if isinstance(default, bool):
         low = text.strip().lower()
         if low in ("1", "true", "yes", "on"):
@@ -170,7 +167,7 @@ def _coerce(name: str, text: str) -> Any:
         if not isinstance(v, dict):
             raise ValueError(f"{name}: expected a JSON object, got {text!r}")
         return v
-    if isinstance(default, int) or f.type in ("int",):
+    if isinstance(default, int):
         try:
             return int(text)
         except ValueError:

@@ -105,6 +105,13 @@ class Simulation:
         self.costs = tensor_costs(sizes, self.profile)
         self.cost_per_tensor = {n: c.total for n, c in self.costs.items()}
         self.flops_per_sample = 3 * forward_flops(self.model)  # forward + backward ~ 3x forward
+        self.dim = sum(sizes.values())
+        # decoding target: names and shapes of the parameters
+        self.like = OrderedDict((n, np.zeros(s, np.float32)) for n, s in self.shapes.items())
+        # Dense float32 messages have a size fixed by names and shapes: the whole model (dense
+        # downlink) and the BatchNorm statistics (sent beside every compressed update).
+        self.model_bytes = _dense_size({k: v for k, v in sd.items() if v.is_floating_point()})
+        self.buffer_bytes = _dense_size({k: sd[k] for k in self.buffer_names}) if self.buffer_names else 0
 
     def _fresh_state(self) -> Dict[str, Any]:
         zeros = {n: torch.zeros(self.shapes[n]) for n in self.param_names}
@@ -268,13 +275,11 @@ class Simulation:
         # ---- downlink
         t_dl = time.perf_counter()
         if self.downlink is None:
-            dense = {k: start[k].numpy() for k in global_sd if start[k].is_floating_point()}
-            down_bytes = len(_encode_dense(dense)) * len(clients)
+            down_bytes = self.model_bytes * len(clients)
         else:
             down_bytes = self._broadcast(rnd, st, start) * cfg.num_clients
         down_s = time.perf_counter() - t_dl
 
-        like = OrderedDict((n, np.zeros(self.shapes[n], np.float32)) for n in self.param_names)
         agg = {n: np.zeros(self.shapes[n], np.float64) for n in self.param_names}
         buf_agg = {n: torch.zeros_like(start[n], dtype=torch.float64) for n in self.buffer_names}
         totals = {"up": 0, "selected": 0, "e_update": 0.0, "e_tx": 0.0, "e_compute": 0.0, "compress_s": 0.0,
@@ -294,13 +299,10 @@ class Simulation:
             else:
                 acc = delta
             comp = self.uplink.compress(acc, seed=_seed(cfg.seed, rnd, c, 2), costs=self.cost_per_tensor)
-            extra = b""
-            if self.buffer_names:
-                extra = _encode_dense({k: buffers[k].numpy().astype(np.float32) for k in self.buffer_names})
             totals["compress_s"] += time.perf_counter() - t_c
             totals["encode_s"] += comp.encode_s
             t_d = time.perf_counter()
-            sent = self.uplink.decompress(comp.payload, like)  # the server decodes the real bytes
+            sent = self.uplink.decompress(comp.payload, self.like)  # the server decodes the real bytes
             totals["decode_s"] += time.perf_counter() - t_d
             if self.ef:
                 st["residuals"][c] = {n: torch.from_numpy(np.ascontiguousarray(acc[n] - sent[n]))
@@ -311,8 +313,9 @@ class Simulation:
             for k in self.buffer_names:
                 buf_agg[k] += n_i * buffers[k].double()
             weight += n_i
-            e_upd, e_tx = account(comp.selected, comp.nbytes + len(extra), self.costs, self.profile)
-            totals["up"] += comp.nbytes + len(extra)
+            sent_bytes = comp.nbytes + self.buffer_bytes
+            e_upd, e_tx = account(comp.selected, sent_bytes, self.costs, self.profile)
+            totals["up"] += sent_bytes
             totals["selected"] += sum(comp.selected.values())
             totals["e_update"] += e_upd
             totals["e_tx"] += e_tx
@@ -335,10 +338,9 @@ class Simulation:
         if rnd % cfg.eval_every == 0 or rnd == cfg.rounds:
             acc_, loss_ = self.evaluate()
         round_s = time.perf_counter() - t0
-        dim = sum(int(np.prod(s)) for s in self.shapes.values())
         return rec.make_row(st["totals"], cfg, rnd, clients=clients, test_acc=acc_, test_loss=loss_,
                             train_loss=totals["loss"] / weight, uplink=totals["up"], downlink=down_bytes,
-                            selected=totals["selected"], density=totals["selected"] / (dim * len(clients)),
+                            selected=totals["selected"], density=totals["selected"] / (self.dim * len(clients)),
                             e_update=totals["e_update"], e_tx=totals["e_tx"], e_compute=totals["e_compute"],
                             compress_s=totals["compress_s"], encode_s=totals["encode_s"], decode_s=totals["decode_s"], train_s=totals["train_s"],
                             downlink_s=down_s, round_s=round_s)
@@ -356,9 +358,7 @@ class Simulation:
                 d = d + st["down_residual"][n].numpy()
             diff[n] = d
         comp = self.downlink.compress(diff, seed=_seed(cfg.seed, rnd, 0xD0, 3), costs=self.cost_per_tensor)
-        like = OrderedDict((n, np.zeros(self.shapes[n], np.float32)) for n in self.param_names)
-        sent = self.downlink.decompress(comp.payload, like)
-        extra = _encode_dense({k: start[k].numpy() for k in self.buffer_names}) if self.buffer_names else b""
+        sent = self.downlink.decompress(comp.payload, self.like)
         for n in self.param_names:
             if self.down_ef:
                 st["down_residual"][n] = torch.from_numpy(np.ascontiguousarray(diff[n] - sent[n]))
@@ -366,12 +366,13 @@ class Simulation:
             start[n] = bc[n].clone()
         for k in self.buffer_names:
             bc[k] = start[k].clone()
-        return comp.nbytes + len(extra)
+        return comp.nbytes + self.buffer_bytes
 
 
-def _encode_dense(arrays: Dict[str, np.ndarray]) -> bytes:
+def _dense_size(tensors: Dict[str, torch.Tensor]) -> int:
+    """Bytes of the dense float32 message of `tensors` (gradsparse.encoded_size: no bytes built)."""
     import gradsparse as gs
-    return gs.encode({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()})
+    return gs.encoded_size({k: np.zeros(tuple(v.shape), np.float32) for k, v in tensors.items()})
 
 
 def run(cfg: Config, *, resume: bool = False, log: Callable[[str], None] = print) -> str:
