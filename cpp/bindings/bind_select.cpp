@@ -5,6 +5,8 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <memory>
+#include <vector>
 
 #include "gradsparse/parallel.hpp"
 #include "gradsparse/select.hpp"
@@ -31,6 +33,45 @@ const void* data_of(const py::array& a, DType dtype, const char* name) {
     return a.data();
 }
 
+// Costs checked once and kept, immutable, for repeated selections (gradsparse.PreparedCost):
+// a private copy (so later writes to the caller's array cannot invalidate the check) and,
+// for float32 costs, the one-byte lower bounds of the cost filter's pre-test.
+struct PreparedCost {
+    DType dtype = DType::F32;
+    std::vector<float> f32;
+    std::vector<double> f64;
+    std::vector<uint8_t> code;
+    uint32_t base = 0, shift = 0;
+
+    size_t size() const { return dtype == DType::F32 ? f32.size() : f64.size(); }
+    const void* data() const {
+        return dtype == DType::F32 ? static_cast<const void*>(f32.data()) : static_cast<const void*>(f64.data());
+    }
+};
+
+PreparedCost* prepare_cost(const py::array& c) {
+    if (!(c.flags() & py::array::c_style)) throw py::value_error("cost: array must be C-contiguous");
+    auto* p = new PreparedCost;
+    std::unique_ptr<PreparedCost> owner(p);
+    const size_t n = static_cast<size_t>(c.size());
+    if (c.dtype().is(py::dtype::of<float>())) {
+        const float* src = static_cast<const float*>(c.data());
+        py::gil_scoped_release release;
+        p->f32.assign(src, src + n);
+        p->code.resize(n);
+        encode_cost_bounds(p->f32.data(), n, p->code.data(), &p->base, &p->shift);
+    } else if (c.dtype().is(py::dtype::of<double>())) {
+        p->dtype = DType::F64;
+        const double* src = static_cast<const double*>(c.data());
+        py::gil_scoped_release release;
+        p->f64.assign(src, src + n);
+        check_costs_f64(p->f64.data(), n);
+    } else {
+        throw py::type_error("cost: cost arrays must be float32 or float64");
+    }
+    return owner.release();
+}
+
 Segment make_segment(const py::array& x, int code, const py::object& cost) {
     Segment s;
     s.dtype = to_dtype(code);
@@ -41,6 +82,19 @@ Segment make_segment(const py::array& x, int code, const py::object& cost) {
     } else if (py::isinstance<py::float_>(cost) || py::isinstance<py::int_>(cost)) {
         s.cost_kind = CostKind::Scalar;
         s.cost = cost.cast<double>();
+    } else if (py::isinstance<PreparedCost>(cost)) {
+        const PreparedCost& p = cost.cast<const PreparedCost&>();
+        if (p.size() != s.n)
+            throw py::value_error("cost: has " + std::to_string(p.size()) + " elements, x has " + std::to_string(s.n));
+        s.cost_kind = CostKind::Array;
+        s.cost_dtype = p.dtype;
+        s.cost_data = p.data();
+        s.cost_checked = true;
+        if (!p.code.empty()) {
+            s.cost_code = p.code.data();
+            s.code_base = p.base;
+            s.code_shift = p.shift;
+        }
     } else {
         py::array c = cost.cast<py::array>();
         if (c.dtype().is(py::dtype::of<float>()))
@@ -200,6 +254,20 @@ void register_select(py::module_& m) {
               return py::make_tuple(idx[part], vals[part], keys[part], bad);
           },
           py::arg("x"), py::arg("c"), py::arg("t"));
+    m.def("_filter_cost_bound_f32", [](const F32In& x, const PreparedCost& p, uint64_t t, uint64_t t_sure) {
+              const size_t n = static_cast<size_t>(x.size());
+              if (p.dtype != DType::F32 || p.size() != n) throw py::value_error("cost: float32 costs of x's size");
+              if (n >= (size_t(1) << 31)) throw py::value_error("x: too large");
+              py::array_t<uint32_t> idx(static_cast<py::ssize_t>(n + kFilterSlack));
+              py::array_t<uint32_t> vals(static_cast<py::ssize_t>(n + kFilterSlack));
+              py::array_t<uint64_t> keys(static_cast<py::ssize_t>(n + kFilterSlack));
+              const size_t got = active_kernels().filter_cost_bound_f32(
+                  x.data(), p.f32.data(), p.code.data(), p.base, p.shift, n, t, t_sure, idx.mutable_data(),
+                  vals.mutable_data(), keys.mutable_data(), n);
+              const py::slice part(0, static_cast<py::ssize_t>(got), 1);
+              return py::make_tuple(idx[part], vals[part], keys[part]);
+          },
+          py::arg("x"), py::arg("cost"), py::arg("t"), py::arg("t_sure"));
     m.def("_cost_keys_f32", [](const F32In& x, const F32In& c) {
               const size_t n = static_cast<size_t>(x.size());
               if (static_cast<size_t>(c.size()) != n) throw py::value_error("c: size differs from x");
@@ -208,6 +276,31 @@ void register_select(py::module_& m) {
               return keys;
           },
           py::arg("x"), py::arg("c"));
+
+    py::class_<PreparedCost>(m, "PreparedCost", py::buffer_protocol())
+        .def(py::init(&prepare_cost), py::arg("cost"),
+             "Checks a 1-D C-contiguous float32/float64 cost array and keeps a private copy.")
+        .def_buffer([](const PreparedCost& p) {  // read-only: the check must stay true
+            const py::ssize_t w = static_cast<py::ssize_t>(dtype_size(p.dtype));
+            return py::buffer_info(const_cast<void*>(p.data()), w,
+                                   p.dtype == DType::F32 ? py::format_descriptor<float>::format()
+                                                         : py::format_descriptor<double>::format(),
+                                   1, {static_cast<py::ssize_t>(p.size())}, {w}, /*readonly=*/true);
+        })
+        .def_property_readonly("size", &PreparedCost::size)
+        .def_property_readonly("nbytes", [](const PreparedCost& p) {
+            return p.size() * dtype_size(p.dtype) + p.code.size();
+        })
+        .def_property_readonly("dtype", [](const PreparedCost& p) { return std::string(dtype_name(p.dtype)); })
+        .def_property_readonly("bounds", [](py::object self) -> py::object {
+            // (codes, base, shift) of float32 costs, for tests; None for float64
+            const PreparedCost& p = self.cast<const PreparedCost&>();
+            if (p.dtype != DType::F32) return py::none();
+            py::array codes(py::dtype::of<uint8_t>(), {static_cast<py::ssize_t>(p.code.size())}, {1},
+                            p.code.data(), self);
+            py::detail::array_proxy(codes.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+            return py::make_tuple(codes, p.base, p.shift);
+        });
 
     py::class_<StreamingSelector>(m, "StreamingCore")
         .def(py::init([](int kind, size_t k, double energy, double q, double alpha) {

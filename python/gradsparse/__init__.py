@@ -16,6 +16,7 @@ from .config import (
     show_config,
     simd_level,
 )
+from .costs import PreparedCost
 from .feedback import ErrorFeedback
 from .selection import (
     StreamingSelector,
@@ -34,6 +35,7 @@ __all__ = [
     "__version__",
     "atomo",
     "ErrorFeedback",
+    "PreparedCost",
     "Sparse",
     "StreamingSelector",
     "TopK",

@@ -128,9 +128,15 @@ def as_real(value: Any, name: str) -> float:
 
 
 def as_cost(cost: Any, flat: Flat, name: str = "cost") -> Optional[object]:
-    """None, a positive finite float, or a contiguous float32/float64 array of flat.size."""
+    """None, a positive finite float, a contiguous float32/float64 array of flat.size, or the
+    core object of a matching PreparedCost."""
     if cost is None:
         return None
+    from .costs import prepared_core  # late: costs imports this module
+
+    core = prepared_core(cost, flat.size, flat.shape, name)
+    if core is not None:
+        return core
     if isinstance(cost, numbers.Real) or (isinstance(cost, np.ndarray) and cost.ndim == 0) or (
         is_tensor(cost) and cost.ndim == 0
     ):

@@ -25,7 +25,20 @@ struct Segment {
     double cost = 1.0;                  // CostKind::Scalar
     const void* cost_data = nullptr;    // CostKind::Array: n values
     DType cost_dtype = DType::F64;      // F32 or F64
+    // Prepared costs (CostKind::Array): every cost was checked finite and > 0 when they
+    // were prepared, and float32 costs carry one-byte lower bounds (encode_cost_bounds).
+    bool cost_checked = false;
+    const uint8_t* cost_code = nullptr;  // n codes, or null
+    uint32_t code_base = 0, code_shift = 0;
 };
+
+/// One-byte lower bounds of n float32 costs for the filter's pre-test: code[i] such that
+/// bits(L_i) = base + (code[i] << shift) <= bits(c_i), with base = bits(min c) and the
+/// smallest shift that fits max c into a byte (so L_i >= c_i * (1 - 2^(shift - 23)) within an
+/// octave). Throws a "cost: ..." error naming the first cost that is not finite and > 0.
+void encode_cost_bounds(const float* c, size_t n, uint8_t* code, uint32_t* base, uint32_t* shift);
+/// Throws a "cost: ..." error naming the first of n float64 costs that is not finite and > 0.
+void check_costs_f64(const double* c, size_t n);
 
 /// How elements are scored. Without costs (or with one equal cost everywhere) the ranking is
 /// `mode`; otherwise it is the CWMP score |x|^q / c^alpha computed in double.

@@ -140,6 +140,50 @@ size_t filter_cost_f32_avx2(const float* x, const float* c, size_t n, uint64_t t
     return count + rest;
 }
 
+// Prepared costs: the same float64 pre-test on the one-byte lower bound L <= c of each
+// cost (bits(L) = base + (code << shift)); each lane that passes it gets the scalar twin's
+// key (kSureKey or exact, reading c).
+size_t filter_cost_bound_f32_avx2(const float* x, const float* c, const uint8_t* code, uint32_t base,
+                                  uint32_t shift, size_t n, uint64_t t, uint64_t t_sure, uint32_t* out,
+                                  uint32_t* vals, uint64_t* key_out, size_t cap) {
+    const __m256d vt = _mm256_set1_pd(generic::cost_pretest_threshold(t));
+    const double ts = generic::cost_sure_threshold(t, t_sure);
+    const __m256i vbase = _mm256_set1_epi32(static_cast<int>(base));
+    const __m128i vshift = _mm_cvtsi32_si128(static_cast<int>(shift));
+    size_t count = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        if ((i & 15) == 0) _mm_prefetch(reinterpret_cast<const char*>(x + i + 1024), _MM_HINT_T0);
+        if ((i & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(code + i + 1024), _MM_HINT_T0);
+        const __m256 xv = _mm256_loadu_ps(x + i);
+        long long cb;
+        std::memcpy(&cb, code + i, 8);
+        const __m256 lv = _mm256_castsi256_ps(
+            _mm256_add_epi32(vbase, _mm256_sll_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(cb)), vshift)));
+        const __m256d a0 = _mm256_cvtps_pd(_mm256_castps256_ps128(xv));
+        const __m256d a1 = _mm256_cvtps_pd(_mm256_extractf128_ps(xv, 1));
+        const __m256d t0 = _mm256_mul_pd(vt, _mm256_cvtps_pd(_mm256_castps256_ps128(lv)));
+        const __m256d t1 = _mm256_mul_pd(vt, _mm256_cvtps_pd(_mm256_extractf128_ps(lv, 1)));
+        unsigned m = static_cast<unsigned>(
+            _mm256_movemask_pd(_mm256_cmp_pd(_mm256_mul_pd(a0, a0), t0, _CMP_NLT_UQ)) |
+            (_mm256_movemask_pd(_mm256_cmp_pd(_mm256_mul_pd(a1, a1), t1, _CMP_NLT_UQ)) << 4));
+        for (; m; m &= m - 1) {
+            const size_t at = i + static_cast<size_t>(__builtin_ctz(m));
+            const uint64_t k = generic::bound_key(x[at], c + at, code[at], base, shift, ts);
+            key_out[count] = k;  // written unconditionally, kept by advancing
+            std::memcpy(vals + count, x + at, 4);
+            out[count] = static_cast<uint32_t>(at);
+            count += k >= t;
+        }
+        if (count > cap) return kFilterOverflow;
+    }
+    size_t rest = generic::filter_cost_bound_f32(x + i, c + i, code + i, base, shift, n - i, t, t_sure,
+                                                 out + count, vals + count, key_out + count, cap - count);
+    if (rest == kFilterOverflow) return kFilterOverflow;
+    for (size_t j = 0; j < rest; ++j) out[count + j] += static_cast<uint32_t>(i);
+    return count + rest;
+}
+
 // Exact keys of contiguous float32 elements with float32 costs, 4 lanes in float64: the
 // scalar twin's IEEE operations (x*x exact, one correctly rounded division), so the same bits.
 void cost_keys_f32_avx2(const float* x, const float* c, size_t n, uint64_t* key) {
@@ -160,7 +204,7 @@ void cost_keys_f32_avx2(const float* x, const float* c, size_t n, uint64_t* key)
 
 const Kernels& kernels_avx2() {
     static const Kernels table{filter_f32_avx2, generic::filter_f64, generic::filter_h16,
-                               filter_cost_f32_avx2, generic::add_f32, generic::band_f32,
+                               filter_cost_f32_avx2, filter_cost_bound_f32_avx2, generic::add_f32, generic::band_f32,
                                generic::count_f32, generic::emit_f32, cost_keys_f32_avx2, generic::band_u64,
                                generic::count_u64, generic::emit_u64};
     return table;

@@ -459,11 +459,131 @@ size_t filter_cost_f32_avx512(const float* x, const float* c, size_t n, uint64_t
     return count > cap ? kFilterOverflow : count;
 }
 
+// The float32 threshold of the "sure" test x*x >= ts * U, rounded up from
+// T * (1 + 2^-20), T = score(max(t, t_sure)): with x*x and ts*U normal floats (ts*U >=
+// 2^-100) their two float32 roundings (2^-24 each) cannot make the test pass unless
+// x^2 / c > T * (1 + 2^-21), so the exact key is above max(t, t_sure). +inf: off.
+inline float sure_threshold_f32(uint64_t t, uint64_t t_sure) {
+    const double d = generic::cost_sure_threshold(t, t_sure);  // T * (1 + 2^-40), or +inf
+    const double raised = d * (1.0 + 0x1p-20);
+    if (!(raised <= 3.4028234663852886e38)) return HUGE_VALF;
+    float f = static_cast<float>(raised);
+    if (static_cast<double>(f) < raised) f = std::nextafter(f, HUGE_VALF);
+    return f;
+}
+
+// The pending candidates [from, count) of out/vals/key_out: keys already kSureKey stay; the
+// others get their exact keys, from costs gathered at their positions (prefetched when they
+// were stored), and only those >= t (vt) are kept. In place, in order; returns the new count.
+inline size_t settle_pending_gather(uint32_t* out, uint32_t* vals, uint64_t* key_out, const float* c, size_t from,
+                                    size_t count, __m512i vt) {
+    const __m512i sure = _mm512_set1_epi64(-1);
+    size_t w = from;
+    for (size_t j = from; j < count; j += 8) {
+        const __mmask8 live = live8(count - j);
+        const __m256i p = _mm256_maskz_loadu_epi32(live, out + j);
+        const __m256i v = _mm256_maskz_loadu_epi32(live, vals + j);
+        const __mmask8 need = _mm512_mask_cmpneq_epu64_mask(live, _mm512_maskz_loadu_epi64(live, key_out + j), sure);
+        const __m256 cc = _mm256_mmask_i32gather_ps(_mm256_set1_ps(1.0f), need, p, c, 4);  // no 0/0
+        const __m512i k = _mm512_mask_blend_epi64(need, sure, cost_key_f64x8(_mm256_castsi256_ps(v), cc));
+        const __mmask8 keep = _mm512_mask_cmpge_epu64_mask(live, k, vt);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + w), _mm256_maskz_compress_epi32(keep, p));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(vals + w), _mm256_maskz_compress_epi32(keep, v));
+        _mm512_storeu_si512(key_out + w, _mm512_maskz_compress_epi64(keep, k));
+        w += _mm_popcnt_u32(keep);
+    }
+    return w;
+}
+
+// Stores the lanes m of 16 elements: positions, values and a key — kSureKey for the lanes
+// in `sure`, 0 (to be computed) for the others. Returns the new count.
+inline size_t emit16_keyed(uint32_t* out, uint32_t* vals, uint64_t* key_out, size_t count, __mmask16 m,
+                           __mmask16 sure, __m512i idx, __m512i v) {
+    const __m512i flag = _mm512_maskz_compress_epi32(m, _mm512_maskz_set1_epi32(sure, -1));
+    _mm512_storeu_si512(key_out + count, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(flag)));
+    _mm512_storeu_si512(key_out + count + 8, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(flag, 1)));
+    return emit16(out, vals, count, m, idx, v);
+}
+
+// Prepared costs: the pre-test of filter_cost_f32_avx512 on the one-byte lower bound
+// L <= c of each cost (bits(L) = base + (code << shift); fl(t*L) <= fl(t*c), so it passes a
+// superset), which reads x and one byte per element. A lane that passes is "sure" when
+// x*x >= ts * U with the upper bound U >= c of its cost (the largest float with the same
+// code) proves its key above max(t, t_sure): it is kept with kSureKey and its cost is never
+// read. The cost lines of the other passing lanes are prefetched when they are stored and
+// gathered when the pending candidates are settled, a few thousand elements later (a load
+// right away waited a full memory latency on each such group). The exact key decides there.
+size_t filter_cost_bound_f32_avx512(const float* x, const float* c, const uint8_t* code, uint32_t base,
+                                    uint32_t shift, size_t n, uint64_t t, uint64_t t_sure, uint32_t* out,
+                                    uint32_t* vals, uint64_t* key_out, size_t cap) {
+    const __m512 vt = _mm512_set1_ps(filter_threshold_f32(generic::cost_pretest_threshold(t)));
+    const __m512 vs = _mm512_set1_ps(sure_threshold_f32(t, t_sure));
+    const __m512i vkt = _mm512_set1_epi64(static_cast<long long>(t));
+    const __m512 tiny = _mm512_set1_ps(0x1p-100f);
+    const __m512 fmax = _mm512_set1_ps(3.40282347e38f);
+    const __m512i vbase = _mm512_set1_epi32(static_cast<int>(base));
+    const __m512i vspan = _mm512_set1_epi32(static_cast<int>((uint32_t(1) << shift) - 1u));
+    const __m128i vshift = _mm_cvtsi32_si128(static_cast<int>(shift));
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    size_t count = 0, from = 0;  // candidates [from, count) have no exact key yet
+    auto lower16 = [&](__m128i codes) {  // bits of L
+        return _mm512_add_epi32(vbase, _mm512_sll_epi32(_mm512_cvtepu8_epi32(codes), vshift));
+    };
+    auto sure16 = [&](__mmask16 m, __m512 xv, __m512i lbits) -> __mmask16 {
+        const __m512 tu = _mm512_mul_ps(vs, _mm512_castsi512_ps(_mm512_add_epi32(lbits, vspan)));
+        return _mm512_mask_cmp_ps_mask(
+            _mm512_mask_cmp_ps_mask(_mm512_mask_cmp_ps_mask(m, tu, tiny, _CMP_GE_OQ), tu, fmax, _CMP_LE_OQ),
+            _mm512_mul_ps(xv, xv), tu, _CMP_GE_OQ);
+    };
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        _mm_prefetch(reinterpret_cast<const char*>(x + i + 2 * kPrefetch), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(x + i + 2 * kPrefetch + 16), _MM_HINT_T0);
+        if ((i & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(code + i + 2 * kPrefetch), _MM_HINT_T0);
+        const __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);
+        const __m256i cb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(code + i));
+        const __m512i l0 = lower16(_mm256_castsi256_si128(cb)), l1 = lower16(_mm256_extracti128_si256(cb, 1));
+        const __mmask16 m0 = cost_pass_f32x16(x0, _mm512_castsi512_ps(l0), vt, tiny);
+        const __mmask16 m1 = cost_pass_f32x16(x1, _mm512_castsi512_ps(l1), vt, tiny);
+        if ((m0 | m1) == 0) continue;
+        const __mmask16 s0 = sure16(m0, x0, l0), s1 = sure16(m1, x1, l1);
+        // the cost lines of the lanes that need their exact key (first and last of the 32)
+        const uint32_t e = (static_cast<uint32_t>(m0 & ~s0) | (static_cast<uint32_t>(m1 & ~s1) << 16));
+        if (e) {
+            __builtin_prefetch(c + i + __builtin_ctz(e), 0, 3);
+            __builtin_prefetch(c + i + (31 - __builtin_clz(e)), 0, 3);
+        }
+        const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota);
+        count = emit16_keyed(out, vals, key_out, count, m0, s0, idx, _mm512_castps_si512(x0));
+        count = emit16_keyed(out, vals, key_out, count, m1, s1, _mm512_add_epi32(idx, _mm512_set1_epi32(16)),
+                             _mm512_castps_si512(x1));
+        if (count - from >= kPending || count > cap) {
+            count = from = settle_pending_gather(out, vals, key_out, c, from, count, vkt);
+            if (count > cap) return kFilterOverflow;
+        }
+    }
+    for (; i < n; i += 16) {
+        const size_t left = n - i;
+        const __mmask16 live = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+        const __m512 xv = _mm512_maskz_loadu_ps(live, x + i);
+        const __m512i lv = lower16(_mm_maskz_loadu_epi8(live, code + i));
+        const __mmask16 m = static_cast<__mmask16>(cost_pass_f32x16(xv, _mm512_castsi512_ps(lv), vt, tiny) & live);
+        count = emit16_keyed(out, vals, key_out, count, m, sure16(m, xv, lv),
+                             _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(i)), iota), _mm512_castps_si512(xv));
+        if (count - from >= kPending || count > cap) {
+            count = from = settle_pending_gather(out, vals, key_out, c, from, count, vkt);
+            if (count > cap) return kFilterOverflow;
+        }
+    }
+    count = settle_pending_gather(out, vals, key_out, c, from, count, vkt);
+    return count > cap ? kFilterOverflow : count;
+}
+
 }  // namespace
 
 const Kernels& kernels_avx512() {
     static const Kernels table{filter_f32_avx512, filter_f64_avx512, filter_h16_avx512, filter_cost_f32_avx512,
-                               generic::add_f32, band_f32_avx512, count_f32_avx512, emit_f32_avx512,
+                               filter_cost_bound_f32_avx512, generic::add_f32, band_f32_avx512, count_f32_avx512, emit_f32_avx512,
                                cost_keys_f32_avx512, band_u64_avx512, count_u64_avx512, emit_u64_avx512};
     return table;
 }

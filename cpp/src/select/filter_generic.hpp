@@ -111,6 +111,62 @@ inline size_t filter_cost_f32(const float* x, const float* c, size_t n, uint64_t
     return count;
 }
 
+/// The lower bound of a prepared float32 cost from its one-byte code (see
+/// encode_cost_bounds): bits(L) = base + (code << shift) <= bits(c), so 0 < L <= c.
+inline float cost_bound_f32(uint8_t code, uint32_t base, uint32_t shift) {
+    const uint32_t b = base + (static_cast<uint32_t>(code) << shift);
+    float f;
+    std::memcpy(&f, &b, 4);
+    return f;
+}
+
+/// The float64 threshold T' of the "sure" test x*x >= T' * U (U >= c the upper bound of a
+/// prepared cost): T' = T * (1 + 2^-40) for T = score(max(t, t_sure)), so that fl(T' * U)
+/// (2^-53) still exceeds T * c and the exact score x^2 / c (rounded: 2^-53) exceeds T.
+/// Off (+inf) when max(t, t_sure) is +inf or above (t_sure = ~0: never "sure").
+inline double cost_sure_threshold(uint64_t t, uint64_t t_sure) {
+    const uint64_t m = t_sure > t ? t_sure : t;
+    if (m >= keys::F64::inf) return HUGE_VAL;
+    return keys::key_to_score(m) * (1.0 + 0x1p-40);
+}
+
+/// The key of a prepared-cost element that passed the pre-test: kSureKey when x*x >= T' * U
+/// (ts = T', see cost_sure_threshold) proves the exact key above the sure threshold, else
+/// the exact key from *c (read only then).
+inline uint64_t bound_key(float x, const float* c, uint8_t code, uint32_t base, uint32_t shift, double ts) {
+    const double a = static_cast<double>(x);
+    // U: the largest float with the same code; past the largest finite float, no bound
+    const uint32_t ub = base + (static_cast<uint32_t>(code) << shift) + ((uint32_t(1) << shift) - 1u);
+    float hi;
+    std::memcpy(&hi, &ub, 4);
+    // T' * U normal and finite (2^-1000 .. max): its rounding is relative (inf: test off)
+    const double th = ts * static_cast<double>(hi);
+    if (ub <= 0x7F7FFFFFu && th >= 0x1p-1000 && th <= 1.7976931348623157e308 && a * a >= th) return kSureKey;
+    return cost_key_f32(x, *c);
+}
+
+/// filter_cost_f32 with the pre-test on the bound L <= c: fl(t' * L) <= fl(t' * c) (rounding
+/// is monotone), so every element that passes the pre-test on c passes this one; the exact
+/// key, from c, decides — unless the upper bound U >= c proves it above max(t, t_sure).
+inline size_t filter_cost_bound_f32(const float* x, const float* c, const uint8_t* code, uint32_t base,
+                                    uint32_t shift, size_t n, uint64_t t, uint64_t t_sure, uint32_t* out,
+                                    uint32_t* vals, uint64_t* key_out, size_t cap) {
+    const double tm = cost_pretest_threshold(t);
+    const double ts = cost_sure_threshold(t, t_sure);
+    size_t count = 0;
+    for (size_t i = 0; i < n; ++i) {
+        const double a = static_cast<double>(x[i]);
+        if (a * a < tm * static_cast<double>(cost_bound_f32(code[i], base, shift))) continue;  // NaN goes on
+        const uint64_t k = bound_key(x[i], c + i, code[i], base, shift, ts);
+        if (k < t) continue;
+        if (count == cap) return kFilterOverflow;
+        std::memcpy(vals + count, x + i, 4);
+        key_out[count] = k;
+        out[count++] = static_cast<uint32_t>(i);
+    }
+    return count;
+}
+
 inline void add_f32(float* e, const float* x, size_t n) {
     for (size_t i = 0; i < n; ++i) e[i] += x[i];
 }

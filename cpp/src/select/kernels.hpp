@@ -12,6 +12,9 @@ namespace gradsparse {
 
 /// Returned by a filter kernel when more than `cap` elements pass.
 constexpr size_t kFilterOverflow = ~size_t(0);
+/// The key filter_cost_bound_f32 gives an element proven above its t_sure without reading
+/// its cost (above every real key, NaN's included).
+constexpr uint64_t kSureKey = ~uint64_t(0);
 /// Filter output buffers need this many writable slots past `cap` (vector stores).
 constexpr size_t kFilterSlack = 64;
 
@@ -35,6 +38,16 @@ struct Kernels {
     /// (the keys are then meaningless). All three buffers need kFilterSlack slots past cap.
     size_t (*filter_cost_f32)(const float* x, const float* c, size_t n, uint64_t t, uint32_t* out,
                               uint32_t* vals, uint64_t* key_out, size_t cap, bool* bad_cost);
+    /// filter_cost_f32 for prepared costs (PreparedCost, validated once): the pre-test uses
+    /// the one-byte bounds L[i] <= c[i] <= U[i] of each cost, bits(L[i]) = base + (code[i] <<
+    /// shift) and bits(U[i]) = bits(L[i]) + (1 << shift) - 1, so it reads x and the codes and
+    /// touches c only for some of the lanes that pass. Writes every i whose exact key is >= t,
+    /// ascending, like filter_cost_f32, with key_out[j] its exact key — or kSureKey when the
+    /// bounds prove the key > max(t, t_sure) (then c[i] is not read; t_sure = ~0: never).
+    /// An element whose key is <= max(t, t_sure) always gets its exact key. No cost check.
+    size_t (*filter_cost_bound_f32)(const float* x, const float* c, const uint8_t* code, uint32_t base,
+                                    uint32_t shift, size_t n, uint64_t t, uint64_t t_sure, uint32_t* out,
+                                    uint32_t* vals, uint64_t* key_out, size_t cap);
     /// e[i] += x[i] (float32).
     void (*add_f32)(float* e, const float* x, size_t n);
 

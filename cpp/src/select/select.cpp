@@ -61,6 +61,7 @@ struct SelectionImpl {
     bool keep_all = false;                        // threshold selection keeps every candidate
     bool f32 = false;                             // native float32: keys derived from the raw values
     uint64_t kstar = 0;
+    uint64_t t_sure = ~uint64_t(0);               // prepared costs: keys proven above it may be kSureKey
     bool list_form = false;
     std::vector<std::vector<int64_t>> lists;      // list form (radix fallback)
 };
@@ -160,7 +161,7 @@ bool cost_kernel_f32(const ScoredSegment& s) {
 // Positions (and raw values) within the piece whose key may be >= t — a superset for
 // per-element costs, except with the cost kernel, which stores exactly those and their keys
 // (to key_out) — or kFilterOverflow.
-size_t filter_piece(const ScoredSegment& s, size_t begin, size_t len, uint64_t t, uint32_t* out,
+size_t filter_piece(const ScoredSegment& s, size_t begin, size_t len, uint64_t t, uint64_t t_sure, uint32_t* out,
                     void* vals, uint64_t* key_out, size_t cap, bool* bad_cost) {
     const Kernels& kern = active_kernels();
     const Segment& g = s.seg;
@@ -181,6 +182,11 @@ size_t filter_piece(const ScoredSegment& s, size_t begin, size_t len, uint64_t t
                                        static_cast<uint16_t*>(vals), cap);
         }
     }
+    if (cost_kernel_f32(s) && g.cost_code)  // prepared costs: pre-test on one-byte bounds of c
+        return kern.filter_cost_bound_f32(static_cast<const float*>(g.data) + begin,
+                                          static_cast<const float*>(g.cost_data) + begin, g.cost_code + begin,
+                                          g.code_base, g.code_shift, len, t, t_sure, out,
+                                          static_cast<uint32_t*>(vals), key_out, cap);
     if (cost_kernel_f32(s))  // a conservative pre-test, then exact keys (docs/algorithms.md)
         return kern.filter_cost_f32(static_cast<const float*>(g.data) + begin,
                                     static_cast<const float*>(g.cost_data) + begin, len, t, out,
@@ -190,7 +196,7 @@ size_t filter_piece(const ScoredSegment& s, size_t begin, size_t len, uint64_t t
     bool bad = false;
     const size_t width = dtype_size(g.dtype);
     for (size_t i = 0; i < len; ++i) {
-        bad |= !cost_ok(s.cost_at(begin + i));
+        bad |= !g.cost_checked && !cost_ok(s.cost_at(begin + i));
         if (s.key(begin + i) >= t) {
             if (count == cap) {
                 *bad_cost = *bad_cost || bad;
@@ -223,7 +229,7 @@ bool run_filter(SelectionImpl& impl, uint64_t t, size_t cap) {
         w.count = 0;
         bool b = false;
         for (Piece& p : w.pieces) {
-            size_t got = filter_piece(impl.segs[p.seg], p.begin, p.len, t, w.idx() + w.count,
+            size_t got = filter_piece(impl.segs[p.seg], p.begin, p.len, t, impl.t_sure, w.idx() + w.count,
                                       w.raw() + w.count * slot, costs ? w.key() + w.count : nullptr,
                                       w.cap - w.count, &b);
             if (got == kFilterOverflow) {
@@ -536,7 +542,7 @@ void radix_select(SelectionImpl& impl, size_t k) {
     impl.work.clear();
     const int width = segs[0].native ? static_cast<int>(8 * dtype_size(segs[0].seg.dtype)) : 64;
     for (const ScoredSegment& s : segs)
-        if (s.seg.cost_kind == CostKind::Array)
+        if (s.seg.cost_kind == CostKind::Array && !s.seg.cost_checked)
             for (size_t i = 0; i < s.seg.n; ++i) GS_CHECK(cost_ok(s.cost_at(i)), "cost: costs must be finite and > 0");
     uint64_t prefix = 0;
     int fixed = 0;
@@ -684,6 +690,7 @@ void plan_count(SelectionImpl& impl, size_t total, size_t k, int nt) {
             cap = std::min(total, std::max(static_cast<size_t>((attempt == 0 ? 1.25 : 2.5) * est) + 8192, k + 8192));
         }
         impl.work = make_work(impl.segs, total, nt);
+        impl.t_sure = t_hi;  // finish_count looks at the keys above t_hi only if K* is there
         if (!run_filter(impl, t_lo, cap)) {
             impl.path = "widened";
             continue;
@@ -713,6 +720,28 @@ size_t compute_count_total(const SelectionImpl& impl) {
     return total;
 }
 
+// Replaces every kSureKey of the candidates (prepared costs: a key proven above t_sure
+// without reading its cost) by the exact key, for when K* lies above t_hi after all.
+void resolve_sure_keys(SelectionImpl& impl) {
+    if (impl.t_sure == ~uint64_t(0)) return;
+    parallel_run(static_cast<int>(impl.work.size()), [&](int ti) {
+        ThreadWork& w = impl.work[static_cast<size_t>(ti)];
+        for (const Piece& p : w.pieces) {
+            const Segment& g = impl.segs[p.seg].seg;
+            if (!g.cost_code) continue;
+            const float* x = static_cast<const float*>(g.data) + p.begin;
+            const float* c = static_cast<const float*>(g.cost_data) + p.begin;
+            for (size_t j = p.cbeg; j < p.cend; ++j) {
+                if (w.key()[j] != kSureKey) continue;
+                const uint32_t off = w.idx()[j];
+                const double a = static_cast<double>(x[off]);
+                w.key()[j] = keys::score_key((a * a) / static_cast<double>(c[off]));
+            }
+        }
+    });
+    impl.t_sure = ~uint64_t(0);
+}
+
 // From candidates holding every key >= some T_lo <= K*: the exact k-th key, found on the
 // side of t_hi that holds it, then the keep rule.
 void finish_count(SelectionImpl& impl, size_t k, size_t found, uint64_t t_hi) {
@@ -737,6 +766,7 @@ void finish_count(SelectionImpl& impl, size_t k, size_t found, uint64_t t_hi) {
     }
     GS_ASSERT(above + nb == found);
     if (above >= k) {
+        resolve_sure_keys(impl);
         nb = 0;
         for (const ThreadWork& w : impl.work)
             for (size_t c = 0; c < w.count; ++c) {

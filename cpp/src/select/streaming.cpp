@@ -104,7 +104,7 @@ void StreamingSelector::push(const Segment& segment) {
         GS_CHECK(segment.cost_dtype == DType::F32 || segment.cost_dtype == DType::F64,
                  "cost: cost arrays must be float32 or float64");
         GS_CHECK(segment.n == 0 || segment.cost_data != nullptr, "cost: null cost array");
-        for (size_t i = 0; i < segment.n; ++i) {
+        for (size_t i = 0; !segment.cost_checked && i < segment.n; ++i) {
             double c = s.cost_at(i);
             GS_CHECK(c > 0.0 && c <= 1.7976931348623157e308, "cost: costs must be finite and > 0");
         }
@@ -123,7 +123,15 @@ void StreamingSelector::push(const Segment& segment) {
         if (segment.cost_kind == CostKind::Array && segment.dtype == DType::F32 &&
             segment.cost_dtype == DType::F32 && st.q == 2.0 && st.alpha == 1.0 && st.floor > 0) {
             bool bad = false;
-            got = kern.filter_cost_f32(static_cast<const float*>(segment.data) + begin,
+            if (segment.cost_code)
+                got = kern.filter_cost_bound_f32(static_cast<const float*>(segment.data) + begin,
+                                                 static_cast<const float*>(segment.cost_data) + begin,
+                                                 segment.cost_code + begin, segment.code_base, segment.code_shift,
+                                                 len, st.floor, ~uint64_t(0), cand.data(),
+                                                 reinterpret_cast<uint32_t*>(vals.data()),
+                                                 ckeys.data(), len);
+            else
+                got = kern.filter_cost_f32(static_cast<const float*>(segment.data) + begin,
                                        static_cast<const float*>(segment.cost_data) + begin, len, st.floor,
                                        cand.data(), reinterpret_cast<uint32_t*>(vals.data()), ckeys.data(), len, &bad);
         } else if (segment.cost_kind != CostKind::Array) {

@@ -1,0 +1,108 @@
+"""Prepared per-element costs for repeated CWMP selection.
+
+Per-element costs (the energy of sending, storing or computing each coordinate) usually stay
+the same from one round to the next while the update changes. Passing the raw array to
+`sparsify` makes every call check every cost and read the whole cost array beside x — for
+float32, twice the bytes of a plain top-k. `PreparedCost` does the check once and keeps a
+private, read-only copy; for float32 costs it adds a one-byte lower bound per cost, so the
+selection reads x and one byte per element and reads the cost itself only for the few
+elements that might be selected. The result is exactly that of the raw array.
+"""
+from __future__ import annotations
+
+from typing import Any, Tuple
+
+import numpy as np
+
+from . import _core
+from ._convert import is_tensor, torch_module
+
+
+class PreparedCost:
+    """Per-element costs, checked once (all finite and > 0) and kept for many selections.
+
+    ``PreparedCost(cost)`` takes a numpy array, a torch CPU tensor or a nested sequence of
+    positive finite numbers. float32 costs stay float32; any other real dtype becomes
+    float64 (as it would when passed raw). The costs are copied, so changing the original
+    array afterwards does not change the prepared costs; ``numpy()`` is a read-only view.
+
+    Use it wherever a cost array is accepted: ``sparsify(x, k, cost=p)``,
+    ``sparsify_many(xs, k, costs=[p, ...])``, ``StreamingSelector.push(x, cost=p)`` and
+    ``ErrorFeedback.compress(name, x, k, cost=p)``. Selections are identical to those with
+    the raw array. With float32 x, float32 costs and the default q = 2, alpha = 1 the cost
+    filter tests each element against a one-byte lower bound of its cost and reads the cost
+    only where the bound lets the element through (see docs/algorithms.md).
+
+    Memory: the copy plus one byte per float32 cost.
+    """
+
+    __slots__ = ("_core", "_shape")
+
+    def __init__(self, cost: Any) -> None:
+        if isinstance(cost, PreparedCost):
+            self._core, self._shape = cost._core, cost._shape
+            return
+        if is_tensor(cost):
+            if cost.device.type != "cpu":
+                raise ValueError("cost: cost tensor must be on the CPU")
+            torch = torch_module()
+            cost = cost.detach().float() if cost.dtype in (torch.bfloat16, torch.float16) else cost.detach()
+            cost = cost.contiguous().numpy()
+        if cost is None or isinstance(cost, (bool, np.bool_, str, bytes)):
+            raise TypeError(f"cost: expected an array of costs, got {type(cost).__name__}")
+        arr = np.asarray(cost)
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"cost: costs must be real numbers, got dtype {arr.dtype}")
+        if arr.ndim == 0:
+            raise ValueError("cost: a PreparedCost holds one cost per element; pass a scalar cost directly")
+        if arr.size == 0:
+            raise ValueError("cost: the cost array is empty")
+        dtype = np.float32 if arr.dtype == np.float32 else np.float64
+        self._shape: Tuple[int, ...] = tuple(int(d) for d in arr.shape)
+        self._core = _core.PreparedCost(np.ascontiguousarray(arr, dtype=dtype).reshape(-1))
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        """Shape of the cost array given (a tensor of the same size is accepted too)."""
+        return self._shape
+
+    @property
+    def size(self) -> int:
+        return int(self._core.size)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self._core.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the copy of the costs and the one-byte bounds."""
+        return int(self._core.nbytes)
+
+    def numpy(self) -> np.ndarray:
+        """The costs, as a read-only flat array (no copy)."""
+        return np.asarray(self._core).reshape(self._shape)
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.numpy()
+        if copy:
+            a = a.copy()
+        return a if dtype is None else a.astype(dtype)
+
+    def __len__(self) -> int:
+        return self._shape[0]
+
+    def __repr__(self) -> str:
+        return f"PreparedCost(shape={self._shape}, dtype={self._core.dtype})"
+
+
+def prepared_core(cost: Any, size: int, shape: Tuple[int, ...], name: str):
+    """The core object of a PreparedCost matching an input of `size` elements, or None if
+    `cost` is not a PreparedCost."""
+    if not isinstance(cost, PreparedCost):
+        return None
+    if cost.shape != shape and cost.size != size:
+        raise ValueError(f"{name}: shape {cost.shape} does not match x of shape {shape}")
+    if cost.size != size:
+        raise ValueError(f"{name}: has {cost.size} elements, x has {size}")
+    return cost._core
