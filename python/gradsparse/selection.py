@@ -170,8 +170,10 @@ def sparsify(x: Any, k: Any = None, *, ratio: Any = None, cost: Any = None, budg
              q: Any = 2.0, alpha: Any = 1.0) -> Sparse:
     """Keeps the best-scoring coordinates of `x` (any shape, flattened row-major).
 
-    Without `cost` the score is |x| (magnitude top-k). With `cost` (a scalar or an array of
-    x's size, all finite and > 0) it is the CWMP score |x|^q / cost^alpha. The budget is a
+    Without `cost` the score is |x| (magnitude top-k). With `cost` (a scalar, an array of
+    x's size or a `PreparedCost` of that size, all finite and > 0) it is the CWMP score
+    |x|^q / cost^alpha. Costs reused across calls are best given as a `PreparedCost`:
+    checked once, and float32 costs are mostly not read at all (same result). The budget is a
     count (`k`, or `ratio` of the elements: k = max(1, floor(ratio*n + 0.5))) or an energy
     `budget`: the longest best-first run whose summed cost (1 per element without `cost`)
     stays <= budget. Returns a `Sparse` with ascending int64 indices and x's values.
@@ -184,7 +186,8 @@ def sparsify(x: Any, k: Any = None, *, ratio: Any = None, cost: Any = None, budg
 def sparsify_many(xs: Sequence[Any], k: Any = None, *, ratio: Any = None, costs: Any = None,
                   budget: Any = None, q: Any = 2.0, alpha: Any = 1.0) -> List[Sparse]:
     """Global selection: one budget over all of `xs` (a whole model's tensors), without
-    concatenating them. `costs` is None or one cost (None, scalar or array) per tensor;
+    concatenating them. `costs` is None or one cost (None, scalar, array or
+    `PreparedCost`) per tensor;
     `ratio` is relative to the total element count. Returns one `Sparse` per tensor.
     Equal scores rank by position in the concatenation of `xs`.
     """
@@ -239,7 +242,8 @@ class StreamingSelector:
         self._finished = False
 
     def push(self, x: Any, cost: Any = None) -> None:
-        """Adds the next chunk (any shape, flattened) with its cost (None, scalar or array)."""
+        """Adds the next chunk (any shape, flattened) with its cost (None, scalar, array or
+        `PreparedCost`)."""
         if self._finished:
             raise ValueError("push: finish() was already called on this selector")
         flat = as_flat(x)
