@@ -44,9 +44,10 @@ COST_KINDS = {
 
 
 @pytest.mark.parametrize("kind", sorted(COST_KINDS))
-def test_bounds_enclose_every_cost(kind):
-    rng = np.random.default_rng(len(kind))
-    c = COST_KINDS[kind](rng, 5000).astype(np.float32)
+@pytest.mark.parametrize("n", [1, 17, 5000])
+def test_bounds_enclose_every_cost(simd, kind, n):
+    rng = np.random.default_rng([len(kind), n])
+    c = COST_KINDS[kind](rng, n).astype(np.float32)
     p = gs.PreparedCost(c)
     codes, base, shift = p._core.bounds
     cb = c.view(np.uint32).astype(np.uint64)
@@ -57,8 +58,25 @@ def test_bounds_enclose_every_cost(kind):
     # the shift is the smallest that fits the range into a byte
     span = int(cb.max()) - int(cb.min())
     assert span >> shift <= 255 and (shift == 0 or span >> (shift - 1) > 255)
-    if kind == "equal":
+    if kind == "equal" or n == 1:
         assert shift == 0 and np.all(codes == 0)
+
+
+def test_preparing_is_the_same_at_every_level_and_thread_count(engine):
+    # 2^21 + 3 costs: split over threads; the first bad cost is found in any part
+    rng = np.random.default_rng(75)
+    c = np.exp(rng.uniform(-30, 30, (1 << 21) + 3)).astype(np.float32)
+    codes, base, shift = gs.PreparedCost(c)._core.bounds
+    cb = c.view(np.uint32).astype(np.int64)
+    assert base == cb.min()
+    np.testing.assert_array_equal(codes, (cb - base) >> shift)
+    for at in (0, 1 << 20, c.size - 1):
+        bad = c.copy()
+        bad[at] = -2.0
+        if at < c.size - 1:
+            bad[-1] = np.nan  # a later bad cost: the first one is named
+        with pytest.raises(ValueError, match=f"got -2 at index {at}$"):
+            gs.PreparedCost(bad)
 
 
 # ----------------------------------------------------------------------------- the kernel
@@ -278,6 +296,19 @@ def test_prepared_cost_is_a_private_read_only_copy():
     assert "PreparedCost" in repr(p)
     np.testing.assert_array_equal(np.asarray(p), view)
     assert gs.PreparedCost(p)._core is p._core  # no second copy
+
+
+def test_prepared_cost_pickles():
+    import pickle
+
+    c = np.random.default_rng(74).uniform(0.5, 2.0, (30, 40)).astype(np.float32)
+    p = pickle.loads(pickle.dumps(gs.PreparedCost(c)))
+    assert p.shape == (30, 40) and p.dtype == np.float32
+    np.testing.assert_array_equal(p.numpy(), c)
+    codes, base, shift = p._core.bounds
+    codes0, base0, shift0 = gs.PreparedCost(c)._core.bounds
+    np.testing.assert_array_equal(codes, codes0)
+    assert (base, shift) == (base0, shift0)
 
 
 def test_integer_costs_become_float64():

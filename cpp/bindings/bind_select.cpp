@@ -40,7 +40,7 @@ struct PreparedCost {
     DType dtype = DType::F32;
     std::vector<float> f32;
     std::vector<double> f64;
-    std::vector<uint8_t> code;
+    std::unique_ptr<uint8_t[]> code;  // one per float32 cost (not zero-filled first)
     uint32_t base = 0, shift = 0;
 
     size_t size() const { return dtype == DType::F32 ? f32.size() : f64.size(); }
@@ -58,8 +58,8 @@ PreparedCost* prepare_cost(const py::array& c) {
         const float* src = static_cast<const float*>(c.data());
         py::gil_scoped_release release;
         p->f32.assign(src, src + n);
-        p->code.resize(n);
-        encode_cost_bounds(p->f32.data(), n, p->code.data(), &p->base, &p->shift);
+        p->code.reset(new uint8_t[n > 0 ? n : 1]);
+        encode_cost_bounds(p->f32.data(), n, p->code.get(), &p->base, &p->shift);
     } else if (c.dtype().is(py::dtype::of<double>())) {
         p->dtype = DType::F64;
         const double* src = static_cast<const double*>(c.data());
@@ -90,8 +90,8 @@ Segment make_segment(const py::array& x, int code, const py::object& cost) {
         s.cost_dtype = p.dtype;
         s.cost_data = p.data();
         s.cost_checked = true;
-        if (!p.code.empty()) {
-            s.cost_code = p.code.data();
+        if (p.code) {
+            s.cost_code = p.code.get();
             s.code_base = p.base;
             s.code_shift = p.shift;
         }
@@ -262,7 +262,7 @@ void register_select(py::module_& m) {
               py::array_t<uint32_t> vals(static_cast<py::ssize_t>(n + kFilterSlack));
               py::array_t<uint64_t> keys(static_cast<py::ssize_t>(n + kFilterSlack));
               const size_t got = active_kernels().filter_cost_bound_f32(
-                  x.data(), p.f32.data(), p.code.data(), p.base, p.shift, n, t, t_sure, idx.mutable_data(),
+                  x.data(), p.f32.data(), p.code.get(), p.base, p.shift, n, t, t_sure, idx.mutable_data(),
                   vals.mutable_data(), keys.mutable_data(), n);
               const py::slice part(0, static_cast<py::ssize_t>(got), 1);
               return py::make_tuple(idx[part], vals[part], keys[part]);
@@ -289,15 +289,14 @@ void register_select(py::module_& m) {
         })
         .def_property_readonly("size", &PreparedCost::size)
         .def_property_readonly("nbytes", [](const PreparedCost& p) {
-            return p.size() * dtype_size(p.dtype) + p.code.size();
+            return p.size() * dtype_size(p.dtype) + (p.code ? p.size() : 0);
         })
         .def_property_readonly("dtype", [](const PreparedCost& p) { return std::string(dtype_name(p.dtype)); })
         .def_property_readonly("bounds", [](py::object self) -> py::object {
             // (codes, base, shift) of float32 costs, for tests; None for float64
             const PreparedCost& p = self.cast<const PreparedCost&>();
             if (p.dtype != DType::F32) return py::none();
-            py::array codes(py::dtype::of<uint8_t>(), {static_cast<py::ssize_t>(p.code.size())}, {1},
-                            p.code.data(), self);
+            py::array codes(py::dtype::of<uint8_t>(), {static_cast<py::ssize_t>(p.size())}, {1}, p.code.get(), self);
             py::detail::array_proxy(codes.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
             return py::make_tuple(codes, p.base, p.shift);
         });

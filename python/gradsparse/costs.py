@@ -89,6 +89,10 @@ class PreparedCost:
             a = a.copy()
         return a if dtype is None else a.astype(dtype)
 
+    def __reduce__(self):
+        # pickles as the costs themselves; unpickling checks and prepares them again
+        return (PreparedCost, (self.numpy().copy(),))
+
     def __len__(self) -> int:
         return self._shape[0]
 

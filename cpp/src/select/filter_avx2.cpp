@@ -204,7 +204,8 @@ void cost_keys_f32_avx2(const float* x, const float* c, size_t n, uint64_t* key)
 
 const Kernels& kernels_avx2() {
     static const Kernels table{filter_f32_avx2, generic::filter_f64, generic::filter_h16,
-                               filter_cost_f32_avx2, filter_cost_bound_f32_avx2, generic::add_f32, generic::band_f32,
+                               filter_cost_f32_avx2, filter_cost_bound_f32_avx2, generic::add_f32,
+                               generic::cost_range_f32, generic::cost_codes_f32, generic::band_f32,
                                generic::count_f32, generic::emit_f32, cost_keys_f32_avx2, generic::band_u64,
                                generic::count_u64, generic::emit_u64};
     return table;

@@ -583,7 +583,8 @@ size_t filter_cost_bound_f32_avx512(const float* x, const float* c, const uint8_
 
 const Kernels& kernels_avx512() {
     static const Kernels table{filter_f32_avx512, filter_f64_avx512, filter_h16_avx512, filter_cost_f32_avx512,
-                               filter_cost_bound_f32_avx512, generic::add_f32, band_f32_avx512, count_f32_avx512, emit_f32_avx512,
+                               filter_cost_bound_f32_avx512, generic::add_f32,
+                               generic::cost_range_f32, generic::cost_codes_f32, band_f32_avx512, count_f32_avx512, emit_f32_avx512,
                                cost_keys_f32_avx512, band_u64_avx512, count_u64_avx512, emit_u64_avx512};
     return table;
 }

@@ -171,6 +171,24 @@ inline void add_f32(float* e, const float* x, size_t n) {
     for (size_t i = 0; i < n; ++i) e[i] += x[i];
 }
 
+// Branch-free, so that each instruction set's unit vectorises them.
+inline void cost_range_f32(const uint32_t* bits, size_t n, uint32_t* lo_io, uint32_t* hi_io, bool* bad_io) {
+    uint32_t lo = *lo_io, hi = *hi_io, bad = 0;
+    for (size_t i = 0; i < n; ++i) {
+        const uint32_t b = bits[i];
+        bad |= static_cast<uint32_t>(b - 1u >= 0x7F7FFFFFu);  // valid: 1 .. 0x7F7FFFFF
+        lo = b < lo ? b : lo;
+        hi = b > hi ? b : hi;
+    }
+    *lo_io = lo;
+    *hi_io = hi;
+    *bad_io = *bad_io || bad != 0;
+}
+
+inline void cost_codes_f32(const uint32_t* bits, size_t n, uint32_t base, uint32_t shift, uint8_t* code) {
+    for (size_t i = 0; i < n; ++i) code[i] = static_cast<uint8_t>((bits[i] - base) >> shift);
+}
+
 inline size_t band_f32(const uint32_t* vals, size_t n, KeyMode mode, uint32_t hi, uint32_t* band, size_t* above) {
     size_t nb = 0, up = 0;
     for (size_t c = 0; c < n; ++c) {

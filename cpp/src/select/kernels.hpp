@@ -50,6 +50,11 @@ struct Kernels {
                                     uint32_t* vals, uint64_t* key_out, size_t cap);
     /// e[i] += x[i] (float32).
     void (*add_f32)(float* e, const float* x, size_t n);
+    /// Preparing float32 costs (bit patterns): lowers *lo / raises *hi to the smallest /
+    /// largest pattern of bits[0, n) and sets *bad when one is not a finite float > 0.
+    void (*cost_range_f32)(const uint32_t* bits, size_t n, uint32_t* lo, uint32_t* hi, bool* bad);
+    /// code[i] = (bits[i] - base) >> shift, which must fit in a byte.
+    void (*cost_codes_f32)(const uint32_t* bits, size_t n, uint32_t base, uint32_t shift, uint8_t* code);
 
     // Native float32 candidates after a filter pass: the kernels below take their raw bits
     // and derive the order keys on the fly, so no key array is ever written.
