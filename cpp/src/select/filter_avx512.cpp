@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <utility>
 
 #include "filter_generic.hpp"
 
@@ -377,18 +378,21 @@ inline __mmask16 cost_pass_f32x16(__m512 x, __m512 c, __m512 t, __m512 tiny) {
 // Pending candidates per exact-key pass.
 constexpr size_t kPending = 256;
 
-// The pending candidates [from, count) of out/vals, their costs in pc[0, count - from):
-// keeps those with exact key >= t (vt) in place, in order, with their keys. Returns the new
-// count. Each step loads its lanes before it stores at w <= its own position.
-inline size_t settle_pending(uint32_t* out, uint32_t* vals, uint64_t* key_out, const float* pc, size_t from,
-                             size_t count, __m512i vt) {
+// The pending candidates [from, count) of out/vals: costs(j, live, p) gives, for the 8 at j
+// (positions p), the lanes that need their exact key and those lanes' costs; the others
+// keep kSureKey. Keeps the keys >= t (vt) in place, in order, with their keys; returns the
+// new count. Each step loads its lanes before it stores at w <= its own position.
+template <class Costs>
+inline size_t settle(uint32_t* out, uint32_t* vals, uint64_t* key_out, size_t from, size_t count, __m512i vt,
+                     Costs costs) {
+    const __m512i sure = _mm512_set1_epi64(-1);
     size_t w = from;
     for (size_t j = from; j < count; j += 8) {
         const __mmask8 live = live8(count - j);
         const __m256i p = _mm256_maskz_loadu_epi32(live, out + j);
         const __m256i v = _mm256_maskz_loadu_epi32(live, vals + j);
-        const __m256 cc = _mm256_mask_loadu_ps(_mm256_set1_ps(1.0f), live, pc + (j - from));  // no 0/0
-        const __m512i k = cost_key_f64x8(_mm256_castsi256_ps(v), cc);
+        const auto [need, cc] = costs(j, live, p);
+        const __m512i k = _mm512_mask_blend_epi64(need, sure, cost_key_f64x8(_mm256_castsi256_ps(v), cc));
         const __mmask8 keep = _mm512_mask_cmpge_epu64_mask(live, k, vt);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + w), _mm256_maskz_compress_epi32(keep, p));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(vals + w), _mm256_maskz_compress_epi32(keep, v));
@@ -396,6 +400,14 @@ inline size_t settle_pending(uint32_t* out, uint32_t* vals, uint64_t* key_out, c
         w += _mm_popcnt_u32(keep);
     }
     return w;
+}
+
+// settle() with every lane's cost in the pending buffer pc[0, count - from).
+inline size_t settle_pending(uint32_t* out, uint32_t* vals, uint64_t* key_out, const float* pc, size_t from,
+                             size_t count, __m512i vt) {
+    return settle(out, vals, key_out, from, count, vt, [&](size_t j, __mmask8 live, __m256i) {
+        return std::make_pair(live, _mm256_mask_loadu_ps(_mm256_set1_ps(1.0f), live, pc + (j - from)));  // no 0/0
+    });
 }
 
 // Stores the lanes m of 16 elements: positions and values to out/vals at count, costs to
@@ -472,27 +484,15 @@ inline float sure_threshold_f32(uint64_t t, uint64_t t_sure) {
     return f;
 }
 
-// The pending candidates [from, count) of out/vals/key_out: keys already kSureKey stay; the
-// others get their exact keys, from costs gathered at their positions (prefetched when they
-// were stored), and only those >= t (vt) are kept. In place, in order; returns the new count.
+// settle() for prepared costs: the lanes whose key is not kSureKey already get their costs
+// gathered from c at their positions (prefetched when they were stored).
 inline size_t settle_pending_gather(uint32_t* out, uint32_t* vals, uint64_t* key_out, const float* c, size_t from,
                                     size_t count, __m512i vt) {
-    const __m512i sure = _mm512_set1_epi64(-1);
-    size_t w = from;
-    for (size_t j = from; j < count; j += 8) {
-        const __mmask8 live = live8(count - j);
-        const __m256i p = _mm256_maskz_loadu_epi32(live, out + j);
-        const __m256i v = _mm256_maskz_loadu_epi32(live, vals + j);
-        const __mmask8 need = _mm512_mask_cmpneq_epu64_mask(live, _mm512_maskz_loadu_epi64(live, key_out + j), sure);
-        const __m256 cc = _mm256_mmask_i32gather_ps(_mm256_set1_ps(1.0f), need, p, c, 4);  // no 0/0
-        const __m512i k = _mm512_mask_blend_epi64(need, sure, cost_key_f64x8(_mm256_castsi256_ps(v), cc));
-        const __mmask8 keep = _mm512_mask_cmpge_epu64_mask(live, k, vt);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + w), _mm256_maskz_compress_epi32(keep, p));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(vals + w), _mm256_maskz_compress_epi32(keep, v));
-        _mm512_storeu_si512(key_out + w, _mm512_maskz_compress_epi64(keep, k));
-        w += _mm_popcnt_u32(keep);
-    }
-    return w;
+    return settle(out, vals, key_out, from, count, vt, [&](size_t j, __mmask8 live, __m256i p) {
+        const __mmask8 need =
+            _mm512_mask_cmpneq_epu64_mask(live, _mm512_maskz_loadu_epi64(live, key_out + j), _mm512_set1_epi64(-1));
+        return std::make_pair(need, _mm256_mmask_i32gather_ps(_mm256_set1_ps(1.0f), need, p, c, 4));  // no 0/0
+    });
 }
 
 // Stores the lanes m of 16 elements: positions, values and a key — kSureKey for the lanes
