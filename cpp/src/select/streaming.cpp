@@ -132,8 +132,9 @@ void StreamingSelector::push(const Segment& segment) {
                                                  ckeys.data(), len);
             else
                 got = kern.filter_cost_f32(static_cast<const float*>(segment.data) + begin,
-                                       static_cast<const float*>(segment.cost_data) + begin, len, st.floor,
-                                       cand.data(), reinterpret_cast<uint32_t*>(vals.data()), ckeys.data(), len, &bad);
+                                           static_cast<const float*>(segment.cost_data) + begin, len, st.floor,
+                                           cand.data(), reinterpret_cast<uint32_t*>(vals.data()), ckeys.data(), len,
+                                           &bad);
         } else if (segment.cost_kind != CostKind::Array) {
             uint64_t thr = s.native_threshold(st.floor);
             switch (segment.dtype) {
