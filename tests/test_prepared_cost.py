@@ -349,3 +349,23 @@ def test_prepared_cost_size_must_match():
     sel = gs.StreamingSelector(3)
     with pytest.raises(ValueError, match="cost: shape"):
         sel.push(np.ones(7, np.float32), cost=p)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cost_arrays_checked_in_one_pass(threads, dtype):
+    # the check ErrorFeedback runs before it touches the residual (and PreparedCost's)
+    c = np.random.default_rng(76).uniform(0.5, 2.0, (1 << 21) + 5).astype(dtype)
+    _core.check_costs(c)
+    for at, bad in ((0, 0.0), (1 << 20, np.nan), (c.size - 1, -np.inf)):
+        b = c.copy()
+        b[at] = bad
+        with pytest.raises(ValueError, match=f"at index {at}$"):
+            _core.check_costs(b)
+    with pytest.raises(TypeError, match="cost: cost arrays must be float32 or float64"):
+        _core.check_costs(np.ones(3, np.int64))
+    ef = gs.ErrorFeedback()
+    b = c.copy()
+    b[7] = -1.0
+    with pytest.raises(ValueError, match="at index 7$"):
+        ef.compress("w", np.ones(c.size, np.float32), 10, cost=b)
+    assert ef.state_dict() == {}

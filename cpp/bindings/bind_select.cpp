@@ -277,6 +277,23 @@ void register_select(py::module_& m) {
           },
           py::arg("x"), py::arg("c"));
 
+    m.def("check_costs", [](const py::array& c) {
+              if (!(c.flags() & py::array::c_style)) throw py::value_error("cost: array must be C-contiguous");
+              const size_t n = static_cast<size_t>(c.size());
+              if (c.dtype().is(py::dtype::of<float>())) {
+                  const float* p = static_cast<const float*>(c.data());
+                  py::gil_scoped_release release;
+                  check_costs_f32(p, n);
+              } else if (c.dtype().is(py::dtype::of<double>())) {
+                  const double* p = static_cast<const double*>(c.data());
+                  py::gil_scoped_release release;
+                  check_costs_f64(p, n);
+              } else {
+                  throw py::type_error("cost: cost arrays must be float32 or float64");
+              }
+          },
+          py::arg("cost"), "Raises ValueError naming the first cost that is not finite and > 0.");
+
     py::class_<PreparedCost>(m, "PreparedCost", py::buffer_protocol())
         .def(py::init(&prepare_cost), py::arg("cost"),
              "Checks a 1-D C-contiguous float32/float64 cost array and keeps a private copy.")

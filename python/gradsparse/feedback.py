@@ -42,8 +42,8 @@ class ErrorFeedback:
         # it untouched (cost values too: the engine would only see them after e += x).
         args = _resolve_one(flat, k, ratio, cost, budget, q, alpha)
         c = args[0]
-        if isinstance(c, np.ndarray) and not bool(np.all((c > 0) & (c <= np.finfo(c.dtype).max))):
-            raise ValueError("cost: costs must be finite and > 0")
+        if isinstance(c, np.ndarray):  # (a PreparedCost was checked when it was made)
+            _core.check_costs(c)
         res = self._residual_for(name, flat)
         # e += x, in the residual's precision
         if flat.code == F32:

@@ -37,7 +37,8 @@ struct Segment {
 /// smallest shift that fits max c into a byte (so L_i >= c_i * (1 - 2^(shift - 23)) within an
 /// octave). Throws a "cost: ..." error naming the first cost that is not finite and > 0.
 void encode_cost_bounds(const float* c, size_t n, uint8_t* code, uint32_t* base, uint32_t* shift);
-/// Throws a "cost: ..." error naming the first of n float64 costs that is not finite and > 0.
+/// Throw a "cost: ..." error naming the first of n costs that is not finite and > 0.
+void check_costs_f32(const float* c, size_t n);
 void check_costs_f64(const double* c, size_t n);
 
 /// How elements are scored. Without costs (or with one equal cost everywhere) the ranking is

@@ -31,22 +31,21 @@ namespace {
                         std::to_string(i));
 }
 
-}  // namespace
+// [begin, end) of part t of n elements split over nt threads.
+std::pair<size_t, size_t> part(size_t n, int t, int nt) {
+    return {n * static_cast<size_t>(t) / static_cast<size_t>(nt), n * static_cast<size_t>(t + 1) / static_cast<size_t>(nt)};
+}
 
-void encode_cost_bounds(const float* c, size_t n, uint8_t* code, uint32_t* base, uint32_t* shift) {
-    // Pass 1 (the SIMD level's kernel, threads over contiguous ranges): the range of the
-    // bit patterns and whether any cost is invalid; the first bad index only then.
-    const int nt = threads_for(n, size_t(1) << 20);
+// The range [*lo, *hi] of the bit patterns of n float32 costs, all checked finite and > 0
+// (the SIMD level's kernel, threads over contiguous parts; the first bad index is looked
+// for only in a part that has one).
+void checked_range_f32(const float* c, size_t n, int nt, uint32_t* lo_out, uint32_t* hi_out) {
     std::vector<uint32_t> los(static_cast<size_t>(nt)), his(static_cast<size_t>(nt));
     std::vector<uint8_t> bads(static_cast<size_t>(nt));
-    auto range = [&](int t) {
-        return std::make_pair(n * static_cast<size_t>(t) / static_cast<size_t>(nt),
-                              n * static_cast<size_t>(t + 1) / static_cast<size_t>(nt));
-    };
     const uint32_t* bits = reinterpret_cast<const uint32_t*>(c);
     const Kernels& kern = active_kernels();
     parallel_run(nt, [&](int t) {
-        const auto [b0, b1] = range(t);
+        const auto [b0, b1] = part(n, t, nt);
         uint32_t lo = 0x7F7FFFFFu, hi = 1u;
         bool bad = false;
         kern.cost_range_f32(bits + b0, b1 - b0, &lo, &hi, &bad);
@@ -57,27 +56,54 @@ void encode_cost_bounds(const float* c, size_t n, uint8_t* code, uint32_t* base,
     uint32_t lo = 0x7F7FFFFFu, hi = 1u;
     for (int t = 0; t < nt; ++t) {
         if (bads[static_cast<size_t>(t)]) {
-            const auto [b0, b1] = range(t);
+            const auto [b0, b1] = part(n, t, nt);
             for (size_t i = b0; i < b1; ++i)
                 if (!(c[i] > 0.0f && c[i] <= 3.4028234663852886e38f)) bad_cost(i, static_cast<double>(c[i]));
         }
         lo = std::min(lo, los[static_cast<size_t>(t)]);
         hi = std::max(hi, his[static_cast<size_t>(t)]);
     }
-    if (n == 0) lo = hi;
+    *lo_out = n == 0 ? hi : lo;
+    *hi_out = hi;
+}
+
+}  // namespace
+
+void encode_cost_bounds(const float* c, size_t n, uint8_t* code, uint32_t* base, uint32_t* shift) {
+    const int nt = threads_for(n, size_t(1) << 20);
+    uint32_t lo, hi;
+    checked_range_f32(c, n, nt, &lo, &hi);
     uint32_t s = 0;
     while (((hi - lo) >> s) > 255u) ++s;
+    const Kernels& kern = active_kernels();
     parallel_run(nt, [&](int t) {
-        const auto [b0, b1] = range(t);
-        kern.cost_codes_f32(bits + b0, b1 - b0, lo, s, code + b0);
+        const auto [b0, b1] = part(n, t, nt);
+        kern.cost_codes_f32(reinterpret_cast<const uint32_t*>(c) + b0, b1 - b0, lo, s, code + b0);
     });
     *base = lo;
     *shift = s;
 }
 
+void check_costs_f32(const float* c, size_t n) {
+    uint32_t lo, hi;
+    checked_range_f32(c, n, threads_for(n, size_t(1) << 20), &lo, &hi);
+}
+
 void check_costs_f64(const double* c, size_t n) {
-    for (size_t i = 0; i < n; ++i)
-        if (!(c[i] > 0.0 && c[i] <= 1.7976931348623157e308)) bad_cost(i, c[i]);
+    const int nt = threads_for(n, size_t(1) << 20);
+    std::vector<uint8_t> bads(static_cast<size_t>(nt));
+    parallel_run(nt, [&](int t) {
+        const auto [b0, b1] = part(n, t, nt);
+        bool bad = false;  // branch-free, so that it vectorises
+        for (size_t i = b0; i < b1; ++i) bad |= !(c[i] > 0.0 && c[i] <= 1.7976931348623157e308);
+        bads[static_cast<size_t>(t)] = static_cast<uint8_t>(bad);
+    });
+    for (int t = 0; t < nt; ++t)
+        if (bads[static_cast<size_t>(t)]) {
+            const auto [b0, b1] = part(n, t, nt);
+            for (size_t i = b0; i < b1; ++i)
+                if (!(c[i] > 0.0 && c[i] <= 1.7976931348623157e308)) bad_cost(i, c[i]);
+        }
 }
 
 }  // namespace gradsparse
