@@ -292,3 +292,32 @@ def test_topk_2d_large_rows():
     for level, nt in engine_configs((1, 2, 3)):
         with gradsparse.simd_level(level), gradsparse.num_threads(nt):
             np.testing.assert_array_equal(gradsparse.topk(x, 500).indices, exp)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_signed_ranking_thresholds_at_zero_and_nan(dtype):
+    # the sampled filter thresholds of topk(largest/smallest) land on the key of +-0 (40% of
+    # the values, both signs mixed: -0 must rank equal to +0) and NaNs of both signs must
+    # rank first (largest) or last (smallest), with the SIMD filters of every level
+    n = 50_003
+    rng = np.random.default_rng(91)
+    v = rng.choice(np.array([0.0, -0.0]), n)
+    pos = rng.random(n)
+    v[pos < 0.3] = rng.uniform(0.5, 4.0, int((pos < 0.3).sum()))
+    v[pos > 0.7] = -rng.uniform(0.5, 4.0, int((pos > 0.7).sum()))
+    v[rng.choice(n, 40, replace=False)] = np.nan
+    v[rng.choice(n, 40, replace=False)] = np.copysign(np.nan, -1.0)
+    v = round_to(v, dtype)
+    x = make(v, dtype)
+    if dtype == "bfloat16":  # the float -> bfloat16 conversion drops the sign of NaN: set it
+        raw = x.view(torch.int16).numpy()
+        raw[np.isnan(v) & (rng.random(n) < 0.5)] = np.int16(-64)  # 0xFFC0: -NaN
+    for level, nt in engine_configs((1,)):
+        with gradsparse.simd_level(level), gradsparse.num_threads(nt):
+            for largest in (True, False):
+                order = signed_order(v, largest)
+                for k in (20, 70, n // 2, int(0.6 * n)):
+                    got = gradsparse.topk(x, k, largest=largest, sorted=False)
+                    idx = got.indices.numpy() if isinstance(got.indices, torch.Tensor) else got.indices
+                    np.testing.assert_array_equal(idx, np.sort(order[:k]),
+                                                  err_msg=f"{dtype} largest={largest} k={k} simd={level}")

@@ -1,7 +1,8 @@
 // gradsparse — AVX2 kernel table (this unit alone is compiled with -mavx2 -mbmi2 -mpopcnt).
-// float32 filters are specialised; float64/float16/bfloat16 use the portable loops
-// compiled for AVX2. AVX2 has no compress instruction: a 256-entry table of lane permutations packs the
-// passing indices to the front of the vector (the x86-simd-sort/StreamVByte trick).
+// The filters of every dtype and the float32 cost filters are specialised; the passes over
+// candidates use the portable loops compiled for AVX2. AVX2 has no compress instruction: a
+// 256-entry table of lane permutations packs the passing float32 indices to the front of the
+// vector (the x86-simd-sort/StreamVByte trick).
 #include <immintrin.h>
 
 #include <array>
@@ -91,6 +92,107 @@ size_t filter_f32_mode(const uint32_t* bits, size_t n, uint32_t thr, uint32_t* o
 size_t filter_f32_avx2(const uint32_t* bits, size_t n, KeyMode mode, uint32_t thr, uint32_t* out,
                        uint32_t* vals, size_t cap) {
     return generic::with_mode(mode, [&](auto m) { return filter_f32_mode<decltype(m)::value>(bits, n, thr, out, vals, cap); });
+}
+
+// ---- float64 and float16/bfloat16: the same signed-comparison keys, 4 and 16 lanes. Few
+// lanes pass (k is a small fraction), so they are written one at a time from the mask.
+
+// Order key of 4 float64 lanes with the top bit flipped (see skey_f32x8). AVX2 has no
+// 64-bit arithmetic shift: the sign mask is 0 > b.
+template <KeyMode M>
+inline __m256i skey_f64x4(__m256i b) {
+    const __m256i top = _mm256_set1_epi64x(static_cast<long long>(0x8000000000000000ull));
+    const __m256i a = _mm256_and_si256(b, _mm256_set1_epi64x(0x7FFFFFFFFFFFFFFFll));
+    if (M == KeyMode::Magnitude) return _mm256_xor_si256(a, top);  // NaN: see filter_avx512.cpp
+    const __m256i is_nan = _mm256_cmpgt_epi64(a, _mm256_set1_epi64x(0x7FF0000000000000ll));
+    const __m256i is_zero = _mm256_cmpeq_epi64(a, _mm256_setzero_si256());
+    __m256i key = _mm256_xor_si256(b, _mm256_or_si256(_mm256_cmpgt_epi64(_mm256_setzero_si256(), b), top));
+    key = _mm256_blendv_epi8(key, top, is_zero);
+    key = _mm256_or_si256(key, is_nan);
+    if (M == KeyMode::Smallest) key = _mm256_xor_si256(key, _mm256_set1_epi64x(-1));
+    return _mm256_xor_si256(key, top);
+}
+
+template <KeyMode M>
+size_t filter_f64_mode(const uint64_t* bits, size_t n, uint64_t thr, uint32_t* out, uint64_t* vals, size_t cap) {
+    if (thr == 0) return generic::filter_keys<keys::F64>(bits, n, M, thr, out, vals, cap);
+    // key >= thr  <=>  skey > sthr - 1 (thr > 0, so no wrap-around)
+    const __m256i vt = _mm256_set1_epi64x(static_cast<long long>((thr - 1u) ^ 0x8000000000000000ull));
+    auto pass = [&](const uint64_t* at) {
+        const __m256i k = skey_f64x4<M>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(at)));
+        return static_cast<unsigned>(_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(k, vt))));
+    };
+    size_t count = 0, i = 0;
+    for (; i + 16 <= n; i += 16) {
+        _mm_prefetch(reinterpret_cast<const char*>(bits + i + 512), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(bits + i + 520), _MM_HINT_T0);
+        unsigned m = pass(bits + i) | (pass(bits + i + 4) << 4) | (pass(bits + i + 8) << 8) | (pass(bits + i + 12) << 12);
+        for (; m; m &= m - 1) {
+            const size_t at = i + static_cast<size_t>(__builtin_ctz(m));
+            out[count] = static_cast<uint32_t>(at);
+            vals[count++] = bits[at];
+        }
+        if (count > cap) return kFilterOverflow;
+    }
+    return generic::filter_tail<keys::F64>(bits, i, n, M, thr, out, vals, count, cap);
+}
+
+size_t filter_f64_avx2(const uint64_t* bits, size_t n, KeyMode mode, uint64_t thr, uint32_t* out, uint64_t* vals,
+                       size_t cap) {
+    return generic::with_mode(mode, [&](auto m) { return filter_f64_mode<decltype(m)::value>(bits, n, thr, out, vals, cap); });
+}
+
+// Order key of 16 float16/bfloat16 lanes (infinity pattern `inf`) with the top bit flipped.
+template <KeyMode M>
+inline __m256i skey_h16x16(__m256i b, __m256i inf) {
+    const __m256i top = _mm256_set1_epi16(static_cast<short>(0x8000));
+    const __m256i a = _mm256_and_si256(b, _mm256_set1_epi16(0x7FFF));
+    if (M == KeyMode::Magnitude) return _mm256_xor_si256(a, top);
+    const __m256i is_nan = _mm256_cmpgt_epi16(a, inf);
+    const __m256i is_zero = _mm256_cmpeq_epi16(a, _mm256_setzero_si256());
+    __m256i key = _mm256_xor_si256(b, _mm256_or_si256(_mm256_srai_epi16(b, 15), top));
+    key = _mm256_blendv_epi8(key, top, is_zero);
+    key = _mm256_or_si256(key, is_nan);
+    if (M == KeyMode::Smallest) key = _mm256_xor_si256(key, _mm256_set1_epi16(-1));
+    return _mm256_xor_si256(key, top);
+}
+
+template <KeyMode M, class F>
+size_t filter_h16_mode(const uint16_t* bits, size_t n, uint16_t thr, uint32_t* out, uint16_t* vals, size_t cap) {
+    if (thr == 0) return generic::filter_keys<F>(bits, n, M, thr, out, vals, cap);
+    const __m256i vt = _mm256_set1_epi16(static_cast<short>((thr - 1u) ^ 0x8000u));
+    const __m256i inf = _mm256_set1_epi16(static_cast<short>(F::inf));
+    auto pass = [&](const uint16_t* at) {  // 2 bits per lane from movemask_epi8: keep one
+        const __m256i k = skey_h16x16<M>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(at)), inf);
+        return static_cast<uint64_t>(
+            _pext_u32(static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpgt_epi16(k, vt))), 0x55555555u));
+    };
+    size_t count = 0, i = 0;
+    for (; i + 64 <= n; i += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(bits + i + 2048), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(bits + i + 2080), _MM_HINT_T0);
+        uint64_t m = pass(bits + i) | (pass(bits + i + 16) << 16) | (pass(bits + i + 32) << 32) |
+                     (pass(bits + i + 48) << 48);
+        for (; m; m &= m - 1) {
+            const size_t at = i + static_cast<size_t>(__builtin_ctzll(m));
+            out[count] = static_cast<uint32_t>(at);
+            vals[count++] = bits[at];
+        }
+        if (count > cap) return kFilterOverflow;
+    }
+    return generic::filter_tail<F>(bits, i, n, M, thr, out, vals, count, cap);
+}
+
+template <class F>
+size_t filter_h16_format(const uint16_t* bits, size_t n, KeyMode mode, uint16_t thr, uint32_t* out, uint16_t* vals,
+                         size_t cap) {
+    return generic::with_mode(mode, [&](auto m) { return filter_h16_mode<decltype(m)::value, F>(bits, n, thr, out, vals, cap); });
+}
+
+size_t filter_h16_avx2(const uint16_t* bits, size_t n, KeyMode mode, bool bf16, uint16_t thr, uint32_t* out,
+                       uint16_t* vals, size_t cap) {
+    return bf16 ? filter_h16_format<keys::BF16>(bits, n, mode, thr, out, vals, cap)
+                : filter_h16_format<keys::F16>(bits, n, mode, thr, out, vals, cap);
 }
 
 // Per-element costs: the float64 pre-test of the scalar twin, 8 lanes; the exact key of
@@ -203,7 +305,7 @@ void cost_keys_f32_avx2(const float* x, const float* c, size_t n, uint64_t* key)
 }  // namespace
 
 const Kernels& kernels_avx2() {
-    static const Kernels table{filter_f32_avx2, generic::filter_f64, generic::filter_h16,
+    static const Kernels table{filter_f32_avx2, filter_f64_avx2, filter_h16_avx2,
                                filter_cost_f32_avx2, filter_cost_bound_f32_avx2, generic::add_f32,
                                generic::cost_range_f32, generic::cost_codes_f32, generic::band_f32,
                                generic::count_f32, generic::emit_f32, cost_keys_f32_avx2, generic::band_u64,
