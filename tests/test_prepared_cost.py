@@ -369,3 +369,17 @@ def test_cost_arrays_checked_in_one_pass(threads, dtype):
     with pytest.raises(ValueError, match="at index 7$"):
         ef.compress("w", np.ones(c.size, np.float32), 10, cost=b)
     assert ef.state_dict() == {}
+
+
+@pytest.mark.parametrize("cost, t_sure", [(1.0, 1e39), (10.0, 1e38), (1e-3, 1e42)])
+def test_bound_filter_overflowing_bounds_prove_nothing(simd, cost, t_sure):
+    # x*x overflows float32 (|x| = 2e19) and so does ts * U: inf >= inf must not make a lane
+    # "sure" — the exact scores 4e38 / c lie below the sure threshold
+    x = np.full(40, 2e19, np.float32)
+    c = np.full(40, cost, np.float32)
+    keys = ref_keys(x, c)
+    key = lambda v: int(np.float64(v).view(np.uint64))
+    assert np.all(keys < np.uint64(key(t_sure)))
+    idx, _, got = _core._filter_cost_bound_f32(x, gs.PreparedCost(c)._core, key(1e30), key(t_sure))
+    np.testing.assert_array_equal(idx, np.arange(40))
+    np.testing.assert_array_equal(got, keys)
