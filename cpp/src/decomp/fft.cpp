@@ -381,13 +381,16 @@ void irfft(const cd* in, size_t n, double* out) {
     k.interleave(z.second, z.first, h, 1.0 / static_cast<double>(h), out);
 }
 
+// The DCTs' work arrays come from the scratch pool (no allocation and page faults per call).
 void dct2_ortho(const double* x, size_t n, double* out) {
     if (n == 0) return;
-    std::vector<double> v(n);
+    auto vbuf = ScratchPool::acquire(n * sizeof(double));
+    auto sbuf = ScratchPool::acquire((n / 2 + 1) * sizeof(cd));
+    double* v = doubles(vbuf);
+    cd* spec = reinterpret_cast<cd*>(sbuf.get());
     for (size_t j = 0; 2 * j < n; ++j) v[j] = x[2 * j];
     for (size_t j = 0; 2 * j + 1 < n; ++j) v[n - 1 - j] = x[2 * j + 1];
-    std::vector<cd> spec(n / 2 + 1);
-    rfft(v.data(), n, spec.data());
+    rfft(v, n, spec);
     auto w = dct_table(n);  // e^{-i pi k / (2n)}
     const double f0 = std::sqrt(1.0 / static_cast<double>(n)), f = std::sqrt(2.0 / static_cast<double>(n));
     for (size_t k = 0; k < n; ++k) {
@@ -401,14 +404,16 @@ void dct3_ortho(const double* x, size_t n, double* out) {
     auto w = dct_table(n);
     const double f0 = std::sqrt(static_cast<double>(n)), f = std::sqrt(static_cast<double>(n) / 2.0);
     // Undo the orthonormal scaling: y_k = x_k / c_k; then V_k = e^{i pi k / 2n} (y_k - i y_{n-k}).
-    std::vector<cd> spec(n / 2 + 1);
+    auto sbuf = ScratchPool::acquire((n / 2 + 1) * sizeof(cd));
+    auto vbuf = ScratchPool::acquire(n * sizeof(double));
+    cd* spec = reinterpret_cast<cd*>(sbuf.get());
+    double* v = doubles(vbuf);
     for (size_t k = 0; k <= n / 2; ++k) {
         const double yk = x[k] * (k ? f : f0);
         const double ynk = k ? x[n - k] * f : 0.0;
         spec[k] = mul(std::conj((*w)[k]), cd(yk, -ynk));
     }
-    std::vector<double> v(n);
-    irfft(spec.data(), n, v.data());
+    irfft(spec, n, v);
     for (size_t j = 0; 2 * j < n; ++j) out[2 * j] = v[j];
     for (size_t j = 0; 2 * j + 1 < n; ++j) out[2 * j + 1] = v[n - 1 - j];
 }
