@@ -91,12 +91,12 @@ class TopKState:
         if res is not None and res.numel() == buf.numel() and res.dtype == buf.dtype:
             return res
         res = torch.zeros_like(buf)
-        where = {}  # parameter id -> (old residual, offset)
+        where = {}  # parameter id -> (old residual, offset, size)
         for old_key, old in self.residuals.items():
             off = 0
-            for pid, p in zip(old_key, self._sizes.get(old_key, ())):
-                where[pid] = (old, off, p)
-                off += p
+            for pid, size in zip(old_key, self._sizes.get(old_key, ())):
+                where[pid] = (old, off, size)
+                off += size
         sizes = tuple(p.numel() for p in params)
         off = 0
         for pid, size in zip(key, sizes):
