@@ -59,13 +59,13 @@ def _topk_ref(acc: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-np.abs(acc.astype(np.float64)), kind="stable")[:k]
 
 
-def _check_reference(rank: int, ratio: float, start_iter: int, ef: bool, dtype, steps: int) -> None:
+def _check_reference(rank: int, ratio: float, start_iter: int, ef: bool, dtype, wire: bool, steps: int) -> None:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     net = _model().to(dtype)
     names = {id(p): name for name, p in net.named_parameters()}
     model = DDP(net, bucket_cap_mb=0.002)  # several buckets, rebuilt after iteration 0
-    state = TopKState(ratio=ratio, start_iter=start_iter, error_feedback=ef)
+    state = TopKState(ratio=ratio, start_iter=start_iter, error_feedback=ef, wire=wire)
     seen = []  # (iteration, bucket layout as parameter names, input, output)
 
     def hook(st, bucket):
@@ -108,6 +108,8 @@ def _check_reference(rank: int, ratio: float, start_iter: int, ef: bool, dtype, 
         assert np.count_nonzero(out) <= WORLD * k
         checked += 1
     assert checked >= steps - start_iter  # at least one bucket per sparse iteration
+    raw = sum(max(1, int(np.floor(ratio * o.size + 0.5))) * (o.itemsize + 4) for it, _, _, o in everyone[rank] if it >= start_iter)
+    assert (state.sent_bytes < raw) if wire else (state.sent_bytes == raw)
     # the hook's residuals (one per current layout) are the reference's, parameter by parameter
     assert len(state.residuals) >= 1 if ef else not state.residuals
     for key, e in state.residuals.items():
@@ -140,11 +142,14 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
                                 reason="torch.distributed with gloo is needed")
 
 
-@pytest.mark.parametrize("ratio, start_iter, ef, dtype", [(0.05, 1, True, torch.float32),
-                                                          (0.3, 0, True, torch.float32),  # across the rebuild
-                                                          (0.05, 1, False, torch.float64)])
-def test_hook_matches_the_reference_on_every_bucket(ratio, start_iter, ef, dtype):
-    _spawn(_check_reference, ratio, start_iter, ef, dtype, 4)
+@pytest.mark.parametrize("ratio, start_iter, ef, dtype, wire", [
+    (0.05, 1, True, torch.float32, False),
+    (0.3, 0, True, torch.float32, False),  # across the bucket rebuild
+    (0.05, 1, False, torch.float64, False),
+    (0.05, 0, True, torch.float32, True),  # gradsparse payloads: the same sums, fewer bytes
+])
+def test_hook_matches_the_reference_on_every_bucket(ratio, start_iter, ef, dtype, wire):
+    _spawn(_check_reference, ratio, start_iter, ef, dtype, wire, 4)
 
 
 def test_ratio_one_trains_like_plain_ddp():
@@ -156,7 +161,8 @@ def test_state_arguments():
                          ({"ratio": 0.0}, ValueError, "ratio"), ({"ratio": 1.5}, ValueError, "ratio"),
                          ({"ratio": True}, ValueError, "ratio"), ({"k": 0}, ValueError, "k:"),
                          ({"k": 2.5}, ValueError, "k:"), ({"k": 5, "start_iter": -1}, ValueError, "start_iter"),
-                         ({"k": 5, "error_feedback": 1}, TypeError, "error_feedback")]:
+                         ({"k": 5, "error_feedback": 1}, TypeError, "error_feedback"),
+                         ({"k": 5, "wire": "yes"}, TypeError, "wire")]:
         with pytest.raises(err, match=msg):
             TopKState(**kw)
     assert TopKState(k=50).k_for(20) == 20 and TopKState(ratio=0.01).k_for(1000) == 10
