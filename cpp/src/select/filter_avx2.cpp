@@ -127,11 +127,7 @@ size_t filter_f64_mode(const uint64_t* bits, size_t n, uint64_t thr, uint32_t* o
         _mm_prefetch(reinterpret_cast<const char*>(bits + i + 512), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(bits + i + 520), _MM_HINT_T0);
         unsigned m = pass(bits + i) | (pass(bits + i + 4) << 4) | (pass(bits + i + 8) << 8) | (pass(bits + i + 12) << 12);
-        for (; m; m &= m - 1) {
-            const size_t at = i + static_cast<size_t>(__builtin_ctz(m));
-            out[count] = static_cast<uint32_t>(at);
-            vals[count++] = bits[at];
-        }
+        count = generic::emit_mask(m, i, bits, out, vals, count);
         if (count > cap) return kFilterOverflow;
     }
     return generic::filter_tail<keys::F64>(bits, i, n, M, thr, out, vals, count, cap);
@@ -173,11 +169,7 @@ size_t filter_h16_mode(const uint16_t* bits, size_t n, uint16_t thr, uint32_t* o
         _mm_prefetch(reinterpret_cast<const char*>(bits + i + 2080), _MM_HINT_T0);
         uint64_t m = pass(bits + i) | (pass(bits + i + 16) << 16) | (pass(bits + i + 32) << 32) |
                      (pass(bits + i + 48) << 48);
-        for (; m; m &= m - 1) {
-            const size_t at = i + static_cast<size_t>(__builtin_ctzll(m));
-            out[count] = static_cast<uint32_t>(at);
-            vals[count++] = bits[at];
-        }
+        count = generic::emit_mask(m, i, bits, out, vals, count);
         if (count > cap) return kFilterOverflow;
     }
     return generic::filter_tail<F>(bits, i, n, M, thr, out, vals, count, cap);

@@ -284,11 +284,7 @@ size_t filter_f64_mode(const uint64_t* bits, size_t n, uint64_t thr, uint32_t* o
         for (int j = 0; j < 4; ++j)
             m |= static_cast<uint32_t>(_mm512_cmpge_epu64_mask(key_f64x8<M>(_mm512_loadu_si512(bits + i + 8 * j)), vt))
                  << (8 * j);
-        for (; m; m &= m - 1) {
-            const size_t at = i + static_cast<size_t>(__builtin_ctz(m));
-            out[count] = static_cast<uint32_t>(at);
-            vals[count++] = bits[at];
-        }
+        count = generic::emit_mask(m, i, bits, out, vals, count);
         if (count > cap) return kFilterOverflow;
     }
     return generic::filter_tail<keys::F64>(bits, i, n, M, thr, out, vals, count, cap);
@@ -322,11 +318,7 @@ size_t filter_h16_mode(const uint16_t* bits, size_t n, uint16_t thr, uint32_t* o
         _mm_prefetch(reinterpret_cast<const char*>(bits + i + kPrefetch), _MM_HINT_T0);
         uint64_t m = _mm512_cmpge_epu16_mask(key_h16x32<M>(_mm512_loadu_si512(bits + i), inf), vt);
         m |= static_cast<uint64_t>(_mm512_cmpge_epu16_mask(key_h16x32<M>(_mm512_loadu_si512(bits + i + 32), inf), vt)) << 32;
-        for (; m; m &= m - 1) {
-            const size_t at = i + static_cast<size_t>(__builtin_ctzll(m));
-            out[count] = static_cast<uint32_t>(at);
-            vals[count++] = bits[at];
-        }
+        count = generic::emit_mask(m, i, bits, out, vals, count);
         if (count > cap) return kFilterOverflow;
     }
     return generic::filter_tail<F>(bits, i, n, M, thr, out, vals, count, cap);

@@ -43,6 +43,18 @@ inline size_t filter_tail(const typename F::uint* bits, size_t i, size_t n, KeyM
     return count + rest;
 }
 
+/// Writes the elements i + b for every set bit b of m (ascending) to out, their bits to
+/// vals; returns the new count. For filters where few lanes pass.
+template <class U>
+inline size_t emit_mask(uint64_t m, size_t i, const U* bits, uint32_t* out, U* vals, size_t count) {
+    for (; m; m &= m - 1) {
+        const size_t at = i + static_cast<size_t>(__builtin_ctzll(m));
+        out[count] = static_cast<uint32_t>(at);
+        vals[count++] = bits[at];
+    }
+    return count;
+}
+
 /// Calls fn with the ranking mode as a compile-time constant (one instantiation each).
 template <class Fn>
 inline size_t with_mode(KeyMode mode, Fn&& fn) {
