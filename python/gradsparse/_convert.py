@@ -127,14 +127,25 @@ def as_real(value: Any, name: str) -> float:
     return float(value)
 
 
+_PREPARED_CORE = None
+
+
+def _prepared_core():
+    """costs.prepared_core, imported on first use (costs imports this module)."""
+    global _PREPARED_CORE
+    if _PREPARED_CORE is None:
+        from .costs import prepared_core
+
+        _PREPARED_CORE = prepared_core
+    return _PREPARED_CORE
+
+
 def as_cost(cost: Any, flat: Flat, name: str = "cost") -> Optional[object]:
     """None, a positive finite float, a contiguous float32/float64 array of flat.size, or the
     core object of a matching PreparedCost."""
     if cost is None:
         return None
-    from .costs import prepared_core  # late: costs imports this module
-
-    core = prepared_core(cost, flat.size, flat.shape, name)
+    core = _prepared_core()(cost, flat.size, flat.shape, name)
     if core is not None:
         return core
     if isinstance(cost, numbers.Real) or (isinstance(cost, np.ndarray) and cost.ndim == 0) or (

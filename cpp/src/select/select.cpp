@@ -734,8 +734,7 @@ void resolve_sure_keys(SelectionImpl& impl) {
             for (size_t j = p.cbeg; j < p.cend; ++j) {
                 if (w.key()[j] != kSureKey) continue;
                 const uint32_t off = w.idx()[j];
-                const double a = static_cast<double>(x[off]);
-                w.key()[j] = keys::score_key((a * a) / static_cast<double>(c[off]));
+                active_kernels().cost_keys_f32(x + off, c + off, 1, w.key() + j);  // the filter's exact key
             }
         }
     });
