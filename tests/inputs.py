@@ -4,7 +4,36 @@ numpy copies the reference works on."""
 from __future__ import annotations
 
 import numpy as np
-import torch
+import pytest
+
+try:  # torch is optional: bfloat16 inputs and torch-tensor cases skip without it
+    import torch
+except ImportError:  # pragma: no cover - exercised by the torch-less CI venv
+    torch = None
+
+TORCH_REASON = "needs torch (optional; install it with: pip install torch==2.13.0)"
+#: decorator for tests that use torch directly
+requires_torch = pytest.mark.skipif(torch is None, reason=TORCH_REASON)
+
+
+def need_torch() -> None:
+    """Skips the calling test (with the visible reason) when torch is not installed."""
+    if torch is None:
+        pytest.skip(TORCH_REASON)
+
+
+def torch_params(factory) -> list:
+    """Parameter values that are torch objects, built only when torch is installed: `factory`
+    returns the list; without torch, one skipped parameter stands in for them (so the skip
+    and its reason show in the report)."""
+    if torch is None:
+        return [pytest.param(None, id="torch-cases", marks=pytest.mark.skip(reason=TORCH_REASON))]
+    return list(factory())
+
+
+def is_tensor(x) -> bool:
+    return torch is not None and isinstance(x, torch.Tensor)
+
 
 DTYPES = ["float32", "float64", "float16", "bfloat16"]
 NUMPY_DTYPES = ["float32", "float64", "float16"]
@@ -16,13 +45,34 @@ SIZES = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 1000, 4097, 10000
 KINDS = ["random", "constant", "sorted", "reverse", "ties", "signed_zeros", "nan", "inf",
          "denormal", "zeros", "huge", "tiny", "mixed"]
 
-_TORCH = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
-          "bfloat16": torch.bfloat16}
-_INT_VIEW = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+_TORCH = ({"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+           "bfloat16": torch.bfloat16} if torch is not None else {})
+_INT_VIEW = {2: torch.int16, 4: torch.int32, 8: torch.int64} if torch is not None else {}
+
+
+class _BF16Info:
+    """bfloat16's limits (numpy has no bfloat16): 8 exponent bits, 7 mantissa bits."""
+    max = float.fromhex("0x1.fep127")
+    tiny = 2.0**-126
+    eps = 2.0**-7
 
 
 def finfo(dtype: str):
-    return torch.finfo(_TORCH[dtype])
+    if dtype == "bfloat16":
+        return _BF16Info
+    return np.finfo(np.dtype(dtype))
+
+
+def _round_bf16(values: np.ndarray) -> np.ndarray:
+    """float64 -> bfloat16 (round to nearest even, through float32 as torch does) -> float64."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        f = values.astype(np.float32)
+    u = f.view(np.uint32).astype(np.uint64)
+    nan = np.isnan(f)
+    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+    out = (rounded & 0xFFFFFFFF).astype(np.uint32).view(np.float32).astype(np.float64)
+    out[nan] = np.array([0xFFFF0000], np.uint32).view(np.float32)[0]  # the NaN torch gives
+    return out
 
 
 def smallest_subnormal(dtype: str) -> float:
@@ -34,7 +84,7 @@ def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         if dtype == "bfloat16":
-            return torch.from_numpy(values.astype(np.float32)).to(torch.bfloat16).to(torch.float64).numpy()
+            return _round_bf16(values)
         return values.astype(dtype).astype(np.float64)
 
 
@@ -43,6 +93,7 @@ def make(values: np.ndarray, dtype: str, *, torch_input: bool = False):
     `values` must already be representable in `dtype` (see round_to)."""
     values = np.asarray(values, dtype=np.float64)
     if dtype == "bfloat16" or torch_input:
+        need_torch()
         t = torch.from_numpy(values.copy())
         return t.to(_TORCH[dtype])
     with np.errstate(over="ignore", invalid="ignore"):
@@ -51,14 +102,14 @@ def make(values: np.ndarray, dtype: str, *, torch_input: bool = False):
 
 def to_f64(x) -> np.ndarray:
     """Any numpy array / torch tensor -> float64 numpy (exact)."""
-    if isinstance(x, torch.Tensor):
+    if is_tensor(x):
         return x.detach().to(torch.float64).numpy()
     return np.asarray(x, dtype=np.float64)
 
 
 def bits(x) -> np.ndarray:
     """Raw bit patterns of a float array or tensor (compares NaN payloads and -0.0)."""
-    if isinstance(x, torch.Tensor):
+    if is_tensor(x):
         x = x.detach().contiguous()
         return x.view(_INT_VIEW[x.element_size()]).numpy().copy()
     x = np.ascontiguousarray(x)
@@ -131,7 +182,7 @@ def assert_sparse(res, x, expected) -> None:
 
     assert isinstance(res, gradsparse.Sparse)
     expected = np.asarray(expected, dtype=np.int64)
-    is_torch = isinstance(x, torch.Tensor)
+    is_torch = is_tensor(x)
     assert isinstance(res.indices, torch.Tensor if is_torch else np.ndarray)
     assert isinstance(res.values, torch.Tensor if is_torch else np.ndarray)
     assert res.values.dtype == x.dtype

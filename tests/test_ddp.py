@@ -9,9 +9,10 @@ import tempfile
 
 import numpy as np
 import pytest
-import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+
+torch = pytest.importorskip("torch", reason="the DDP hook needs torch (pip install torch==2.13.0)")
+import torch.distributed as dist  # noqa: E402
+import torch.multiprocessing as mp  # noqa: E402
 
 from gradsparse.integrations.ddp import TopKState, topk_hook
 

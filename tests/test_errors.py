@@ -7,9 +7,9 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 import gradsparse
+from inputs import need_torch, requires_torch, torch, torch_params
 from inputs import assert_sparse, make
 from reference import sparsify_ref
 
@@ -26,6 +26,7 @@ def raises(exc, arg, fn, *a, **kw):
 
 # ----------------------------------------------------------------------------- empty input
 
+@requires_torch
 @pytest.mark.parametrize("fn", [
     lambda x: gradsparse.sparsify(x, 1),
     lambda x: gradsparse.sparsify(x, ratio=0.5),
@@ -34,12 +35,15 @@ def raises(exc, arg, fn, *a, **kw):
     lambda x: gradsparse.random_k(x, 1, 0),
     lambda x: gradsparse.ErrorFeedback().compress("a", x, k=1),
 ], ids=["sparsify-k", "sparsify-ratio", "sparsify-budget", "threshold", "random_k", "feedback"])
-@pytest.mark.parametrize("empty", [np.zeros(0, np.float32), np.zeros((3, 0)), torch.zeros(0), torch.zeros(0, 5, dtype=torch.bfloat16)],
+@pytest.mark.parametrize("empty", [lambda: np.zeros(0, np.float32), lambda: np.zeros((3, 0)),
+                                   lambda: (need_torch(), torch.zeros(0))[1],
+                                   lambda: (need_torch(), torch.zeros(0, 5, dtype=torch.bfloat16))[1]],
                          ids=["f32", "f64-2d", "torch", "bf16-2d"])
 def test_empty_input(fn, empty):
-    raises(ValueError, "x", fn, empty)
+    raises(ValueError, "x", fn, empty())
 
 
+@requires_torch
 def test_empty_topk():
     raises(ValueError, "input", gradsparse.topk, np.zeros(0, np.float32), 1)
     raises(ValueError, "input", gradsparse.topk, np.zeros((0, 4), np.float32), 1)
@@ -150,6 +154,7 @@ def test_bad_cost_inside_array(bad, cost_dtype, n, where):
             raises(ValueError, "cost", sel.push, x, c)
 
 
+@requires_torch
 def test_bad_cost_in_torch_tensor():
     c = torch.ones(4)
     c[1] = float("nan")
@@ -180,8 +185,8 @@ def test_cost_wrong_type():
     np.arange(4, dtype=np.int32), np.arange(4, dtype=np.int64), np.ones(4, np.complex64),
     np.ones(4, np.complex128), np.ones(4, bool), np.array(["a", "b"]), np.ones(4, np.uint8),
     np.ones(4, np.longdouble) if np.dtype(np.longdouble).itemsize > 8 else np.ones(4, np.int16),
-    torch.arange(4, dtype=torch.int32), torch.ones(4, dtype=torch.complex64), torch.ones(4, dtype=torch.bool),
-    torch.ones(4, dtype=torch.int64)],
+    *torch_params(lambda: [torch.arange(4, dtype=torch.int32), torch.ones(4, dtype=torch.complex64),
+                           torch.ones(4, dtype=torch.bool), torch.ones(4, dtype=torch.int64)])],
     ids=lambda a: str(a.dtype))
 def test_unsupported_dtype(bad):
     raises(TypeError, "x", gradsparse.sparsify, bad, 1)
@@ -200,6 +205,7 @@ def test_not_an_array(bad):
     assert "x" in str(info.value)
 
 
+@requires_torch
 def test_topk_3d_and_bad_dim():
     x3 = np.ones((2, 3, 4), np.float32)
     raises(ValueError, "input", gradsparse.topk, x3, 1)
@@ -221,6 +227,7 @@ def test_errors_are_not_runtime_errors_for_huge_k():
 
 # ----------------------------------------------------------------------------- valid odd inputs
 
+@requires_torch
 def test_non_contiguous_inputs_work():
     base = np.arange(60, dtype=np.float64).reshape(6, 10) * np.where(np.arange(60) % 3 == 0, -1, 1).reshape(6, 10)
     views = [base.T, base[:, ::3], base[::2], base.reshape(-1)[::-7]]
@@ -241,9 +248,11 @@ def test_non_contiguous_inputs_work():
     assert_sparse(gradsparse.sparsify(base, 5, cost=cost), base, sparsify_ref(base, 5, cost=cost))
 
 
-@pytest.mark.parametrize("x", [np.array(-3.0, np.float32), np.float64(2.5), torch.tensor(1.5)],
+@pytest.mark.parametrize("x", [lambda: np.array(-3.0, np.float32), lambda: np.float64(2.5),
+                               lambda: (need_torch(), torch.tensor(1.5))[1]],
                          ids=["numpy-0d", "numpy-scalar", "torch-0d"])
 def test_zero_dim_input_keeps_its_shape(x):
+    x = x()
     res = gradsparse.sparsify(x, 1)
     assert res.shape == ()
     dense = res.to_dense()
@@ -267,6 +276,7 @@ def test_byte_swapped_and_list_inputs():
     raises(TypeError, "x", gradsparse.sparsify, [1, 2, 3], 1)  # int64 list
 
 
+@requires_torch
 def test_feedback_non_contiguous_torch():
     ef = gradsparse.ErrorFeedback()
     t = torch.arange(20, dtype=torch.float32).reshape(4, 5).t()
@@ -275,6 +285,7 @@ def test_feedback_non_contiguous_torch():
     assert tuple(ef.residual("t").shape) == (5, 4)
 
 
+@requires_torch
 def test_tensor_requiring_grad_is_accepted():
     t = torch.tensor([1.0, -3.0, 2.0], requires_grad=True)
     res = gradsparse.sparsify(t, 1)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="the FL harness needs torch (pip install \".[fl]\")")
 
 import gradsparse as gs  # noqa: E402
 from gradsparse.fl import Config, available_compressors, load_config, make_compressor  # noqa: E402

@@ -12,9 +12,9 @@ import functools
 
 import numpy as np
 import pytest
-import torch
 
 import gradsparse
+from inputs import is_tensor, requires_torch, torch
 from inputs import assert_sparse, costs_for, make, round_to
 from reference import (cwmp_scores, energy_prefix, magnitude_order, score_order, signed_order,
                        sparsify_many_ref, top_count)
@@ -122,7 +122,7 @@ def check_all(x, v, *, ks, threads=(1, 2), with_costs=True, with_topk=True, with
                 got = run()
                 try:
                     if isinstance(got, gradsparse.TopK):
-                        idx = got.indices.numpy() if isinstance(got.indices, torch.Tensor) else got.indices
+                        idx = got.indices.numpy() if is_tensor(got.indices) else got.indices
                         np.testing.assert_array_equal(idx, exp)
                     else:
                         assert_sparse(got, x, exp)
@@ -294,6 +294,7 @@ def test_topk_2d_large_rows():
             np.testing.assert_array_equal(gradsparse.topk(x, 500).indices, exp)
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 def test_signed_ranking_thresholds_at_zero_and_nan(dtype):
     # the sampled filter thresholds of topk(largest/smallest) land on the key of +-0 (40% of
@@ -318,6 +319,6 @@ def test_signed_ranking_thresholds_at_zero_and_nan(dtype):
                 order = signed_order(v, largest)
                 for k in (20, 70, n // 2, int(0.6 * n)):
                     got = gradsparse.topk(x, k, largest=largest, sorted=False)
-                    idx = got.indices.numpy() if isinstance(got.indices, torch.Tensor) else got.indices
+                    idx = got.indices.numpy() if is_tensor(got.indices) else got.indices
                     np.testing.assert_array_equal(idx, np.sort(order[:k]),
                                                   err_msg=f"{dtype} largest={largest} k={k} simd={level}")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, strategies as st
 
 import gradsparse as gs
 from gradsparse import _core
+from inputs import requires_torch, torch
 from inputs import SIZES, assert_sparse
 from reference import sparsify_many_ref, sparsify_ref
 from test_cost_kernels import case, ref_keys, thresholds
@@ -188,6 +188,7 @@ def test_sparsify_prepared_ties_and_specials(simd):
         assert_sparse(gs.sparsify(x, k, cost=p), x, sparsify_ref(x, k, cost=c))
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", ["float64", "float16", "bfloat16"])
 @pytest.mark.parametrize("cost_dtype", [np.float32, np.float64])
 def test_prepared_costs_with_other_dtypes(simd, dtype, cost_dtype):
@@ -254,6 +255,7 @@ def test_error_feedback_with_prepared_costs(simd):
     np.testing.assert_array_equal(ef_raw.state_dict()["w"], ef_prep.state_dict()["w"])
 
 
+@requires_torch
 def test_torch_costs_and_inputs():
     rng = np.random.default_rng(72)
     c = rng.uniform(0.5, 2.0, (200, 300)).astype(np.float32)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import gradsparse
+from inputs import requires_torch, torch
 from inputs import DTYPES, KINDS, SIZES, assert_sparse, costs_for, gen, make
 from reference import cwmp_scores, energy_prefix, magnitude_order, score_order, sparsify_ref, top_count
 
@@ -75,6 +75,7 @@ def test_any_shape_flat_indices(shape):
     np.testing.assert_array_equal(dense.reshape(-1), np.where(keep, x.reshape(-1), 0))
 
 
+@requires_torch
 def test_non_contiguous_input_is_copied():
     v = gen("random", 200, "float32", seed=5).reshape(10, 20)
     x = make(v, "float32")
@@ -243,6 +244,7 @@ def test_score_underflow_ties_by_index_with_per_element_costs():
     assert_sparse(gradsparse.sparsify(x, 1), x, [1])  # magnitude: no score, no tie
 
 
+@requires_torch
 def test_cost_array_shapes_and_types():
     v = gen("random", 60, "float32", seed=13).reshape(6, 10)
     x = make(v, "float32")

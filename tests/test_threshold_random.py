@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import gradsparse
+from inputs import is_tensor, requires_torch, torch
 from inputs import DTYPES, KINDS, SIZES, assert_sparse, gen, make, to_f64
 from reference import threshold_ref
 
@@ -41,6 +41,7 @@ def test_threshold_adversarial(simd, dtype, kind):
             assert_sparse(gradsparse.threshold(x, tau), x, threshold_ref(v, tau))
 
 
+@requires_torch
 def test_threshold_boundaries():
     x = np.array([0.1, -0.1, np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45], np.float32)
     # 0.1 (float64) < float32(0.1) = 0.100000001490116...: |x| >= tau compares exactly
@@ -77,6 +78,7 @@ def test_threshold_errors():
 
 # ----------------------------------------------------------------------------- random-k
 
+@requires_torch
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_random_k_basic(dtype, n):
@@ -84,7 +86,7 @@ def test_random_k_basic(dtype, n):
     x = make(v, dtype)
     for k in sorted({1, max(1, n // 2), n}):
         res = gradsparse.random_k(x, k, seed=n)
-        idx = res.indices.numpy() if isinstance(x, torch.Tensor) else res.indices
+        idx = res.indices.numpy() if is_tensor(x) else res.indices
         assert idx.size == k
         assert np.all(np.diff(idx) > 0)  # unique and ascending
         assert idx.min() >= 0 and idx.max() < n
@@ -93,6 +95,7 @@ def test_random_k_basic(dtype, n):
     assert_sparse(res, x, np.arange(n))
 
 
+@requires_torch
 def test_random_k_reproducible_and_invariant(engine):
     x = np.zeros(300_003, np.float32)
     for seed in (0, 1, 2**63, 2**64 - 1):
@@ -147,6 +150,7 @@ def test_random_k_uniform():
     assert np.all(np.abs(hist - 10_000) < 600), hist
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_random_k_scale(dtype):
     for n, k in ((1000, 10), (64, 4), (1000, 3), (7, 7)):
@@ -154,8 +158,8 @@ def test_random_k_scale(dtype):
         x = make(v, dtype)
         plain = gradsparse.random_k(x, k, 5)
         scaled = gradsparse.random_k(x, k, 5, scale=True)
-        idx = plain.indices.numpy() if isinstance(x, torch.Tensor) else plain.indices
-        np.testing.assert_array_equal(scaled.indices.numpy() if isinstance(x, torch.Tensor) else scaled.indices, idx)
+        idx = plain.indices.numpy() if is_tensor(x) else plain.indices
+        np.testing.assert_array_equal(scaled.indices.numpy() if is_tensor(x) else scaled.indices, idx)
         assert scaled.values.dtype == x.dtype
         exact = v[idx] * (n / k)
         got = to_f64(scaled.values)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import gradsparse
+from inputs import is_tensor, requires_torch, torch
 from inputs import DTYPES, KINDS, SIZES, bits, gen, make, to_f64
 from reference import signed_order, topk_ref, topk_rows_ref
 
@@ -16,7 +16,7 @@ def _ks(n):
 
 
 def _idx(t):
-    return t.numpy() if isinstance(t, torch.Tensor) else t
+    return t.numpy() if is_tensor(t) else t
 
 
 def check_topk(x, v, k, largest=True, sorted=True, dim=-1, orders=None):
@@ -25,7 +25,7 @@ def check_topk(x, v, k, largest=True, sorted=True, dim=-1, orders=None):
     res = gradsparse.topk(x, k, dim=dim, largest=largest, sorted=sorted)
     assert isinstance(res, gradsparse.TopK)
     values, indices = res
-    is_torch = isinstance(x, torch.Tensor)
+    is_torch = is_tensor(x)
     assert isinstance(values, torch.Tensor if is_torch else np.ndarray)
     assert isinstance(indices, torch.Tensor if is_torch else np.ndarray)
     assert values.dtype == x.dtype
@@ -121,6 +121,7 @@ def test_topk_2d_many_rows_threads(engine):
     check_topk(x, v, 20, True, True, dim=0)
 
 
+@requires_torch
 def test_topk_non_contiguous():
     v = gen("random", 30 * 40, "float64", seed=25).reshape(30, 40)
     x = make(v, "float64")
@@ -135,6 +136,7 @@ def test_topk_non_contiguous():
 
 # ----------------------------------------------------------------------------- vs torch.topk
 
+@requires_torch
 @pytest.mark.parametrize("n", [1, 7, 16, 33, 65, 1000, 4097, 40000])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_agrees_with_torch_topk(dtype, n):
@@ -166,6 +168,7 @@ def test_agrees_with_torch_topk(dtype, n):
             np.testing.assert_array_equal(got, np.sort(want))
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_agrees_with_torch_topk_2d(dtype):
     tdt = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
@@ -182,12 +185,13 @@ def test_agrees_with_torch_topk_2d(dtype):
 
 # ----------------------------------------------------------------------------- out=
 
+@requires_torch
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_out_buffers(dtype):
     v = gen("random", 6 * 50, dtype, seed=28).reshape(6, 50)
     x = make(v, dtype)
     want = gradsparse.topk(x, 7)
-    if isinstance(x, torch.Tensor):
+    if is_tensor(x):
         ov, oi = torch.empty((6, 7), dtype=x.dtype), torch.empty((6, 7), dtype=torch.int64)
     else:
         ov, oi = np.empty((6, 7), dtype=x.dtype), np.empty((6, 7), dtype=np.int64)
@@ -197,8 +201,8 @@ def test_out_buffers(dtype):
     np.testing.assert_array_equal(_idx(oi), _idx(want.indices))
     # 1-D
     x1 = x[2]
-    ov1 = ov[0].clone() if isinstance(ov, torch.Tensor) else ov[0].copy()
-    oi1 = oi[0].clone() if isinstance(oi, torch.Tensor) else oi[0].copy()
+    ov1 = ov[0].clone() if is_tensor(ov) else ov[0].copy()
+    oi1 = oi[0].clone() if is_tensor(oi) else oi[0].copy()
     gradsparse.topk(x1, 7, out=(ov1, oi1))
     np.testing.assert_array_equal(_idx(oi1), _idx(want.indices)[2])
     np.testing.assert_array_equal(bits(ov1), bits(want.values[2]))

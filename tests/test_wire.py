@@ -23,17 +23,23 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gradsparse
 from gradsparse import _core
+from inputs import is_tensor, need_torch, requires_torch, torch
 
 LEVELS = gradsparse.available_simd_levels()
 INDEX_CODECS = ["raw32", "raw64", "varint", "rice", "bitmap", "auto"]
 VALUE_CODECS = ["float32", "float64", "float16", "bfloat16", "qsgd", "sign"]
 DTYPES = ["float32", "float64", "float16", "bfloat16"]
+#: dtypes this environment can build inputs of (bfloat16 needs torch)
+HAVE_DTYPES = DTYPES if torch is not None else DTYPES[:3]
+#: array types decode can return here
+LIKES = ("numpy", "torch") if torch is not None else ("numpy",)
+#: decode into torch where torch is installed (it holds every dtype, bfloat16 included)
+LIKE = LIKES[-1]
 
 # wire ids (docs/format.md)
 DTYPE_ID = {"float32": 1, "float64": 2, "float16": 3, "bfloat16": 4}
@@ -364,11 +370,14 @@ def parse_ref(payload: bytes):
 
 # ---- building inputs and reading results -------------------------------------------------
 
-_TORCH = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_TORCH = ({"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
+          if torch is not None else {})
 
 
 def make_values(v64: np.ndarray, dtype: str, use_torch: bool):
     """An array of `dtype` holding v64 (already representable in it)."""
+    if dtype == "bfloat16" or use_torch:
+        need_torch()
     if dtype == "bfloat16":
         bits = fmt_bytes(v64, "bfloat16").astype(np.int16)
         return torch.from_numpy(bits.copy()).view(torch.bfloat16)
@@ -378,13 +387,15 @@ def make_values(v64: np.ndarray, dtype: str, use_torch: bool):
 
 
 def as_f64(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
+    if is_tensor(x):
         return x.detach().to(torch.float64).numpy().reshape(-1)
     return np.asarray(x, np.float64).reshape(-1)
 
 
-def tbits(t: torch.Tensor) -> np.ndarray:
-    """Bit patterns of a tensor's elements (compares NaN payloads and signed zeros)."""
+def tbits(t) -> np.ndarray:
+    """Bit patterns of a tensor's or array's elements (compares NaN payloads and signed zeros)."""
+    if not is_tensor(t):
+        return np.ascontiguousarray(t).reshape(-1).view({2: np.int16, 4: np.int32, 8: np.int64}[np.asarray(t).itemsize]).astype(np.int64)
     flat = t.detach().reshape(-1).clone()
     if flat.numel() == 0:
         return np.zeros(0, np.int64)
@@ -392,7 +403,7 @@ def tbits(t: torch.Tensor) -> np.ndarray:
 
 
 def as_idx(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
+    if is_tensor(x):
         assert x.dtype == torch.int64
         return x.numpy()
     assert x.dtype == np.int64
@@ -560,6 +571,7 @@ def expected_decoded(vcodec: str, vsec: bytes, n: int, dtype: str) -> np.ndarray
         return round_to(wire, dtype if dtype != "float64" else "float64")
 
 
+@requires_torch
 @pytest.mark.parametrize("vcodec", VALUE_CODECS)
 @pytest.mark.parametrize("icodec", INDEX_CODECS)
 @settings(max_examples=N_EXAMPLES)
@@ -618,18 +630,19 @@ def test_roundtrip_sparse(icodec, vcodec, data):
     expect = expected_decoded(vcodec, rec["vsec"], idx.size, dtype)
     if vcodec in LOSSLESS and dtype in LOSSLESS[vcodec]:
         same_values(expect, v64, "lossless combination")
-    for like in ("numpy", "torch"):
+    for like in LIKES:
         out = gradsparse.decode(payload, like=like)
         assert isinstance(out, gradsparse.Sparse) and out.shape == shape
         assert np.array_equal(as_idx(out.indices), idx)
         if like == "torch":
-            assert isinstance(out.values, torch.Tensor) and out.values.dtype == _TORCH[dtype]
+            assert is_tensor(out.values) and out.values.dtype == _TORCH[dtype]
         else:
             assert isinstance(out.values, np.ndarray)
             assert out.values.dtype == (np.float32 if dtype == "bfloat16" else np.dtype(dtype))
         same_values(as_f64(out.values), expect, f"decode(like={like})")
 
 
+@requires_torch
 @pytest.mark.parametrize("vcodec", VALUE_CODECS)
 @settings(max_examples=N_EXAMPLES)
 @given(data=st.data())
@@ -655,7 +668,7 @@ def test_roundtrip_dense(vcodec, data):
     assert isinstance(out, np.ndarray) and out.shape == shape
     same_values(as_f64(out), expect, "dense numpy")
     out_t = gradsparse.decode(payload, like="torch")
-    assert isinstance(out_t, torch.Tensor) and tuple(out_t.shape) == shape and out_t.dtype == _TORCH[dtype]
+    assert is_tensor(out_t) and tuple(out_t.shape) == shape and out_t.dtype == _TORCH[dtype]
     same_values(as_f64(out_t), expect, "dense torch")
 
 
@@ -697,7 +710,7 @@ def test_roundtrip_dict(data):
         else:
             check_index_section(chosen[name], rec["isec"], idx, numel_of(shape))
         check_values(vcodec, rec["vsec"], v64)
-    for like in ("numpy", "torch"):
+    for like in LIKES:
         out = gradsparse.decode(payload, like=like)
         assert isinstance(out, dict) and list(out) == names
         for rec, name in zip(recs, names):
@@ -746,6 +759,7 @@ def test_documented_examples():
     assert _payload_values(gradsparse.encode(x, value_codec="sign")).hex() == "cdcc1c3f" "02"
 
 
+@requires_torch
 def test_empty_dict_and_edge_messages():
     payload = gradsparse.encode({})
     assert payload == HEADER.pack(b"GSPW", 1, 0, 0, crc32c_ref(b""), 0)
@@ -753,7 +767,7 @@ def test_empty_dict_and_edge_messages():
     assert gradsparse.encoded_size({}) == 24
     # 0-d dense, 0-d sparse, zero-size dims
     for x in (np.float32(2.5), np.array(-1.0), torch.tensor(3.0, dtype=torch.bfloat16)):
-        out = gradsparse.decode(gradsparse.encode(x), like="torch" if isinstance(x, torch.Tensor) else "numpy")
+        out = gradsparse.decode(gradsparse.encode(x), like="torch" if is_tensor(x) else "numpy")
         assert tuple(out.shape) == () and as_f64(out)[0] == as_f64(x)[0]
     s = gradsparse.decode(gradsparse.encode(gradsparse.Sparse(np.array([0]), np.array([7.0]), ())))
     assert s.shape == () and s.indices.tolist() == [0] and s.values.tolist() == [7.0]
@@ -851,7 +865,7 @@ def test_messages_identical_at_every_level(vcodec, dtype):
     for level in LEVELS:
         with gradsparse.simd_level(level):
             payloads.append(gradsparse.encode(update, value_codec=vcodec, bits=2, block=13, seed=99))
-            decoded.append(gradsparse.decode(payloads[-1], like="torch"))
+            decoded.append(gradsparse.decode(payloads[-1], like=LIKE))
     assert all(p == payloads[0] for p in payloads), f"payload bytes differ between {LEVELS}"
     for d in decoded[1:]:
         for name, item in d.items():
@@ -1047,6 +1061,7 @@ def test_float16_from_float64_single_rounding(level):
     assert np.all(np.isnan(got.view(np.float16)))
 
 
+@requires_torch
 @pytest.mark.parametrize("level", LEVELS)
 def test_bfloat16_from_float32(level):
     x = F32_SET
@@ -1102,7 +1117,9 @@ def test_decode_rounds_once_into_narrower_dtypes():
         with np.errstate(all="ignore"):
             wire = x.astype(w)
         payload = _crafted_values_payload(vcodec, dtype, wire.tobytes(), x.size)
-        out = gradsparse.decode(payload, like="torch")
+        if dtype == "bfloat16":
+            need_torch()
+        out = gradsparse.decode(payload, like=LIKE)
         exp = round_to(wire.astype(np.float64), dtype)
         same_values(as_f64(out), exp, f"{vcodec} section into {dtype}")
 
@@ -1113,7 +1130,7 @@ def test_decode_rounds_once_into_narrower_dtypes():
 @pytest.mark.parametrize("block", [1, 5, 64, 512])
 def test_qsgd_grid_scales_and_determinism(bits, block):
     rng = np.random.default_rng(bits * 1000 + block)
-    for dtype in DTYPES:
+    for dtype in HAVE_DTYPES:
         v64 = gen_values(rng, 700, dtype, finite=True)
         idx = np.sort(rng.choice(5000, 700, replace=False)).astype(np.int64)
         u = gradsparse.Sparse(idx, make_values(v64, dtype, False), (5000,))
@@ -1128,7 +1145,7 @@ def test_qsgd_grid_scales_and_determinism(bits, block):
             assert r1["vsec"] != r2["vsec"], "different seeds gave the same stochastic rounding"
         assert len(p1) == gradsparse.encoded_size(u, value_codec="qsgd", bits=bits, block=block)
         assert len(r1["vsec"]) == 8 + 4 * -(-700 // block) + (700 * bits + 7) // 8
-        same_values(as_f64(gradsparse.decode(p1, like="torch").values),
+        same_values(as_f64(gradsparse.decode(p1, like=LIKE).values),
                     expected_decoded("qsgd", r1["vsec"], 700, dtype), "qsgd decode")
     # unseeded encodes draw fresh randomness
     x = np.linspace(-1, 1, 999)
@@ -1173,7 +1190,7 @@ def test_lossy_codecs_need_finite_values(codec, bad):
 
 def test_sign_codec():
     rng = np.random.default_rng(8)
-    for dtype in DTYPES:
+    for dtype in HAVE_DTYPES:
         for n in (0, 1, 7, 8, 9, 1000):
             v64 = gen_values(rng, n, dtype, finite=True)
             payload = gradsparse.encode(make_values(v64, dtype, True), value_codec="sign")

@@ -988,7 +988,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"python {meta['python']}, numpy {np.__version__}, torch {meta['torch'] or '-'}  |  "
         f"load avg {meta['loadavg_start']}")
     if torch is None:
-        out(f"torch: {why_not} -- torch baselines skipped")
+        hint = "" if args.no_torch else ('; for the torch.topk comparison install the bench extra: '
+                                          'pip install "gradsparse[bench]" (from a checkout: pip install ".[bench]")')
+        out(f"torch: {why_not} -- torch baselines skipped{hint}")
     out("data: float32, N(0,1) x lognormal(0,1) scale per 4096-element block (heavy-tailed, gradient-like), "
         f"seed {SEED}")
     out()

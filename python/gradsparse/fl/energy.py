@@ -4,7 +4,7 @@ A profile (``energy_profiles.json``; constants overridable per run) gives the en
 32-bit DRAM and SRAM access, of an fp32 multiply and add, the on-chip memory size, the
 number of optimizer-state words per parameter, and the radio energy per bit.
 
-Per coordinate ``i`` of tensor ``t`` (methods.md section 2):
+Per coordinate ``i`` of tensor ``t`` (docs/methods.md, section 2):
 
 * residency: tensors are packed into on-chip memory smallest first while their bytes
   (parameters + optimizer state, 4 bytes a word) fit ``onchip_bytes``; the rest live in DRAM;
