@@ -10,6 +10,7 @@
 
 #include "gradsparse/atomo.hpp"
 #include "gradsparse/decomp.hpp"
+#include "gil.hpp"
 
 namespace py = pybind11;
 using namespace gradsparse;
@@ -43,7 +44,7 @@ py::array_t<double> probabilities_py(const carray<double>& lam, double budget) {
     py::array_t<double> p(static_cast<py::ssize_t>(n));
     const double* lp = lam.data();
     double* pp = p.mutable_data();
-    py::gil_scoped_release release;
+    GilRelease release;
     atomo_probabilities(lp, n, budget, pp);
     return p;
 }
@@ -54,7 +55,7 @@ py::tuple sample_py(const carray<float>& lam, double budget, uint64_t seed, uint
     const size_t n = static_cast<size_t>(lam.size());
     SampledAtoms s;
     {
-        py::gil_scoped_release release;
+        GilRelease release;
         s = atomo_sample_f32(lp, n, budget, seed, stream);
     }
     return py::make_tuple(to_array(s.indices), to_array(s.values), to_array(s.p));
@@ -66,7 +67,7 @@ py::array_t<int64_t> bernoulli_py(const carray<double>& p, uint64_t seed, uint64
     const size_t n = static_cast<size_t>(p.size());
     std::vector<int64_t> idx;
     {
-        py::gil_scoped_release release;
+        GilRelease release;
         idx = bernoulli_sample(pp, n, seed, stream);
     }
     return to_array(idx);
@@ -79,7 +80,7 @@ py::array_t<std::complex<double>> rfft_py(const carray<double>& x) {
     py::array_t<std::complex<double>> out(static_cast<py::ssize_t>(n / 2 + 1));
     const double* xp = x.data();
     auto* op = out.mutable_data();
-    py::gil_scoped_release release;
+    GilRelease release;
     rfft(xp, n, op);
     return out;
 }
@@ -92,7 +93,7 @@ py::array_t<double> irfft_py(const carray<std::complex<double>>& X, size_t n) {
     py::array_t<double> out(static_cast<py::ssize_t>(n));
     const auto* xp = X.data();
     double* op = out.mutable_data();
-    py::gil_scoped_release release;
+    GilRelease release;
     irfft(xp, n, op);
     return out;
 }
@@ -104,7 +105,7 @@ py::array_t<double> dct_py(const carray<double>& x, bool inverse) {
     py::array_t<double> out(static_cast<py::ssize_t>(n));
     const double* xp = x.data();
     double* op = out.mutable_data();
-    py::gil_scoped_release release;
+    GilRelease release;
     if (inverse)
         dct3_ortho(xp, n, op);
     else
@@ -126,7 +127,7 @@ py::tuple svd_py(const carray<float>& a) {
     const size_t m = static_cast<size_t>(a.shape(0)), n = static_cast<size_t>(a.shape(1));
     Svd s;
     {
-        py::gil_scoped_release release;
+        GilRelease release;
         s = svd_thin(ap, m, n);
     }
     return svd_result(s);
@@ -138,7 +139,7 @@ py::tuple svd_randomized_py(const carray<float>& a, size_t rank, size_t oversamp
     const size_t m = static_cast<size_t>(a.shape(0)), n = static_cast<size_t>(a.shape(1));
     Svd s;
     {
-        py::gil_scoped_release release;
+        GilRelease release;
         s = svd_randomized(ap, m, n, rank, oversample, power_iters, seed);
     }
     return svd_result(s);
@@ -156,7 +157,7 @@ py::tuple svd_atomo_py(const carray<float>& a, double budget, uint64_t seed, uin
     std::vector<double> p;
     std::vector<float> values, sigma;
     {
-        py::gil_scoped_release release;
+        GilRelease release;
         r = svd_atoms(ap, m, n, [&](const std::vector<double>& sig) {
             std::vector<double> s32(sig.size());
             for (size_t i = 0; i < sig.size(); ++i) s32[i] = static_cast<double>(static_cast<float>(sig[i]));
@@ -179,7 +180,7 @@ py::array_t<float> svd_values_py(const carray<float>& a) {
     const size_t m = static_cast<size_t>(a.shape(0)), n = static_cast<size_t>(a.shape(1));
     std::vector<float> sigma;
     {
-        py::gil_scoped_release release;
+        GilRelease release;
         SvdAtoms r = svd_atoms(ap, m, n, [](const std::vector<double>&) { return std::vector<int64_t>(); });
         sigma.resize(r.sigma.size());
         for (size_t i = 0; i < sigma.size(); ++i) sigma[i] = static_cast<float>(r.sigma[i]);
@@ -195,7 +196,7 @@ py::tuple qsgd_py(const carray<float>& x, int levels, uint64_t seed) {
     int32_t* op = out.mutable_data();
     float norm;
     {
-        py::gil_scoped_release release;
+        GilRelease release;
         norm = qsgd_f32(xp, n, levels, seed, op);
     }
     return py::make_tuple(out, norm);
@@ -209,7 +210,7 @@ py::tuple terngrad_py(const carray<float>& x, uint64_t seed) {
     int8_t* op = out.mutable_data();
     float scale;
     {
-        py::gil_scoped_release release;
+        GilRelease release;
         scale = terngrad_f32(xp, n, seed, op);
     }
     return py::make_tuple(out, scale);

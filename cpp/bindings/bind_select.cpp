@@ -12,6 +12,7 @@
 #include "gradsparse/select.hpp"
 #include "core/scratch.hpp"
 #include "select/kernels.hpp"
+#include "gil.hpp"
 #include "pooled.hpp"
 
 namespace py = pybind11;
@@ -56,14 +57,14 @@ PreparedCost* prepare_cost(const py::array& c) {
     const size_t n = static_cast<size_t>(c.size());
     if (c.dtype().is(py::dtype::of<float>())) {
         const float* src = static_cast<const float*>(c.data());
-        py::gil_scoped_release release;
+        GilRelease release;
         p->f32.assign(src, src + n);
         p->code.reset(new uint8_t[n > 0 ? n : 1]);
         encode_cost_bounds(p->f32.data(), n, p->code.get(), &p->base, &p->shift);
     } else if (c.dtype().is(py::dtype::of<double>())) {
         p->dtype = DType::F64;
         const double* src = static_cast<const double*>(c.data());
-        py::gil_scoped_release release;
+        GilRelease release;
         p->f64.assign(src, src + n);
         check_costs_f64(p->f64.data(), n);
     } else {
@@ -137,7 +138,7 @@ py::list select_py(const py::list& xs, const std::vector<int>& codes, const py::
     Budget budget = make_budget(kind, k, energy, tau);
     Selection sel;
     {
-        py::gil_scoped_release release;
+        GilRelease release;
         sel = select(segs, spec, budget);
     }
     std::vector<py::array> idx, vals;
@@ -150,7 +151,7 @@ py::list select_py(const py::list& xs, const std::vector<int>& codes, const py::
         vp[j] = vals.back().mutable_data();
     }
     {
-        py::gil_scoped_release release;
+        GilRelease release;
         sel.emit(ip.data(), vp.data());
     }
     py::list out;
@@ -181,7 +182,7 @@ void topk_rows_py(const py::array& x, int code, size_t k, int mode, bool sorted,
     ScoreSpec spec{static_cast<KeyMode>(mode), 2.0, 1.0};
     Budget budget;
     budget.k = k;
-    py::gil_scoped_release release;
+    GilRelease release;
     auto one_row = [&](size_t r, int threads) {
         Segment s;
         s.data = base + r * cols * w;
@@ -207,7 +208,7 @@ void topk_rows_py(const py::array& x, int code, size_t k, int mode, bool sorted,
 py::array_t<int64_t> random_k_py(size_t n, size_t k, uint64_t seed) {
     std::vector<int64_t> v;
     {
-        py::gil_scoped_release release;
+        GilRelease release;
         v = random_k(n, k, seed);
     }
     py::array_t<int64_t> out(static_cast<py::ssize_t>(v.size()));
@@ -233,7 +234,7 @@ void register_select(py::module_& m) {
               float* ep = e.mutable_data();
               const float* xp = x.data();
               size_t n = static_cast<size_t>(e.size());
-              py::gil_scoped_release release;
+              GilRelease release;
               add_inplace_f32(ep, xp, n);
           },
           py::arg("residual"), py::arg("x"), "residual += x (float32, in place).");
@@ -282,11 +283,11 @@ void register_select(py::module_& m) {
               const size_t n = static_cast<size_t>(c.size());
               if (c.dtype().is(py::dtype::of<float>())) {
                   const float* p = static_cast<const float*>(c.data());
-                  py::gil_scoped_release release;
+                  GilRelease release;
                   check_costs_f32(p, n);
               } else if (c.dtype().is(py::dtype::of<double>())) {
                   const double* p = static_cast<const double*>(c.data());
-                  py::gil_scoped_release release;
+                  GilRelease release;
                   check_costs_f64(p, n);
               } else {
                   throw py::type_error("cost: cost arrays must be float32 or float64");
@@ -326,7 +327,7 @@ void register_select(py::module_& m) {
         .def("push",
              [](StreamingSelector& s, const py::array& x, int code, const py::object& cost) {
                  Segment seg = make_segment(x, code, cost);
-                 py::gil_scoped_release release;
+                 GilRelease release;
                  s.push(seg);
              },
              py::arg("x"), py::arg("dtype"), py::arg("cost"))
@@ -334,7 +335,7 @@ void register_select(py::module_& m) {
         .def("finish", [](StreamingSelector& s) {
             std::vector<StreamingSelector::ChunkResult> res;
             {
-                py::gil_scoped_release release;
+                GilRelease release;
                 res = s.finish();
             }
             py::list out;

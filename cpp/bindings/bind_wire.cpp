@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "gradsparse/wire.hpp"
+#include "gil.hpp"
 #include "pooled.hpp"
 
 namespace py = pybind11;
@@ -120,7 +121,7 @@ std::unique_ptr<Planned> plan_py(const py::list& records, const std::string& ind
     auto p = std::make_unique<Planned>();
     p->records = make_records(records);
     const wire::EncodeOptions opt = make_options(index_codec, value_codec, bits, block, seed, single);
-    py::gil_scoped_release nogil;
+    GilRelease nogil;
     p->encoder = std::make_unique<wire::Encoder>(p->records.tensors, opt);
     return p;
 }
@@ -133,7 +134,7 @@ py::bytes encode_py(const py::list& records, const std::string& index_codec, con
     py::bytes out = py::reinterpret_steal<py::bytes>(obj);
     uint8_t* dst = reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(obj));
     {
-        py::gil_scoped_release nogil;
+        GilRelease nogil;
         p->encoder->write(dst);
     }
     return out;
@@ -153,7 +154,7 @@ py::tuple decode_py(const py::object& data, bool verify_checksum) {
     Bytes b = bytes_of(data, "data");
     wire::MessageView m;
     {
-        py::gil_scoped_release nogil;
+        GilRelease nogil;
         m = wire::parse(b.data(), b.size(), verify_checksum);
     }
     py::list out;
@@ -168,7 +169,7 @@ py::tuple decode_py(const py::object& data, bool verify_checksum) {
             idx = ia;
         }
         {
-            py::gil_scoped_release nogil;
+            GilRelease nogil;
             if (iptr) wire::decode_indices(r, iptr);
             wire::decode_values(r, vptr);
         }
@@ -186,7 +187,7 @@ py::tuple index_size_py(const std::string& codec, const IndexArray& idx, uint64_
     wire::IndexCodec chosen;
     size_t n;
     {
-        py::gil_scoped_release nogil;
+        GilRelease nogil;
         n = wire::index_section_size(c, idx.data(), static_cast<uint64_t>(idx.size()), numel, &chosen);
     }
     return py::make_tuple(n, wire::index_codec_name(chosen));
@@ -198,14 +199,14 @@ py::object index_encode_py(const std::string& codec, const IndexArray& idx, uint
     wire::IndexCodec c = wire::parse_index_codec(codec, "codec");
     const uint64_t k = static_cast<uint64_t>(idx.size());
     if (c == wire::IndexCodec::Auto) {
-        py::gil_scoped_release nogil;
+        GilRelease nogil;
         wire::index_section_size(c, idx.data(), k, numel, &c);
     }
     if (out.is_none()) {
         std::vector<uint8_t> buf;
         size_t n;
         {
-            py::gil_scoped_release nogil;
+            GilRelease nogil;
             // Exact size; only the varint kernel needs its upper bound (vector stores).
             size_t need = wire::index_section_size(c, idx.data(), k, numel);
             if (c == wire::IndexCodec::Varint) need = wire::index_section_bound(c, k, numel);
@@ -218,7 +219,7 @@ py::object index_encode_py(const std::string& codec, const IndexArray& idx, uint
     if (!o.writeable()) throw py::value_error("out: must be writable");
     size_t n;
     {
-        py::gil_scoped_release nogil;
+        GilRelease nogil;
         n = wire::index_section_encode(c, idx.data(), k, numel, o.mutable_data(), static_cast<size_t>(o.size()));
     }
     return py::int_(n);
@@ -241,7 +242,7 @@ py::array index_decode_py(const std::string& codec, const py::object& data, uint
     }
     int64_t* dst = o.mutable_data();
     {
-        py::gil_scoped_release nogil;
+        GilRelease nogil;
         wire::index_section_decode(c, b.data(), b.size(), k, numel, dst);
     }
     return o;
@@ -249,7 +250,7 @@ py::array index_decode_py(const std::string& codec, const py::object& data, uint
 
 uint32_t crc32c_py(const py::object& data, uint32_t crc) {
     Bytes b = bytes_of(data, "data");
-    py::gil_scoped_release nogil;
+    GilRelease nogil;
     return wire::crc32c(crc, b.data(), b.size());
 }
 

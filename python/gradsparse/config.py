@@ -1,4 +1,10 @@
-"""Build facts, SIMD level and thread count."""
+"""Build facts, SIMD level, thread count and the memory pool.
+
+Thread safety: set_simd_level / set_num_threads / set_pool_limit change process-wide
+settings. The context managers simd_level() and num_threads() are per thread: they change
+the setting of the calling thread only (and of the engine threads its calls start), so
+threads using them at the same time do not see or undo each other's settings.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -19,14 +25,19 @@ def available_simd_levels() -> List[str]:
     return list(_core.available_simd_levels())
 
 
+_BEST_FIRST = ("avx512", "avx2", "neon", "scalar")
+
+
 def get_simd_level() -> str:
-    """The SIMD level in use ('scalar', 'avx2', 'avx512' or 'neon')."""
+    """The SIMD level in use in the calling thread ('scalar', 'avx2', 'avx512' or 'neon'):
+    the level of an enclosing simd_level() context, else the process-wide level."""
     return _core.get_simd_level()
 
 
 def set_simd_level(level: str) -> None:
-    """Forces a SIMD level; 'auto' returns to the best available. The environment variable
-    GRADSPARSE_SIMD sets the initial level (the best available one not above it)."""
+    """Forces the process-wide SIMD level; 'auto' returns to the best available. The
+    environment variable GRADSPARSE_SIMD sets the initial level (the best available one not
+    above it). A thread inside a simd_level() context keeps the context's level."""
     if not isinstance(level, str):
         raise TypeError(f"level: expected a str, got {type(level).__name__}")
     if level.lower() == "auto":
@@ -37,36 +48,84 @@ def set_simd_level(level: str) -> None:
 
 @contextlib.contextmanager
 def simd_level(level: str) -> Iterator[None]:
-    """Context manager running its body at a given SIMD level."""
-    before = get_simd_level()
-    set_simd_level(level)
+    """Context manager running its body at a given SIMD level ('auto': the best available).
+    Per thread: it sets the level of the calling thread only (and of the engine threads its
+    calls start); other threads and the process-wide level are unaffected. Nests."""
+    if not isinstance(level, str):
+        raise TypeError(f"level: expected a str, got {type(level).__name__}")
+    if level.lower() == "auto":
+        available = set(available_simd_levels())
+        level = next(name for name in _BEST_FIRST if name in available)
+    before = _core.get_thread_simd_level()
+    _core.set_thread_simd_level(level)
     try:
         yield
     finally:
-        _core.set_simd_level(before)
+        _core.set_thread_simd_level(before)
 
 
 def get_num_threads() -> int:
-    """Threads the engine may use (default: all hardware threads, or GRADSPARSE_NUM_THREADS)."""
+    """Threads the engine may use in the calling thread: the count of an enclosing
+    num_threads() context, else the process-wide count (default: all hardware threads, or
+    GRADSPARSE_NUM_THREADS)."""
     return _core.get_num_threads()
 
 
-def set_num_threads(n: int) -> None:
-    """Sets the number of threads (>= 1)."""
+def _check_threads(n: Any) -> None:
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n: expected an int, got {type(n).__name__}")
+    if not 1 <= n <= 1024:
+        raise ValueError(f"n: thread count must be in [1, 1024], got {n}")
+
+
+def set_num_threads(n: int) -> None:
+    """Sets the process-wide number of threads (>= 1). A thread inside a num_threads()
+    context keeps the context's count."""
+    _check_threads(n)
     _core.set_num_threads(n)
 
 
 @contextlib.contextmanager
 def num_threads(n: int) -> Iterator[None]:
-    """Context manager running its body with n threads."""
-    before = get_num_threads()
-    set_num_threads(n)
+    """Context manager running its body with n threads. Per thread: it sets the count of the
+    calling thread only; other threads and the process-wide count are unaffected. Nests."""
+    _check_threads(n)
+    before = _core.get_thread_num_threads()
+    _core.set_thread_num_threads(n)
     try:
         yield
     finally:
-        _core.set_num_threads(before)
+        _core.set_thread_num_threads(before)
+
+
+# ----------------------------------------------------------------------------- memory pool
+
+def pool_bytes() -> int:
+    """Bytes the engine's scratch/output buffer pool keeps for reuse now (outside calls)."""
+    return int(_core.pool_bytes())
+
+
+def get_pool_limit() -> int:
+    """The most bytes the buffer pool keeps between calls. Default: 256 MiB, at most 1/16 of
+    physical memory, or the environment variable GRADSPARSE_POOL_BYTES (read at import)."""
+    return int(_core.get_pool_limit())
+
+
+def set_pool_limit(nbytes: int) -> None:
+    """Sets the most bytes the buffer pool keeps between calls (process-wide); kept buffers
+    beyond it are freed now. 0 disables the pool (every call allocates afresh)."""
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int):
+        raise TypeError(f"nbytes: expected an int, got {type(nbytes).__name__}")
+    if nbytes < 0:
+        raise ValueError(f"nbytes: must be >= 0, got {nbytes}")
+    _core.set_pool_limit(min(nbytes, 2**63 - 1))
+
+
+def release_memory() -> None:
+    """Frees every buffer the pool keeps (and, with glibc, returns freed heap pages to the
+    system). Arrays returned by gradsparse stay valid; their memory comes back to the pool
+    when they are freed."""
+    _core.release_memory()
 
 
 def config() -> Dict[str, Any]:
@@ -79,6 +138,8 @@ def config() -> Dict[str, Any]:
         "simd_level": get_simd_level(),
         "simd_env": env,
         "num_threads": get_num_threads(),
+        "pool_limit": get_pool_limit(),
+        "pool_bytes": pool_bytes(),
         "cuda_built": bool(_core.cuda_built),
         "torch_installed": importlib.util.find_spec("torch") is not None,
     }
@@ -86,6 +147,9 @@ def config() -> Dict[str, Any]:
         names = {"scalar", "avx2", "avx512", "avx-512", "neon"}
         if env.lower() not in names:
             info["simd_env_error"] = f"GRADSPARSE_SIMD={env!r} is not a SIMD level; ignored"
+    pool_env = os.environ.get("GRADSPARSE_POOL_BYTES")
+    if pool_env is not None and not pool_env.isdigit():
+        info["pool_env_error"] = f"GRADSPARSE_POOL_BYTES={pool_env!r} is not a byte count; ignored"
     return info
 
 
@@ -98,9 +162,11 @@ def show_config() -> None:
         f"  SIMD available: {', '.join(info['simd_available'])}",
         f"  SIMD in use   : {info['simd_level']}" + (f" (GRADSPARSE_SIMD={info['simd_env']})" if info["simd_env"] else ""),
         f"  threads       : {info['num_threads']}",
+        f"  buffer pool   : {info['pool_bytes'] / 2**20:.1f} MiB kept, limit {info['pool_limit'] / 2**20:.1f} MiB",
         f"  CUDA built    : {'yes' if info['cuda_built'] else 'no'}",
         f"  torch         : {'installed' if info['torch_installed'] else 'not installed'} (never imported by gradsparse)",
     ]
-    if "simd_env_error" in info:
-        lines.append(f"  warning       : {info['simd_env_error']}")
+    for key in ("simd_env_error", "pool_env_error"):
+        if key in info:
+            lines.append(f"  warning       : {info[key]}")
     print("\n".join(lines))

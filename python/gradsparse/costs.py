@@ -34,6 +34,8 @@ class PreparedCost:
     only where the bound lets the element through (see docs/algorithms.md).
 
     Memory: the copy plus one byte per float32 cost.
+
+    Thread safety: immutable once made, so one instance may be used by any number of threads.
     """
 
     __slots__ = ("_core", "_shape")

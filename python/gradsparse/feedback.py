@@ -7,6 +7,7 @@ of what is sent is fed back too.
 """
 from __future__ import annotations
 
+import threading
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -23,11 +24,34 @@ _BF16_MAX = np.float32(3.3895313892515355e38)  # largest finite bfloat16
 
 class ErrorFeedback:
     """Per-name residual memory: ``compress`` selects from ``x + residual`` and keeps what
-    was not sent. ``state_dict()``/``load_state_dict()`` save and restore the residuals."""
+    was not sent. ``state_dict()``/``load_state_dict()`` save and restore the residuals.
+
+    Thread safety: one instance may be shared between threads; calls for the same name run
+    one at a time (no update is lost), calls for different names run in parallel."""
 
     def __init__(self) -> None:
         self._res: Dict[str, np.ndarray] = {}
         self._meta: Dict[str, tuple] = {}  # name -> (shape, kind)
+        self._init_locks()
+
+    def _init_locks(self) -> None:
+        self._lock = threading.Lock()  # guards the dicts
+        self._name_locks: Dict[str, Any] = {}  # name -> lock held through compress(name)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        with self._lock:
+            return {"_res": dict(self._res), "_meta": dict(self._meta)}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self._res, self._meta = state["_res"], state["_meta"]
+        self._init_locks()
+
+    def _name_lock(self, name: str) -> Any:
+        with self._lock:
+            lock = self._name_locks.get(name)
+            if lock is None:
+                lock = self._name_locks[name] = threading.Lock()
+            return lock
 
     def compress(self, name: str, x: Any, k: Any = None, *, ratio: Any = None, cost: Any = None,
                  budget: Any = None, q: Any = 2.0, alpha: Any = 1.0) -> Sparse:
@@ -44,6 +68,10 @@ class ErrorFeedback:
         c = args[0]
         if isinstance(c, np.ndarray):  # (a PreparedCost was checked when it was made)
             _core.check_costs(c)
+        with self._name_lock(name):
+            return self._compress(name, flat, args)
+
+    def _compress(self, name: str, flat: Flat, args: Any) -> Sparse:
         res = self._residual_for(name, flat)
         # e += x, in the residual's precision
         if flat.code == F32:
@@ -70,13 +98,14 @@ class ErrorFeedback:
         return Sparse(flat.wrap_index(idx), flat.wrap(sent_raw), flat.shape)
 
     def _residual_for(self, name: str, flat: Flat) -> np.ndarray:
-        res = self._res.get(name)
         dtype = np.float32 if flat.code in (F16, BF16) else flat.array.dtype
-        if res is None:
-            res = np.zeros(flat.size, dtype=dtype)
-            self._res[name] = res
-            self._meta[name] = (flat.shape, flat.kind)
-        elif res.size != flat.size or res.dtype != dtype:
+        with self._lock:
+            res = self._res.get(name)
+            if res is None:
+                res = np.zeros(flat.size, dtype=dtype)
+                self._res[name] = res
+                self._meta[name] = (flat.shape, flat.kind)
+        if res.size != flat.size or res.dtype != dtype:
             raise ValueError(
                 f"x: tensor '{name}' has {flat.size} elements of {flat.array.dtype}, but its residual "
                 f"holds {res.size} of {res.dtype}; use another name or reset('{name}')"
@@ -85,15 +114,18 @@ class ErrorFeedback:
 
     def residual(self, name: str) -> Optional[Any]:
         """The residual of `name` (a copy, shaped like x), or None if there is none."""
-        res = self._res.get(name)
-        if res is None:
-            return None
-        shape, kind = self._meta[name]
-        out = res.reshape(shape).copy()
+        with self._name_lock(name):
+            with self._lock:
+                res = self._res.get(name)
+                if res is None:
+                    return None
+                shape, kind = self._meta[name]
+            out = res.reshape(shape).copy()
         return torch_module().from_numpy(out) if kind == "torch" else out
 
     def names(self):
-        return list(self._res)
+        with self._lock:
+            return list(self._res)
 
     def __contains__(self, name: str) -> bool:
         return name in self._res
@@ -101,15 +133,18 @@ class ErrorFeedback:
     def reset(self, name: Optional[str] = None) -> None:
         """Forgets one residual, or all of them."""
         if name is None:
-            self._res.clear()
-            self._meta.clear()
+            with self._lock:
+                self._res.clear()
+                self._meta.clear()
         else:
-            self._res.pop(name, None)
-            self._meta.pop(name, None)
+            with self._name_lock(name), self._lock:
+                self._res.pop(name, None)
+                self._meta.pop(name, None)
 
     def state_dict(self) -> Dict[str, Any]:
         """Copies of every residual (numpy, or torch for tensors fed as torch)."""
-        return {name: self.residual(name) for name in self._res}
+        out = {name: self.residual(name) for name in self.names()}
+        return {name: r for name, r in out.items() if r is not None}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Replaces every residual by a copy of `state` (as returned by `state_dict`)."""
@@ -125,4 +160,5 @@ class ErrorFeedback:
                 raise TypeError(f"state['{name}']: residuals are float32 or float64, got {arr.dtype}")
             res[name] = np.array(arr, dtype=arr.dtype, copy=True).reshape(-1)
             meta[name] = (tuple(arr.shape), kind)
-        self._res, self._meta = res, meta
+        with self._lock:
+            self._res, self._meta = res, meta

@@ -8,6 +8,7 @@ Ranking rules, everywhere: larger score first; equal scores rank by the lower fl
 from __future__ import annotations
 
 import math
+import threading
 from collections import namedtuple
 from typing import Any, List, Optional, Sequence
 
@@ -222,6 +223,9 @@ class StreamingSelector:
     without costs). Values are copied on push, so a buffer may be reused after pushing.
     Extra memory: O(k) for a count budget. A `ratio` needs `total`, the element count of
     all chunks together, known in advance.
+
+    Thread safety: one selector may be shared between threads; its calls run one at a time,
+    and chunks pushed from several threads are numbered in the order their pushes run.
     """
 
     def __init__(self, k: Any = None, *, ratio: Any = None, total: Any = None, budget: Any = None,
@@ -240,6 +244,7 @@ class StreamingSelector:
         self._core = _core.StreamingCore(kind, kk, energy, q, alpha)
         self._flats: List[Flat] = []
         self._finished = False
+        self._lock = threading.Lock()  # keeps the core's chunk order and _flats' the same
 
     def push(self, x: Any, cost: Any = None) -> None:
         """Adds the next chunk (any shape, flattened) with its cost (None, scalar, array or
@@ -248,15 +253,19 @@ class StreamingSelector:
             raise ValueError("push: finish() was already called on this selector")
         flat = as_flat(x)
         c = as_cost(cost, flat)
-        self._core.push(flat.array, flat.code, c)
-        self._flats.append(Flat(flat.array[:0], flat.code, flat.shape, flat.kind, flat.out_dtype))
+        with self._lock:
+            if self._finished:
+                raise ValueError("push: finish() was already called on this selector")
+            self._core.push(flat.array, flat.code, c)
+            self._flats.append(Flat(flat.array[:0], flat.code, flat.shape, flat.kind, flat.out_dtype))
 
     def finish(self) -> List[Sparse]:
         """Ends the stream; one `Sparse` per pushed chunk, in push order."""
-        if self._finished:
-            raise ValueError("finish: finish() was already called on this selector")
-        res = self._core.finish()
-        self._finished = True
+        with self._lock:
+            if self._finished:
+                raise ValueError("finish: finish() was already called on this selector")
+            res = self._core.finish()
+            self._finished = True
         return [_sparse(f, idx, raw.view(f.array.dtype)) for f, (idx, raw) in zip(self._flats, res)]
 
 

@@ -6,13 +6,24 @@
 
 namespace gradsparse {
 
-/// Threads the engine may use (default: hardware threads, or GRADSPARSE_NUM_THREADS).
+/// Threads the engine may use in the calling thread: its own count if it set one
+/// (set_thread_num_threads), else the process-wide count.
 int get_num_threads();
-/// Sets the thread count; n >= 1.
+/// Sets the process-wide thread count (default: hardware threads, or
+/// GRADSPARSE_NUM_THREADS); n >= 1.
 void set_num_threads(int n);
+/// The calling thread's own thread count, or 0 when it follows the process-wide count.
+int get_thread_num_threads();
+/// Sets (n >= 1) or clears (n = 0) the calling thread's own thread count. Engine threads
+/// that parallel_run starts for a call inherit it, and the caller's SIMD level.
+void set_thread_num_threads(int n);
 
-/// Runs body(t) for t in [0, nthreads) on nthreads threads (t = 0 on the caller) and
-/// rethrows the first exception on the caller once every thread has finished.
+/// Runs body(t) for every t in [0, nthreads), t = 0 on the caller and the others on up to
+/// nthreads - 1 new threads, which inherit the caller's own thread count and SIMD level.
+/// If a thread cannot be started (thread limit, memory) the shares of the missing threads
+/// run on the threads that did start (at worst all on the caller), so every body(t) still
+/// runs exactly once. Rethrows the first exception (lowest t) on the caller once every
+/// share has finished. The engine's only fork-join primitive.
 void parallel_run(int nthreads, const std::function<void(int)>& body);
 
 /// Threads to use for `work` elements with at least `min_per_thread` elements each.

@@ -95,6 +95,8 @@ std::vector<int64_t> random_k(size_t n, size_t k, uint64_t seed);
 
 /// Exact single-pass selection over chunks pushed one at a time; memory O(k) (Count) or
 /// O(kept) (Energy) beyond the output. Values are copied on push, so a chunk may be reused.
+/// Thread-safe: calls on one selector run one at a time (chunks pushed from several
+/// threads are numbered in the order their pushes run).
 class StreamingSelector {
   public:
     StreamingSelector(const Budget& budget, double q, double alpha);

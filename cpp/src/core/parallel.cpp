@@ -9,6 +9,7 @@
 
 #include "gradsparse/common.hpp"
 #include "gradsparse/parallel.hpp"
+#include "gradsparse/simd.hpp"
 
 namespace gradsparse {
 namespace {
@@ -28,13 +29,29 @@ std::atomic<int>& thread_slot() {
     return slot;
 }
 
+// Initialised while the library loads (one thread), so no fork can find the
+// initialisation half done.
+[[maybe_unused]] const bool threads_ready = (thread_slot(), true);
+
+thread_local int thread_count = 0;  // the calling thread's own count, 0: none
+
 }  // namespace
 
-int get_num_threads() { return thread_slot().load(); }
+int get_num_threads() {
+    const int own = thread_count;
+    return own > 0 ? own : thread_slot().load();
+}
 
 void set_num_threads(int n) {
     GS_CHECK(n >= 1 && n <= 1024, "n: thread count must be in [1, 1024], got " + std::to_string(n));
     thread_slot().store(n);
+}
+
+int get_thread_num_threads() { return thread_count; }
+
+void set_thread_num_threads(int n) {
+    GS_CHECK(n >= 0 && n <= 1024, "n: thread count must be in [1, 1024], got " + std::to_string(n));
+    thread_count = n;
 }
 
 int threads_for(size_t work, size_t min_per_thread) {
@@ -48,22 +65,38 @@ void parallel_run(int nthreads, const std::function<void(int)>& body) {
         return;
     }
     std::vector<std::exception_ptr> errors(static_cast<size_t>(nthreads));
+    auto run = [&](int t) {
+        try {
+            body(t);
+        } catch (...) {
+            errors[static_cast<size_t>(t)] = std::current_exception();
+        }
+    };
+    // Shares [spare, nthreads) have no thread of their own: whoever is done takes the next.
+    std::atomic<int> spare{nthreads};
+    auto run_spare = [&] {
+        for (int t = spare.fetch_add(1); t < nthreads; t = spare.fetch_add(1)) run(t);
+    };
+    const int own_count = get_thread_num_threads(), own_level = get_thread_simd_level();
     std::vector<std::thread> workers;
-    workers.reserve(static_cast<size_t>(nthreads - 1));
-    for (int t = 1; t < nthreads; ++t) {
-        workers.emplace_back([&, t] {
-            try {
-                body(t);
-            } catch (...) {
-                errors[static_cast<size_t>(t)] = std::current_exception();
-            }
-        });
-    }
+    int started = 1;
     try {
-        body(0);
-    } catch (...) {
-        errors[0] = std::current_exception();
+        workers.reserve(static_cast<size_t>(nthreads - 1));
+        for (; started < nthreads; ++started) {
+            workers.emplace_back([&, t = started] {
+                set_thread_num_threads(own_count);
+                set_thread_simd_level(own_level);  // was available on the caller: cannot throw
+                run(t);
+                run_spare();
+            });
+        }
+    } catch (const std::exception&) {
+        // std::system_error (thread or process limit) or std::bad_alloc: go on with the
+        // threads that started; joinable threads must not be destroyed (std::terminate)
     }
+    spare.store(started);
+    run(0);
+    run_spare();
     for (auto& w : workers) w.join();
     for (auto& e : errors)
         if (e) std::rethrow_exception(e);

@@ -92,6 +92,12 @@ std::atomic<int>& level_slot() {
     return slot;
 }
 
+// Initialised while the library loads (one thread), so no fork can find the
+// initialisation half done.
+[[maybe_unused]] const bool level_ready = (level_slot(), true);
+
+thread_local int thread_level = -1;  // the calling thread's own level, -1: none
+
 }  // namespace
 
 const char* simd_level_name(SimdLevel level) {
@@ -129,7 +135,10 @@ std::vector<SimdLevel> available_simd_levels() {
     return out;
 }
 
-SimdLevel current_simd_level() { return static_cast<SimdLevel>(level_slot().load()); }
+SimdLevel current_simd_level() {
+    const int own = thread_level;
+    return static_cast<SimdLevel>(own >= 0 ? own : level_slot().load());
+}
 
 void set_simd_level(SimdLevel level) {
     GS_CHECK(available(level), std::string("level: SIMD level '") + simd_level_name(level) +
@@ -138,6 +147,20 @@ void set_simd_level(SimdLevel level) {
 }
 
 void reset_simd_level() { level_slot().store(static_cast<int>(best_available())); }
+
+int get_thread_simd_level() { return thread_level; }
+
+void set_thread_simd_level(int level) {
+    if (level < 0) {
+        thread_level = -1;
+        return;
+    }
+    GS_CHECK(level <= static_cast<int>(SimdLevel::NEON), "level: unknown SIMD level " + std::to_string(level));
+    const SimdLevel l = static_cast<SimdLevel>(level);
+    GS_CHECK(available(l), std::string("level: SIMD level '") + simd_level_name(l) +
+                               "' is not available on this CPU/build");
+    thread_level = level;
+}
 
 const Kernels& active_kernels() {
     switch (current_simd_level()) {

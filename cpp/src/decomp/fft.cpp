@@ -28,6 +28,10 @@
 #include "gradsparse/decomp.hpp"
 #include "gradsparse/simd.hpp"
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
+
 namespace gradsparse {
 
 namespace fft {
@@ -195,6 +199,15 @@ std::shared_ptr<CPlan> build_cplan(size_t n) {
 
 // Plans are immutable once built and shared between threads.
 std::mutex g_plan_mutex;
+
+#if defined(__unix__) || defined(__APPLE__)
+// A fork() while another thread holds the plan lock would leave it locked for good in the
+// child: the forking thread takes it first and both processes release it after the fork.
+void lock_plans_for_fork() { g_plan_mutex.lock(); }
+void unlock_plans_after_fork() { g_plan_mutex.unlock(); }
+[[maybe_unused]] const bool plans_fork_safe =
+    pthread_atfork(lock_plans_for_fork, unlock_plans_after_fork, unlock_plans_after_fork) == 0;
+#endif
 std::map<size_t, std::shared_ptr<const CPlan>> g_cplans;
 
 std::shared_ptr<const CPlan> cplan_for(size_t n) {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 
 #include "gradsparse/select.hpp"
 #include "kernels.hpp"
@@ -36,6 +37,7 @@ struct StreamingSelector::State {
     size_t total = 0;
     size_t last_kept = 0;
     bool finished = false;
+    mutable std::mutex mu;  // push, chunks and finish run one at a time
 
     static bool before(const Item& a, const Item& b) {
         return a.key != b.key ? a.key > b.key : a.gidx < b.gidx;
@@ -85,10 +87,14 @@ StreamingSelector::StreamingSelector(const Budget& budget, double q, double alph
 
 StreamingSelector::~StreamingSelector() = default;
 
-size_t StreamingSelector::chunks() const { return state_->dtypes.size(); }
+size_t StreamingSelector::chunks() const {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    return state_->dtypes.size();
+}
 
 void StreamingSelector::push(const Segment& segment) {
     State& st = *state_;
+    std::lock_guard<std::mutex> lock(st.mu);
     GS_CHECK(!st.finished, "push: finish() was already called on this selector");
     GS_CHECK(segment.n == 0 || segment.data != nullptr, "x: null data pointer");
     ScoredSegment s;
@@ -174,6 +180,7 @@ void StreamingSelector::push(const Segment& segment) {
 
 std::vector<StreamingSelector::ChunkResult> StreamingSelector::finish() {
     State& st = *state_;
+    std::lock_guard<std::mutex> lock(st.mu);
     GS_CHECK(!st.finished, "finish: finish() was already called on this selector");
     GS_CHECK(!st.dtypes.empty(), "finish: no chunk was pushed");
     if (st.budget.kind == Budget::Count)
