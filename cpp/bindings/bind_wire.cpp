@@ -247,6 +247,18 @@ py::array index_decode_py(const std::string& codec, const py::object& data, uint
     return o;
 }
 
+// Testing hook: plans the section for `planned`, writes `actual` into exactly the planned
+// bytes (wire::index_section_write_replanned), as encode does when the indices change
+// between its two reads of them.
+py::bytes index_write_replanned_py(const std::string& codec, const IndexArray& planned, const IndexArray& actual,
+                                   uint64_t numel) {
+    const wire::IndexCodec c = wire::parse_index_codec(codec, "codec");
+    if (planned.size() != actual.size()) throw py::value_error("actual: must have as many indices as planned");
+    std::vector<uint8_t> sec =
+        wire::index_section_write_replanned(c, planned.data(), actual.data(), static_cast<uint64_t>(planned.size()), numel);
+    return py::bytes(reinterpret_cast<const char*>(sec.data()), sec.size());
+}
+
 uint32_t crc32c_py(const py::object& data, uint32_t crc) {
     Bytes b = bytes_of(data, "data");
     py::gil_scoped_release nogil;
@@ -270,6 +282,9 @@ void register_wire(py::module_& m) {
           py::arg("out") = py::none(), "Encodes one index section (bytes, or the count written into out).");
     m.def("index_decode", &index_decode_py, py::arg("codec"), py::arg("data"), py::arg("k"), py::arg("numel"),
           py::arg("out") = py::none(), "Decodes one index section of k indices (int64 array).");
+    m.def("_index_write_replanned", &index_write_replanned_py, py::arg("codec"), py::arg("planned"),
+          py::arg("actual"), py::arg("numel"),
+          "Testing hook: plans an index section for `planned`, writes `actual` into exactly that many bytes.");
     m.def("crc32c", &crc32c_py, py::arg("data"), py::arg("crc") = 0, "CRC32C (Castagnoli) of a buffer.");
     m.attr("WIRE_FORMAT_VERSION") = wire::kFormatVersion;
 }

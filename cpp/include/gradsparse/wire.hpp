@@ -154,6 +154,13 @@ void index_section_decode(IndexCodec codec, const uint8_t* data, size_t len, uin
                           uint64_t numel, int64_t* out);
 /// Upper bound on the section size for any codec but Bitmap/Auto (used to size buffers).
 size_t index_section_bound(IndexCodec codec, uint64_t k, uint64_t numel);
+/// Testing hook for the encoder's second read of the indices: plans the section of `codec`
+/// for planned[0..k), then writes actual[0..k) into exactly the planned bytes, as
+/// Encoder::write does when the caller changed its indices in between. Returns the section;
+/// throws ArgumentError ("changed during encoding") when `actual` does not fit the plan.
+/// Guard bytes after the section are checked (a write past it is an internal error).
+std::vector<uint8_t> index_section_write_replanned(IndexCodec codec, const int64_t* planned,
+                                                   const int64_t* actual, uint64_t k, uint64_t numel);
 
 }  // namespace wire
 }  // namespace gradsparse

@@ -189,9 +189,12 @@ void Encoder::write(uint8_t* out) const {
             ip.codec = pl.index;
             ip.rice_b = pl.rice_b;
             ip.bytes = pl.index_bytes;
+            // Bounded by the planned section: indices changed since planning raise here.
             const size_t n = write_indices(ip, t.indices, t.nnz, checked_numel(t.shape, "update"), p,
-                                           static_cast<size_t>(end - p));
-            GS_ASSERT(n == pl.index_bytes);
+                                           pl.index_bytes);
+            if (n != pl.index_bytes)
+                throw ArgumentError("indices: changed during encoding (the section no longer has the planned "
+                                    "size); another thread must not modify the arrays while encode() runs");
             p += n;
         }
         write_values(opt_.value, t.dtype, t.values, t.nnz, opt_.quant, i, p);
