@@ -116,18 +116,21 @@ struct Planned {
 
 std::unique_ptr<Planned> plan_py(const py::list& records, const std::string& index_codec,
                                  const std::string& value_codec, int bits, int64_t block, uint64_t seed,
-                                 bool single) {
+                                 bool single, bool checks_at_write = false) {
     auto p = std::make_unique<Planned>();
     p->records = make_records(records);
     const wire::EncodeOptions opt = make_options(index_codec, value_codec, bits, block, seed, single);
     py::gil_scoped_release nogil;
-    p->encoder = std::make_unique<wire::Encoder>(p->records.tensors, opt);
+    p->encoder = std::make_unique<wire::Encoder>(p->records.tensors, opt, checks_at_write);
     return p;
 }
 
 py::bytes encode_py(const py::list& records, const std::string& index_codec, const std::string& value_codec,
                     int bits, int64_t block, uint64_t seed, bool single) {
-    const auto p = plan_py(records, index_codec, value_codec, bits, block, seed, single);
+    // The encoder plans, then reads the indices again while writing with the GIL released:
+    // its writers stay inside the planned sections and check what they write, so arrays
+    // changed meanwhile by another thread raise ValueError (raw/bitmap are checked only there).
+    const auto p = plan_py(records, index_codec, value_codec, bits, block, seed, single, true);
     PyObject* obj = PyBytes_FromStringAndSize(nullptr, static_cast<py::ssize_t>(p->encoder->size()));
     if (!obj) throw py::error_already_set();
     py::bytes out = py::reinterpret_steal<py::bytes>(obj);
