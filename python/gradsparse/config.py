@@ -55,6 +55,8 @@ def set_num_threads(n: int) -> None:
     """Sets the number of threads (>= 1)."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n: expected an int, got {type(n).__name__}")
+    if not 1 <= n < 2**31:
+        raise ValueError(f"n: must be in [1, 2^31), got {n}")
     _core.set_num_threads(n)
 
 
