@@ -304,3 +304,10 @@ def test_random_k_inf_input_stays_inf():
     x = np.array([np.inf, 1.0, 2.0, 3.0], np.float32)
     got = gs.random_k(x, 4, 0, scale=True)
     assert np.isinf(got.values[0]) and np.isfinite(got.values[1:]).all()
+
+
+@pytest.mark.parametrize("svd", ["exact", "randomized"])
+def test_atomo_svd_singular_value_overflow_names_x(svd):
+    x = np.full((4, 4), 3e38, np.float32)  # sigma = 1.2e39
+    with pytest.raises(ValueError, match="^x: .*singular value overflows float32"):
+        atomo.sparsify(x, "svd", budget=1, svd=svd)

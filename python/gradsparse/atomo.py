@@ -257,6 +257,8 @@ def sparsify(x: Any, atoms: str = "entry", *, budget: float, seed: int = 0, layo
     o = _int_arg(oversample, "oversample", 0, 2**31 - 1)
     it = _int_arg(power_iters, "power_iters", 0, 2**31 - 1)
     u, sig, vt = _core.svd_randomized(mat, r, o, it, s ^ 0x52414E44)
+    if not np.isfinite(sig).all():
+        raise ValueError("x: a singular value overflows float32 (scale x down)")
     p = _core.atomo_probabilities(sig.astype(np.float64), b)
     idx = _core.bernoulli_sample(p, s, _STREAM["svd"])
     with np.errstate(over="ignore"):
