@@ -122,6 +122,11 @@ def encode(
     ``value_codec`` applies to every tensor; ``bits`` and ``block`` parameterise ``qsgd``,
     whose stochastic rounding is drawn from ``seed`` (fresh randomness when None; the same
     seed gives the same bytes). Indices must be strictly increasing and inside the shape.
+
+    The arrays are read without copying while the GIL is released: another thread must not
+    modify them during the call. If one does, the call raises ValueError ("indices: changed
+    during encoding") or returns a valid payload of the values it read; it never writes
+    outside the payload.
     """
     recs, single = _records(update)
     opts = _options(index_codec, value_codec, bits, block, seed)
