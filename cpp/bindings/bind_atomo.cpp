@@ -6,9 +6,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "gradsparse/atomo.hpp"
+#include "gradsparse/common.hpp"
 #include "gradsparse/decomp.hpp"
 #include "gil.hpp"
 
@@ -160,7 +162,10 @@ py::tuple svd_atomo_py(const carray<float>& a, double budget, uint64_t seed, uin
         GilRelease release;
         r = svd_atoms(ap, m, n, [&](const std::vector<double>& sig) {
             std::vector<double> s32(sig.size());
-            for (size_t i = 0; i < sig.size(); ++i) s32[i] = static_cast<double>(static_cast<float>(sig[i]));
+            for (size_t i = 0; i < sig.size(); ++i) {
+                s32[i] = static_cast<double>(static_cast<float>(sig[i]));
+                GS_CHECK(std::isfinite(s32[i]), "x: a singular value overflows float32 (scale x down)");
+            }
             p.resize(sig.size());
             atomo_probabilities(s32.data(), s32.size(), budget, p.data());
             return bernoulli_sample(p.data(), p.size(), seed, stream);

@@ -117,18 +117,21 @@ struct Planned {
 
 std::unique_ptr<Planned> plan_py(const py::list& records, const std::string& index_codec,
                                  const std::string& value_codec, int bits, int64_t block, uint64_t seed,
-                                 bool single) {
+                                 bool single, bool checks_at_write = false) {
     auto p = std::make_unique<Planned>();
     p->records = make_records(records);
     const wire::EncodeOptions opt = make_options(index_codec, value_codec, bits, block, seed, single);
     GilRelease nogil;
-    p->encoder = std::make_unique<wire::Encoder>(p->records.tensors, opt);
+    p->encoder = std::make_unique<wire::Encoder>(p->records.tensors, opt, checks_at_write);
     return p;
 }
 
 py::bytes encode_py(const py::list& records, const std::string& index_codec, const std::string& value_codec,
                     int bits, int64_t block, uint64_t seed, bool single) {
-    const auto p = plan_py(records, index_codec, value_codec, bits, block, seed, single);
+    // The encoder plans, then reads the indices again while writing with the GIL released:
+    // its writers stay inside the planned sections and check what they write, so arrays
+    // changed meanwhile by another thread raise ValueError (raw/bitmap are checked only there).
+    const auto p = plan_py(records, index_codec, value_codec, bits, block, seed, single, true);
     PyObject* obj = PyBytes_FromStringAndSize(nullptr, static_cast<py::ssize_t>(p->encoder->size()));
     if (!obj) throw py::error_already_set();
     py::bytes out = py::reinterpret_steal<py::bytes>(obj);
@@ -248,6 +251,18 @@ py::array index_decode_py(const std::string& codec, const py::object& data, uint
     return o;
 }
 
+// Testing hook: plans the section for `planned`, writes `actual` into exactly the planned
+// bytes (wire::index_section_write_replanned), as encode does when the indices change
+// between its two reads of them.
+py::bytes index_write_replanned_py(const std::string& codec, const IndexArray& planned, const IndexArray& actual,
+                                   uint64_t numel) {
+    const wire::IndexCodec c = wire::parse_index_codec(codec, "codec");
+    if (planned.size() != actual.size()) throw py::value_error("actual: must have as many indices as planned");
+    std::vector<uint8_t> sec =
+        wire::index_section_write_replanned(c, planned.data(), actual.data(), static_cast<uint64_t>(planned.size()), numel);
+    return py::bytes(reinterpret_cast<const char*>(sec.data()), sec.size());
+}
+
 uint32_t crc32c_py(const py::object& data, uint32_t crc) {
     Bytes b = bytes_of(data, "data");
     GilRelease nogil;
@@ -271,6 +286,9 @@ void register_wire(py::module_& m) {
           py::arg("out") = py::none(), "Encodes one index section (bytes, or the count written into out).");
     m.def("index_decode", &index_decode_py, py::arg("codec"), py::arg("data"), py::arg("k"), py::arg("numel"),
           py::arg("out") = py::none(), "Decodes one index section of k indices (int64 array).");
+    m.def("_index_write_replanned", &index_write_replanned_py, py::arg("codec"), py::arg("planned"),
+          py::arg("actual"), py::arg("numel"),
+          "Testing hook: plans an index section for `planned`, writes `actual` into exactly that many bytes.");
     m.def("crc32c", &crc32c_py, py::arg("data"), py::arg("crc") = 0, "CRC32C (Castagnoli) of a buffer.");
     m.attr("WIRE_FORMAT_VERSION") = wire::kFormatVersion;
 }

@@ -61,6 +61,25 @@ class Flat:
         return idx
 
 
+def plain_tensor(t: Any, name: str, *, writable: bool = False) -> Any:
+    """`t` detached, checked to be a dense (strided) tensor: nested and sparse tensors raise
+    TypeError naming `name`. Negative and conjugate views (``x.neg()`` under some ops,
+    ``Tensor.is_neg``/``is_conj``) are resolved into a plain copy -- or refused with
+    ValueError when the tensor is to be written (`writable`)."""
+    torch = torch_module()
+    if getattr(t, "is_nested", False):
+        raise TypeError(f"{name}: nested tensors are not supported; pass a dense tensor")
+    if t.is_sparse or t.layout != torch.strided:
+        raise TypeError(f"{name}: sparse tensors are not supported; pass a dense tensor (layout {t.layout})")
+    t = t.detach()
+    if t.is_neg() or t.is_conj():
+        if writable:
+            raise ValueError(f"{name}: a negative or conjugate view cannot be written in place; "
+                             "pass a plain tensor (resolve_neg() / resolve_conj())")
+        t = t.resolve_neg().resolve_conj()
+    return t
+
+
 def as_flat(x: Any, name: str = "x") -> Flat:
     """Validates `x` and returns its flat view; raises TypeError/ValueError naming `name`."""
     if is_tensor(x):
@@ -88,14 +107,12 @@ def as_flat(x: Any, name: str = "x") -> Flat:
 
 def _tensor_flat(t: Any, name: str) -> Flat:
     torch = torch_module()
+    t = plain_tensor(t, name)
     if t.device.type != "cpu":
         raise ValueError(
             f"{name}: tensor is on {t.device}; this build of gradsparse selects on the CPU "
             "(move it with .cpu())"
         )
-    if t.is_sparse or t.layout != torch.strided:
-        raise TypeError(f"{name}: sparse tensors are not supported; pass a dense tensor")
-    t = t.detach()
     if t.dtype == torch.bfloat16:
         raw = t.contiguous().view(torch.int16).numpy().view(np.uint16)
         code = BF16
@@ -156,9 +173,10 @@ def as_cost(cost: Any, flat: Flat, name: str = "cost") -> Optional[object]:
             raise ValueError(f"{name}: costs must be finite and > 0, got {c}")
         return c
     if is_tensor(cost):
+        cost = plain_tensor(cost, name)
         if cost.device.type != "cpu":
             raise ValueError(f"{name}: cost tensor must be on the CPU")
-        cost = cost.detach().contiguous().numpy() if cost.dtype != torch_module().bfloat16 else cost.float().numpy()
+        cost = cost.contiguous().numpy() if cost.dtype != torch_module().bfloat16 else cost.float().numpy()
     arr = np.asarray(cost)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name}: costs must be real numbers, got dtype {arr.dtype}")

@@ -16,12 +16,13 @@ same atoms on every SIMD level and thread count.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
 from . import _core
-from ._convert import is_tensor
+from ._convert import is_tensor, plain_tensor, torch_module
 from .sparse import Sparse
 
 __all__ = ["AtomicUpdate", "QuantizedUpdate", "probabilities", "sparsify", "qsgd", "terngrad", "ATOMS"]
@@ -34,9 +35,12 @@ _MASK64 = (1 << 64) - 1
 
 def _array(x: Any, name: str, dtype=np.float32) -> np.ndarray:
     if is_tensor(x):
+        x = plain_tensor(x, name)
         if x.device.type != "cpu":
             raise ValueError(f"{name}: tensor must be on the CPU")
-        x = x.detach().cpu().numpy()
+        if x.dtype == torch_module().bfloat16:
+            x = x.float()  # numpy has no bfloat16 (exact widening)
+        x = x.numpy()
     if isinstance(x, (bool, np.bool_)) or x is None:
         raise TypeError(f"{name}: expected an array, got {type(x).__name__}")
     arr = np.asarray(x)
@@ -51,10 +55,10 @@ def _array(x: Any, name: str, dtype=np.float32) -> np.ndarray:
 
 
 def _budget(budget: Any) -> float:
-    try:
-        b = float(budget)
-    except (TypeError, ValueError):
-        raise TypeError(f"budget: expected a number, got {type(budget).__name__}") from None
+    # A real number only: no str ("2" would parse), no bool, no complex.
+    if isinstance(budget, (bool, np.bool_)) or not isinstance(budget, numbers.Real):
+        raise TypeError(f"budget: expected a number, got {type(budget).__name__}")
+    b = float(budget)
     if not (b > 0 and math.isfinite(b)):
         raise ValueError(f"budget: must be a finite number > 0, got {budget!r}")
     return b
@@ -63,7 +67,24 @@ def _budget(budget: Any) -> float:
 def _seed(seed: Any) -> int:
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
-    return int(seed) & _MASK64
+    if not 0 <= int(seed) <= _MASK64:
+        raise ValueError(f"seed: must be in [0, 2^64), got {seed}")
+    return int(seed)
+
+
+def _int_arg(value: Any, name: str, lo: int, hi: int) -> int:
+    """An int argument in [lo, hi] (bool, float and other types rejected), naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if not lo <= int(value) <= hi:
+        raise ValueError(f"{name}: must be in [{lo}, {hi}], got {value}")
+    return int(value)
+
+
+def _choice(value: Any, name: str, options: Tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name}: expected one of {options}, got {value!r}")
+    return value
 
 
 def probabilities(lam: Any, budget: float) -> np.ndarray:
@@ -74,6 +95,16 @@ def probabilities(lam: Any, budget: float) -> np.ndarray:
     if arr.ndim != 1:
         raise ValueError(f"lam: expected a 1-D array, got shape {arr.shape}")
     return _core.atomo_probabilities(arr, _budget(budget))
+
+
+def _finite_values(vals: np.ndarray) -> np.ndarray:
+    """The kept atoms' values lam / p must be float32 numbers (they are sent as float32)."""
+    with np.errstate(over="ignore"):
+        ok = np.isfinite(vals.astype(np.float32)).all()
+    if not ok:
+        raise ValueError("x: the unbiased value lam / p of a kept atom overflows float32 (|x| / budget is above "
+                         "the float32 range; scale x down or raise budget)")
+    return vals
 
 
 def _matrix_shape(shape: Tuple[int, ...], layout: str) -> Tuple[int, int]:
@@ -197,16 +228,13 @@ def sparsify(x: Any, atoms: str = "entry", *, budget: float, seed: int = 0, layo
     iteration with ``rank + oversample`` columns and ``power_iters`` power iterations (Halko,
     Martinsson & Tropp 2011) -- exact when ``x`` has rank <= ``rank + oversample``, otherwise its
     singular values are lower bounds that tighten as (sigma_{l+1} / sigma_rank)^(2 q + 1)."""
-    if atoms not in ATOMS:
-        raise ValueError(f"atoms: expected one of {ATOMS}, got {atoms!r}")
+    _choice(atoms, "atoms", ATOMS)
     arr = _array(x, "x")
     b, s = _budget(budget), _seed(seed)
     shape = arr.shape
     if atoms == "svd" and arr.ndim <= 1:
-        if vector == "dense":
+        if _choice(vector, "vector", ("entry", "dense")) == "dense":
             return AtomicUpdate("dense", shape, None, arr.reshape(-1).copy())
-        if vector != "entry":
-            raise ValueError(f"vector: expected 'entry' or 'dense', got {vector!r}")
         atoms = "entry"
     if atoms == "entry":
         idx, vals, _ = _core.atomo_sample(arr.reshape(-1), b, s, _STREAM["entry"])
@@ -215,25 +243,26 @@ def sparsify(x: Any, atoms: str = "entry", *, budget: float, seed: int = 0, layo
         lam = _core.dct(arr.reshape(-1).astype(np.float64))
         p = _core.atomo_probabilities(lam, b)
         idx = _core.bernoulli_sample(p, s, _STREAM["fourier"])
-        return AtomicUpdate("fourier", shape, idx, (lam[idx] / p[idx]).astype(np.float64))
-    if layout not in ("matrix", "atomo"):
-        raise ValueError(f"layout: expected 'matrix' or 'atomo', got {layout!r}")
+        return AtomicUpdate("fourier", shape, idx, _finite_values((lam[idx] / p[idx]).astype(np.float64)))
+    _choice(layout, "layout", ("matrix", "atomo"))
+    _choice(svd, "svd", ("exact", "randomized"))
     m, n = _matrix_shape(shape, layout)
     mat = arr.reshape(m, n)
     if svd == "exact":
         # All singular values, the same probabilities and Philox draws as with the full SVD,
         # but singular vectors only for the kept atoms (svd.cpp, svd_atoms).
         idx, u, vals, vt, _, _ = _core.svd_atomo(mat, b, s, _STREAM["svd"])
-        return AtomicUpdate("svd", shape, idx, vals, u, vt, (m, n))
-    if svd == "randomized":
-        if int(rank) < 1:
-            raise ValueError(f"rank: must be >= 1, got {rank}")
-        u, sig, vt = _core.svd_randomized(mat, int(rank), int(oversample), int(power_iters), s ^ 0x52414E44)
-    else:
-        raise ValueError(f"svd: expected 'exact' or 'randomized', got {svd!r}")
+        return AtomicUpdate("svd", shape, idx, _finite_values(vals), u, vt, (m, n))
+    r = _int_arg(rank, "rank", 1, 2**31 - 1)
+    o = _int_arg(oversample, "oversample", 0, 2**31 - 1)
+    it = _int_arg(power_iters, "power_iters", 0, 2**31 - 1)
+    u, sig, vt = _core.svd_randomized(mat, r, o, it, s ^ 0x52414E44)
+    if not np.isfinite(sig).all():
+        raise ValueError("x: a singular value overflows float32 (scale x down)")
     p = _core.atomo_probabilities(sig.astype(np.float64), b)
     idx = _core.bernoulli_sample(p, s, _STREAM["svd"])
-    vals = (sig[idx].astype(np.float64) / p[idx]).astype(np.float32)
+    with np.errstate(over="ignore"):
+        vals = _finite_values((sig[idx].astype(np.float64) / p[idx]).astype(np.float32))
     return AtomicUpdate("svd", shape, idx, vals, np.ascontiguousarray(u[:, idx]), np.ascontiguousarray(vt[idx]), (m, n))
 
 
@@ -257,7 +286,13 @@ class QuantizedUpdate:
 
     def to_dense(self) -> np.ndarray:
         """The unbiased estimate, float32 of ``shape``."""
-        return (np.float32(self.scale) * self.codes.astype(np.float32) / np.float32(self.levels)).reshape(self.shape)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.float32(self.scale) * self.codes.astype(np.float32) / np.float32(self.levels)
+        if not np.isfinite(out).all():
+            # scale * code overflows float32 before the division for a scale near the float32
+            # maximum; every |result| <= scale, so float64 gives it exactly in range.
+            out = (np.float64(self.scale) * self.codes.astype(np.float64) / self.levels).astype(np.float32)
+        return out.reshape(self.shape)
 
     def __repr__(self) -> str:
         return f"QuantizedUpdate({self.method}, shape={self.shape}, levels={self.levels}, bits={self.bits})"
@@ -267,8 +302,8 @@ def qsgd(x: Any, levels: int, seed: int = 0) -> QuantizedUpdate:
     """QSGD (Alistarh et al. 2017): ``||x||_2 * sign(x_i) * l_i / levels`` with ``l_i`` the
     unbiased stochastic rounding of ``levels * |x_i| / ||x||_2``."""
     arr = _array(x, "x")
-    if isinstance(levels, (bool, np.bool_)) or not isinstance(levels, (int, np.integer)) or levels < 1:
-        raise ValueError(f"levels: must be an int >= 1, got {levels!r}")
+    if isinstance(levels, (bool, np.bool_)) or not isinstance(levels, (int, np.integer)) or not 1 <= levels < 2**31:
+        raise ValueError(f"levels: must be an int in [1, 2^31), got {levels!r}")
     codes, norm = _core.qsgd(arr.reshape(-1), int(levels), _seed(seed))
     return QuantizedUpdate("qsgd", arr.shape, codes, norm, int(levels))
 

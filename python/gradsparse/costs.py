@@ -15,7 +15,7 @@ from typing import Any, Tuple
 import numpy as np
 
 from . import _core
-from ._convert import is_tensor, torch_module
+from ._convert import is_tensor, plain_tensor, torch_module
 
 
 class PreparedCost:
@@ -45,6 +45,7 @@ class PreparedCost:
             self._core, self._shape = cost._core, cost._shape
             return
         if is_tensor(cost):
+            cost = plain_tensor(cost, "cost")
             if cost.device.type != "cpu":
                 raise ValueError("cost: cost tensor must be on the CPU")
             torch = torch_module()

@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from . import _core
-from ._convert import BF16, F16, F32, Flat, as_flat, bf16_to_f32, f32_to_bf16, is_tensor, torch_module
+from ._convert import BF16, F16, F32, Flat, as_flat, bf16_to_f32, f32_to_bf16, is_tensor, plain_tensor, torch_module
 from .selection import _resolve_one, _select_one
 from .sparse import Sparse
 
@@ -154,10 +154,20 @@ class ErrorFeedback:
         for name, value in state.items():
             if not isinstance(name, str):
                 raise TypeError("state: keys must be str")
+            what = f"state[{name!r}]"
             kind = "torch" if is_tensor(value) else "numpy"
-            arr = value.detach().cpu().numpy() if kind == "torch" else np.asarray(value)
+            if kind == "torch":
+                torch = torch_module()
+                value = plain_tensor(value, what)
+                if value.dtype not in (torch.float32, torch.float64):
+                    raise TypeError(f"{what}: residuals are float32 or float64, got {value.dtype}")
+                arr = value.cpu().numpy()
+            else:
+                if value is None or isinstance(value, (bool, np.bool_, str, bytes)):
+                    raise TypeError(f"{what}: expected a float32 or float64 array, got {type(value).__name__}")
+                arr = np.asarray(value)
             if arr.dtype not in (np.float32, np.float64):
-                raise TypeError(f"state['{name}']: residuals are float32 or float64, got {arr.dtype}")
+                raise TypeError(f"{what}: residuals are float32 or float64, got {arr.dtype}")
             res[name] = np.array(arr, dtype=arr.dtype, copy=True).reshape(-1)
             meta[name] = (tuple(arr.shape), kind)
         with self._lock:

@@ -25,6 +25,7 @@ from ._convert import (
     bf16_to_f32,
     f32_to_bf16,
     is_tensor,
+    plain_tensor,
     torch_module,
 )
 from .sparse import Sparse
@@ -70,6 +71,9 @@ def k_from_ratio(ratio: Any, n: int) -> int:
     r = as_real(ratio, "ratio")
     if not (0.0 < r <= 1.0):
         raise ValueError(f"ratio: must be in (0, 1], got {r}")
+    n = as_count(n, "n")
+    if n < 0:
+        raise ValueError(f"n: must be >= 0, got {n}")
     return min(n, max(1, int(math.floor(r * n + 0.5))))
 
 
@@ -134,9 +138,10 @@ def _topk_buffers(flat: Flat, nrows: int, k: int, ndim: int, transposed: bool, o
     vals, idx = out
     if is_tensor(vals):
         torch = torch_module()
+        vals = plain_tensor(vals, "out", writable=True)
         vals = vals.view(torch.int16).numpy().view(np.uint16) if vals.dtype == torch.bfloat16 else vals.numpy()
     if is_tensor(idx):
-        idx = idx.numpy()
+        idx = plain_tensor(idx, "out", writable=True).numpy()
     if not isinstance(vals, np.ndarray) or not isinstance(idx, np.ndarray):
         raise TypeError("out: expected numpy arrays or torch tensors")
     if idx.dtype != np.int64:
@@ -234,8 +239,8 @@ class StreamingSelector:
             if total is None:
                 raise ValueError("total: a ratio needs the total number of elements of all chunks")
             total = as_count(total, "total")
-            if total < 1:
-                raise ValueError(f"total: must be >= 1, got {total}")
+            if not 1 <= total <= 2**62:
+                raise ValueError(f"total: must be in [1, 2^62], got {total}")
             if k is not None or budget is not None:
                 raise ValueError("k, ratio, budget: give exactly one of them")
             k = k_from_ratio(ratio, total)
@@ -292,12 +297,25 @@ def random_k(x: Any, k: Any, seed: Any, *, scale: bool = False) -> Sparse:
     seed = as_count(seed, "seed")
     if not 0 <= seed < 2**64:
         raise ValueError(f"seed: must be in [0, 2**64), got {seed}")
+    if not isinstance(scale, (bool, np.bool_)):
+        raise TypeError(f"scale: expected a bool, got {type(scale).__name__}")
     idx = _core.random_k(flat.size, k, seed)
     raw = flat.array[idx]
     if scale:
         factor = flat.size / k
-        if flat.code == BF16:
-            raw = f32_to_bf16(bf16_to_f32(raw) * np.float32(factor))
-        else:
-            raw = (raw * raw.dtype.type(factor)).astype(raw.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if flat.code == BF16:
+                raw = f32_to_bf16(bf16_to_f32(raw) * np.float32(factor))
+                out = bf16_to_f32(raw)
+            elif np.isfinite(raw.dtype.type(factor)):
+                raw = out = (raw * raw.dtype.type(factor)).astype(raw.dtype)
+            else:
+                # n / k beyond float16's range: scale in float32, round once to float16.
+                raw = out = (raw.astype(np.float32) * np.float32(factor)).astype(raw.dtype)
+        bad = ~np.isfinite(out) & np.isfinite(flat.array[idx].astype(np.float64))
+        if bad.any():
+            v = flat.array[idx][bad][0]
+            raise ValueError(f"scale: a kept value times n/k = {factor:g} overflows {flat.array.dtype if flat.code != BF16 else 'bfloat16'} "
+                             f"(value {float(v) if flat.code != BF16 else float(bf16_to_f32(np.array([v]))[0]):g}); "
+                             "use scale=False or a wider dtype")
     return _sparse(flat, idx, raw)

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from . import _core
-from ._convert import BF16, as_flat, bf16_to_f32, is_tensor, torch_module
+from ._convert import BF16, as_flat, bf16_to_f32, is_tensor, plain_tensor, torch_module
 from .sparse import Sparse
 
 __all__ = ["encode", "decode", "encoded_size", "INDEX_CODECS", "VALUE_CODECS", "FORMAT_VERSION"]
@@ -39,9 +39,10 @@ Update = Union[Sparse, Any, Mapping[str, Any]]
 
 def _index_array(indices: Any) -> np.ndarray:
     if is_tensor(indices):
+        indices = plain_tensor(indices, "indices")
         if indices.device.type != "cpu":
             raise ValueError("indices: tensor must be on the CPU")
-        indices = indices.detach().contiguous().numpy()
+        indices = indices.contiguous().numpy()
     arr = np.asarray(indices)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"indices: expected an integer array, got dtype {arr.dtype}")
@@ -121,6 +122,11 @@ def encode(
     ``value_codec`` applies to every tensor; ``bits`` and ``block`` parameterise ``qsgd``,
     whose stochastic rounding is drawn from ``seed`` (fresh randomness when None; the same
     seed gives the same bytes). Indices must be strictly increasing and inside the shape.
+
+    The arrays are read without copying while the GIL is released: another thread must not
+    modify them during the call. If one does, the call raises ValueError ("indices: changed
+    during encoding") or returns a valid payload of the values it read; it never writes
+    outside the payload.
     """
     recs, single = _records(update)
     opts = _options(index_codec, value_codec, bits, block, seed)
@@ -172,8 +178,10 @@ def decode(data: Any, *, like: str = "numpy", verify_checksum: bool = True):
     (exact). Values come back in the tensor's original dtype, carrying the precision of the
     value codec. Raises ValueError naming the problem for any malformed payload.
     """
-    if like not in ("numpy", "torch"):
+    if not isinstance(like, str) or like not in ("numpy", "torch"):
         raise ValueError(f"like: expected 'numpy' or 'torch', got {like!r}")
+    if not isinstance(verify_checksum, (bool, np.bool_)):
+        raise TypeError(f"verify_checksum: expected a bool, got {type(verify_checksum).__name__}")
     if isinstance(data, str):
         raise TypeError("data: expected bytes, bytearray or memoryview, got str")
     single, records = _core.wire_decode(data, bool(verify_checksum))

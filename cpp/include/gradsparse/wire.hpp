@@ -81,10 +81,15 @@ struct EncodeOptions {
 /// parameters, and knows the exact payload size before any byte is written.
 class Encoder {
    public:
-    Encoder(const std::vector<TensorIn>& tensors, const EncodeOptions& opt);
+    /// `checks_at_write`: for an Encoder that will write, the fixed-size index codecs (raw32,
+    /// raw64, bitmap) check order and range while writing instead of while planning (one
+    /// pass over the indices fewer; the same errors, from write()).
+    Encoder(const std::vector<TensorIn>& tensors, const EncodeOptions& opt, bool checks_at_write = false);
     /// Exact payload length.
     size_t size() const { return size_; }
-    /// Writes the payload into out[0..size()). The tensors must be unchanged since planning.
+    /// Writes the payload into out[0..size()). Every section stays inside its planned bytes
+    /// and is checked as it is written: tensors changed since planning (another thread)
+    /// raise ArgumentError, never a write out of bounds.
     void write(uint8_t* out) const;
     /// The index codec chosen for tensor i (Dense for dense tensors).
     IndexCodec index_codec(size_t i) const { return plans_[i].index; }
@@ -93,6 +98,7 @@ class Encoder {
     struct Plan {
         IndexCodec index;
         unsigned rice_b;
+        bool index_checked;
         size_t head_bytes, index_bytes, value_bytes;
     };
     const std::vector<TensorIn>& tensors_;
@@ -154,6 +160,13 @@ void index_section_decode(IndexCodec codec, const uint8_t* data, size_t len, uin
                           uint64_t numel, int64_t* out);
 /// Upper bound on the section size for any codec but Bitmap/Auto (used to size buffers).
 size_t index_section_bound(IndexCodec codec, uint64_t k, uint64_t numel);
+/// Testing hook for the encoder's second read of the indices: plans the section of `codec`
+/// for planned[0..k), then writes actual[0..k) into exactly the planned bytes, as
+/// Encoder::write does when the caller changed its indices in between. Returns the section;
+/// throws ArgumentError ("changed during encoding") when `actual` does not fit the plan.
+/// Guard bytes after the section are checked (a write past it is an internal error).
+std::vector<uint8_t> index_section_write_replanned(IndexCodec codec, const int64_t* planned,
+                                                   const int64_t* actual, uint64_t k, uint64_t numel);
 
 }  // namespace wire
 }  // namespace gradsparse

@@ -4,6 +4,7 @@
 // concatenated in range order.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "atomo/philox.hpp"
@@ -69,7 +70,11 @@ SampledAtoms atomo_sample_f32(const float* lam, size_t n, double budget, uint64_
     for (size_t j = 0; j < out.indices.size(); ++j) {
         const size_t i = static_cast<size_t>(out.indices[j]);
         out.p[j] = p[i];
-        out.values[j] = static_cast<float>(static_cast<double>(lam[i]) / p[i]);
+        const double v = static_cast<double>(lam[i]) / p[i];
+        GS_CHECK(std::fabs(v) <= static_cast<double>(std::numeric_limits<float>::max()),
+                 "x: the unbiased value lam / p of a kept atom overflows float32 (sum |x| / budget is above "
+                 "the float32 range; scale x down or raise budget)");
+        out.values[j] = static_cast<float>(v);
     }
     return out;
 }
@@ -92,6 +97,11 @@ float qsgd_f32(const float* x, size_t n, int levels, uint64_t seed, int32_t* out
     GS_CHECK(levels >= 1, "levels: must be >= 1");
     double ss, mx;
     check_finite(x, n, &ss, &mx);
+    // The norm is accumulated in float64 (no overflow for float32 inputs) but sent as a
+    // float32 scale: refuse one that float32 cannot hold rather than return inf (and NaN
+    // from scale * 0 on decoding).
+    GS_CHECK(std::sqrt(ss) <= static_cast<double>(std::numeric_limits<float>::max()),
+             "x: the L2 norm overflows float32 (|x| is too large for a float32 QSGD scale; scale x down)");
     const float norm = static_cast<float>(std::sqrt(ss));
     if (norm == 0) {
         std::fill(out_levels, out_levels + n, 0);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "gradsparse/wire.hpp"
 #include "wire_generic.hpp"
@@ -104,13 +105,20 @@ size_t varint_size(uint64_t k, uint64_t data_bytes) { return varint_ctrl_bytes(k
 
 // ---- bitmap and raw ----------------------------------------------------------------------
 
-void bitmap_encode(const int64_t* idx, uint64_t k, uint64_t numel, uint8_t* out) {
+/// Writes the bitmap of idx[0..k); false (the section only partly written, nothing outside
+/// it) if an index read here is out of range or the indices do not strictly increase.
+bool bitmap_encode(const int64_t* idx, uint64_t k, uint64_t numel, uint8_t* out) {
     // out may be null for an empty section (numel == 0): memset must not see it.
     if (numel) std::memset(out, 0, bitmap_size(numel));
+    uint64_t ors = 0, prev = ~uint64_t(0);
     for (uint64_t i = 0; i < k; ++i) {
-        const uint64_t j = static_cast<uint64_t>(idx[i]);
+        const uint64_t j = static_cast<uint64_t>(idx[i]);  // read once: it may change meanwhile
+        if (j >= numel) return false;
+        ors |= j - prev - 1;  // a non-increasing step wraps above 2^63
+        prev = j;
         out[j >> 3] = static_cast<uint8_t>(out[j >> 3] | (1u << (j & 7)));
     }
+    return ors < kIndexLimit;
 }
 
 void bitmap_decode(const uint8_t* data, size_t len, uint64_t k, uint64_t numel, int64_t* out) {
@@ -143,16 +151,41 @@ void bitmap_decode(const uint8_t* data, size_t len, uint64_t k, uint64_t numel, 
                             std::to_string(k));
 }
 
-void raw_encode(IndexCodec c, const int64_t* idx, uint64_t k, uint8_t* out) {
-    if (c == IndexCodec::Raw64) {
-        // idx may be null when k == 0 (memcpy with a null pointer is undefined even for 0 bytes).
-        if (k) std::memcpy(out, idx, static_cast<size_t>(k) * 8);
-        return;
+/// Writes the raw section of idx[0..k) (k * 4 or k * 8 bytes) and checks the values it
+/// wrote (each read once): false if they are not strictly increasing inside [0, numel).
+template <class W>
+bool raw_encode_as(const int64_t* idx, uint64_t k, uint64_t numel, uint8_t* out) {
+    uint64_t ors = 0, prev = ~uint64_t(0);
+    uint64_t i = 0;
+    // Eight at a time through a local copy (one read of each index, then the checks on the
+    // copy), which the compiler vectorizes; the scalar loop finishes.
+    for (; i + 8 <= k; i += 8) {
+        uint64_t v[8];
+        std::memcpy(v, idx + i, sizeof v);
+        W w[8];
+        for (int j = 0; j < 8; ++j) w[j] = static_cast<W>(v[j]);
+        std::memcpy(out + sizeof(W) * i, w, sizeof w);
+        ors |= v[0] | (v[0] - prev - 1);
+        for (int j = 1; j < 8; ++j) ors |= v[j] | (v[j] - v[j - 1] - 1);
+        prev = v[7];
     }
-    for (uint64_t i = 0; i < k; ++i) {
-        const uint32_t v = static_cast<uint32_t>(idx[i]);
-        std::memcpy(out + 4 * i, &v, 4);
+    for (; i < k; ++i) {
+        const uint64_t v = static_cast<uint64_t>(idx[i]);
+        const W w = static_cast<W>(v);
+        std::memcpy(out + sizeof(W) * i, &w, sizeof w);
+        ors |= v | (v - prev - 1);
+        prev = v;
     }
+    // Every index below 2^56 and every step positive; the last one then bounds the range
+    // (and below numel <= 2^32 the raw32 truncation lost nothing).
+    return ors < kIndexLimit && (k == 0 || prev < numel);
+}
+
+/// Writes the raw section of idx[0..k) (k * 4 or k * 8 bytes) and checks the values it
+/// wrote (each read once): false if they are not strictly increasing inside [0, numel).
+bool raw_encode(IndexCodec c, const int64_t* idx, uint64_t k, uint64_t numel, uint8_t* out) {
+    return c == IndexCodec::Raw64 ? raw_encode_as<uint64_t>(idx, k, numel, out)
+                                  : raw_encode_as<uint32_t>(idx, k, numel, out);
 }
 
 void raw_decode(IndexCodec c, const uint8_t* data, size_t len, uint64_t k, uint64_t numel, int64_t* out) {
@@ -209,21 +242,22 @@ size_t index_section_bound(IndexCodec codec, uint64_t k, uint64_t numel) {
     }
 }
 
-IndexPlan plan_indices(IndexCodec codec, const int64_t* idx, uint64_t k, uint64_t numel) {
+IndexPlan plan_indices(IndexCodec codec, const int64_t* idx, uint64_t k, uint64_t numel, bool check) {
     IndexPlan p;
     p.codec = codec;
+    p.checked = check || !(codec == IndexCodec::Raw32 || codec == IndexCodec::Raw64 || codec == IndexCodec::Bitmap);
     switch (codec) {
         case IndexCodec::Raw32:
             GS_CHECK(numel <= (uint64_t(1) << 32), "index_codec: 'raw32' needs fewer than 2^32 elements");
-            check_indices(idx, k, numel);
+            if (p.checked) check_indices(idx, k, numel);
             p.bytes = raw_size(codec, k);
             return p;
         case IndexCodec::Raw64:
-            check_indices(idx, k, numel);
+            if (p.checked) check_indices(idx, k, numel);
             p.bytes = raw_size(codec, k);
             return p;
         case IndexCodec::Bitmap:
-            check_indices(idx, k, numel);
+            if (p.checked) check_indices(idx, k, numel);
             p.bytes = bitmap_size(numel);
             return p;
         case IndexCodec::Varint: {
@@ -254,18 +288,46 @@ IndexPlan plan_indices(IndexCodec codec, const int64_t* idx, uint64_t k, uint64_
     }
 }
 
+namespace {
+[[noreturn]] void changed(const char* what) {
+    throw ArgumentError(std::string("indices: changed during encoding (") + what +
+                        "); another thread must not modify the arrays while encode() runs");
+}
+
+/// A raw or bitmap writer found invalid indices: a plan that did not check them reports
+/// what is wrong (they were invalid from the start, unless they changed meanwhile).
+[[noreturn]] void unfit(const IndexPlan& p, const int64_t* idx, uint64_t k, uint64_t numel) {
+    if (!p.checked) check_indices(idx, k, numel);
+    changed("no longer strictly increasing inside the shape");
+}
+}  // namespace
+
 size_t write_indices(const IndexPlan& p, const int64_t* idx, uint64_t k, uint64_t numel, uint8_t* out, size_t cap) {
+    // The indices were validated when the section was planned, but they are read again
+    // here: every writer stays inside out[0..cap) and checks what it wrote, so indices
+    // changed in between give an error, never a write out of bounds or a corrupt section.
     switch (p.codec) {
         case IndexCodec::Raw32:
-        case IndexCodec::Raw64: raw_encode(p.codec, idx, k, out); return p.bytes;
-        case IndexCodec::Bitmap: bitmap_encode(idx, k, numel, out); return p.bytes;
-        case IndexCodec::Rice:
-            active_wire_kernels().rice_encode(idx, static_cast<size_t>(k), p.rice_b, out, p.bytes);
+        case IndexCodec::Raw64:
+            if (cap < p.bytes) changed("no room for the raw section");
+            if (!raw_encode(p.codec, idx, k, numel, out)) unfit(p, idx, k, numel);
             return p.bytes;
+        case IndexCodec::Bitmap:
+            if (cap < p.bytes) changed("no room for the bitmap");
+            if (!bitmap_encode(idx, k, numel, out)) unfit(p, idx, k, numel);
+            return p.bytes;
+        case IndexCodec::Rice: {
+            if (cap < p.bytes) changed("no room for the Rice section");
+            const Status st = active_wire_kernels().rice_encode(idx, static_cast<size_t>(k), p.rice_b, numel, out, p.bytes);
+            if (st == Status::NoFit) changed("the Rice section no longer has the planned size");
+            if (st != Status::Ok) changed("no longer strictly increasing inside the shape");
+            return p.bytes;
+        }
         case IndexCodec::Varint: {
             Status st;
-            const size_t n = active_wire_kernels().varint_encode(idx, static_cast<size_t>(k), out, cap, &st);
-            if (st != Status::Ok) throw ArgumentError("indices: must be strictly increasing and >= 0, with gaps below 2^32 for 'varint'");
+            const size_t n = active_wire_kernels().varint_encode(idx, static_cast<size_t>(k), numel, out, cap, &st);
+            if (st == Status::NoFit) changed("the varint section no longer has the planned size");
+            if (st != Status::Ok) changed("no longer strictly increasing inside the shape");
             return n;
         }
         default: GS_ASSERT(false);
@@ -319,14 +381,33 @@ size_t index_section_encode(IndexCodec codec, const int64_t* idx, uint64_t k, ui
     IndexPlan p;
     if (codec == IndexCodec::Varint) {
         // The kernel validates order as it goes; only the range is checked here.
-        p.codec = codec;
         GS_CHECK(cap >= index_section_bound(codec, k, numel), "out: too small for the varint section");
         check_range(idx, k, numel);
-        return write_indices(p, idx, k, numel, out, cap);
+        Status st;
+        const size_t n = active_wire_kernels().varint_encode(idx, static_cast<size_t>(k), numel, out, cap, &st);
+        if (st == Status::BadIndices)
+            throw ArgumentError("indices: must be strictly increasing and >= 0, with gaps below 2^32 for 'varint'");
+        if (st != Status::Ok) changed("an index is now out of range");
+        return n;
     }
     p = plan_indices(codec, idx, k, numel);
     GS_CHECK(cap >= p.bytes, "out: too small for the index section");
     return write_indices(p, idx, k, numel, out, cap);
+}
+
+std::vector<uint8_t> index_section_write_replanned(IndexCodec codec, const int64_t* planned,
+                                                   const int64_t* actual, uint64_t k, uint64_t numel) {
+    GS_CHECK(numel <= kMaxElements, "numel: above the format's limit of 2^56 elements");
+    GS_CHECK(k <= numel, "indices: more indices than elements");
+    const IndexPlan p = plan_indices(codec, planned, k, numel);
+    constexpr size_t kGuard = 64;
+    constexpr uint8_t kFill = 0xA5;
+    std::vector<uint8_t> buf(p.bytes + kGuard, kFill);
+    const size_t n = write_indices(p, actual, k, numel, buf.data(), p.bytes);
+    for (size_t i = p.bytes; i < buf.size(); ++i) GS_ASSERT(buf[i] == kFill);
+    if (n != p.bytes) changed("the section no longer has the planned size");
+    buf.resize(n);
+    return buf;
 }
 
 void index_section_decode(IndexCodec codec, const uint8_t* data, size_t len, uint64_t k, uint64_t numel, int64_t* out) {

@@ -134,7 +134,8 @@ uint32_t crc32c(uint32_t crc, const uint8_t* data, size_t n) { return active_wir
 
 // ---- encoding ------------------------------------------------------------------------------
 
-Encoder::Encoder(const std::vector<TensorIn>& tensors, const EncodeOptions& opt) : tensors_(tensors), opt_(opt) {
+Encoder::Encoder(const std::vector<TensorIn>& tensors, const EncodeOptions& opt, bool checks_at_write)
+    : tensors_(tensors), opt_(opt) {
     GS_CHECK(tensors.size() <= 0xFFFFFFFFull, "update: too many tensors");
     GS_CHECK(!opt.single || tensors.size() == 1, "update: a single-tensor message holds exactly one tensor");
     GS_CHECK(opt.index != IndexCodec::Dense, "index_codec: 'dense' is chosen per tensor, not requested");
@@ -154,9 +155,10 @@ Encoder::Encoder(const std::vector<TensorIn>& tensors, const EncodeOptions& opt)
             p.index = IndexCodec::Dense;
         } else {
             GS_CHECK(t.nnz <= numel, "indices: tensor '" + printable(t.name) + "' has more indices than elements");
-            const IndexPlan ip = plan_indices(opt.index, t.indices, t.nnz, numel);
+            const IndexPlan ip = plan_indices(opt.index, t.indices, t.nnz, numel, !checks_at_write);
             p.index = ip.codec;
             p.rice_b = ip.rice_b;
+            p.index_checked = ip.checked;
             p.index_bytes = ip.bytes;
         }
         p.value_bytes = value_section_size(opt.value, t.nnz, opt.quant);
@@ -189,9 +191,13 @@ void Encoder::write(uint8_t* out) const {
             ip.codec = pl.index;
             ip.rice_b = pl.rice_b;
             ip.bytes = pl.index_bytes;
+            ip.checked = pl.index_checked;
+            // Bounded by the planned section: indices changed since planning raise here.
             const size_t n = write_indices(ip, t.indices, t.nnz, checked_numel(t.shape, "update"), p,
-                                           static_cast<size_t>(end - p));
-            GS_ASSERT(n == pl.index_bytes);
+                                           pl.index_bytes);
+            if (n != pl.index_bytes)
+                throw ArgumentError("indices: changed during encoding (the section no longer has the planned "
+                                    "size); another thread must not modify the arrays while encode() runs");
             p += n;
         }
         write_values(opt_.value, t.dtype, t.values, t.nnz, opt_.quant, i, p);
@@ -214,7 +220,7 @@ size_t encoded_size(const std::vector<TensorIn>& tensors, const EncodeOptions& o
 }
 
 std::vector<uint8_t> encode(const std::vector<TensorIn>& tensors, const EncodeOptions& opt) {
-    Encoder e(tensors, opt);
+    Encoder e(tensors, opt, true);
     std::vector<uint8_t> out(e.size());
     e.write(out.data());
     return out;

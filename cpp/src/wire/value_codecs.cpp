@@ -143,7 +143,9 @@ void quant_encode(DType src, const void* v, uint64_t n, const QuantOptions& q, u
         const double sd = static_cast<double>(s);
         for (uint64_t i = lo; i < hi; ++i) {
             double u = (elem_f64(src, v, i) + sd) / (2.0 * sd) * levels;
-            if (u < 0.0) u = 0.0;
+            // !(u > 0) also catches NaN (a value changed by another thread since the scale
+            // pass): the code stays inside [0, levels] whatever the input does meanwhile.
+            if (!(u > 0.0)) u = 0.0;
             if (u > levels) u = levels;
             double j0 = std::floor(u);
             if (j0 < levels && uniform(key, i) < u - j0) j0 += 1.0;

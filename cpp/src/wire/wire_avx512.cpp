@@ -54,7 +54,11 @@ Status varint_decode_avx512(const uint8_t* in, size_t len, size_t k, uint64_t nu
 // Eight indices per step: gaps from a lane shift of the indices, one unsigned compare
 // flags decreasing / negative / > 32-bit gaps, length codes from three compares, control
 // bytes assembled with pdep, data bytes packed with one shuffle per four values.
-size_t varint_encode_avx512(const int64_t* idx, size_t k, uint8_t* out, size_t cap, Status* st) {
+size_t varint_encode_avx512(const int64_t* idx, size_t k, uint64_t numel, uint8_t* out, size_t cap, Status* st) {
+    if (cap < varint_ctrl_bytes(k)) {
+        *st = Status::NoFit;
+        return 0;
+    }
     const VarintTables& T = varint_tables();
     uint8_t* ctrl = out;
     uint8_t* data = out + varint_ctrl_bytes(k);
@@ -88,14 +92,15 @@ size_t varint_encode_avx512(const int64_t* idx, size_t k, uint8_t* out, size_t c
         data += T.length[c1];
     }
     // The first index must be >= 0 (its gap is idx[0] itself; a negative one is > 2^32 - 1
-    // as unsigned, so `bad` already covers it).
-    const int64_t last = i ? idx[i - 1] : -1;
-    if (bad || !generic::varint_encode_tail(idx, i, k, last, ctrl, data)) {
+    // as unsigned, so `bad` already covers it). The tail continues from the last index the
+    // vector loop coded (lane 7 of prev), not from a second read of idx[i - 1].
+    int64_t last = i ? _mm256_extract_epi64(_mm512_extracti64x4_epi64(prev, 1), 3) : -1;
+    if (bad) {
         *st = Status::BadIndices;
         return 0;
     }
-    *st = Status::Ok;
-    return static_cast<size_t>(data - out);
+    const Status s = generic::varint_encode_tail(idx, i, k, last, ctrl, data, data_end);
+    return generic::varint_encode_result(s, last, k, numel, out, data, st);
 }
 
 // Horizontal OR / sum through memory (gcc 12's reduce intrinsics trip -Wuninitialized).

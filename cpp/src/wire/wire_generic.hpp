@@ -62,33 +62,44 @@ inline unsigned varint_len_code(uint32_t g) {
     return (g > 0xFFu) + (g > 0xFFFFu) + (g > 0xFFFFFFu);
 }
 
-/// Encodes idx[i0..k) continuing after previous index `prev` (-1 before the first), with
-/// control bytes at ctrl (byte i/4 for value i, counted from 0) and data at *data.
-inline bool varint_encode_tail(const int64_t* idx, size_t i0, size_t k, int64_t prev,
-                               uint8_t* ctrl, uint8_t*& data) {
+/// Encodes idx[i0..k) continuing after previous index `prev` (-1 before the first; on
+/// return the last index coded), with control bytes at ctrl (byte i/4 for value i, counted
+/// from 0) and data at *data, never past data_end. Each index is read once.
+inline Status varint_encode_tail(const int64_t* idx, size_t i0, size_t k, int64_t& prev,
+                                 uint8_t* ctrl, uint8_t*& data, const uint8_t* data_end) {
     for (size_t i = i0; i < k; ++i) {
         const int64_t cur = idx[i];
         // gap - 1 as unsigned: negative (not increasing) or too large both exceed 2^32 - 1.
         const uint64_t g = static_cast<uint64_t>(cur) - static_cast<uint64_t>(prev) - 1u;
-        if (cur < 0 || cur <= prev || g > 0xFFFFFFFFull) return false;
+        if (cur < 0 || cur <= prev || g > 0xFFFFFFFFull) return Status::BadIndices;
         const uint32_t g32 = static_cast<uint32_t>(g);
         const unsigned code = varint_len_code(g32);
+        if (static_cast<size_t>(data_end - data) <= code) return Status::NoFit;
         if ((i & 3) == 0) ctrl[i >> 2] = 0;
         ctrl[i >> 2] = static_cast<uint8_t>(ctrl[i >> 2] | (code << (2 * (i & 3))));
         for (unsigned b = 0; b <= code; ++b) *data++ = static_cast<uint8_t>(g32 >> (8 * b));
         prev = cur;
     }
-    return true;
+    return Status::Ok;
 }
 
-inline size_t varint_encode(const int64_t* idx, size_t k, uint8_t* out, size_t /*cap*/, Status* st) {
-    uint8_t* data = out + varint_ctrl_bytes(k);
-    if (!varint_encode_tail(idx, 0, k, -1, out, data)) {
-        *st = Status::BadIndices;
+/// The outcome of a varint encoder whose last coded index is `last`: bytes written or 0.
+inline size_t varint_encode_result(Status st, int64_t last, size_t k, uint64_t numel, const uint8_t* out,
+                                   const uint8_t* data, Status* status) {
+    if (st == Status::Ok && k && static_cast<uint64_t>(last) >= numel) st = Status::OutOfRange;
+    *status = st;
+    return st == Status::Ok ? static_cast<size_t>(data - out) : 0;
+}
+
+inline size_t varint_encode(const int64_t* idx, size_t k, uint64_t numel, uint8_t* out, size_t cap, Status* st) {
+    if (cap < varint_ctrl_bytes(k)) {
+        *st = Status::NoFit;
         return 0;
     }
-    *st = Status::Ok;
-    return static_cast<size_t>(data - out);
+    uint8_t* data = out + varint_ctrl_bytes(k);
+    int64_t prev = -1;
+    const Status s = varint_encode_tail(idx, 0, k, prev, out, data, out + cap);
+    return varint_encode_result(s, prev, k, numel, out, data, st);
 }
 
 /// Decodes values i0..k; `data` points at value i0's bytes, `end` is the section end and
@@ -186,24 +197,34 @@ class BitWriter {
 
 inline size_t rice_remainder_bytes(uint64_t k, unsigned b) { return static_cast<size_t>((k * b + 7) / 8); }
 
-inline void rice_encode(const int64_t* idx, size_t k, unsigned b, uint8_t* out, size_t bytes) {
+inline Status rice_encode(const int64_t* idx, size_t k, unsigned b, uint64_t numel, uint8_t* out, size_t bytes) {
     const size_t rem_bytes = rice_remainder_bytes(k, b);
+    if (bytes < 1 + rem_bytes) return Status::NoFit;
     out[0] = static_cast<uint8_t>(b);
     uint8_t* un = out + 1 + rem_bytes;
     const size_t ulen = bytes - 1 - rem_bytes;
     std::memset(un, 0, ulen);
-    BitWriter rw(out + 1);
+    BitWriter rw(out + 1);  // exactly k * b bits: inside the remainder stream
     const uint64_t mask = (uint64_t(1) << b) - 1;
-    // Unary stream: ones collect in a 64-bit word, stored when a code moves past it.
+    // Unary stream: ones collect in a 64-bit word, stored when a code moves past it. The
+    // indices are read once each but may change meanwhile (another thread), so a word past
+    // the planned stream is never stored, and the totals are checked at the end.
+    bool fits = true;
     auto store_word = [&](uint64_t word, uint64_t bits) {
+        if (word >= (ulen + 7) / 8) {
+            fits = false;
+            return;
+        }
         const size_t off = static_cast<size_t>(word * 8);
         std::memcpy(un + off, &bits, ulen - off < 8 ? ulen - off : 8);
     };
-    uint64_t pos = 0, word = 0, acc = 0;
+    uint64_t pos = 0, word = 0, acc = 0, ors = 0;
     int64_t prev = -1;
     for (size_t i = 0; i < k; ++i) {
-        const uint64_t g = static_cast<uint64_t>(idx[i] - prev - 1);
-        prev = idx[i];
+        const int64_t cur = idx[i];
+        const uint64_t g = static_cast<uint64_t>(cur) - static_cast<uint64_t>(prev) - 1u;
+        ors |= static_cast<uint64_t>(cur) | g;  // >= 2^56: negative, too large or not increasing
+        prev = cur;
         if (b) rw.put(g & mask, b);
         pos += g >> b;
         if ((pos >> 6) != word) {
@@ -216,6 +237,11 @@ inline void rice_encode(const int64_t* idx, size_t k, unsigned b, uint8_t* out, 
     }
     if (k) store_word(word, acc);
     rw.finish();
+    if (ors >= (uint64_t(1) << 56)) return Status::BadIndices;
+    if (k && static_cast<uint64_t>(prev) >= numel) return Status::OutOfRange;
+    // With every gap below 2^56 and k <= 2^56, pos (= sum of quotients + k) cannot wrap.
+    if (!fits || (pos + 7) / 8 != ulen) return Status::NoFit;
+    return Status::Ok;
 }
 
 inline Status rice_decode(const uint8_t* data, size_t len, size_t k, uint64_t numel, int64_t* out) {

@@ -14,10 +14,12 @@ struct IndexPlan {
     IndexCodec codec = IndexCodec::Raw64;
     unsigned rice_b = 0;
     size_t bytes = 0;
+    bool checked = true;  ///< order and range were checked while planning
 };
 
 /// Validates indices (strictly increasing, in [0, numel)) and sizes the section; resolves Auto.
-IndexPlan plan_indices(IndexCodec codec, const int64_t* idx, uint64_t k, uint64_t numel);
+/// With `check` false, raw32/raw64/bitmap are only sized (their writer checks the indices).
+IndexPlan plan_indices(IndexCodec codec, const int64_t* idx, uint64_t k, uint64_t numel, bool check = true);
 /// Writes the planned section (cap bytes available, >= index_section_bound); returns its size.
 size_t write_indices(const IndexPlan& p, const int64_t* idx, uint64_t k, uint64_t numel, uint8_t* out, size_t cap);
 /// Decodes and validates a section.

@@ -22,6 +22,9 @@ enum class Status : int {
     NotIncreasing, ///< (raw codecs) indices not strictly increasing
     CountMismatch, ///< (bitmap, Rice) number of codes differs from the declared count
     BadParameter,  ///< (Rice) parameter byte above kMaxRiceB
+    NoFit,         ///< (encode) the indices need more or fewer bytes than the section planned
+                   ///< for them (the caller changed them after planning); nothing was written
+                   ///< outside the section
 };
 
 /// Largest Golomb-Rice parameter the format allows.
@@ -42,15 +45,20 @@ inline size_t varint_ctrl_bytes(uint64_t k) { return static_cast<size_t>((k + 3)
 struct WireKernels {
     /// CRC32C continuing from crc.
     uint32_t (*crc32c)(uint32_t crc, const uint8_t* p, size_t n);
-    /// Encodes idx[0..k) as a varint section into out (cap bytes, cap >= ctrl + 4k).
-    /// Returns the bytes written, or 0 with *status = BadIndices.
-    size_t (*varint_encode)(const int64_t* idx, size_t k, uint8_t* out, size_t cap, Status* status);
+    /// Encodes idx[0..k) as a varint section into out, writing nothing outside out[0..cap).
+    /// Returns the bytes written, or 0 with *status = BadIndices (order, gaps), OutOfRange
+    /// (an index >= numel) or NoFit (the section would need more than cap bytes). Every
+    /// index is read once, so the section codes exactly the values checked.
+    size_t (*varint_encode)(const int64_t* idx, size_t k, uint64_t numel, uint8_t* out, size_t cap,
+                            Status* status);
     /// Decodes k indices from a varint section of len bytes; every index must be < numel.
     Status (*varint_decode)(const uint8_t* in, size_t len, size_t k, uint64_t numel, int64_t* out);
     /// Gap statistics of idx[0..k) for Rice parameters b_lo, b_lo + 1, b_lo + 2.
     void (*gap_stats)(const int64_t* idx, size_t k, unsigned b_lo, GapStats* out);
-    /// Writes a Rice section of `bytes` bytes (parameter b) for valid indices idx[0..k).
-    void (*rice_encode)(const int64_t* idx, size_t k, unsigned b, uint8_t* out, size_t bytes);
+    /// Writes a Rice section of exactly `bytes` bytes (parameter b) for idx[0..k), writing
+    /// nothing outside out[0..bytes). Returns Ok, or BadIndices / OutOfRange / NoFit when the
+    /// indices (each read once) are invalid or do not code to exactly `bytes` bytes.
+    Status (*rice_encode)(const int64_t* idx, size_t k, unsigned b, uint64_t numel, uint8_t* out, size_t bytes);
     /// Decodes a Rice section of len bytes into k indices below numel.
     Status (*rice_decode)(const uint8_t* in, size_t len, size_t k, uint64_t numel, int64_t* out);
     /// float32 -> float16 bits (round to nearest even; NaN stays NaN, quiet, payload top bits).
