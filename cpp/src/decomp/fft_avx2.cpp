@@ -6,7 +6,7 @@ namespace gradsparse {
 namespace fft {
 
 const FftKernels& fft_kernels_avx2() {
-    static const FftKernels table = generic::make_table();
+    static constexpr FftKernels table = generic::make_table();  // constant-initialised
     return table;
 }
 

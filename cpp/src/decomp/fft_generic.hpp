@@ -311,7 +311,7 @@ void cmul_to(const double* __restrict xr, const double* __restrict xi, const dou
     }
 }
 
-inline FftKernels make_table() {
+constexpr FftKernels make_table() {
     return FftKernels{pass2,        pass3,      pass4,      pass5, pass_odd, deinterleave,
                       interleave,   real_split, real_merge, cmul,  cmul_to};
 }

@@ -92,7 +92,7 @@ void rot(double* __restrict x, double* __restrict y, double c, double s, size_t 
     }
 }
 
-inline SvdKernels make_table() { return SvdKernels{dots, axpy, lincomb, rot, rank2}; }
+constexpr SvdKernels make_table() { return SvdKernels{dots, axpy, lincomb, rot, rank2}; }
 
 }  // namespace
 }  // namespace generic

@@ -6,7 +6,7 @@ namespace gradsparse {
 namespace svdk {
 
 const SvdKernels& svd_kernels_scalar() {
-    static const SvdKernels table = generic::make_table();
+    static constexpr SvdKernels table = generic::make_table();  // constant-initialised
     return table;
 }
 

@@ -11,10 +11,10 @@ namespace wire {
 namespace {
 
 struct VarintTables {
-    alignas(16) uint8_t decode[256][16];  ///< data bytes -> four little-endian uint32 lanes
-    alignas(16) uint8_t encode[256][16];  ///< four uint32 lanes -> packed data bytes
-    uint8_t length[256];                  ///< data bytes taken by the four values
-    VarintTables() {
+    alignas(16) uint8_t decode[256][16] = {};  ///< data bytes -> four little-endian uint32 lanes
+    alignas(16) uint8_t encode[256][16] = {};  ///< four uint32 lanes -> packed data bytes
+    uint8_t length[256] = {};                  ///< data bytes taken by the four values
+    constexpr VarintTables() {
         for (int c = 0; c < 256; ++c) {
             int off = 0;
             for (int j = 0; j < 16; ++j) decode[c][j] = encode[c][j] = 0x80;  // zero / unused
@@ -32,7 +32,8 @@ struct VarintTables {
 };
 
 inline const VarintTables& varint_tables() {
-    static const VarintTables tables;
+    // constant-initialised at compile time: no first-use initialisation a fork could cut
+    static constexpr VarintTables tables{};
     return tables;
 }
 

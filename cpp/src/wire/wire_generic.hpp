@@ -23,8 +23,8 @@ inline uint32_t load_le32(const uint8_t* p) {
 // ---- CRC32C: slicing-by-8 over a table built once --------------------------------------
 
 struct Crc32cTable {
-    uint32_t t[8][256];
-    Crc32cTable() {
+    uint32_t t[8][256] = {};
+    constexpr Crc32cTable() {
         for (uint32_t i = 0; i < 256; ++i) {
             uint32_t c = i;
             for (int j = 0; j < 8; ++j) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
@@ -36,7 +36,8 @@ struct Crc32cTable {
 };
 
 inline const Crc32cTable& crc_table() {
-    static const Crc32cTable table;
+    // constant-initialised at compile time: no first-use initialisation a fork could cut
+    static constexpr Crc32cTable table{};
     return table;
 }
 
