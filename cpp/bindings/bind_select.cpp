@@ -20,6 +20,14 @@ using namespace gradsparse;
 
 namespace {
 
+// Whether a cost array's dtype is T's (native byte order). Not identity alone: numpy 1.x
+// makes a new dtype object for every unpickled array, numpy 2 returns the canonical one.
+template <typename T>
+bool dtype_is(const py::dtype& d) {
+    const py::dtype want = py::dtype::of<T>();
+    return d.is(want) || d.equal(want);
+}
+
 DType to_dtype(int code) {
     if (code < 0 || code > 3) throw py::type_error("dtype: unsupported dtype code " + std::to_string(code));
     return static_cast<DType>(code);
@@ -55,13 +63,13 @@ PreparedCost* prepare_cost(const py::array& c) {
     auto* p = new PreparedCost;
     std::unique_ptr<PreparedCost> owner(p);
     const size_t n = static_cast<size_t>(c.size());
-    if (c.dtype().is(py::dtype::of<float>())) {
+    if (dtype_is<float>(c.dtype())) {
         const float* src = static_cast<const float*>(c.data());
         GilRelease release;
         p->f32.assign(src, src + n);
         p->code.reset(new uint8_t[n > 0 ? n : 1]);
         encode_cost_bounds(p->f32.data(), n, p->code.get(), &p->base, &p->shift);
-    } else if (c.dtype().is(py::dtype::of<double>())) {
+    } else if (dtype_is<double>(c.dtype())) {
         p->dtype = DType::F64;
         const double* src = static_cast<const double*>(c.data());
         GilRelease release;
@@ -98,9 +106,9 @@ Segment make_segment(const py::array& x, int code, const py::object& cost) {
         }
     } else {
         py::array c = cost.cast<py::array>();
-        if (c.dtype().is(py::dtype::of<float>()))
+        if (dtype_is<float>(c.dtype()))
             s.cost_dtype = DType::F32;
-        else if (c.dtype().is(py::dtype::of<double>()))
+        else if (dtype_is<double>(c.dtype()))
             s.cost_dtype = DType::F64;
         else
             throw py::type_error("cost: cost arrays must be float32 or float64");
@@ -281,11 +289,11 @@ void register_select(py::module_& m) {
     m.def("check_costs", [](const py::array& c) {
               if (!(c.flags() & py::array::c_style)) throw py::value_error("cost: array must be C-contiguous");
               const size_t n = static_cast<size_t>(c.size());
-              if (c.dtype().is(py::dtype::of<float>())) {
+              if (dtype_is<float>(c.dtype())) {
                   const float* p = static_cast<const float*>(c.data());
                   GilRelease release;
                   check_costs_f32(p, n);
-              } else if (c.dtype().is(py::dtype::of<double>())) {
+              } else if (dtype_is<double>(c.dtype())) {
                   const double* p = static_cast<const double*>(c.data());
                   GilRelease release;
                   check_costs_f64(p, n);

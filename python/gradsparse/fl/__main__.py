@@ -10,7 +10,6 @@ summary  a markdown table of best accuracy per setting and frontier accuracy per
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any, Dict, List, Optional
@@ -89,8 +88,18 @@ def _floats(text: Optional[str], what: str) -> List[Optional[float]]:
         raise ValueError(f"{what}: expected comma-separated numbers, got {text!r}") from None
 
 
+def _sweep_threads(c, jobs: int) -> int:
+    """torch threads of a sweep run: --threads when given; else the count an interrupted run
+    started with (0: read from its config.json, since the count changes torch's results);
+    else one per run when several run at a time (0: the default)."""
+    from .simulation import CONFIG
+    if c.threads or os.path.lexists(os.path.join(c.run_dir(), CONFIG)):
+        return c.threads
+    return 1 if jobs > 1 else 0
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .simulation import STATUS
+    from .simulation import STATUS, _read_json
     base = load_config(args.config, _overrides(args, _COMMON))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     cfgs = sweep_configs(base, methods, _floats(args.ratios, "ratios"), _floats(args.energies, "energies"),
@@ -98,17 +107,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     todo = []
     for c in cfgs:
         st = os.path.join(c.run_dir(), STATUS)
-        if os.path.exists(st):
-            with open(st, "r", encoding="utf-8") as fh:
-                if json.load(fh).get("rounds", 0) >= c.rounds:
-                    print(f"skip (finished): {c.run_dir()}")
-                    continue
+        if os.path.lexists(st) and _read_json(st).get("rounds", 0) >= c.rounds:
+            print(f"skip (finished): {c.run_dir()}")
+            continue
         todo.append(c)
     print(f"sweep: {len(cfgs)} runs, {len(todo)} to do, {args.jobs} at a time")
     os.makedirs(base.out_dir, exist_ok=True)
     log_path = os.path.join(base.out_dir, "sweep.log")
-    items = [(c.replace(progress="off", threads=c.threads or 1 if args.jobs > 1 else c.threads).to_dict(), log_path)
-             for c in todo]
+    items = [(c.replace(progress="off", threads=_sweep_threads(c, args.jobs)).to_dict(), log_path) for c in todo]
     if args.jobs > 1 and len(items) > 1:
         from concurrent.futures import ProcessPoolExecutor
         import multiprocessing as mp

@@ -63,7 +63,7 @@ class Config:
     seed: int = 0
     eval_every: int = 1
     eval_batch_size: int = 500
-    threads: int = 0                      #: torch threads (0: cores - 1, at least 1, at most 4)
+    threads: int = 0                      #: torch threads (0: cores - 1, at most 4; resumed: the run's own)
     out_dir: str = "runs"
     run_name: str = ""                    #: run directory name (default: derived from the config)
     progress: str = "auto"                #: tqdm bars: "auto" (only on a terminal), "on", "off"
@@ -141,7 +141,9 @@ class Config:
         return os.path.join(self.out_dir, self.run_name or self.default_run_name())
 
     # Fields whose change does not change the experiment (a resumed run may differ in them).
-    NON_EXPERIMENT = ("out_dir", "run_name", "progress", "threads", "rounds")
+    # Not `threads`: torch's thread count changes its numerics, so a run is resumed with the
+    # count it started with (0 there: the run's recorded count; see Simulation._check_dir).
+    NON_EXPERIMENT = ("out_dir", "run_name", "progress", "rounds")
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}

@@ -10,6 +10,7 @@ cannot run code.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
 from typing import Optional, Tuple
@@ -73,8 +74,13 @@ class _SafeUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "scalar"),
     }
 
+    # numpy 2 pickles name numpy._core, numpy 1.x ones numpy.core: load either with this numpy
+    _CORE = "numpy._core." if importlib.util.find_spec("numpy._core") is not None else "numpy.core."
+
     def find_class(self, module: str, name: str):
         if (module, name) in self._ALLOWED:
+            if module.startswith(("numpy.core.", "numpy._core.")):
+                module = self._CORE + module.split(".", 2)[2]
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
@@ -83,7 +89,7 @@ def _read_batch(path: str) -> Tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as fh:
             d = _SafeUnpickler(fh, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, ImportError, AttributeError) as e:
         raise ValueError(f"data_dir: {path!r} is not a CIFAR-10 python batch ({e})") from None
     if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
         raise ValueError(f"data_dir: {path!r} is not a CIFAR-10 python batch (no data/labels)")

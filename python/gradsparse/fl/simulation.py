@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import checkpoint as ckpt
 from . import records as rec
 from .compressors import Compressor, ef_enabled, make_compressor
 from .config import Config
@@ -31,16 +32,16 @@ STATUS = "status.json"
 
 def _seed(*parts: int) -> int:
     """A 63-bit seed derived from integers (run seed, round, client, purpose)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+    # int() before the shift: numpy 1.x has no uint64 >> Python int (it promotes to float64)
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0]) >> 1
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+_atomic_write = ckpt.atomic_write
+
+
+def default_threads() -> int:
+    """torch threads when the config leaves them at 0: cores - 1, at least 1, at most 4."""
+    return max(1, min(4, (os.cpu_count() or 1) - 1))
 
 
 def _progress(cfg: Config):
@@ -62,11 +63,6 @@ class Simulation:
         self.cfg = cfg.validate()
         self.log = log
         self.dir = cfg.run_dir()
-        # Default: leave one core free (at most 4 threads). torch's OpenMP threads collapse
-        # when they share a core with any other busy process: on 2 cores, 2 threads took
-        # 1.6 s per CNN round when idle but up to 50 s beside one other busy process.
-        threads = cfg.threads or max(1, min(4, (os.cpu_count() or 1) - 1))
-        torch.set_num_threads(threads)
         self.uplink: Compressor = make_compressor(cfg.method, cfg.params)
         self.downlink: Optional[Compressor] = (None if cfg.downlink == "none" and not cfg.downlink_params
                                                else make_compressor(cfg.downlink, cfg.downlink_params))
@@ -132,39 +128,73 @@ class Simulation:
             blob["down_residual"] = st["down_residual"]
         buf = io.BytesIO()
         torch.save(blob, buf)
-        _atomic_write(os.path.join(self.dir, CHECKPOINT), buf.getvalue())
+        ckpt.write(os.path.join(self.dir, CHECKPOINT), buf.getvalue())  # atomic, with its SHA-256
 
-    def _load(self) -> Dict[str, Any]:
+    def _load(self, payload: bytes) -> Dict[str, Any]:
+        """The state in the checkpoint's (verified) payload; a ValueError naming the file when
+        it does not hold this run's state."""
+        import io
         path = os.path.join(self.dir, CHECKPOINT)
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        self.model.load_state_dict(blob["model"])
-        torch.set_rng_state(blob["torch_rng"])
-        st = {"round": int(blob["round"]), "server_momentum": blob["server_momentum"],
-              "residuals": {int(c): r for c, r in blob["residuals"].items()}, "totals": dict(blob["totals"])}
-        if self.downlink is not None:
-            st["broadcast"], st["down_residual"] = blob["broadcast"], blob["down_residual"]
+        try:
+            blob = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+            self.model.load_state_dict(blob["model"])
+            torch.set_rng_state(blob["torch_rng"])
+            st = {"round": int(blob["round"]), "server_momentum": blob["server_momentum"],
+                  "residuals": {int(c): r for c, r in blob["residuals"].items()}, "totals": dict(blob["totals"])}
+            if self.downlink is not None:
+                st["broadcast"], st["down_residual"] = blob["broadcast"], blob["down_residual"]
+            for n in self.param_names:
+                if tuple(st["server_momentum"][n].shape) != self.shapes[n]:
+                    raise ValueError(f"server momentum of {n} has shape {tuple(st['server_momentum'][n].shape)}")
+        except Exception as e:  # a verified file that does not hold this run's state
+            raise ValueError(f"checkpoint: {path!r} does not hold this run's state ({type(e).__name__}: {e}); "
+                             "move it away (or delete the run directory) to start over") from None
         return st
 
-    def _prepare_dir(self, resume: bool) -> Optional[Dict[str, Any]]:
+    def _check_dir(self, resume: bool) -> Optional[bytes]:
+        """Before any work: checks that the run directory holds nothing or this experiment
+        (then `resume` is needed), fixes torch's thread count, and reads and verifies the
+        checkpoint to resume from (its payload, or None to start afresh)."""
         cfg = self.cfg
-        ckpt = os.path.join(self.dir, CHECKPOINT)
+        path = os.path.join(self.dir, CHECKPOINT)
         cfg_path = os.path.join(self.dir, CONFIG)
-        if os.path.exists(cfg_path):
-            with open(cfg_path, "r", encoding="utf-8") as fh:
-                old = json.load(fh)
+        old = _read_json(cfg_path) if os.path.lexists(cfg_path) else None
+        if old is not None:
             mine = cfg.to_dict()
-            diff = [k for k in mine if k not in Config.NON_EXPERIMENT and old.get(k) != mine[k]]
+            diff = [k for k in mine if k not in Config.NON_EXPERIMENT + ("threads",) and old.get(k) != mine[k]]
             if diff:
                 raise ValueError(f"run_name: {self.dir!r} holds a different experiment (differs in "
                                  f"{', '.join(diff)}); choose another run_name or out_dir")
             if not resume:
                 raise ValueError(f"run_name: {self.dir!r} already holds this run; pass --resume to continue it "
                                  "or choose another run_name")
-        os.makedirs(self.dir, exist_ok=True)
-        _atomic_write(cfg_path, json.dumps(cfg.to_dict(), indent=2, sort_keys=True).encode())
-        if resume and os.path.exists(ckpt):
-            return self._load()
+        # torch's thread count changes its numerics (how reductions are split), so it is part
+        # of the experiment: a resumed run keeps the count it was started with. Default: leave
+        # one core free (at most 4 threads); torch's OpenMP threads collapse when they share a
+        # core with any other busy process (on 2 cores, 2 threads took 1.6 s per CNN round
+        # when idle but up to 50 s beside one other busy process).
+        stored = old.get("threads") if old is not None else None
+        ok = isinstance(stored, int) and not isinstance(stored, bool) and stored >= 1
+        threads = cfg.threads or (stored if ok and resume else default_threads())
+        if old is not None and stored != threads:
+            if not ok:
+                raise ValueError(f"threads: {self.dir!r} did not record its torch thread count (an older "
+                                 "version), and the count changes torch's results; it cannot be resumed exactly: "
+                                 "choose another run_name or out_dir")
+            raise ValueError(f"threads: {self.dir!r} was run with {stored} torch thread(s), and the count changes "
+                             f"torch's results; resume with --threads {stored} (or leave --threads out)")
+        self.cfg = cfg.replace(threads=threads)
+        torch.set_num_threads(threads)
+        if resume and os.path.lexists(path):  # lexists: a dangling link is a damaged checkpoint, not none
+            return ckpt.read(path)
         return None
+
+    def _prepare_dir(self, payload: Optional[bytes]) -> Optional[Dict[str, Any]]:
+        """Writes the config and loads the checkpoint's state (None: a fresh run)."""
+        os.makedirs(self.dir, exist_ok=True)
+        _atomic_write(os.path.join(self.dir, CONFIG),
+                      json.dumps(self.cfg.to_dict(), indent=2, sort_keys=True).encode())
+        return self._load(payload) if payload is not None else None
 
     # ------------------------------------------------------------------ one client
     def _local_train(self, client: int, rnd: int, start: Dict[str, torch.Tensor]):
@@ -214,9 +244,12 @@ class Simulation:
     def run(self, resume: bool = False) -> str:
         cfg = self.cfg
         t_setup = time.perf_counter()
+        payload = self._check_dir(resume)
+        cfg = self.cfg  # with the thread count resolved
         self._load_data()
         self._build()
-        st = self._prepare_dir(resume)
+        st = self._prepare_dir(payload)
+        del payload
         if st is None:
             st = self._fresh_state()
             rec.reset(self.dir)
@@ -367,6 +400,22 @@ class Simulation:
         for k in self.buffer_names:
             bc[k] = start[k].clone()
         return comp.nbytes + self.buffer_bytes
+
+
+def _read_json(path: str) -> Dict[str, Any]:
+    """A run directory's JSON file; a ValueError naming it when unreadable or damaged."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as e:
+        raise ValueError(f"run_name: cannot read {path!r} ({e.strerror or e})") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"run_name: {path!r} is damaged ({e}); move it away or choose another run_name") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"run_name: {path!r} is damaged (not an object of settings)")
+    return data
 
 
 def _dense_size(tensors: Dict[str, torch.Tensor]) -> int:
