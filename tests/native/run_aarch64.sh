@@ -11,7 +11,6 @@
 # binfmt_misc need not be set up: the binary is run through qemu-aarch64 explicitly.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-build="${BUILD_DIR:-$(mktemp -d -t gradsparse-aarch64.XXXXXX)}"
 sysroot="${AARCH64_SYSROOT:-/usr/aarch64-linux-gnu}"
 
 if [[ "${INSTALL:-0}" == 1 ]]; then
@@ -33,6 +32,7 @@ if [[ ! -d "$sysroot/lib" ]]; then
   exit 2
 fi
 
+build="${BUILD_DIR:-$(mktemp -d -t gradsparse-aarch64.XXXXXX)}"
 generator=()
 command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
 echo "== configure + build (aarch64, -Werror) in $build"
