@@ -81,9 +81,12 @@ class Rng {
 
 // ---- crash artifacts -------------------------------------------------------------------
 
-std::string g_artifact_prefix = "./";
-const uint8_t* g_cur_data = nullptr;  // the input being executed (for crash reports)
-size_t g_cur_size = 0;
+// Read by the crash callbacks, which may run after main() has returned (LeakSanitizer's
+// check at exit) or on the watchdog thread: a plain char array (no destructor runs before
+// those callbacks), and the input being executed only while it is being executed.
+char g_artifact_prefix[2048] = "./";
+std::atomic<const uint8_t*> g_cur_data{nullptr};  // null between executions
+std::atomic<size_t> g_cur_size{0};
 std::atomic<uint64_t> g_execs{0};
 bool g_quiet_child = false;           // minimizer children: no artifacts, no output
 volatile sig_atomic_t g_dumped = 0;
@@ -97,17 +100,20 @@ uint64_t fnv1a(const uint8_t* p, size_t n) {
 /// Writes the current input to <prefix><kind>-<hash>. Runs from a signal handler or a
 /// sanitizer's death callback, so it sticks to open/write/close (snprintf on a local buffer
 /// is not formally async-signal-safe but does not allocate in glibc).
+/// Does nothing when no input is executing: a failure between executions (for example a
+/// leak report at exit) is not the fault of the last input, which may be freed by then.
 void dump_current(const char* kind) {
-    if (g_dumped || g_quiet_child || !g_cur_data) return;
+    const uint8_t* data = g_cur_data.load(std::memory_order_acquire);
+    const size_t size = g_cur_size.load(std::memory_order_relaxed);
+    if (g_dumped || g_quiet_child || !data) return;
     g_dumped = 1;
     char path[4096];
-    std::snprintf(path, sizeof path, "%s%s-%016" PRIx64, g_artifact_prefix.c_str(), kind,
-                  fnv1a(g_cur_data, g_cur_size));
+    std::snprintf(path, sizeof path, "%s%s-%016" PRIx64, g_artifact_prefix, kind, fnv1a(data, size));
     const int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd >= 0) {
         size_t off = 0;
-        while (off < g_cur_size) {
-            const ssize_t w = write(fd, g_cur_data + off, g_cur_size - off);
+        while (off < size) {
+            const ssize_t w = write(fd, data + off, size - off);
             if (w <= 0) break;
             off += static_cast<size_t>(w);
         }
@@ -115,7 +121,7 @@ void dump_current(const char* kind) {
     }
     char msg[4300];
     const int n = std::snprintf(msg, sizeof msg, "\n==fuzz_driver== execution %" PRIu64 " (%zu bytes) failed; input saved to %s\n",
-                                g_execs.load(), g_cur_size, path);
+                                g_execs.load(), size, path);
     if (n > 0) (void)!write(2, msg, static_cast<size_t>(n));
 }
 
@@ -146,11 +152,25 @@ extern "C" const char* __ubsan_default_options() { return "print_stacktrace=1:ab
 
 namespace {
 
+/// Publishes an input to the crash callbacks for the duration of one execution, and
+/// withdraws it before the caller can free or change it (also when the target throws).
+class CurrentInput {
+   public:
+    explicit CurrentInput(const Bytes& in) {
+        g_cur_size.store(in.size(), std::memory_order_relaxed);
+        g_cur_data.store(in.data(), std::memory_order_release);
+    }
+    ~CurrentInput() { g_cur_data.store(nullptr, std::memory_order_release); }
+    CurrentInput(const CurrentInput&) = delete;
+    CurrentInput& operator=(const CurrentInput&) = delete;
+};
+
 /// Runs one input through the target with the crash bookkeeping around it.
 void execute(const Bytes& in) {
-    g_cur_data = in.data();
-    g_cur_size = in.size();
-    LLVMFuzzerTestOneInput(in.data(), in.size());
+    {
+        CurrentInput current(in);
+        LLVMFuzzerTestOneInput(in.data(), in.size());
+    }
     g_execs.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -845,7 +865,13 @@ bool parse_args(int argc, char** argv, Options& o) {
         else if (flag(a, "-print_every", v)) o.print_every = std::strtod(v.c_str(), nullptr);
         else if (flag(a, "-timeout", v)) o.timeout = std::strtod(v.c_str(), nullptr);
         else if (flag(a, "-write_seeds", v)) o.write_seeds = v;
-        else if (flag(a, "-artifact_prefix", v)) g_artifact_prefix = v;
+        else if (flag(a, "-artifact_prefix", v)) {
+            if (v.size() >= sizeof g_artifact_prefix) {
+                std::fprintf(stderr, "-artifact_prefix is longer than %zu bytes\n", sizeof g_artifact_prefix - 1);
+                return false;
+            }
+            std::memcpy(g_artifact_prefix, v.c_str(), v.size() + 1);
+        }
         else if (flag(a, "-minimize_crash", v)) o.minimize = v != "0";
         else if (a[0] == '-') {
             std::fprintf(stderr, "unknown option %s\n", a);
