@@ -7,7 +7,7 @@ import this package. Command line: ``python -m gradsparse.fl run|sweep|plot|summ
 """
 from __future__ import annotations
 
-from .compressors import Compressor, available_compressors, make_compressor, register
+from ..compress import Compressor, available_compressors, make_compressor, register
 from .config import Config, load_config, parse_overrides
 from .energy import load_profile, profile_names, tensor_costs
 

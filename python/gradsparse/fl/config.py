@@ -51,7 +51,7 @@ class Config:
     server_lr: float = 1.0
     server_momentum: float = 0.0
     # --- compression
-    method: str = "topk"                  #: a compressor name (see gradsparse.fl.compressors)
+    method: str = "topk"                  #: a compressor name (see gradsparse.compress)
     params: Dict[str, Any] = field(default_factory=dict)  #: the compressor's parameters
     error_feedback: str = "auto"          #: "auto" (biased methods only), "on" or "off"
     downlink: str = "none"                #: downlink compressor ("none": dense float32)
@@ -71,7 +71,7 @@ class Config:
     # ------------------------------------------------------------------ validation
     def validate(self) -> "Config":
         """Checks every setting; raises ValueError naming the first bad one. Returns self."""
-        from .compressors import check_compressor  # no torch needed
+        from ..compress import check_compressor  # no torch needed
 
         def need(cond: bool, name: str, msg: str) -> None:
             if not cond:

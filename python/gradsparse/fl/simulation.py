@@ -16,7 +16,7 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from . import records as rec
-from .compressors import Compressor, ef_enabled, make_compressor
+from ..compress import Compressor, ErrorFeedback, feedback_enabled, make_compressor
 from .config import Config
 from .data import ImageSet, load_cifar10, synthetic
 from .energy import account, load_profile, tensor_costs
@@ -66,8 +66,8 @@ class Simulation:
         self.uplink: Compressor = make_compressor(cfg.method, cfg.params)
         self.downlink: Optional[Compressor] = (None if cfg.downlink == "none" and not cfg.downlink_params
                                                else make_compressor(cfg.downlink, cfg.downlink_params))
-        self.ef = ef_enabled(self.uplink, cfg.error_feedback)
-        self.down_ef = self.downlink is not None and ef_enabled(self.downlink, "auto")
+        self.ef = feedback_enabled(self.uplink, cfg.error_feedback)
+        self.down_ef = self.downlink is not None and feedback_enabled(self.downlink, "auto")
         self.profile = load_profile(cfg.energy_profile, cfg.energy_overrides)
 
     # ------------------------------------------------------------------ setup
@@ -111,21 +111,22 @@ class Simulation:
 
     def _fresh_state(self) -> Dict[str, Any]:
         zeros = {n: torch.zeros(self.shapes[n]) for n in self.param_names}
-        st: Dict[str, Any] = {"round": 0, "server_momentum": zeros, "residuals": {}, "totals": rec.zero_totals()}
+        # "feedback": client -> its ErrorFeedback (made on its first round with error feedback)
+        st: Dict[str, Any] = {"round": 0, "server_momentum": zeros, "feedback": {}, "totals": rec.zero_totals()}
         if self.downlink is not None:
             st["broadcast"] = {n: t.detach().clone() for n, t in self.model.state_dict().items()}
-            st["down_residual"] = {n: torch.zeros(self.shapes[n]) for n in self.param_names}
+            st["down_feedback"] = ErrorFeedback()
         return st
 
     # ------------------------------------------------------------------ checkpoint
     def _save(self, st: Dict[str, Any]) -> None:
         import io
         blob = {"round": st["round"], "model": self.model.state_dict(), "server_momentum": st["server_momentum"],
-                "residuals": {str(c): r for c, r in st["residuals"].items()}, "totals": dict(st["totals"]),
+                "residuals": {str(c): _residuals(ef) for c, ef in st["feedback"].items()}, "totals": dict(st["totals"]),
                 "torch_rng": torch.get_rng_state()}
         if self.downlink is not None:
             blob["broadcast"] = st["broadcast"]
-            blob["down_residual"] = st["down_residual"]
+            blob["down_residual"] = _residuals(st["down_feedback"])
         buf = io.BytesIO()
         torch.save(blob, buf)
         ckpt.write(os.path.join(self.dir, CHECKPOINT), buf.getvalue())  # atomic, with its SHA-256
@@ -140,9 +141,10 @@ class Simulation:
             self.model.load_state_dict(blob["model"])
             torch.set_rng_state(blob["torch_rng"])
             st = {"round": int(blob["round"]), "server_momentum": blob["server_momentum"],
-                  "residuals": {int(c): r for c, r in blob["residuals"].items()}, "totals": dict(blob["totals"])}
+                  "feedback": {int(c): _feedback(r) for c, r in blob["residuals"].items()},
+                  "totals": dict(blob["totals"])}
             if self.downlink is not None:
-                st["broadcast"], st["down_residual"] = blob["broadcast"], blob["down_residual"]
+                st["broadcast"], st["down_feedback"] = blob["broadcast"], _feedback(blob["down_residual"])
             for n in self.param_names:
                 if tuple(st["server_momentum"][n].shape) != self.shapes[n]:
                     raise ValueError(f"server momentum of {n} has shape {tuple(st['server_momentum'][n].shape)}")
@@ -290,7 +292,14 @@ class Simulation:
     def _write_partition(self) -> None:
         info = {"sizes": [int(p.size) for p in self.parts], "label_histograms": self.hist.tolist(),
                 "costs": {n: c.as_dict() for n, c in self.costs.items()}, "profile": self.profile.as_dict(),
-                "profile_description": self.profile.description}
+                "profile_description": self.profile.description,
+                # each compressor's parameters with their defaults resolved (the config holds
+                # only those given)
+                "compression": {"uplink": {"method": self.cfg.method, "params": self.uplink.settings(),
+                                           "error_feedback": self.ef},
+                                "downlink": None if self.downlink is None else
+                                {"method": self.cfg.downlink, "params": self.downlink.settings(),
+                                 "error_feedback": self.down_ef}}}
         _atomic_write(os.path.join(self.dir, "partition.json"), json.dumps(info, indent=1).encode())
         lines = ["client  size  " + " ".join(f"{c:>4d}" for c in range(self.hist.shape[1]))]
         for c, (p, h) in enumerate(zip(self.parts, self.hist)):
@@ -325,21 +334,14 @@ class Simulation:
             delta, buffers, loss, seen = self._local_train(c, rnd, start)
             totals["train_s"] += time.perf_counter() - t_tr
             t_c = time.perf_counter()
-            if self.ef:
-                res = st["residuals"].get(c)
-                acc = OrderedDict((n, delta[n] + res[n].numpy()) if res is not None else (n, delta[n])
-                                  for n in self.param_names)
-            else:
-                acc = delta
-            comp = self.uplink.compress(acc, seed=_seed(cfg.seed, rnd, c, 2), costs=self.cost_per_tensor)
+            fb = st["feedback"].setdefault(c, ErrorFeedback()) if self.ef else None
+            comp = self.uplink.compress(delta, seed=_seed(cfg.seed, rnd, c, 2), costs=self.cost_per_tensor,
+                                        feedback=fb)
             totals["compress_s"] += time.perf_counter() - t_c
             totals["encode_s"] += comp.encode_s
             t_d = time.perf_counter()
             sent = self.uplink.decompress(comp.payload, self.like)  # the server decodes the real bytes
             totals["decode_s"] += time.perf_counter() - t_d
-            if self.ef:
-                st["residuals"][c] = {n: torch.from_numpy(np.ascontiguousarray(acc[n] - sent[n]))
-                                      for n in self.param_names}
             n_i = len(self.parts[c])
             for n in self.param_names:
                 agg[n] += n_i * sent[n]
@@ -384,22 +386,28 @@ class Simulation:
         and replaces `start` (what clients train from) by the broadcast model."""
         cfg = self.cfg
         bc = st["broadcast"]
-        diff = OrderedDict()
-        for n in self.param_names:
-            d = (start[n] - bc[n]).numpy().astype(np.float32)
-            if self.down_ef:
-                d = d + st["down_residual"][n].numpy()
-            diff[n] = d
-        comp = self.downlink.compress(diff, seed=_seed(cfg.seed, rnd, 0xD0, 3), costs=self.cost_per_tensor)
+        diff = OrderedDict((n, (start[n] - bc[n]).numpy().astype(np.float32)) for n in self.param_names)
+        comp = self.downlink.compress(diff, seed=_seed(cfg.seed, rnd, 0xD0, 3), costs=self.cost_per_tensor,
+                                      feedback=st["down_feedback"] if self.down_ef else None)
         sent = self.downlink.decompress(comp.payload, self.like)
         for n in self.param_names:
-            if self.down_ef:
-                st["down_residual"][n] = torch.from_numpy(np.ascontiguousarray(diff[n] - sent[n]))
             bc[n] = bc[n] + torch.from_numpy(sent[n])
             start[n] = bc[n].clone()
         for k in self.buffer_names:
             bc[k] = start[k].clone()
         return comp.nbytes + self.buffer_bytes
+
+
+def _residuals(ef: ErrorFeedback) -> Dict[str, torch.Tensor]:
+    """An ErrorFeedback's residuals as tensors (what the checkpoint stores)."""
+    return {n: torch.as_tensor(r) for n, r in ef.state_dict().items()}
+
+
+def _feedback(residuals: Dict[str, Any]) -> ErrorFeedback:
+    """An ErrorFeedback holding the checkpoint's residuals."""
+    ef = ErrorFeedback()
+    ef.load_state_dict(dict(residuals))
+    return ef
 
 
 def _read_json(path: str) -> Dict[str, Any]:

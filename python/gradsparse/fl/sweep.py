@@ -25,7 +25,7 @@ def one_sweep_run(item) -> str:
 def sweep_configs(base: Config, methods: List[str], ratios: List[float], energies: List[float],
                   alphas: List[float], seeds: List[int]) -> List[Config]:
     """The grid: methods without a ratio/energy parameter run once per (alpha, seed)."""
-    from .compressors import _REGISTRY
+    from ..compress.base import _REGISTRY
     out = []
     for method in methods:
         if method not in _REGISTRY:

@@ -12,17 +12,21 @@ Usage::
     model.register_comm_hook(state, topk_hook)
 
 For every gradient bucket (DDP's flat buffer of several parameters' gradients) each rank
-adds its residual, keeps the exact top-k by magnitude (``gradsparse.sparsify``; ties by the
-lower index), and keeps what it did not send as its new residual (error feedback). The
+adds its residual, keeps the exact top-k by magnitude (ties by the lower index), and keeps
+what it did not send as its new residual: error feedback is gradsparse's one
+implementation, :class:`gradsparse.compress.ErrorFeedback` (``compress_many`` over the
+bucket's parameters). The
 ranks all-gather their (index, value) pairs — ``world * k`` of each instead of the bucket's
 ``n`` values — and every rank sums them into a dense buffer and divides by the world size,
 so all ranks apply the same averaged sparse update.
 
 * ``start_iter`` iterations (default 1) run DDP's plain all-reduce first.
-* The residuals live on each rank (``state.residuals``), one flat tensor per bucket layout
-  (the bucket's parameters, in order). When DDP rebuilds its buckets (after the first
-  iteration) a new layout takes each parameter's residual from the old one, so error
-  feedback carries over; layouts not used in an iteration are dropped at its end.
+* The residuals live on each rank in ``state.feedback``, one per parameter, so they follow
+  each parameter when DDP rebuilds its buckets (after the first iteration);
+  ``state.residuals`` shows them per bucket layout (the bucket's parameters, in order).
+  Parameters in no bucket of an iteration lose their residual at its end. Residuals are
+  float32 for float32, float16 and bfloat16 buckets (float64 for float64): what a 16-bit
+  bucket cannot carry -- the rounding of what is sent included -- is kept, not lost.
 * gradsparse selects on the CPU: the hook takes CPU buckets (the gloo backend). A bucket on
   another device raises a ValueError naming it (the CUDA backend is not built).
 * Communication per bucket and rank: k values of the bucket's dtype and k int32 indices
@@ -35,12 +39,15 @@ so all ranks apply the same averaged sparse update.
   The result is still the sum of every rank's own top-k, averaged.
 """
 # (no `from __future__ import annotations`: DDP checks the hook's annotations as objects)
+from collections import OrderedDict
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 
+from ..compress import ErrorFeedback
 from ..selection import k_from_ratio, sparsify
+from ..sparse import Sparse
 from ..wire import decode, encode
 
 __all__ = ["TopKState", "topk_hook"]
@@ -79,10 +86,11 @@ class TopKState:
         self.start_iter = start_iter
         self.process_group = process_group
         self.iteration = 0
-        #: bucket layout (parameter ids, in order) -> residual of that bucket
-        self.residuals: Dict[Tuple[int, ...], torch.Tensor] = {}
-        self._used: set = set()
-        self._sizes: Dict[Tuple[int, ...], Tuple[int, ...]] = {}
+        #: the residuals (one per parameter: see bucket_update)
+        self.feedback = ErrorFeedback()
+        self._layouts: Dict[Tuple[int, ...], Tuple[str, ...]] = {}  # layouts used this iteration -> names
+        self._last: Dict[Tuple[int, ...], Tuple[str, ...]] = {}  # ... and in the last finished one
+        self._dtypes: Dict[str, torch.dtype] = {}
         #: bytes this rank contributed to the all-gathers so far, and the bytes of the dense
         #: buckets they replaced (plain iterations not counted)
         self.sent_bytes = 0
@@ -92,39 +100,45 @@ class TopKState:
         """Elements a rank sends from a bucket of n elements."""
         return k_from_ratio(self.ratio, n) if self.ratio is not None else min(self.k, n)
 
-    def residual_for(self, bucket: Any, buf: torch.Tensor) -> torch.Tensor:
-        """The residual of the bucket's layout; a new layout starts from the residuals its
-        parameters had in earlier layouts (zero where they had none)."""
+    def bucket_update(self, bucket: Any, buf: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        """The bucket as named views, one per parameter (named by the parameter's id; a tail
+        DDP did not assign to a parameter gets a name of its own): the names under which
+        ``feedback`` keeps the residuals. A residual whose dtype no longer matches is reset."""
         params = bucket.parameters()
         key = tuple(id(p) for p in params)
-        self._used.add(key)
-        res = self.residuals.get(key)
-        if res is not None and res.numel() == buf.numel() and res.dtype == buf.dtype:
-            return res
-        res = torch.zeros_like(buf)
-        where = {}  # parameter id -> (old residual, offset, size)
-        for old_key, old in self.residuals.items():
-            off = 0
-            for pid, size in zip(old_key, self._sizes.get(old_key, ())):
-                where[pid] = (old, off, size)
-                off += size
-        sizes = tuple(p.numel() for p in params)
+        views: "OrderedDict[str, torch.Tensor]" = OrderedDict()
         off = 0
-        for pid, size in zip(key, sizes):
-            if pid in where and where[pid][2] == size and where[pid][0].dtype == buf.dtype:
-                old, o, _ = where[pid]
-                res[off:off + size] = old[o:o + size]
-            off += size
-        self.residuals[key] = res
-        self._sizes[key] = sizes
-        return res
+        for p in params:
+            views[f"param:{id(p)}"] = buf[off:off + p.numel()]
+            off += p.numel()
+        if off != buf.numel():
+            views[f"tail:{key}"] = buf[off:]
+        for name in views:
+            if self._dtypes.get(name, buf.dtype) != buf.dtype:
+                self.feedback.reset(name)
+            self._dtypes[name] = buf.dtype
+        self._layouts[key] = tuple(views)
+        return views
+
+    @property
+    def residuals(self) -> Dict[Tuple[int, ...], torch.Tensor]:
+        """Bucket layout (parameter ids, in order) -> a copy of its residual (flat), for the
+        layouts of the current iteration (or of the last one, between iterations)."""
+        out = {}
+        for key, names in (self._layouts or self._last).items():
+            parts = [self.feedback.residual(n) for n in names]
+            if all(r is not None for r in parts):
+                out[key] = torch.cat([r.reshape(-1) for r in parts])
+        return out
 
     def end_iteration(self) -> None:
-        """Drops the residuals of layouts this iteration did not use."""
-        for key in [k for k in self.residuals if k not in self._used]:
-            del self.residuals[key]
-            self._sizes.pop(key, None)
-        self._used = set()
+        """Drops the residuals of parameters this iteration did not use."""
+        used = {n for names in self._layouts.values() for n in names}
+        for name in self.feedback.names():
+            if name not in used:
+                self.feedback.reset(name)
+                self._dtypes.pop(name, None)
+        self._last, self._layouts = self._layouts, {}
 
 
 def _allreduce_mean(group, world: int, buf: torch.Tensor) -> torch.futures.Future:
@@ -193,16 +207,22 @@ def topk_hook(state: TopKState, bucket: dist.GradBucket) -> torch.futures.Future
         return _allreduce_mean(group, world, buf)
     n = buf.numel()
     k = state.k_for(n)
-    acc = buf
     if state.error_feedback:
-        acc = state.residual_for(bucket, buf)
-        acc.add_(buf)  # the residual buffer becomes x + e
+        # x + e, its top-k over the whole bucket, e <- x + e - sent: the layer's error feedback
+        views = state.bucket_update(bucket, buf)
+        parts = state.feedback.compress_many(views, k)
         if last:
             state.end_iteration()
-    sel = sparsify(acc, k)
-    idx, vals = sel.indices, sel.values
-    if state.error_feedback:
-        acc[idx] = 0  # e <- x + e - sent
+        offsets, off = [], 0
+        for v in views.values():
+            offsets.append(off)
+            off += v.numel()
+        idx = torch.cat([p.indices + o for p, o in zip(parts.values(), offsets)])
+        vals = torch.cat([p.values.reshape(-1) for p in parts.values()])
+        sel = Sparse(idx, vals, (n,))
+    else:
+        sel = sparsify(buf, k)
+        idx, vals = sel.indices, sel.values
     if state.wire:
         return _gather_encoded(state, group, world, buf, sel)
     # ranks may send different k (another ratio or k per rank): the counts are all-gathered

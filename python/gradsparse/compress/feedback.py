@@ -1,0 +1,310 @@
+"""Error feedback (residual memory): the one implementation in gradsparse.
+
+For each named tensor the residual e is kept between calls, in place: e += x, something is
+sent, and e keeps ``(x + e) - sent``. Residuals are float32 for float16/bfloat16/float32
+updates and float64 for float64 ones, so the rounding of what is sent is fed back too.
+
+Three ways in, one residual store:
+
+* ``compress(name, x, ...)``: selection fused with error feedback, one tensor (like
+  `sparsify`);
+* ``compress_many(update, ...)``: the same with one global selection over several named
+  tensors (like `sparsify_many`; the DDP hook uses it per bucket);
+* ``apply(update, send)``: error feedback around any compressor -- `send` gets the
+  accumulated update and says what the receiver got (``Compressor.compress(...,
+  feedback=ef)`` and the FL harness use it).
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .. import _core
+from .._convert import (BF16, F16, F32, Flat, as_cost, as_flat, bf16_to_f32, f32_to_bf16, is_tensor, plain_tensor,
+                        torch_module)
+from ..selection import _MAGNITUDE, _budget, _resolve_one, _score_params, _select_one
+from ..sparse import Sparse
+
+__all__ = ["ErrorFeedback"]
+
+
+_F16_MAX = np.float32(65504.0)
+_BF16_MAX = np.float32(3.3895313892515355e38)  # largest finite bfloat16
+
+
+class ErrorFeedback:
+    """Per-name residual memory: ``compress`` selects from ``x + residual`` and keeps what
+    was not sent. ``state_dict()``/``load_state_dict()`` save and restore the residuals.
+
+    Thread safety: one instance may be shared between threads; calls for the same name run
+    one at a time (no update is lost), calls for different names run in parallel."""
+
+    def __init__(self) -> None:
+        self._res: Dict[str, np.ndarray] = {}
+        self._meta: Dict[str, tuple] = {}  # name -> (shape, kind)
+        self._init_locks()
+
+    def _init_locks(self) -> None:
+        self._lock = threading.Lock()  # guards the dicts
+        self._name_locks: Dict[str, Any] = {}  # name -> lock held through compress(name)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        with self._lock:
+            return {"_res": dict(self._res), "_meta": dict(self._meta)}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self._res, self._meta = state["_res"], state["_meta"]
+        self._init_locks()
+
+    def _name_lock(self, name: str) -> Any:
+        with self._lock:
+            lock = self._name_locks.get(name)
+            if lock is None:
+                lock = self._name_locks[name] = threading.Lock()
+            return lock
+
+    def compress(self, name: str, x: Any, k: Any = None, *, ratio: Any = None, cost: Any = None,
+                 budget: Any = None, q: Any = 2.0, alpha: Any = 1.0) -> Sparse:
+        """Selects (like `sparsify`) from x + residual[name]; updates the residual in place.
+        The returned values have x's dtype and array type."""
+        if not isinstance(name, str):
+            raise TypeError(f"name: expected a str, got {type(name).__name__}")
+        flat = as_flat(x)
+        if flat.size == 0:
+            raise ValueError("x: input is empty")
+        # Every argument is checked before the residual changes, so a rejected call leaves
+        # it untouched (cost values too: the engine would only see them after e += x).
+        args = _resolve_one(flat, k, ratio, cost, budget, q, alpha)
+        c = args[0]
+        if isinstance(c, np.ndarray):  # (a PreparedCost was checked when it was made)
+            _core.check_costs(c)
+        with self._name_lock(name):
+            return self._compress(name, flat, args)
+
+    def _compress(self, name: str, flat: Flat, args: Any) -> Sparse:
+        res = self._residual_for(name, flat)
+        _accumulate(res, flat)
+        idx, vals = _select_one(res, _acc_code(flat), args)
+        return Sparse(flat.wrap_index(idx), flat.wrap(_settle_selected(res, idx, vals, flat.code)), flat.shape)
+
+    def compress_many(self, update: Mapping[str, Any], k: Any = None, *, ratio: Any = None, costs: Any = None,
+                      budget: Any = None, q: Any = 2.0, alpha: Any = 1.0) -> Dict[str, Sparse]:
+        """One global selection (like `sparsify_many`: ties by position in the order of
+        `update`) from x + residual over every named tensor of `update`; updates the
+        residuals in place. `costs` is None or one cost per tensor, in order. Returns
+        name -> Sparse, values in each x's dtype and array type."""
+        names, flats = _check_update(update)
+        total = sum(f.size for f in flats)
+        if costs is None:
+            cs: List[Any] = [None] * len(flats)
+        else:
+            if is_tensor(costs) or isinstance(costs, (np.ndarray, str)) or not isinstance(costs, Sequence):
+                raise TypeError("costs: expected None or a list with one cost per tensor")
+            if len(costs) != len(flats):
+                raise ValueError(f"costs: expected {len(flats)} entries (one per tensor), got {len(costs)}")
+            cs = [as_cost(c, f, f"costs[{i}]") for i, (c, f) in enumerate(zip(costs, flats))]
+            for c in cs:
+                if isinstance(c, np.ndarray):
+                    _core.check_costs(c)
+        kind, kk, energy = _budget(total, k, ratio, budget)
+        qq, aa = _score_params(q, alpha)
+        with self._holding(names):
+            res = [self._residual_for(n, f) for n, f in zip(names, flats)]
+            for r, f in zip(res, flats):
+                _accumulate(r, f)
+            got = _core.select(res, [_acc_code(f) for f in flats], cs, _MAGNITUDE, qq, aa, kind, kk, energy, 0.0)
+            out = {}
+            for n, r, f, (idx, vals) in zip(names, res, flats, got):
+                out[n] = Sparse(f.wrap_index(idx), f.wrap(_settle_selected(r, idx, vals, f.code)), f.shape)
+        return out
+
+    def apply(self, update: Mapping[str, Any], send: Callable[[Dict[str, np.ndarray]], Tuple[Any, Mapping[str, Any]]]
+              ) -> Any:
+        """Error feedback around any compressor. Forms e += x in place for every tensor of
+        `update`, calls ``send(acc)`` -- `acc` maps each name to x + e (a numpy view of the
+        residual, float32 or float64, shaped like x; do not keep it) -- which returns
+        ``(result, sent)``, `sent` mapping every name to what the receiver gets (a `Sparse`,
+        or a dense array shaped like x); leaves e = acc - sent and returns `result`.
+        Where a sent value equals the accumulated one (sent exactly), e is 0 there."""
+        if not callable(send):
+            raise TypeError(f"send: expected a callable, got {type(send).__name__}")
+        names, flats = _check_update(update)
+        with self._holding(names):
+            res = [self._residual_for(n, f) for n, f in zip(names, flats)]
+            for r, f in zip(res, flats):
+                _accumulate(r, f)
+            acc = {n: r.reshape(f.shape) for n, r, f in zip(names, res, flats)}
+            result, sent = send(acc)
+            if not isinstance(sent, Mapping) or set(sent) != set(names):
+                raise ValueError("send: must return (result, sent) with sent holding every tensor of the update")
+            for n, r, f in zip(names, res, flats):
+                _subtract(r, sent[n], f.shape, f"sent[{n!r}]")
+        return result
+
+    @contextlib.contextmanager
+    def _holding(self, names: Sequence[str]) -> Iterator[None]:
+        """Holds the locks of `names` (in sorted order: two calls cannot deadlock)."""
+        with contextlib.ExitStack() as stack:
+            for n in sorted(set(names)):
+                stack.enter_context(self._name_lock(n))
+            yield
+
+    def _residual_for(self, name: str, flat: Flat) -> np.ndarray:
+        dtype = np.float32 if flat.code in (F16, BF16) else flat.array.dtype
+        with self._lock:
+            res = self._res.get(name)
+            if res is None:
+                res = np.zeros(flat.size, dtype=dtype)
+                self._res[name] = res
+                self._meta[name] = (flat.shape, flat.kind)
+        if res.size != flat.size or res.dtype != dtype:
+            raise ValueError(
+                f"x: tensor '{name}' has {flat.size} elements of {flat.array.dtype}, but its residual "
+                f"holds {res.size} of {res.dtype}; use another name or reset('{name}')"
+            )
+        return res
+
+    def residual(self, name: str) -> Optional[Any]:
+        """The residual of `name` (a copy, shaped like x), or None if there is none."""
+        with self._name_lock(name):
+            with self._lock:
+                res = self._res.get(name)
+                if res is None:
+                    return None
+                shape, kind = self._meta[name]
+            out = res.reshape(shape).copy()
+        return torch_module().from_numpy(out) if kind == "torch" else out
+
+    def names(self):
+        with self._lock:
+            return list(self._res)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._res
+
+    def reset(self, name: Optional[str] = None) -> None:
+        """Forgets one residual, or all of them."""
+        if name is None:
+            with self._lock:
+                self._res.clear()
+                self._meta.clear()
+        else:
+            with self._name_lock(name), self._lock:
+                self._res.pop(name, None)
+                self._meta.pop(name, None)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Copies of every residual (numpy, or torch for tensors fed as torch)."""
+        out = {name: self.residual(name) for name in self.names()}
+        return {name: r for name, r in out.items() if r is not None}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Replaces every residual by a copy of `state` (as returned by `state_dict`)."""
+        if not isinstance(state, dict):
+            raise TypeError("state: expected a dict name -> array")
+        res, meta = {}, {}
+        for name, value in state.items():
+            if not isinstance(name, str):
+                raise TypeError("state: keys must be str")
+            what = f"state[{name!r}]"
+            kind = "torch" if is_tensor(value) else "numpy"
+            if kind == "torch":
+                torch = torch_module()
+                value = plain_tensor(value, what)
+                if value.dtype not in (torch.float32, torch.float64):
+                    raise TypeError(f"{what}: residuals are float32 or float64, got {value.dtype}")
+                arr = value.cpu().numpy()
+            else:
+                if value is None or isinstance(value, (bool, np.bool_, str, bytes)):
+                    raise TypeError(f"{what}: expected a float32 or float64 array, got {type(value).__name__}")
+                arr = np.asarray(value)
+            if arr.dtype not in (np.float32, np.float64):
+                raise TypeError(f"{what}: residuals are float32 or float64, got {arr.dtype}")
+            res[name] = np.array(arr, dtype=arr.dtype, copy=True).reshape(-1)
+            meta[name] = (tuple(arr.shape), kind)
+        with self._lock:
+            self._res, self._meta = res, meta
+
+
+def _check_update(update: Any) -> Tuple[List[str], List[Flat]]:
+    """Names and flat views of a non-empty mapping of str -> non-empty float array/tensor."""
+    if not isinstance(update, Mapping):
+        raise TypeError(f"update: expected a dict name -> array, got {type(update).__name__}")
+    if not update:
+        raise ValueError("update: no tensors")
+    names, flats = [], []
+    for name, x in update.items():
+        if not isinstance(name, str):
+            raise TypeError(f"update: tensor names must be str, got {type(name).__name__}")
+        flat = as_flat(x, f"update[{name!r}]")
+        if flat.size == 0:
+            raise ValueError(f"update[{name!r}]: tensor is empty")
+        names.append(name)
+        flats.append(flat)
+    return names, flats
+
+
+def _acc_code(flat: Flat) -> int:
+    """The core's dtype code of the residual of `flat` (float32 for 16-bit inputs)."""
+    return F32 if flat.code in (F16, BF16) else flat.code
+
+
+def _accumulate(res: np.ndarray, flat: Flat) -> None:
+    """e += x, in the residual's precision."""
+    if flat.code == F32:
+        _core.add_f32(res, flat.array)
+    elif flat.code == BF16:
+        np.add(res, bf16_to_f32(flat.array), out=res)
+    else:
+        np.add(res, flat.array, out=res, casting="unsafe")
+
+
+def _settle_selected(res: np.ndarray, idx: np.ndarray, vals: np.ndarray, code: int) -> np.ndarray:
+    """After selecting `vals` (the accumulated values at `idx`): the raw values sent, in the
+    input's dtype, with the residual left at what was not sent. Values beyond a 16-bit
+    dtype's finite range are sent saturated (not as inf) and the excess stays in the
+    residual, so one large accumulation cannot turn the residual into inf/NaN."""
+    if code == BF16:
+        sent_raw = f32_to_bf16(np.clip(vals, -_BF16_MAX, _BF16_MAX))
+        res[idx] = vals - bf16_to_f32(sent_raw)
+    elif code == F16:
+        sent_raw = np.clip(vals, -_F16_MAX, _F16_MAX).astype(np.float16)
+        res[idx] = vals - sent_raw.astype(np.float32)
+    else:
+        sent_raw = vals
+        res[idx] = 0
+    return sent_raw
+
+
+def _values(v: Any, what: str) -> np.ndarray:
+    """Values of a sent tensor as a flat float numpy array (bfloat16 widened exactly)."""
+    flat = as_flat(v, what)
+    return bf16_to_f32(flat.array) if flat.code == BF16 else flat.array
+
+
+def _subtract(res: np.ndarray, sent: Any, shape: Tuple[int, ...], what: str) -> None:
+    """e -= sent in place (a Sparse at its indices, or a dense array); 0 where the sent
+    value equals the accumulated one."""
+    if isinstance(sent, Sparse):
+        if tuple(int(d) for d in sent.shape) != tuple(shape):
+            raise ValueError(f"{what}: shape {tuple(sent.shape)} does not match the update's {tuple(shape)}")
+        idx = sent.indices
+        if is_tensor(idx):
+            idx = idx.numpy()
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        vals = _values(sent.values, f"{what}.values")
+        if idx.size != vals.size:
+            raise ValueError(f"{what}: has {idx.size} indices and {vals.size} values")
+        if idx.size and (idx.min() < 0 or idx.max() >= res.size):
+            raise ValueError(f"{what}: index out of range for {res.size} elements")
+        cur = res[idx]
+        exact = (cur == vals) | (np.isnan(cur) & np.isnan(vals))
+        res[idx] = np.where(exact, 0, cur - vals)
+        return
+    vals = _values(sent, what)
+    if vals.size != res.size:
+        raise ValueError(f"{what}: has {vals.size} elements, the update {res.size}")
+    np.subtract(res, vals, out=res, casting="unsafe")
