@@ -25,7 +25,7 @@ from ..wire import decode, encode
 from .feedback import ErrorFeedback
 
 __all__ = ["Compressor", "Compressed", "register", "make_compressor", "check_compressor", "check_update",
-           "available_compressors", "decode_dense", "feedback_enabled"]
+           "available_compressors", "compressor_class", "decode_dense", "feedback_enabled"]
 
 Update = Dict[str, np.ndarray]
 
@@ -138,7 +138,15 @@ def register(cls: Type[Compressor]) -> Type[Compressor]:
 
 
 def available_compressors() -> List[str]:
+    """The registered compressor names, sorted."""
     return sorted(_REGISTRY)
+
+
+def compressor_class(name: str) -> Type[Compressor]:
+    """The registered class of `name` (its ``params`` are the defaults); ValueError if unknown."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"name: unknown compressor {name!r}; expected one of {', '.join(available_compressors())}")
+    return _REGISTRY[name]
 
 
 def make_compressor(name: str, params: Optional[Mapping[str, Any]] = None) -> Compressor:

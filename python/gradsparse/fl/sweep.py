@@ -25,12 +25,12 @@ def one_sweep_run(item) -> str:
 def sweep_configs(base: Config, methods: List[str], ratios: List[float], energies: List[float],
                   alphas: List[float], seeds: List[int]) -> List[Config]:
     """The grid: methods without a ratio/energy parameter run once per (alpha, seed)."""
-    from ..compress.base import _REGISTRY
+    from ..compress import available_compressors, compressor_class
     out = []
     for method in methods:
-        if method not in _REGISTRY:
+        if method not in available_compressors():
             raise ValueError(f"methods: unknown compressor {method!r}")
-        takes = _REGISTRY[method].params
+        takes = compressor_class(method).params
         grid: List[Dict[str, Any]] = []
         if "ratio" in takes and ratios:
             grid += [{"ratio": r} for r in ratios]
