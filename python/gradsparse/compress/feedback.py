@@ -128,7 +128,8 @@ class ErrorFeedback:
         residual, float32 or float64, shaped like x; do not keep it) -- which returns
         ``(result, sent)``, `sent` mapping every name to what the receiver gets (a `Sparse`,
         or a dense array shaped like x); leaves e = acc - sent and returns `result`.
-        Where a sent value equals the accumulated one (sent exactly), e is 0 there."""
+        Where a `Sparse` sends a value equal to the accumulated one, e is 0 there. Check
+        everything `send` could refuse before calling: if it raises, e keeps x added."""
         if not callable(send):
             raise TypeError(f"send: expected a callable, got {type(send).__name__}")
         names, flats = _check_update(update)

@@ -6,7 +6,8 @@ Fields of a round (bytes are ``len(payload)`` of real encoded messages; energies
 uplink_bytes, downlink_bytes, cum_uplink_bytes, cum_downlink_bytes, cum_bytes,
 selected, density, energy_update_j, energy_tx_j, energy_j (update + tx),
 energy_compute_j, cum_energy_j, cum_energy_compute_j, compress_s (= select_s + encode_s:
-the clients' selection incl. the error-feedback add, and payload encoding), decode_s
+the clients' selection incl. error feedback -- with a lossy payload the client decodes it
+to update its residual -- and payload encoding), decode_s
 (the server), train_s, downlink_s, round_s, compress_share`` -- ``test_acc``/``test_loss``
 are null on rounds without evaluation. The timing fields (``*_s``, ``compress_share``) are the only ones that
 differ between two runs with the same seed.
