@@ -30,6 +30,20 @@ settings.register_profile(
 settings.register_profile("dev", deadline=None, max_examples=300, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+
+def pytest_configure(config):
+    # decode(like=...) and atomo.sparsify are deprecated (DeprecationWarning, an error under
+    # filterwarnings = error). Their remaining callers inside the package -- the fl/ harness,
+    # integrations/ddp.py and compress/, which are being rewritten in parallel -- are allowed
+    # them until they move to decode(to=...) and atomo.sample; drop these two lines then.
+    # Only warnings raised *from* those modules are ignored: tests calling the old names
+    # directly still see the error.
+    for what in (r"decode\(like=\.\.\.\) is deprecated", r"gradsparse\.atomo\.sparsify is deprecated"):
+        config.addinivalue_line(
+            "filterwarnings",
+            rf"ignore:{what}:DeprecationWarning:gradsparse\.(fl|integrations|compress)(\..*)?$")
+
+
 SIMD_LEVELS = gradsparse.available_simd_levels()
 THREAD_COUNTS = [1, 2]
 
