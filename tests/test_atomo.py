@@ -200,12 +200,15 @@ def test_fft_bit_identical_across_simd_levels(n):
     """The FFT kernels run the same IEEE operations at every level (no FMA contraction)."""
     x = np.random.default_rng(n).standard_normal(n)
     spec = np.fft.rfft(x)
-    outs = []
+    outs = {}
     for level in gradsparse.available_simd_levels():
         with gradsparse.simd_level(level):
-            outs.append([f().tobytes() for f in (lambda: _core.rfft(x), lambda: _core.irfft(spec, n),
-                                                 lambda: _core.dct(x), lambda: _core.idct(x))])
-    assert all(o == outs[0] for o in outs[1:])
+            outs[level] = [f().tobytes() for f in (lambda: _core.rfft(x), lambda: _core.irfft(spec, n),
+                                                   lambda: _core.dct(x), lambda: _core.idct(x))]
+    first = next(iter(outs))
+    for level, o in outs.items():
+        for name, a, b in zip(("rfft", "irfft", "dct", "idct"), o, outs[first]):
+            assert a == b, f"{name} n={n}: {level} differs from {first}"
 
 
 def test_rfft_plans_are_thread_safe():
@@ -311,11 +314,13 @@ def test_randomized_svd_flat_spectrum_bounds(shape):
 @pytest.mark.parametrize("shape", [(64, 576), (130, 37), (7, 300), (256, 2304), (33, 33), (1, 5)])
 def test_svd_bit_identical_across_simd_levels(shape):
     a = np.random.default_rng(12).standard_normal(shape).astype(np.float32)
-    outs = []
+    outs = {}
     for level in gradsparse.available_simd_levels():
         with gradsparse.simd_level(level):
-            outs.append(b"".join(x.tobytes() for x in _core.svd(a) + _core.svd_randomized(a, 8, 8, 2, 1)))
-    assert all(o == outs[0] for o in outs[1:])
+            outs[level] = b"".join(x.tobytes() for x in _core.svd(a) + _core.svd_randomized(a, 8, 8, 2, 1))
+    first = next(iter(outs))
+    for level, o in outs.items():
+        assert o == outs[first], f"svd {shape}: {level} differs from {first}"
 
 
 # ---------------------------------------------------------------- ATOMO on singular atoms
@@ -396,13 +401,15 @@ def test_svd_atomo_bit_identical_every_engine(shape):
     if min(shape) >= 8:
         mats.append(_clustered(rng, shape[0], shape[1], [2.0] * 4 + [1.0] * 4).astype(np.float32))
     for a in mats:
-        outs = []
+        outs = {}
         for level in gradsparse.available_simd_levels():
             for nt in (1, 2):
                 with gradsparse.simd_level(level), gradsparse.num_threads(nt):
-                    outs.append(b"".join(np.asarray(x).tobytes() for x in _core.svd_atomo(a, 4.0, 9, 3))
-                                + _core.svd_values(a).tobytes())
-        assert all(o == outs[0] for o in outs[1:])
+                    outs[level, nt] = (b"".join(np.asarray(x).tobytes() for x in _core.svd_atomo(a, 4.0, 9, 3))
+                                       + _core.svd_values(a).tobytes())
+        first = next(iter(outs))
+        for engine, o in outs.items():
+            assert o == outs[first], f"svd_atomo {shape}: simd, threads {engine} differ from {first}"
 
 
 @pytest.mark.parametrize("shape", [(64, 576), (300, 20), (8, 3, 3, 3)])

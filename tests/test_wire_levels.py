@@ -123,17 +123,15 @@ def test_messages_identical_at_every_level(vcodec, dtype):
             assert np.array_equal(tbits(a), tbits(b)), f"{name}: decoded values differ between {level} and {LEVELS[0]}"
 
 
-def test_crc32c_reference_and_levels():
+def test_crc32c_reference_and_levels(simd):
     assert crc32c_ref(b"123456789") == 0xE3069283
     rng = np.random.default_rng(3)
     blobs = [b"", b"a", b"123456789"] + [rng.integers(0, 256, n, dtype=np.uint8).tobytes()
                                          for n in list(range(1, 40)) + [255, 1000, 4093]]
-    for level in LEVELS:
-        with gradsparse.simd_level(level):
-            assert _core.crc32c(b"123456789") == 0xE3069283
-            for blob in blobs:
-                assert _core.crc32c(blob) == crc32c_ref(blob), (level, len(blob))
-                cut = len(blob) // 3
-                assert _core.crc32c(blob[cut:], _core.crc32c(blob[:cut])) == crc32c_ref(blob)
-            assert _core.crc32c(bytearray(b"123456789")) == 0xE3069283
-            assert _core.crc32c(memoryview(b"xx123456789")[2:]) == 0xE3069283
+    assert _core.crc32c(b"123456789") == 0xE3069283
+    for blob in blobs:
+        assert _core.crc32c(blob) == crc32c_ref(blob), len(blob)
+        cut = len(blob) // 3
+        assert _core.crc32c(blob[cut:], _core.crc32c(blob[:cut])) == crc32c_ref(blob), len(blob)
+    assert _core.crc32c(bytearray(b"123456789")) == 0xE3069283
+    assert _core.crc32c(memoryview(b"xx123456789")[2:]) == 0xE3069283
