@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 import gradsparse
 from gradsparse import _core
-from inputs import torch
 
 from wire_reference import _quiet_numpy_casts  # noqa: F401  (autouse fixture)
 from wire_reference import (

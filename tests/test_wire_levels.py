@@ -21,7 +21,6 @@ from wire_reference import (
     make_values,
     tbits,
     gen_values,
-    positions,
     check_index_section,
 )
 

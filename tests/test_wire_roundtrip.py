@@ -49,7 +49,6 @@ from wire_reference import (
     check_values,
     expected_decoded,
     _payload_values,
-    record,
 )
 
 
