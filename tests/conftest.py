@@ -30,6 +30,7 @@ settings.register_profile(
 settings.register_profile("dev", deadline=None, max_examples=300, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+
 SIMD_LEVELS = gradsparse.available_simd_levels()
 THREAD_COUNTS = [1, 2]
 

@@ -3,6 +3,8 @@ gradsparse takes (numpy for float32/float64/float16, torch for bfloat16) and the
 numpy copies the reference works on."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -29,6 +31,22 @@ def torch_params(factory) -> list:
     if torch is None:
         return [pytest.param(None, id="torch-cases", marks=pytest.mark.skip(reason=TORCH_REASON))]
     return list(factory())
+
+
+@contextlib.contextmanager
+def at_engine(level: str, threads=None):
+    """Runs the block at SIMD `level` (and `threads` engine threads, if given); an assertion
+    failing inside names them. For tests whose expensive reference is shared by every level
+    (the per-level fixtures `simd` / `engine` in conftest.py are the usual way)."""
+    import gradsparse
+
+    where = f"simd={level}" + (f" threads={threads}" if threads is not None else "")
+    with gradsparse.simd_level(level), (gradsparse.num_threads(threads) if threads is not None
+                                        else contextlib.nullcontext()):
+        try:
+            yield
+        except AssertionError as e:
+            raise AssertionError(f"at {where}: {e}") from None
 
 
 def is_tensor(x) -> bool:
@@ -194,8 +212,8 @@ def assert_sparse(res, x, expected) -> None:
     np.testing.assert_array_equal(bits(res.values), bits(flat[torch.from_numpy(expected)] if is_torch else flat[expected]))
 
 
-def run_isolated(module: str, func: str, timeout: float = 300) -> str:
-    """Runs tests/<module>.py's `func()` in a fresh interpreter and fails the calling test
+def run_isolated(module: str, func: str, timeout: float = 300, args: tuple = ()) -> str:
+    """Runs tests/<module>.py's `func(*args)` (args: literals) in a fresh interpreter and fails the calling test
     if it raises or crashes: for checks that have crashed the process (heap corruption in
     the extension), so that one crash cannot end the whole test run."""
     import os
@@ -203,7 +221,7 @@ def run_isolated(module: str, func: str, timeout: float = 300) -> str:
     import sys
 
     here = os.path.dirname(os.path.abspath(__file__))
-    code = f"import sys; sys.path.insert(0, {here!r}); import {module} as m; m.{func}()"
+    code = f"import sys; sys.path.insert(0, {here!r}); import {module} as m; m.{func}(*{args!r})"
     env = dict(os.environ)
     env["PYTHONWARNINGS"] = "error"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)

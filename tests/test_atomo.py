@@ -88,24 +88,24 @@ def test_bernoulli_sample_is_u_below_p():
 @pytest.mark.parametrize("atoms", ["entry", "fourier"])
 def test_same_seed_same_atoms_every_engine(engine, atoms):
     x = np.random.default_rng(5).standard_normal(300_001).astype(np.float32)
-    got = atomo.sparsify(x, atoms=atoms, budget=5000, seed=77)
+    got = atomo.sample(x, atoms=atoms, budget=5000, seed=77)
     with gradsparse.simd_level("scalar"), gradsparse.num_threads(1):
-        ref = atomo.sparsify(x, atoms=atoms, budget=5000, seed=77)
+        ref = atomo.sample(x, atoms=atoms, budget=5000, seed=77)
     np.testing.assert_array_equal(got.indices, ref.indices)
     np.testing.assert_array_equal(got.values, ref.values)
-    other = atomo.sparsify(x, atoms=atoms, budget=5000, seed=78)
+    other = atomo.sample(x, atoms=atoms, budget=5000, seed=78)
     assert not np.array_equal(other.indices, ref.indices)
 
 
 @pytest.mark.parametrize("atoms", ["entry", "fourier", "svd"])
 def test_full_budget_is_exact(atoms):
     x = np.random.default_rng(6).standard_normal((8, 3, 3, 3)).astype(np.float32)
-    upd = atomo.sparsify(x, atoms=atoms, budget=10_000, seed=1)
+    upd = atomo.sample(x, atoms=atoms, budget=10_000, seed=1)
     np.testing.assert_allclose(upd.to_dense(), x, rtol=1e-4, atol=1e-5)
 
 
 def _mean_and_variance(x, atoms, budget, trials):
-    samples = np.stack([atomo.sparsify(x, atoms=atoms, budget=budget, seed=s).to_dense().astype(np.float64)
+    samples = np.stack([atomo.sample(x, atoms=atoms, budget=budget, seed=s).to_dense().astype(np.float64)
                         for s in range(trials)])
     return samples.mean(axis=0), samples.var(axis=0, ddof=1)
 
@@ -130,7 +130,7 @@ def test_unbiased_with_predicted_variance(atoms, shape):
     p = algorithm1(lam, budget)
     atom_var = np.where(p > 0, lam**2 * (1 / np.where(p > 0, p, 1) - 1), 0.0)
     coord_var = (basis**2).T @ atom_var  # Var(g_hat_i) = sum_j a_j[i]^2 lam_j^2 (1/p_j - 1)
-    samples = np.stack([atomo.sparsify(x, atoms=atoms, budget=budget, seed=s).to_dense().reshape(-1)
+    samples = np.stack([atomo.sample(x, atoms=atoms, budget=budget, seed=s).to_dense().reshape(-1)
                         for s in range(trials)]).astype(np.float64)
     mean = samples.mean(axis=0)
     # The mean of `trials` independent samples has std sqrt(coord_var / trials) per coordinate.
@@ -200,12 +200,15 @@ def test_fft_bit_identical_across_simd_levels(n):
     """The FFT kernels run the same IEEE operations at every level (no FMA contraction)."""
     x = np.random.default_rng(n).standard_normal(n)
     spec = np.fft.rfft(x)
-    outs = []
+    outs = {}
     for level in gradsparse.available_simd_levels():
         with gradsparse.simd_level(level):
-            outs.append([f().tobytes() for f in (lambda: _core.rfft(x), lambda: _core.irfft(spec, n),
-                                                 lambda: _core.dct(x), lambda: _core.idct(x))])
-    assert all(o == outs[0] for o in outs[1:])
+            outs[level] = [f().tobytes() for f in (lambda: _core.rfft(x), lambda: _core.irfft(spec, n),
+                                                   lambda: _core.dct(x), lambda: _core.idct(x))]
+    first = next(iter(outs))
+    for level, o in outs.items():
+        for name, a, b in zip(("rfft", "irfft", "dct", "idct"), o, outs[first]):
+            assert a == b, f"{name} n={n}: {level} differs from {first}"
 
 
 def test_rfft_plans_are_thread_safe():
@@ -311,11 +314,13 @@ def test_randomized_svd_flat_spectrum_bounds(shape):
 @pytest.mark.parametrize("shape", [(64, 576), (130, 37), (7, 300), (256, 2304), (33, 33), (1, 5)])
 def test_svd_bit_identical_across_simd_levels(shape):
     a = np.random.default_rng(12).standard_normal(shape).astype(np.float32)
-    outs = []
+    outs = {}
     for level in gradsparse.available_simd_levels():
         with gradsparse.simd_level(level):
-            outs.append(b"".join(x.tobytes() for x in _core.svd(a) + _core.svd_randomized(a, 8, 8, 2, 1)))
-    assert all(o == outs[0] for o in outs[1:])
+            outs[level] = b"".join(x.tobytes() for x in _core.svd(a) + _core.svd_randomized(a, 8, 8, 2, 1))
+    first = next(iter(outs))
+    for level, o in outs.items():
+        assert o == outs[first], f"svd {shape}: {level} differs from {first}"
 
 
 # ---------------------------------------------------------------- ATOMO on singular atoms
@@ -396,13 +401,15 @@ def test_svd_atomo_bit_identical_every_engine(shape):
     if min(shape) >= 8:
         mats.append(_clustered(rng, shape[0], shape[1], [2.0] * 4 + [1.0] * 4).astype(np.float32))
     for a in mats:
-        outs = []
+        outs = {}
         for level in gradsparse.available_simd_levels():
             for nt in (1, 2):
                 with gradsparse.simd_level(level), gradsparse.num_threads(nt):
-                    outs.append(b"".join(np.asarray(x).tobytes() for x in _core.svd_atomo(a, 4.0, 9, 3))
-                                + _core.svd_values(a).tobytes())
-        assert all(o == outs[0] for o in outs[1:])
+                    outs[level, nt] = (b"".join(np.asarray(x).tobytes() for x in _core.svd_atomo(a, 4.0, 9, 3))
+                                       + _core.svd_values(a).tobytes())
+        first = next(iter(outs))
+        for engine, o in outs.items():
+            assert o == outs[first], f"svd_atomo {shape}: simd, threads {engine} differ from {first}"
 
 
 @pytest.mark.parametrize("shape", [(64, 576), (300, 20), (8, 3, 3, 3)])
@@ -415,7 +422,7 @@ def test_svd_atomo_same_draws_as_full_svd(shape):
     for seed in range(20):
         p = _core.atomo_probabilities(s_full.astype(np.float64), 3.0)
         want = _core.bernoulli_sample(p, seed, 3)
-        got = atomo.sparsify(x, atoms="svd", budget=3.0, seed=seed)
+        got = atomo.sample(x, atoms="svd", budget=3.0, seed=seed)
         np.testing.assert_array_equal(got.indices, want)
 
 
@@ -423,24 +430,24 @@ def test_svd_atomo_unbiased_with_ties_and_rank_drop():
     rng = np.random.default_rng(16)
     x = _clustered(rng, 7, 10, [2.0, 2.0, 2.0, 1.0, 1.0, 0.0, 0.0]).astype(np.float32)
     trials = 3000
-    samples = np.stack([atomo.sparsify(x, atoms="svd", budget=2.0, seed=s).to_dense().astype(np.float64)
+    samples = np.stack([atomo.sample(x, atoms="svd", budget=2.0, seed=s).to_dense().astype(np.float64)
                         for s in range(trials)])
     tol = 6 * np.sqrt(samples.var(axis=0, ddof=1) / trials) + 1e-5
     assert np.all(np.abs(samples.mean(axis=0) - x) <= tol)
-    assert max(atomo.sparsify(x, atoms="svd", budget=2.0, seed=s).num_atoms for s in range(200)) <= 5
+    assert max(atomo.sample(x, atoms="svd", budget=2.0, seed=s).num_atoms for s in range(200)) <= 5
 
 
 def test_svd_layouts():
     x = np.random.default_rng(10).standard_normal((8, 4, 3, 3)).astype(np.float32)
-    upd = atomo.sparsify(x, atoms="svd", budget=100, seed=0)
+    upd = atomo.sample(x, atoms="svd", budget=100, seed=0)
     assert upd.matrix_shape == (8, 36)
-    orig = atomo.sparsify(x, atoms="svd", budget=100, seed=0, layout="atomo")
+    orig = atomo.sample(x, atoms="svd", budget=100, seed=0, layout="atomo")
     assert orig.matrix_shape == (16, 18)
     np.testing.assert_allclose(orig.to_dense(), x, rtol=1e-4, atol=1e-5)
     b = np.arange(5, dtype=np.float32)
-    assert atomo.sparsify(b, atoms="svd", budget=2, vector="dense", seed=0).kind == "dense"
-    assert atomo.sparsify(b, atoms="svd", budget=2, seed=0).kind == "entry"
-    r = atomo.sparsify(x, atoms="svd", budget=2, seed=0, svd="randomized", rank=4)
+    assert atomo.sample(b, atoms="svd", budget=2, vector="dense", seed=0).kind == "dense"
+    assert atomo.sample(b, atoms="svd", budget=2, seed=0).kind == "entry"
+    r = atomo.sample(x, atoms="svd", budget=2, seed=0, svd="randomized", rank=4)
     assert r.u.shape[0] == 8 and r.num_atoms <= 4
 
 
@@ -448,7 +455,7 @@ def test_svd_layouts():
 @pytest.mark.parametrize("atoms", ["entry", "fourier", "svd"])
 def test_payload_roundtrip(atoms):
     x = np.random.default_rng(11).standard_normal((16, 8, 3, 3)).astype(np.float32)
-    upd = atomo.sparsify(x, atoms=atoms, budget=20, seed=5)
+    upd = atomo.sample(x, atoms=atoms, budget=20, seed=5)
     payload = gradsparse.encode(upd.to_payload("conv"))
     back = AtomicUpdate.from_payload(gradsparse.decode(payload), "conv")
     assert back.kind == upd.kind and back.shape == upd.shape
@@ -479,13 +486,13 @@ def test_qsgd_and_terngrad_unbiased():
 @pytest.mark.parametrize(
     "call,arg",
     [
-        (lambda: atomo.sparsify(np.array([1.0, np.nan]), budget=1), "x"),
-        (lambda: atomo.sparsify(np.zeros(0), budget=1), "x"),
-        (lambda: atomo.sparsify(np.ones(4), budget=0), "budget"),
-        (lambda: atomo.sparsify(np.ones(4), budget=-1), "budget"),
-        (lambda: atomo.sparsify(np.ones(4), budget=float("nan")), "budget"),
-        (lambda: atomo.sparsify(np.ones((2, 3, 4)), atoms="svd", budget=1), "x"),
-        (lambda: atomo.sparsify(np.ones(4), atoms="wavelet", budget=1), "atoms"),
+        (lambda: atomo.sample(np.array([1.0, np.nan]), budget=1), "x"),
+        (lambda: atomo.sample(np.zeros(0), budget=1), "x"),
+        (lambda: atomo.sample(np.ones(4), budget=0), "budget"),
+        (lambda: atomo.sample(np.ones(4), budget=-1), "budget"),
+        (lambda: atomo.sample(np.ones(4), budget=float("nan")), "budget"),
+        (lambda: atomo.sample(np.ones((2, 3, 4)), atoms="svd", budget=1), "x"),
+        (lambda: atomo.sample(np.ones(4), atoms="wavelet", budget=1), "atoms"),
         (lambda: atomo.probabilities(np.array([np.inf]), 1), "lam"),
         (lambda: atomo.probabilities(np.ones(3), 0), "budget"),
         (lambda: atomo.qsgd(np.ones(3), 0, 0), "levels"),
@@ -514,7 +521,8 @@ def test_import_does_not_import_torch():
 def test_bench_suite_atomo_runs_and_verifies(monkeypatch):
     """`python -m gradsparse.bench --suite atomo` is accepted; the ATOMO bench's FFT table
     (small lengths, to stay fast) verifies and returns gradsparse and numpy timings."""
-    from gradsparse import bench, bench_atomo
+    from gradsparse import bench
+    from gradsparse.bench import atomo as bench_atomo
 
     assert bench.build_parser().parse_args(["--suite", "atomo"]).suite == "atomo"
     monkeypatch.setattr(bench_atomo, "FFT_LENGTHS", [1, 2, 3, 1000, 4096, 1009])
@@ -524,3 +532,14 @@ def test_bench_suite_atomo_runs_and_verifies(monkeypatch):
     assert all(r["gs"] > 0 and r["numpy"] > 0 for r in res["fft"])
     assert any("numpy" in line for line in lines)
     assert "rfft n=1009" in res["verified"]
+
+
+def test_sparsify_is_a_deprecated_alias_of_sample():
+    """atomo.sparsify (the old name) still works for one release, with a DeprecationWarning."""
+    x = np.random.default_rng(5).standard_normal((6, 9)).astype(np.float32)
+    with pytest.warns(DeprecationWarning, match="atomo.sample"):
+        old = atomo.sparsify(x, "svd", budget=2, seed=3)
+    new = atomo.sample(x, "svd", budget=2, seed=3)
+    np.testing.assert_array_equal(old.to_dense(), new.to_dense())
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="^budget"):
+        atomo.sparsify(x, budget=0)

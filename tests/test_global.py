@@ -97,23 +97,22 @@ def test_many_mixed_dtypes(engine, kind):
         check_many(gradsparse.sparsify_many(xs, k, costs=costs), xs, sparsify_many_ref(vs, k, costs=costs))
 
 
-def test_many_16bit_with_32bit_dtypes():
+def test_many_16bit_with_32bit_dtypes(simd):
     # float16/bfloat16 tensors next to float32 ones (and no float64): this has corrupted the
-    # heap, so it runs in its own interpreter
-    run_isolated("test_global", "many_16bit_with_32bit_body")
+    # heap, so it runs in its own interpreter (at the level of the `simd` fixture)
+    run_isolated("test_global", "many_16bit_with_32bit_body", args=(simd,))
 
 
-def many_16bit_with_32bit_body():
-    for level in gradsparse.available_simd_levels():
-        with gradsparse.simd_level(level):
-            for d16 in ("float16", "bfloat16") if torch is not None else ("float16",):
-                a = make(np.array([1.0, 2.0, 3.0]), d16)
-                b = make(np.array([4.0, 0.5]), "float32", torch_input=is_tensor(a))
-                for k, exp in ((3, [[1, 2], [0]]), (4, [[0, 1, 2], [0]]), (5, [[0, 1, 2], [0, 1]])):
-                    check_many(gradsparse.sparsify_many([a, b], k), [a, b], exp)
-                    check_many(gradsparse.sparsify_many([b, a], k), [b, a], exp[::-1])
-            if torch is not None:
-                many_torch_and_bf16_body()
+def many_16bit_with_32bit_body(level: str):
+    with gradsparse.simd_level(level):
+        for d16 in ("float16", "bfloat16") if torch is not None else ("float16",):
+            a = make(np.array([1.0, 2.0, 3.0]), d16)
+            b = make(np.array([4.0, 0.5]), "float32", torch_input=is_tensor(a))
+            for k, exp in ((3, [[1, 2], [0]]), (4, [[0, 1, 2], [0]]), (5, [[0, 1, 2], [0, 1]])):
+                check_many(gradsparse.sparsify_many([a, b], k), [a, b], exp)
+                check_many(gradsparse.sparsify_many([b, a], k), [b, a], exp[::-1])
+        if torch is not None:
+            many_torch_and_bf16_body()
 
 
 def many_torch_and_bf16_body():

@@ -50,7 +50,7 @@ CALLS = [
     ("encode qsgd", gs.encode, dict(update=SP, value_codec="qsgd"), ["bits", "block", "seed"]),
     ("encoded_size", gs.encoded_size, dict(update=SP), ["update", "index_codec", "value_codec", "bits", "block",
                                                         "seed"]),
-    ("decode", gs.decode, dict(data=PAYLOAD), ["data", "like", "verify_checksum"]),
+    ("decode", gs.decode, dict(data=PAYLOAD), ["data", "to", "verify_checksum"]),
     ("set_num_threads", gs.set_num_threads, dict(n=1), ["n"]),
     ("set_simd_level", gs.set_simd_level, dict(level="scalar"), ["level"]),
     ("Sparse", gs.Sparse, dict(indices=[1], values=[1.0], shape=(4,)), ["indices", "values", "shape"]),
@@ -59,11 +59,11 @@ CALLS = [
     ("PreparedCost", gs.PreparedCost, dict(cost=V), ["cost"]),
     ("ErrorFeedback.compress", _ef_compress, dict(name="a", x=V, k=2), ["name", "x", "k"]),
     ("ErrorFeedback.load_state_dict", _ef_load, dict(state={"a": V}), ["state"]),
-    ("atomo.sparsify", atomo.sparsify, dict(x=X2, budget=2), ["x", "atoms", "budget", "seed"]),
-    ("atomo.sparsify svd", atomo.sparsify, dict(x=X2, atoms="svd", budget=2), ["layout", "vector", "svd"]),
-    ("atomo.sparsify randomized", atomo.sparsify, dict(x=X2, atoms="svd", budget=2, svd="randomized"),
+    ("atomo.sample", atomo.sample, dict(x=X2, budget=2), ["x", "atoms", "budget", "seed"]),
+    ("atomo.sample svd", atomo.sample, dict(x=X2, atoms="svd", budget=2), ["layout", "vector", "svd"]),
+    ("atomo.sample randomized", atomo.sample, dict(x=X2, atoms="svd", budget=2, svd="randomized"),
      ["rank", "oversample", "power_iters", "seed"]),
-    ("atomo.sparsify vector", atomo.sparsify, dict(x=V, atoms="svd", budget=2), ["vector"]),
+    ("atomo.sample vector", atomo.sample, dict(x=V, atoms="svd", budget=2), ["vector"]),
     ("atomo.probabilities", atomo.probabilities, dict(lam=V, budget=2), ["lam", "budget"]),
     ("atomo.qsgd", atomo.qsgd, dict(x=V, levels=4), ["x", "levels", "seed"]),
     ("atomo.terngrad", atomo.terngrad, dict(x=V), ["x", "seed"]),
@@ -112,21 +112,21 @@ def test_hostile_arguments_name_the_argument(label, fn, base, param):
                                         (1 + 0j, TypeError), (-1, ValueError), (float("inf"), ValueError)])
 def test_atomo_budget_must_be_a_real_number(budget, exc):
     with pytest.raises(exc, match="^budget"):
-        atomo.sparsify(V, budget=budget)
+        atomo.sample(V, budget=budget)
     with pytest.raises(exc, match="^budget"):
         atomo.probabilities(V, budget)
 
 
 @pytest.mark.parametrize("seed", [-1, 2**64, -(2**70)])
 def test_atomo_seed_out_of_range(seed):
-    for call in (lambda: atomo.sparsify(V, budget=2, seed=seed), lambda: atomo.qsgd(V, 2, seed),
+    for call in (lambda: atomo.sample(V, budget=2, seed=seed), lambda: atomo.qsgd(V, 2, seed),
                  lambda: atomo.terngrad(V, seed)):
         with pytest.raises(ValueError, match="^seed"):
             call()
 
 
 def test_atomo_seed_full_range_accepted():
-    atomo.sparsify(V, budget=2, seed=2**64 - 1)
+    atomo.sample(V, budget=2, seed=2**64 - 1)
     atomo.qsgd(V, 2, 2**64 - 1)
 
 
@@ -134,7 +134,7 @@ def test_atomo_seed_full_range_accepted():
                                         ("rank", 2.0), ("oversample", None), ("power_iters", float("inf"))])
 def test_atomo_randomized_ints(name, value):
     with pytest.raises((TypeError, ValueError), match=f"^{name}"):
-        atomo.sparsify(X2, atoms="svd", budget=2, svd="randomized", **{name: value})
+        atomo.sample(X2, atoms="svd", budget=2, svd="randomized", **{name: value})
 
 
 def test_atomo_levels_huge():
@@ -149,9 +149,11 @@ def test_set_num_threads_huge():
 
 def test_string_choices_given_arrays():
     with pytest.raises(ValueError, match="^atoms"):
-        atomo.sparsify(V, atoms=np.array(["entry", "svd"]), budget=2)
-    with pytest.raises(ValueError, match="^like"):
-        gs.decode(PAYLOAD, like=np.array([1, 2]))
+        atomo.sample(V, atoms=np.array(["entry", "svd"]), budget=2)
+    with pytest.raises(ValueError, match="^to"):
+        gs.decode(PAYLOAD, to=np.array([1, 2]))
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="^like"):
+        gs.decode(PAYLOAD, like=np.array([1, 2]))  # the deprecated old name of to=
     with pytest.raises(TypeError, match="^verify_checksum"):
         gs.decode(PAYLOAD, verify_checksum=np.array([1, 2]))
     with pytest.raises(TypeError, match="^scale"):
@@ -172,7 +174,7 @@ def _tensor_calls(torch):
         ("input", lambda t: gs.topk(t, 1)),
         ("update", lambda t: gs.encode(t)),
         ("x", lambda t: gs.ErrorFeedback().compress("a", t, 1)),
-        ("x", lambda t: atomo.sparsify(t, budget=1)),
+        ("x", lambda t: atomo.sample(t, budget=1)),
         ("x", lambda t: atomo.qsgd(t, 2)),
         ("cost", lambda t: gs.PreparedCost(t)),
         ("indices", lambda t: gs.encode(gs.Sparse(t, torch.ones(2), (10,)))),
@@ -207,8 +209,8 @@ def test_torch_negative_views_are_read_as_their_values():
     r1, r2 = gs.sparsify(neg, 2), gs.sparsify(plain, 2)
     assert torch.equal(r1.indices, r2.indices) and torch.equal(r1.values, r2.values)
     assert gs.encode(neg) == gs.encode(plain)
-    np.testing.assert_array_equal(atomo.sparsify(neg, budget=3, seed=1).to_dense(),
-                                  atomo.sparsify(plain, budget=3, seed=1).to_dense())
+    np.testing.assert_array_equal(atomo.sample(neg, budget=3, seed=1).to_dense(),
+                                  atomo.sample(plain, budget=3, seed=1).to_dense())
     assert torch.equal(gs.threshold(neg, 2.0).values, gs.threshold(plain, 2.0).values)
     idx_neg = torch._neg_view(torch.tensor([-1, -4]))
     assert gs.decode(gs.encode(gs.Sparse(idx_neg, torch.ones(2), (10,)))).indices.tolist() == [1, 4]
@@ -236,7 +238,7 @@ def test_error_feedback_state_with_bfloat16_names_the_entry():
 def test_atomo_accepts_bfloat16_tensor():
     torch = _torch()
     x = torch.tensor([1.0, -2.0, 3.0], dtype=torch.bfloat16)
-    assert atomo.sparsify(x, budget=3, seed=0).to_dense().tolist() == [1.0, -2.0, 3.0]
+    assert atomo.sample(x, budget=3, seed=0).to_dense().tolist() == [1.0, -2.0, 3.0]
 
 
 # ---------------------------------------------------------------- finite in, finite out
@@ -268,7 +270,7 @@ def test_qsgd_ordinary_results_unchanged():
 def test_atomo_entry_value_overflow_is_refused():
     x = np.full(100, 1e37, np.float32)  # lam / p = sum |x| / budget = 1e39
     with pytest.raises(ValueError, match="^x: .*overflows float32"):
-        atomo.sparsify(x, budget=1, seed=1)
+        atomo.sample(x, budget=1, seed=1)
 
 
 def test_random_k_scale_float16_large_ratio_is_finite():
@@ -310,4 +312,4 @@ def test_random_k_inf_input_stays_inf():
 def test_atomo_svd_singular_value_overflow_names_x(svd):
     x = np.full((4, 4), 3e38, np.float32)  # sigma = 1.2e39
     with pytest.raises(ValueError, match="^x: .*singular value overflows float32"):
-        atomo.sparsify(x, "svd", budget=1, svd=svd)
+        atomo.sample(x, "svd", budget=1, svd=svd)

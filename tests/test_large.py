@@ -15,7 +15,7 @@ import pytest
 
 import gradsparse
 from inputs import is_tensor, requires_torch, torch
-from inputs import assert_sparse, costs_for, make, round_to
+from inputs import assert_sparse, at_engine, costs_for, make, round_to
 from reference import (cwmp_scores, energy_prefix, magnitude_order, score_order, signed_order,
                        sparsify_many_ref, top_count)
 
@@ -23,6 +23,8 @@ LEVELS = gradsparse.available_simd_levels()
 
 
 def engine_configs(threads=(1, 2)):
+    """Every (level, threads) pair: these tests build one large reference and check every
+    engine against it in one body (see at_engine: a failure names the engine)."""
     for level in LEVELS:
         for nt in threads:
             yield level, nt
@@ -117,7 +119,7 @@ def check_all(x, v, *, ks, threads=(1, 2), with_costs=True, with_topk=True, with
                               lambda k=k, largest=largest: gradsparse.topk(x, k, largest=largest),
                               order[:k]))
     for level, nt in engine_configs(threads):
-        with gradsparse.simd_level(level), gradsparse.num_threads(nt):
+        with at_engine(level, nt):
             for name, run, exp in cases:
                 got = run()
                 try:
@@ -201,7 +203,7 @@ def test_cost_sample_traps(trap, cost_dtype):
     cases = {k: top_count(sc, k) for k in (100, 5000, 60_000)}
     budgets = {b: energy_prefix(sc, c, b, n) for b in (0.5, 2000.0, 50_000.0)}
     for level, nt in engine_configs():
-        with gradsparse.simd_level(level), gradsparse.num_threads(nt):
+        with at_engine(level, nt):
             for k, exp in cases.items():
                 assert_sparse(gradsparse.sparsify(x, k, cost=c), x, exp)
             for b, exp in budgets.items():
@@ -221,7 +223,7 @@ def test_many_large_segments_across_thread_boundaries():
     expected_c = {k: sparsify_many_ref(vs, k, costs=costs) for k in (10, 20_000)}
     expected_b = sparsify_many_ref(vs, budget=12_345.5, costs=costs)
     for level, nt in engine_configs((1, 2, 3)):
-        with gradsparse.simd_level(level), gradsparse.num_threads(nt):
+        with at_engine(level, nt):
             for k, exp in expected.items():
                 for r, x, e in zip(gradsparse.sparsify_many(xs, k), xs, exp):
                     assert_sparse(r, x, e)
@@ -241,7 +243,7 @@ def test_streaming_large_chunks():
     exp = {k: sparsify_many_ref(vs, k, magnitude_if_equal=False) for k in (100, 20_000)}
     exp_c = sparsify_many_ref(vs, 5000, costs=costs, magnitude_if_equal=False)
     for level in LEVELS:
-        with gradsparse.simd_level(level):
+        with at_engine(level):
             for k, e in exp.items():
                 sel = gradsparse.StreamingSelector(k=k)
                 for x in xs:
@@ -290,7 +292,7 @@ def test_topk_2d_large_rows():
     x = make(v, "float32")
     exp = np.stack([signed_order(r, True)[:500] for r in v])
     for level, nt in engine_configs((1, 2, 3)):
-        with gradsparse.simd_level(level), gradsparse.num_threads(nt):
+        with at_engine(level, nt):
             np.testing.assert_array_equal(gradsparse.topk(x, 500).indices, exp)
 
 
@@ -314,7 +316,7 @@ def test_signed_ranking_thresholds_at_zero_and_nan(dtype):
         raw = x.view(torch.int16).numpy()
         raw[np.isnan(v) & (rng.random(n) < 0.5)] = np.int16(-64)  # 0xFFC0: -NaN
     for level, nt in engine_configs((1,)):
-        with gradsparse.simd_level(level), gradsparse.num_threads(nt):
+        with at_engine(level, nt):
             for largest in (True, False):
                 order = signed_order(v, largest)
                 for k in (20, 70, n // 2, int(0.6 * n)):

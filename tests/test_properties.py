@@ -209,16 +209,17 @@ def test_simd_and_threads_invariance(x, data):
     n = x.size
     k = data.draw(st.integers(1, n), label="k")
     c = data.draw(costs_like(n), label="cost")
-    outs = []
+    outs = {}
     for level in gradsparse.available_simd_levels():
         for nt in (1, 2):
             with gradsparse.simd_level(level), gradsparse.num_threads(nt):
-                outs.append((gradsparse.sparsify(x, k).indices, gradsparse.sparsify(x, k, cost=c).indices,
-                             gradsparse.topk(x.reshape(-1), k).indices,
-                             gradsparse.sparsify(x, budget=k / 2 + 0.25, cost=c).indices))
-    for o in outs[1:]:
-        for a, b in zip(o, outs[0]):
-            np.testing.assert_array_equal(a, b)
+                outs[level, nt] = (gradsparse.sparsify(x, k).indices, gradsparse.sparsify(x, k, cost=c).indices,
+                                   gradsparse.topk(x.reshape(-1), k).indices,
+                                   gradsparse.sparsify(x, budget=k / 2 + 0.25, cost=c).indices)
+    first = next(iter(outs))
+    for engine, o in outs.items():
+        for what, a, b in zip(("sparsify", "sparsify cost", "topk", "sparsify budget"), o, outs[first]):
+            np.testing.assert_array_equal(a, b, err_msg=f"{what}: simd, threads {engine} differ from {first}")
 
 
 # ----------------------------------------------------------------------------- error feedback

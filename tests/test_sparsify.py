@@ -2,6 +2,8 @@
 numpy reference, at every SIMD level and thread count, every dtype and size."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -197,18 +199,20 @@ def test_cwmp_f32_per_element_cost_kernel(engine, kind, n):
         assert_sparse(gradsparse.sparsify(x, k, cost=c), x, sparsify_ref(v, k, cost=c))
 
 
-@pytest.mark.parametrize("kind", ["ulp_cluster", "ties", "nan_inf"])
-def test_cwmp_f32_per_element_cost_kernel_threaded(kind):
-    # large enough for two filter threads; every SIMD level must give the same selection
+@functools.lru_cache(maxsize=3)
+def _threaded_cost_case(kind: str):
+    """(x, c, k, expected selection): built once per kind and shared by every engine."""
     n = (1 << 22) + 37
     x, c = _f32_cost_case(kind, n, seed=15)
     k = n // 100
-    exp = sparsify_ref(x.astype(np.float64), k, cost=c)
-    for level in gradsparse.available_simd_levels():
-        with gradsparse.simd_level(level):
-            for t in (1, 2):
-                with gradsparse.num_threads(t):
-                    assert_sparse(gradsparse.sparsify(x, k, cost=c), x, exp)
+    return x, c, k, sparsify_ref(x.astype(np.float64), k, cost=c)
+
+
+@pytest.mark.parametrize("kind", ["ulp_cluster", "ties", "nan_inf"])
+def test_cwmp_f32_per_element_cost_kernel_threaded(engine, kind):
+    # large enough for two filter threads; every SIMD level must give the same selection
+    x, c, k, exp = _threaded_cost_case(kind)
+    assert_sparse(gradsparse.sparsify(x, k, cost=c), x, exp)
 
 
 @pytest.mark.parametrize("q,alpha", [(2.0, 1.0), (1.0, 1.0), (1.0, 0.0), (2.0, 0.0), (3.0, 0.5),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numbers
 import sys
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 import numpy as np
 
@@ -80,6 +80,29 @@ def plain_tensor(t: Any, name: str, *, writable: bool = False) -> Any:
     return t
 
 
+def tensor_to_numpy(t: Any, name: str, *, bfloat16: str = "float32", writable: bool = False,
+                    contiguous: bool = True) -> np.ndarray:
+    """The numpy array of a torch CPU tensor, sharing its memory where the layout allows.
+
+    The one tensor -> numpy path of the package: `t` is checked with :func:`plain_tensor`
+    (TypeError for nested/sparse tensors), must be on the CPU (ValueError naming `name`),
+    and is made contiguous (a copy only if it is not) unless `contiguous` is False (then
+    the view keeps its strides, for buffers written in place). bfloat16, which numpy lacks,
+    becomes float32 (``bfloat16="float32"``, exact widening, a copy) or its raw bit
+    patterns as uint16 (``bfloat16="bits"``, no copy)."""
+    torch = torch_module()
+    t = plain_tensor(t, name, writable=writable)
+    if t.device.type != "cpu":
+        raise ValueError(f"{name}: tensor must be on the CPU, got one on {t.device} (move it with .cpu())")
+    if contiguous:
+        t = t.contiguous()
+    if t.dtype == torch.bfloat16:
+        if bfloat16 == "bits":
+            return t.view(torch.int16).numpy().view(np.uint16)
+        return t.float().numpy()
+    return t.numpy()
+
+
 def as_flat(x: Any, name: str = "x") -> Flat:
     """Validates `x` and returns its flat view; raises TypeError/ValueError naming `name`."""
     if is_tensor(x):
@@ -113,14 +136,10 @@ def _tensor_flat(t: Any, name: str) -> Flat:
             f"{name}: tensor is on {t.device}; this build of gradsparse selects on the CPU "
             "(move it with .cpu())"
         )
-    if t.dtype == torch.bfloat16:
-        raw = t.contiguous().view(torch.int16).numpy().view(np.uint16)
-        code = BF16
-    elif t.dtype in (torch.float32, torch.float64, torch.float16):
-        raw = t.contiguous().numpy()
-        code = _NUMPY_CODES[raw.dtype]
-    else:
+    if t.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         raise TypeError(f"{name}: unsupported dtype {t.dtype}; expected {SUPPORTED}")
+    raw = tensor_to_numpy(t, name, bfloat16="bits")
+    code = BF16 if t.dtype == torch.bfloat16 else _NUMPY_CODES[raw.dtype]
     return Flat(raw.reshape(-1), code, tuple(t.shape), "torch", t.dtype)
 
 
@@ -142,51 +161,6 @@ def as_real(value: Any, name: str) -> float:
     if not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
     return float(value)
-
-
-_PREPARED_CORE = None
-
-
-def _prepared_core():
-    """costs.prepared_core, imported on first use (costs imports this module)."""
-    global _PREPARED_CORE
-    if _PREPARED_CORE is None:
-        from .costs import prepared_core
-
-        _PREPARED_CORE = prepared_core
-    return _PREPARED_CORE
-
-
-def as_cost(cost: Any, flat: Flat, name: str = "cost") -> Optional[object]:
-    """None, a positive finite float, a contiguous float32/float64 array of flat.size, or the
-    core object of a matching PreparedCost."""
-    if cost is None:
-        return None
-    core = _prepared_core()(cost, flat.size, flat.shape, name)
-    if core is not None:
-        return core
-    if isinstance(cost, numbers.Real) or (isinstance(cost, np.ndarray) and cost.ndim == 0) or (
-        is_tensor(cost) and cost.ndim == 0
-    ):
-        c = as_real(cost, name)
-        if not (c > 0.0 and np.isfinite(c)):
-            raise ValueError(f"{name}: costs must be finite and > 0, got {c}")
-        return c
-    if is_tensor(cost):
-        cost = plain_tensor(cost, name)
-        if cost.device.type != "cpu":
-            raise ValueError(f"{name}: cost tensor must be on the CPU")
-        cost = cost.contiguous().numpy() if cost.dtype != torch_module().bfloat16 else cost.float().numpy()
-    arr = np.asarray(cost)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name}: costs must be real numbers, got dtype {arr.dtype}")
-    if arr.shape != flat.shape and arr.size != flat.size:
-        raise ValueError(f"{name}: shape {arr.shape} does not match x of shape {flat.shape}")
-    if arr.size != flat.size:
-        raise ValueError(f"{name}: has {arr.size} elements, x has {flat.size}")
-    if arr.dtype == np.float32 and flat.code == F32:
-        return np.ascontiguousarray(arr).reshape(-1)
-    return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)
 
 
 def bf16_to_f32(bits: np.ndarray) -> np.ndarray:

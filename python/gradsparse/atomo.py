@@ -9,7 +9,7 @@ conv weights ``(c_out, c_in, kh, kw)`` become ``(c_out, c_in*kh*kw)``). Decompos
 probabilities and the Philox-4x32-10 sampling run in the C++ core; the same seed gives the
 same atoms on every SIMD level and thread count.
 
-    >>> upd = gradsparse.atomo.sparsify(grad, atoms="svd", budget=2, seed=step)
+    >>> upd = gradsparse.atomo.sample(grad, atoms="svd", budget=2, seed=step)
     >>> payload = gradsparse.encode(upd.to_payload("conv1.weight"))
     >>> est = AtomicUpdate.from_payload(gradsparse.decode(payload), "conv1.weight").to_dense()
 """
@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
 from . import _core
-from ._convert import is_tensor, plain_tensor, torch_module
+from ._convert import is_tensor, tensor_to_numpy
 from .sparse import Sparse
 
-__all__ = ["AtomicUpdate", "QuantizedUpdate", "probabilities", "sparsify", "qsgd", "terngrad", "ATOMS"]
+__all__ = ["AtomicUpdate", "QuantizedUpdate", "probabilities", "sample", "qsgd", "terngrad", "ATOMS"]
 
-#: atom families accepted by :func:`sparsify`
+#: atom families accepted by :func:`sample`
 ATOMS = ("entry", "fourier", "svd")
 _STREAM = {"entry": 1, "fourier": 2, "svd": 3}
 _MASK64 = (1 << 64) - 1
@@ -35,12 +36,7 @@ _MASK64 = (1 << 64) - 1
 
 def _array(x: Any, name: str, dtype=np.float32) -> np.ndarray:
     if is_tensor(x):
-        x = plain_tensor(x, name)
-        if x.device.type != "cpu":
-            raise ValueError(f"{name}: tensor must be on the CPU")
-        if x.dtype == torch_module().bfloat16:
-            x = x.float()  # numpy has no bfloat16 (exact widening)
-        x = x.numpy()
+        x = tensor_to_numpy(x, name)  # bfloat16 -> float32 (exact widening)
     if isinstance(x, (bool, np.bool_)) or x is None:
         raise TypeError(f"{name}: expected an array, got {type(x).__name__}")
     arr = np.asarray(x)
@@ -213,10 +209,13 @@ class AtomicUpdate:
         return f"AtomicUpdate(kind={self.kind!r}, shape={self.shape}, atoms={self.num_atoms})"
 
 
-def sparsify(x: Any, atoms: str = "entry", *, budget: float, seed: int = 0, layout: str = "matrix",
+def sample(x: Any, atoms: str = "entry", *, budget: float, seed: int = 0, layout: str = "matrix",
              vector: str = "entry", svd: str = "exact", rank: int = 8, oversample: int = 8,
              power_iters: int = 2) -> AtomicUpdate:
-    """Samples an unbiased ATOMO update of ``x`` with an expected ``budget`` atoms.
+    """An :class:`AtomicUpdate`: an unbiased ATOMO sample of ``x`` with ``budget`` atoms expected.
+
+    (Named apart from :func:`gradsparse.sparsify`, which keeps the top k exactly and returns a
+    :class:`~gradsparse.Sparse`.)
 
     ``atoms``: ``"entry"``, ``"fourier"`` or ``"svd"``. For ``"svd"``: ``layout`` ``"matrix"``
     (conv -> ``(c_out, c_in*kh*kw)``) or ``"atomo"`` (the original code's
@@ -264,6 +263,14 @@ def sparsify(x: Any, atoms: str = "entry", *, budget: float, seed: int = 0, layo
     with np.errstate(over="ignore"):
         vals = _finite_values((sig[idx].astype(np.float64) / p[idx]).astype(np.float32))
     return AtomicUpdate("svd", shape, idx, vals, np.ascontiguousarray(u[:, idx]), np.ascontiguousarray(vt[idx]), (m, n))
+
+
+def sparsify(x: Any, atoms: str = "entry", **kwargs: Any) -> AtomicUpdate:
+    """Deprecated old name of :func:`sample` (it returns an :class:`AtomicUpdate`, not the
+    :class:`~gradsparse.Sparse` of :func:`gradsparse.sparsify`); removed in the next release."""
+    warnings.warn("gradsparse.atomo.sparsify is deprecated and will be removed in the next release; "
+                  "use gradsparse.atomo.sample (same arguments, same result)", DeprecationWarning, stacklevel=2)
+    return sample(x, atoms, **kwargs)
 
 
 class QuantizedUpdate:

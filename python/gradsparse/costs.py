@@ -10,12 +10,13 @@ elements that might be selected. The result is exactly that of the raw array.
 """
 from __future__ import annotations
 
-from typing import Any, Tuple
+import numbers
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
 from . import _core
-from ._convert import is_tensor, plain_tensor, torch_module
+from ._convert import F32, Flat, as_real, is_tensor, tensor_to_numpy
 
 
 class PreparedCost:
@@ -45,12 +46,9 @@ class PreparedCost:
             self._core, self._shape = cost._core, cost._shape
             return
         if is_tensor(cost):
-            cost = plain_tensor(cost, "cost")
-            if cost.device.type != "cpu":
-                raise ValueError("cost: cost tensor must be on the CPU")
-            torch = torch_module()
-            cost = cost.detach().float() if cost.dtype in (torch.bfloat16, torch.float16) else cost.detach()
-            cost = cost.contiguous().numpy()
+            cost = tensor_to_numpy(cost, "cost")  # bfloat16 -> float32
+            if cost.dtype == np.float16:
+                cost = cost.astype(np.float32)  # half-precision costs are prepared as float32
         if cost is None or isinstance(cost, (bool, np.bool_, str, bytes)):
             raise TypeError(f"cost: expected an array of costs, got {type(cost).__name__}")
         arr = np.asarray(cost)
@@ -113,3 +111,32 @@ def prepared_core(cost: Any, size: int, shape: Tuple[int, ...], name: str):
     if cost.size != size:
         raise ValueError(f"{name}: has {cost.size} elements, x has {size}")
     return cost._core
+
+
+def as_cost(cost: Any, flat: Flat, name: str = "cost") -> Optional[object]:
+    """None, a positive finite float, a contiguous float32/float64 array of flat.size, or the
+    core object of a matching PreparedCost."""
+    if cost is None:
+        return None
+    core = prepared_core(cost, flat.size, flat.shape, name)
+    if core is not None:
+        return core
+    if isinstance(cost, numbers.Real) or (isinstance(cost, np.ndarray) and cost.ndim == 0) or (
+        is_tensor(cost) and cost.ndim == 0
+    ):
+        c = as_real(cost, name)
+        if not (c > 0.0 and np.isfinite(c)):
+            raise ValueError(f"{name}: costs must be finite and > 0, got {c}")
+        return c
+    if is_tensor(cost):
+        cost = tensor_to_numpy(cost, name)  # bfloat16 -> float32
+    arr = np.asarray(cost)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name}: costs must be real numbers, got dtype {arr.dtype}")
+    if arr.shape != flat.shape and arr.size != flat.size:
+        raise ValueError(f"{name}: shape {arr.shape} does not match x of shape {flat.shape}")
+    if arr.size != flat.size:
+        raise ValueError(f"{name}: has {arr.size} elements, x has {flat.size}")
+    if arr.dtype == np.float32 and flat.code == F32:
+        return np.ascontiguousarray(arr).reshape(-1)
+    return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)

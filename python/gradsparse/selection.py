@@ -18,16 +18,15 @@ from . import _core
 from ._convert import (
     BF16,
     Flat,
-    as_cost,
     as_count,
     as_flat,
     as_real,
     bf16_to_f32,
     f32_to_bf16,
     is_tensor,
-    plain_tensor,
-    torch_module,
+    tensor_to_numpy,
 )
+from .costs import as_cost
 from .sparse import Sparse
 
 TopK = namedtuple("TopK", ["values", "indices"])
@@ -136,12 +135,11 @@ def _topk_buffers(flat: Flat, nrows: int, k: int, ndim: int, transposed: bool, o
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise TypeError("out: expected a (values, indices) pair")
     vals, idx = out
+    # written in place: no copy (contiguous=False), bfloat16 as its uint16 bit patterns
     if is_tensor(vals):
-        torch = torch_module()
-        vals = plain_tensor(vals, "out", writable=True)
-        vals = vals.view(torch.int16).numpy().view(np.uint16) if vals.dtype == torch.bfloat16 else vals.numpy()
+        vals = tensor_to_numpy(vals, "out", bfloat16="bits", writable=True, contiguous=False)
     if is_tensor(idx):
-        idx = plain_tensor(idx, "out", writable=True).numpy()
+        idx = tensor_to_numpy(idx, "out", writable=True, contiguous=False)
     if not isinstance(vals, np.ndarray) or not isinstance(idx, np.ndarray):
         raise TypeError("out: expected numpy arrays or torch tensors")
     if idx.dtype != np.int64:

@@ -15,12 +15,13 @@ untrusted: anything malformed raises ``ValueError`` saying what is wrong.
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
 from . import _core
-from ._convert import BF16, as_flat, bf16_to_f32, is_tensor, plain_tensor, torch_module
+from ._convert import as_flat, bf16_to_f32, is_tensor, tensor_to_numpy, torch_module
 from .sparse import Sparse
 
 __all__ = ["encode", "decode", "encoded_size", "INDEX_CODECS", "VALUE_CODECS", "FORMAT_VERSION"]
@@ -39,10 +40,7 @@ Update = Union[Sparse, Any, Mapping[str, Any]]
 
 def _index_array(indices: Any) -> np.ndarray:
     if is_tensor(indices):
-        indices = plain_tensor(indices, "indices")
-        if indices.device.type != "cpu":
-            raise ValueError("indices: tensor must be on the CPU")
-        indices = indices.contiguous().numpy()
+        indices = tensor_to_numpy(indices, "indices")
     arr = np.asarray(indices)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"indices: expected an integer array, got dtype {arr.dtype}")
@@ -156,11 +154,14 @@ def chosen_index_codecs(update: Update, *, index_codec: str = "auto") -> Dict[st
     return {r[0]: c for r, c in zip(recs, names)}
 
 
-def _wrap(values: np.ndarray, dtype: str, like: str):
-    if like == "torch":
+_NOT_GIVEN = object()
+
+
+def _wrap(values: np.ndarray, dtype: str, to: str):
+    if to == "torch":
         torch = torch_module()
         if torch is None:
-            import torch  # noqa: F811  (like="torch" asks for it explicitly)
+            import torch  # noqa: F811  (to="torch" asks for it explicitly)
         if dtype == "bfloat16":
             return torch.from_numpy(values.view(np.int16)).view(torch.bfloat16)
         return torch.from_numpy(values)
@@ -169,17 +170,35 @@ def _wrap(values: np.ndarray, dtype: str, like: str):
     return values
 
 
-def decode(data: Any, *, like: str = "numpy", verify_checksum: bool = True):
+def _output_kind(to: Any, like: Any) -> str:
+    """``to``, or the deprecated ``like`` it replaces (with a DeprecationWarning)."""
+    if like is not _NOT_GIVEN:
+        warnings.warn("decode(like=...) is deprecated and will be removed in the next release; "
+                      "use decode(to=...) (like= is numpy's array-creation keyword, a different thing)",
+                      DeprecationWarning, stacklevel=3)
+        if to is not None:
+            raise TypeError("like: give to= only (like= is its deprecated old name)")
+        if not isinstance(like, str) or like not in ("numpy", "torch"):
+            raise ValueError(f"like: expected 'numpy' or 'torch', got {like!r}")
+        return like
+    if to is None:
+        return "numpy"
+    if not isinstance(to, str) or to not in ("numpy", "torch"):
+        raise ValueError(f"to: expected 'numpy' or 'torch', got {to!r}")
+    return to
+
+
+def decode(data: Any, *, to: Optional[str] = None, verify_checksum: bool = True, like: Any = _NOT_GIVEN):
     """Decodes a payload made by :func:`encode`.
 
     Returns what was encoded: a :class:`Sparse` (or a dense array) for a single tensor,
-    else a dict ``name -> Sparse | array`` in the order written. ``like="torch"`` returns
-    torch tensors (bfloat16 stays bfloat16); numpy results hold bfloat16 values as float32
-    (exact). Values come back in the tensor's original dtype, carrying the precision of the
-    value codec. Raises ValueError naming the problem for any malformed payload.
+    else a dict ``name -> Sparse | array`` in the order written. ``to="torch"`` returns
+    torch tensors (bfloat16 stays bfloat16); the default, ``to="numpy"``, returns numpy
+    arrays, which hold bfloat16 values as float32 (exact). Values come back in the tensor's
+    original dtype, carrying the precision of the value codec. Raises ValueError naming the
+    problem for any malformed payload. ``like=`` is the deprecated old name of ``to=``.
     """
-    if not isinstance(like, str) or like not in ("numpy", "torch"):
-        raise ValueError(f"like: expected 'numpy' or 'torch', got {like!r}")
+    to = _output_kind(to, like)
     if not isinstance(verify_checksum, (bool, np.bool_)):
         raise TypeError(f"verify_checksum: expected a bool, got {type(verify_checksum).__name__}")
     if isinstance(data, str):
@@ -191,11 +210,11 @@ def decode(data: Any, *, like: str = "numpy", verify_checksum: bool = True):
             name = raw_name.decode("utf-8")
         except UnicodeDecodeError:
             raise ValueError("payload: a tensor name is not valid UTF-8") from None
-        values = _wrap(vals, dtype, like)
+        values = _wrap(vals, dtype, to)
         if idx is None:
             item = values.reshape(shape)
         else:
-            if like == "torch":
+            if to == "torch":
                 idx = torch_module().from_numpy(idx)
             item = Sparse(idx, values, shape)
         out[name] = item

@@ -39,7 +39,7 @@ class _Atomo(Compressor):
         msg: Dict[str, Any] = {}
         selected = {}
         for i, (name, a) in enumerate(update.items()):
-            u = _atomo.sparsify(a, self.atoms, budget=self._budget(a), seed=(seed * 1000003 + i) % 2**63,
+            u = _atomo.sample(a, self.atoms, budget=self._budget(a), seed=(seed * 1000003 + i) % 2**63,
                                   svd=self.p["svd"], rank=int(self.p["rank"]))
             msg.update(u.to_payload(name))
             # an element atom touches one coordinate; an svd or Fourier atom (dense in the

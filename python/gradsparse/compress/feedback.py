@@ -23,8 +23,9 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 
 from .. import _core
-from .._convert import (BF16, F16, F32, Flat, as_cost, as_flat, bf16_to_f32, f32_to_bf16, is_tensor, plain_tensor,
-                        torch_module)
+from .._convert import (BF16, F16, F32, Flat, as_flat, bf16_to_f32, f32_to_bf16, is_tensor, plain_tensor,
+                        tensor_to_numpy, torch_module)
+from ..costs import as_cost
 from ..selection import _MAGNITUDE, _budget, _resolve_one, _score_params, _select_one
 from ..sparse import Sparse
 
@@ -217,7 +218,7 @@ class ErrorFeedback:
                 value = plain_tensor(value, what)
                 if value.dtype not in (torch.float32, torch.float64):
                     raise TypeError(f"{what}: residuals are float32 or float64, got {value.dtype}")
-                arr = value.cpu().numpy()
+                arr = tensor_to_numpy(value.cpu(), what)
             else:
                 if value is None or isinstance(value, (bool, np.bool_, str, bytes)):
                     raise TypeError(f"{what}: expected a float32 or float64 array, got {type(value).__name__}")
@@ -294,7 +295,7 @@ def _subtract(res: np.ndarray, sent: Any, shape: Tuple[int, ...], what: str) -> 
             raise ValueError(f"{what}: shape {tuple(sent.shape)} does not match the update's {tuple(shape)}")
         idx = sent.indices
         if is_tensor(idx):
-            idx = idx.numpy()
+            idx = tensor_to_numpy(idx, f"{what}.indices")
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
         vals = _values(sent.values, f"{what}.values")
         if idx.size != vals.size:

@@ -182,7 +182,7 @@ def _gather_encoded(state: TopKState, group, world: int, buf: torch.Tensor, sel)
     def combine(_f) -> torch.Tensor:
         out = torch.zeros_like(buf)
         for p, s_ in zip(parts, sizes):  # rank order: the same sum on every rank
-            got = decode(p[:s_].numpy().tobytes(), like="torch")
+            got = decode(p[:s_].numpy().tobytes(), to="torch")
             if tuple(got.shape) != (buf.numel(),):
                 raise ValueError(f"payload: a rank sent shape {tuple(got.shape)} for a bucket of {buf.numel()}")
             out.index_add_(0, got.indices, got.values.to(buf.dtype))
