@@ -87,7 +87,7 @@ import numpy as np
 
 import gradsparse as gs
 
-from . import atomo as bench_atomo, wire as bench_wire
+from . import atomo as bench_atomo, compress as bench_compress, wire as bench_wire
 from .common import (
     BLOCK,
     SEED,
@@ -131,9 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default="bench-results/bench.json", metavar="PATH",
                    help="where to write all measurements (default bench-results/bench.json)")
     p.add_argument("--no-torch", action="store_true", help="skip the torch baselines")
-    p.add_argument("--suite", choices=("all", "select", "wire", "atomo"), default="all",
+    p.add_argument("--suite", choices=("all", "select", "wire", "atomo", "compress"), default="all",
                    help="which benchmarks: selection (top-k, CWMP, global), wire format, both (all, the "
-                        "default), or the ATOMO benchmark (SVD, FFT, end to end; not part of all)")
+                        "default), the ATOMO benchmark (SVD, FFT, end to end; not part of all), or every "
+                        "compressor of gradsparse.compress on a ResNet-18 update (not part of all)")
     return p
 
 
@@ -204,6 +205,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     error = None
     wire: Dict[str, Any] = {}
     atomo_res: Dict[str, Any] = {}
+    compress_res: Dict[str, Any] = {}
     try:
         if args.suite in ("all", "select"):
             topk_rows = bench.topk_case(args.sizes, args.ratios, args.threads)
@@ -219,7 +221,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.suite == "atomo":
             atomo_res = bench_atomo.run(out, quick=args.quick, repeats=args.repeats,
                                         torch=torch if torch is not None else None)
-    except (VerificationError, bench_wire.WireVerificationError, bench_atomo.AtomoVerificationError) as exc:
+        if args.suite == "compress":
+            compress_res = bench_compress.run(out, quick=args.quick, repeats=args.repeats)
+    except (VerificationError, bench_wire.WireVerificationError, bench_atomo.AtomoVerificationError,
+            bench_compress.CompressVerificationError) as exc:
         status = "verification failed"
         error = str(exc)
     finally:
@@ -258,6 +263,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "summary": summ,
         "wire": wire,
         "atomo": atomo_res,
+        "compress": compress_res,
         "elapsed_s": elapsed,
         "printed": out.lines,
     }
@@ -277,6 +283,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out(f"\nbackground load (other processes) during the run: {background:.2f} cores on average{warn}")
     out(f"re-timings because other processes were busy: {bench.attempts_total - bench.groups}; rows still "
         f"disturbed after {bench.max_attempts} attempts (marked *): {bench.disturbed_rows}")
-    out(f"{len(bench.verified) + len(wire.get('verified', [])) + len(atomo_res.get('verified', []))} results verified; total time {elapsed:.0f} s; JSON: {args.json or '-'}")
+    out(f"{len(bench.verified) + len(wire.get('verified', [])) + len(atomo_res.get('verified', [])) + len(compress_res.get('verified', []))} results verified; total time {elapsed:.0f} s; JSON: {args.json or '-'}")
     return 0
 
