@@ -23,9 +23,10 @@ constexpr size_t kBlock = size_t(1) << 16;
 struct StreamingSelector::State {
     Budget budget;
     double q, alpha;
-    uint64_t floor = 0;  // accept keys >= floor
+    uint64_t floor = 0;  // accept score keys >= floor
     struct Item {
-        uint64_t key;
+        uint64_t key;   // score key: |x|^q / c^alpha
+        uint64_t mkey;  // magnitude key: |x| (the order while every chunk has one cost)
         uint64_t gidx;
         uint64_t bits;
         double cost;
@@ -36,28 +37,46 @@ struct StreamingSelector::State {
     std::vector<size_t> offsets;
     size_t total = 0;
     size_t last_kept = 0;
+    size_t after_prune = 0;  // buffer size after the last cut (score ties kept)
     bool finished = false;
+    // While every chunk has no cost array and one scalar cost (none = 1), select ranks by
+    // |x| itself (exactly, as the score |x|^q may underflow or overflow into ties), so the
+    // buffer is ordered by the magnitude key. The score order is coarser, and a later chunk
+    // with another cost switches to it: cuts made in magnitude mode keep every element
+    // whose score ties the cut one, so both orders stay exact.
+    bool equal_costs = true;
+    double first_cost = -1.0;
     mutable std::mutex mu;  // push, chunks and finish run one at a time
 
-    static bool before(const Item& a, const Item& b) {
-        return a.key != b.key ? a.key > b.key : a.gidx < b.gidx;
+    bool before(const Item& a, const Item& b) const {
+        const uint64_t ka = equal_costs ? a.mkey : a.key, kb = equal_costs ? b.mkey : b.key;
+        return ka != kb ? ka > kb : a.gidx < b.gidx;
     }
 
     size_t limit() const {
         size_t base = budget.kind == Budget::Count ? budget.k : last_kept;
-        return 2 * base + kBlock;
+        return std::max(2 * base + kBlock, 2 * after_prune);
     }
 
-    void prune() {
+    // Cuts the buffer to the budget; `final` keeps exactly the selection.
+    void prune(bool final) {
+        auto order = [this](const Item& a, const Item& b) { return before(a, b); };
         if (budget.kind == Budget::Count) {
             if (items.size() <= budget.k) return;
             auto kth = items.begin() + static_cast<std::ptrdiff_t>(budget.k - 1);
-            std::nth_element(items.begin(), kth, items.end(), before);
-            floor = kth->key + 1;
-            items.resize(budget.k);
+            std::nth_element(items.begin(), kth, items.end(), order);
+            const uint64_t cut = kth->key;
+            size_t keep = budget.k;
+            if (equal_costs && !final) {  // keep the score ties of the k-th (see above)
+                auto tail = std::partition(kth + 1, items.end(), [cut](const Item& it) { return it.key >= cut; });
+                keep = static_cast<size_t>(tail - items.begin());
+            }
+            floor = equal_costs ? cut : cut + 1;
+            items.resize(keep);
+            after_prune = items.size();
             return;
         }
-        std::sort(items.begin(), items.end(), before);
+        std::sort(items.begin(), items.end(), order);
         double cum = 0.0;
         size_t kept = 0;
         for (; kept < items.size(); ++kept) {
@@ -65,11 +84,15 @@ struct StreamingSelector::State {
             if (next > budget.energy) break;
             cum = next;
         }
-        if (kept < items.size()) {
-            floor = items[kept].key + 1;
-            items.resize(kept);
-        }
         last_kept = kept;
+        if (kept == items.size()) return;
+        const uint64_t cut = items[kept].key;
+        size_t keep = kept;
+        if (equal_costs && !final)  // scores are non-increasing in this order: a prefix
+            while (keep < items.size() && items[keep].key >= cut) ++keep;
+        floor = equal_costs ? cut : cut + 1;
+        items.resize(keep);
+        after_prune = items.size();
     }
 };
 
@@ -114,6 +137,11 @@ void StreamingSelector::push(const Segment& segment) {
             double c = s.cost_at(i);
             GS_CHECK(c > 0.0 && c <= 1.7976931348623157e308, "cost: costs must be finite and > 0");
         }
+    }
+    if (st.equal_costs) {
+        const double c = segment.cost_kind == CostKind::Scalar ? segment.cost : 1.0;
+        if (st.first_cost < 0.0) st.first_cost = c;
+        st.equal_costs = segment.cost_kind != CostKind::Array && c == st.first_cost;
     }
     const uint32_t chunk = static_cast<uint32_t>(st.dtypes.size());
     st.dtypes.push_back(segment.dtype);
@@ -169,11 +197,12 @@ void StreamingSelector::push(const Segment& segment) {
             size_t i = begin + cand[c];
             uint64_t key = s.key(i);
             if (key < st.floor) continue;
-            State::Item item{key, st.total + i, 0, s.cost_at(i), chunk};
+            const uint64_t mkey = keys::score_key(keys::abs_value(segment.dtype, segment.data, i));
+            State::Item item{key, mkey, st.total + i, 0, s.cost_at(i), chunk};
             std::memcpy(&item.bits, static_cast<const uint8_t*>(segment.data) + i * width, width);
             st.items.push_back(item);
         }
-        if (st.items.size() > st.limit()) st.prune();
+        if (st.items.size() > st.limit()) st.prune(false);
     }
     st.total += segment.n;
 }
@@ -187,7 +216,7 @@ std::vector<StreamingSelector::ChunkResult> StreamingSelector::finish() {
         GS_CHECK(st.budget.k <= st.total, "k: " + std::to_string(st.budget.k) + " exceeds the " +
                                               std::to_string(st.total) + " elements pushed");
     st.finished = true;
-    st.prune();
+    st.prune(true);
     std::sort(st.items.begin(), st.items.end(),
               [](const State::Item& a, const State::Item& b) { return a.gidx < b.gidx; });
     std::vector<ChunkResult> out(st.dtypes.size());
