@@ -448,6 +448,7 @@ size_t rank_margin(size_t rank) { return static_cast<size_t>(4.0 * std::sqrt(sta
 template <class T>
 T select_rank(T* v, size_t n, size_t rank) {
     constexpr int kBits = 12;
+    GS_CHECK_UNCHANGED(rank >= 1 && rank <= n);  // keys re-read from the input (prepared costs)
     std::vector<uint32_t> hist;
     while (n > 4096) {
         T lo = v[0], hi = v[0];
@@ -564,7 +565,7 @@ void radix_select(SelectionImpl& impl, size_t k) {
             if (hist[b] >= need) break;
             need -= hist[b];
         }
-        GS_ASSERT(b < hist.size());
+        GS_CHECK_UNCHANGED(b < hist.size());  // the passes counted fewer keys than the first
         prefix = (prefix << digit) | b;
         fixed += digit;
     }
@@ -583,6 +584,9 @@ void radix_select(SelectionImpl& impl, size_t k) {
         }
         impl.counts[j] = impl.lists[j].size();
     }
+    size_t kept = 0;
+    for (size_t c : impl.counts) kept += c;
+    GS_CHECK_UNCHANGED(need == 0 && kept == k);
 }
 
 // ---------------------------------------------------------------- budgets
