@@ -7,7 +7,7 @@
 #include <limits>
 #include <vector>
 
-#include "atomo/philox.hpp"
+#include "core/rng.hpp"
 #include "gradsparse/atomo.hpp"
 #include "gradsparse/common.hpp"
 #include "gradsparse/parallel.hpp"

@@ -34,27 +34,21 @@
 #include <numeric>
 #include <vector>
 
-#include "atomo/philox.hpp"
+#include "core/dispatch.hpp"
+#include "core/rng.hpp"
 #include "decomp/svd_kernels.hpp"
 #include "gradsparse/common.hpp"
 #include "gradsparse/decomp.hpp"
 #include "gradsparse/parallel.hpp"
-#include "gradsparse/simd.hpp"
 
 namespace gradsparse {
 
 namespace svdk {
 
 const SvdKernels& active_svd_kernels() {
-    switch (current_simd_level()) {
-#if GRADSPARSE_HAVE_AVX512
-        case SimdLevel::AVX512: return svd_kernels_avx512();
-#endif
-#if GRADSPARSE_HAVE_AVX2
-        case SimdLevel::AVX2: return svd_kernels_avx2();
-#endif
-        default: return svd_kernels_scalar();
-    }
+    static const Levels<SvdKernels> levels{&svd_kernels_scalar, GS_IF_AVX2(svd_kernels_avx2),
+                                           GS_IF_AVX512(svd_kernels_avx512), nullptr};
+    return dispatch(levels);
 }
 
 }  // namespace svdk
