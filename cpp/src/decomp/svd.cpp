@@ -72,9 +72,7 @@ constexpr size_t kMinWorkPerThread = size_t(1) << 20;
 
 void parallel_rows(size_t rows, size_t work, const std::function<void(size_t, size_t)>& body) {
     const int nt = static_cast<int>(std::min<size_t>(rows ? rows : 1, static_cast<size_t>(threads_for(work, kMinWorkPerThread))));
-    const size_t per = (rows + static_cast<size_t>(nt) - 1) / static_cast<size_t>(nt);
-    parallel_run(nt, [&](int t) {
-        const size_t b = std::min(rows, per * static_cast<size_t>(t)), e = std::min(rows, b + per);
+    parallel_for(rows, nt, [&](int, size_t b, size_t e) {
         if (b < e) body(b, e);
     });
 }

@@ -59,7 +59,7 @@ void radix_select(SelectionImpl& impl, size_t k) {
     const int width = segs[0].native ? static_cast<int>(8 * dtype_size(segs[0].seg.dtype)) : 64;
     for (const ScoredSegment& s : segs)
         if (s.seg.cost_kind == CostKind::Array && !s.seg.cost_checked)
-            for (size_t i = 0; i < s.seg.n; ++i) GS_CHECK(cost_ok(s.cost_at(i)), "cost: costs must be finite and > 0");
+            for (size_t i = 0; i < s.seg.n; ++i) GS_CHECK(cost_ok(s.cost_at(i)), kBadCostMessage);
     uint64_t prefix = 0;
     int fixed = 0;
     size_t need = k;

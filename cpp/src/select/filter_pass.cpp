@@ -104,7 +104,7 @@ bool run_filter(SelectionImpl& impl, uint64_t t, size_t cap) {
         }
         bad[static_cast<size_t>(ti)] = b;
     });
-    for (uint8_t b : bad) GS_CHECK(!b, "cost: costs must be finite and > 0");
+    for (uint8_t b : bad) GS_CHECK(!b, kBadCostMessage);
     size_t total = 0;
     for (size_t ti = 0; ti < work.size(); ++ti) {
         if (overflow[ti]) return false;

@@ -1,4 +1,5 @@
 // gradsparse — selection stage: arguments to scored segments and per-thread pieces (shared state: select_state.hpp).
+#include "gradsparse/parallel.hpp"
 #include "select_state.hpp"
 
 namespace gradsparse {
@@ -17,7 +18,7 @@ std::vector<ScoredSegment> prepare(const std::vector<Segment>& segments, const S
         GS_CHECK(s.n == 0 || s.data != nullptr, "x: null data pointer");
         same_dtype = same_dtype && s.dtype == segments[0].dtype;
         if (s.cost_kind == CostKind::Scalar)
-            GS_CHECK(std::isfinite(s.cost) && s.cost > 0.0, "cost: costs must be finite and > 0");
+            GS_CHECK(cost_ok(s.cost), kBadCostMessage);
         if (s.cost_kind == CostKind::Array) {
             GS_CHECK(s.n == 0 || s.cost_data != nullptr, "cost: null cost array");
             GS_CHECK(s.cost_dtype == DType::F32 || s.cost_dtype == DType::F64,
@@ -61,9 +62,9 @@ std::vector<ThreadWork> make_work(const std::vector<ScoredSegment>& segs, size_t
     std::vector<ThreadWork> work(static_cast<size_t>(nt));
     size_t seg = 0, seg_start = 0;
     for (int t = 0; t < nt; ++t) {
-        size_t lo = total * static_cast<size_t>(t) / static_cast<size_t>(nt);
-        size_t hi = total * static_cast<size_t>(t + 1) / static_cast<size_t>(nt);
-        size_t pos = lo;
+        const RangePart part = split_range(total, nt, t);
+        const size_t hi = part.end;
+        size_t pos = part.begin;
         while (pos < hi) {
             while (seg_start + segs[seg].seg.n <= pos) seg_start += segs[seg++].seg.n;
             size_t local = pos - seg_start;

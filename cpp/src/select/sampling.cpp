@@ -68,10 +68,7 @@ Sample take_sample(const std::vector<ScoredSegment>& segs, size_t total, size_t 
         }
     };
     const int parts = blocks >= 1024 ? std::max(1, nt) : 1;  // ~0.1 ms of misses and divisions
-    parallel_run(parts, [&](int t) {
-        const size_t ti = static_cast<size_t>(t), np = static_cast<size_t>(parts);
-        sample_blocks(blocks * ti / np, blocks * (ti + 1) / np);
-    });
+    parallel_for(blocks, parts, [&](int, size_t b0, size_t b1) { sample_blocks(b0, b1); });
     smp.m = blocks * kSampleBlock;
     return smp;
 }

@@ -143,11 +143,7 @@ void Selection::emit(int64_t* const* idx, void* const* vals) const {
 void add_inplace_f32(float* e, const float* x, size_t n) {
     const Kernels& kern = active_kernels();
     int nt = threads_for(n, kMinPerThread);
-    parallel_run(nt, [&](int t) {
-        size_t lo = n * static_cast<size_t>(t) / static_cast<size_t>(nt);
-        size_t hi = n * static_cast<size_t>(t + 1) / static_cast<size_t>(nt);
-        kern.add_f32(e + lo, x + lo, hi - lo);
-    });
+    parallel_for(n, nt, [&](int, size_t lo, size_t hi) { kern.add_f32(e + lo, x + lo, hi - lo); });
 }
 
 void order_by_rank(DType dtype, KeyMode mode, void* values, int64_t* indices, size_t k) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/scratch.hpp"
+#include "cost_check.hpp"
 #include "gradsparse/select.hpp"
 #include "kernels.hpp"
 #include "scoring.hpp"
@@ -25,7 +26,6 @@ constexpr size_t kFullBelow = size_t(1) << 15;     // below this, every element 
 constexpr size_t kSampleBlock = 16;                 // contiguous elements per sampled block (one cache line of float32)
 constexpr size_t kMaxPiece = size_t(1) << 31;       // filter kernels index with uint32
 constexpr size_t kMinPerThread = size_t(1) << 21;  // below ~2M elements a thread costs more than it saves
-constexpr double kMaxDouble = 1.7976931348623157e308;
 
 struct Piece {
     uint32_t seg;
@@ -64,11 +64,6 @@ struct SelectionImpl {
 };
 
 namespace detail {
-
-/// The one cost-validity test: finite and > 0.
-inline bool cost_ok(double c) { return c > 0.0 && c <= kMaxDouble; }
-/// The error for a cost that fails cost_ok.
-constexpr const char* kBadCost = "cost: costs must be finite and > 0";
 
 template <class F>
 void native_keys(const uint8_t* raw, size_t n, KeyMode mode, uint64_t* key) {

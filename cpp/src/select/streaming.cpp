@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "gradsparse/select.hpp"
+#include "cost_check.hpp"
 #include "kernels.hpp"
 #include "scoring.hpp"
 
@@ -126,7 +127,7 @@ void StreamingSelector::push(const Segment& segment) {
     s.q = st.q;
     s.alpha = st.alpha;
     if (segment.cost_kind == CostKind::Scalar) {
-        GS_CHECK(std::isfinite(segment.cost) && segment.cost > 0.0, "cost: costs must be finite and > 0");
+        GS_CHECK(cost_ok(segment.cost), kBadCostMessage);
         s.cost_pow = s.power_alpha(segment.cost);
         GS_CHECK(std::isfinite(s.cost_pow) && s.cost_pow > 0.0, "cost: cost**alpha overflows or underflows double");
     } else if (segment.cost_kind == CostKind::Array) {
@@ -135,7 +136,7 @@ void StreamingSelector::push(const Segment& segment) {
         GS_CHECK(segment.n == 0 || segment.cost_data != nullptr, "cost: null cost array");
         for (size_t i = 0; !segment.cost_checked && i < segment.n; ++i) {
             double c = s.cost_at(i);
-            GS_CHECK(c > 0.0 && c <= 1.7976931348623157e308, "cost: costs must be finite and > 0");
+            GS_CHECK(cost_ok(c), kBadCostMessage);
         }
     }
     if (st.equal_costs) {
