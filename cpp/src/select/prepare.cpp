@@ -7,6 +7,16 @@ namespace detail {
 
 // ---------------------------------------------------------------- preparation
 
+void check_segment(const Segment& s) {
+    GS_CHECK(s.n == 0 || s.data != nullptr, "x: null data pointer");
+    if (s.cost_kind == CostKind::Scalar) GS_CHECK(cost_ok(s.cost), kBadCostMessage);
+    if (s.cost_kind == CostKind::Array) {
+        GS_CHECK(s.n == 0 || s.cost_data != nullptr, "cost: null cost array");
+        GS_CHECK(s.cost_dtype == DType::F32 || s.cost_dtype == DType::F64,
+                 "cost: cost arrays must be float32 or float64");
+    }
+}
+
 std::vector<ScoredSegment> prepare(const std::vector<Segment>& segments, const ScoreSpec& spec,
                                    const Budget& budget) {
     GS_CHECK(!segments.empty(), "x: nothing to select from (no tensors)");
@@ -15,14 +25,9 @@ std::vector<ScoredSegment> prepare(const std::vector<Segment>& segments, const S
     bool same_dtype = true, equal_costs = true;
     double first_cost = -1.0;
     for (const Segment& s : segments) {
-        GS_CHECK(s.n == 0 || s.data != nullptr, "x: null data pointer");
+        check_segment(s);
         same_dtype = same_dtype && s.dtype == segments[0].dtype;
-        if (s.cost_kind == CostKind::Scalar)
-            GS_CHECK(cost_ok(s.cost), kBadCostMessage);
         if (s.cost_kind == CostKind::Array) {
-            GS_CHECK(s.n == 0 || s.cost_data != nullptr, "cost: null cost array");
-            GS_CHECK(s.cost_dtype == DType::F32 || s.cost_dtype == DType::F64,
-                     "cost: cost arrays must be float32 or float64");
             equal_costs = false;
         } else {
             double c = s.cost_kind == CostKind::Scalar ? s.cost : 1.0;

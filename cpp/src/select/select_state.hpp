@@ -81,11 +81,17 @@ void native_keys(const uint8_t* raw, size_t n, KeyMode mode, uint64_t* key) {
 }
 
 // prepare.cpp
+/// Checks a segment's data pointer and cost argument (not the cost array's elements).
+void check_segment(const Segment& s);
 std::vector<ScoredSegment> prepare(const std::vector<Segment>& segments, const ScoreSpec& spec, const Budget& budget);
 std::vector<ThreadWork> make_work(const std::vector<ScoredSegment>& segs, size_t total, int nt);
 
 // filter_pass.cpp
 bool cost_kernel_f32(const ScoredSegment& s);
+/// Positions (and raw values) within [begin, begin + len) of s whose key may be >= t, or
+/// kFilterOverflow; the cost kernel also stores their exact keys to key_out.
+size_t filter_piece(const ScoredSegment& s, size_t begin, size_t len, uint64_t t, uint64_t t_sure, uint32_t* out,
+                    void* vals, uint64_t* key_out, size_t cap, bool* bad_cost);
 bool run_filter(SelectionImpl& impl, uint64_t t, size_t cap);
 size_t compute_keys(SelectionImpl& impl, uint64_t t);
 

@@ -11,9 +11,7 @@
 #include <mutex>
 
 #include "gradsparse/select.hpp"
-#include "cost_check.hpp"
-#include "kernels.hpp"
-#include "scoring.hpp"
+#include "select_state.hpp"
 
 namespace gradsparse {
 
@@ -120,25 +118,18 @@ void StreamingSelector::push(const Segment& segment) {
     State& st = *state_;
     std::lock_guard<std::mutex> lock(st.mu);
     GS_CHECK(!st.finished, "push: finish() was already called on this selector");
-    GS_CHECK(segment.n == 0 || segment.data != nullptr, "x: null data pointer");
+    detail::check_segment(segment);
     ScoredSegment s;
     s.seg = segment;
     s.native = false;
     s.q = st.q;
     s.alpha = st.alpha;
     if (segment.cost_kind == CostKind::Scalar) {
-        GS_CHECK(cost_ok(segment.cost), kBadCostMessage);
         s.cost_pow = s.power_alpha(segment.cost);
         GS_CHECK(std::isfinite(s.cost_pow) && s.cost_pow > 0.0, "cost: cost**alpha overflows or underflows double");
-    } else if (segment.cost_kind == CostKind::Array) {
-        GS_CHECK(segment.cost_dtype == DType::F32 || segment.cost_dtype == DType::F64,
-                 "cost: cost arrays must be float32 or float64");
-        GS_CHECK(segment.n == 0 || segment.cost_data != nullptr, "cost: null cost array");
-        for (size_t i = 0; !segment.cost_checked && i < segment.n; ++i) {
-            double c = s.cost_at(i);
-            GS_CHECK(cost_ok(c), kBadCostMessage);
-        }
     }
+    for (size_t i = 0; segment.cost_kind == CostKind::Array && !segment.cost_checked && i < segment.n; ++i)
+        GS_CHECK(cost_ok(s.cost_at(i)), kBadCostMessage);  // before any state changes
     if (st.equal_costs) {
         const double c = segment.cost_kind == CostKind::Scalar ? segment.cost : 1.0;
         if (st.first_cost < 0.0) st.first_cost = c;
@@ -150,49 +141,12 @@ void StreamingSelector::push(const Segment& segment) {
     std::vector<uint32_t> cand(kBlock + kFilterSlack);
     std::vector<uint64_t> vals(kBlock + kFilterSlack);  // raw values (unused here)
     std::vector<uint64_t> ckeys(kBlock + kFilterSlack);  // the cost kernel's keys (recomputed below)
-    const Kernels& kern = active_kernels();
     const size_t width = dtype_size(segment.dtype);
     for (size_t begin = 0; begin < segment.n; begin += kBlock) {
-        size_t len = std::min(kBlock, segment.n - begin);
-        size_t got;
-        if (segment.cost_kind == CostKind::Array && segment.dtype == DType::F32 &&
-            segment.cost_dtype == DType::F32 && st.q == 2.0 && st.alpha == 1.0 && st.floor > 0) {
-            bool bad = false;
-            if (segment.cost_code)
-                got = kern.filter_cost_bound_f32(static_cast<const float*>(segment.data) + begin,
-                                                 static_cast<const float*>(segment.cost_data) + begin,
-                                                 segment.cost_code + begin, segment.code_base, segment.code_shift,
-                                                 len, st.floor, ~uint64_t(0), cand.data(),
-                                                 reinterpret_cast<uint32_t*>(vals.data()),
-                                                 ckeys.data(), len);
-            else
-                got = kern.filter_cost_f32(static_cast<const float*>(segment.data) + begin,
-                                           static_cast<const float*>(segment.cost_data) + begin, len, st.floor,
-                                           cand.data(), reinterpret_cast<uint32_t*>(vals.data()), ckeys.data(), len,
-                                           &bad);
-        } else if (segment.cost_kind != CostKind::Array) {
-            uint64_t thr = s.native_threshold(st.floor);
-            switch (segment.dtype) {
-                case DType::F32:
-                    got = kern.filter_f32(static_cast<const uint32_t*>(segment.data) + begin, len,
-                                          KeyMode::Magnitude, static_cast<uint32_t>(thr), cand.data(),
-                                          reinterpret_cast<uint32_t*>(vals.data()), len);
-                    break;
-                case DType::F64:
-                    got = kern.filter_f64(static_cast<const uint64_t*>(segment.data) + begin, len,
-                                          KeyMode::Magnitude, thr, cand.data(), vals.data(), len);
-                    break;
-                default:
-                    got = kern.filter_h16(static_cast<const uint16_t*>(segment.data) + begin, len,
-                                          KeyMode::Magnitude, segment.dtype == DType::BF16,
-                                          static_cast<uint16_t>(thr), cand.data(),
-                                          reinterpret_cast<uint16_t*>(vals.data()), len);
-            }
-        } else {
-            got = 0;
-            for (size_t i = 0; i < len; ++i)
-                if (s.key(begin + i) >= st.floor) cand[got++] = static_cast<uint32_t>(i);
-        }
+        const size_t len = std::min(kBlock, segment.n - begin);
+        bool bad = false;  // checked above
+        const size_t got = detail::filter_piece(s, begin, len, st.floor, ~uint64_t(0), cand.data(), vals.data(),
+                                                ckeys.data(), len, &bad);
         GS_ASSERT(got != kFilterOverflow);
         for (size_t c = 0; c < got; ++c) {
             size_t i = begin + cand[c];
