@@ -1,4 +1,5 @@
-// gradsparse — selection stage: the keep rule, energy budgets and threshold selection (shared state: select_state.hpp).
+// gradsparse — selection stage: the keep rule, energy budgets and threshold selection.
+// Shared state and the other stages: select_state.hpp.
 #include "gradsparse/parallel.hpp"
 #include "select_state.hpp"
 

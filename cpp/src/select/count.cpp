@@ -1,4 +1,5 @@
-// gradsparse — selection stage: count budgets (top-k, CWMP with k) (shared state: select_state.hpp).
+// gradsparse — selection stage: count budgets (top-k, CWMP with k).
+// Shared state and the other stages: select_state.hpp.
 #include "gradsparse/parallel.hpp"
 #include "select_state.hpp"
 

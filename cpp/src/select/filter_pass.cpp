@@ -1,4 +1,5 @@
-// gradsparse — selection stage: the filter pass and the exact keys of its candidates (shared state: select_state.hpp).
+// gradsparse — selection stage: the filter pass and the exact keys of its candidates.
+// Shared state and the other stages: select_state.hpp.
 #include "gradsparse/parallel.hpp"
 #include "select_state.hpp"
 

@@ -1,4 +1,5 @@
-// gradsparse — selection stage: arguments to scored segments and per-thread pieces (shared state: select_state.hpp).
+// gradsparse — selection stage: arguments to scored segments and per-thread pieces.
+// Shared state and the other stages: select_state.hpp.
 #include "gradsparse/parallel.hpp"
 #include "select_state.hpp"
 

@@ -1,4 +1,5 @@
-// gradsparse — selection stage: the sample of keys that brackets the k-th key (shared state: select_state.hpp).
+// gradsparse — selection stage: the sample of keys that brackets the k-th key.
+// Shared state and the other stages: select_state.hpp.
 #include "gradsparse/parallel.hpp"
 #include "select_state.hpp"
 
