@@ -229,11 +229,11 @@ def test_streaming_q_alpha(q, alpha):
         check_many(stream(xs, k=k, q=q, alpha=alpha), xs, stream_ref(vs, k=k, q=q, alpha=alpha))
 
 
-def test_streaming_uses_the_score_not_magnitude():
-    # documented: the streaming selector ranks by |x|^q (here a*a in float64), so squares that
-    # underflow to 0 tie and the lower index wins
+def test_streaming_ranks_by_magnitude_without_costs():
+    # as sparsify_many: without costs the order is |x| itself, so squares that would
+    # underflow to 0 do not tie (tests/test_streaming_extremes.py has more)
     xs = [np.array([1e-200, 3e-200])]
-    check_many(stream(xs, k=1), xs, [[0]])
+    check_many(stream(xs, k=1), xs, [[1]])
     f32 = [np.array([1e-20, 3e-20], np.float32)]  # exact in float64: no tie
     check_many(stream(f32, k=1), f32, [[1]])
 

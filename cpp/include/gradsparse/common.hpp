@@ -50,6 +50,12 @@ struct ArgumentError : std::invalid_argument {
         if (!(cond)) throw ::gradsparse::ArgumentError(std::string(msg));     \
     } while (0)
 
+/// A check that fails only when the input changed while a call read it (another thread
+/// wrote to it with the GIL released): a user error (-> ValueError), never an assertion.
+#define GS_CHECK_UNCHANGED(cond)                                                                 \
+    GS_CHECK(cond, "x: changed during the call; another thread must not modify the arrays while " \
+                   "gradsparse reads them")
+
 /// Internal invariant; a failure is a bug in gradsparse (-> RuntimeError).
 #define GS_ASSERT(cond)                                                      \
     do {                                                                     \

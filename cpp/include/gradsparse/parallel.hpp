@@ -26,6 +26,17 @@ void set_thread_num_threads(int n);
 /// share has finished. The engine's only fork-join primitive.
 void parallel_run(int nthreads, const std::function<void(int)>& body);
 
+/// Part t of [0, n) split into `parts` contiguous ranges of near-equal size, [begin, end);
+/// inner boundaries are rounded down to multiples of `align` (a power of two), so parts may
+/// be empty. The engine's one way of splitting a range.
+struct RangePart {
+    size_t begin, end;
+};
+RangePart split_range(size_t n, int parts, int t, size_t align = 1);
+
+/// parallel_run over the parts of split_range: body(t, begin, end) for t in [0, parts).
+void parallel_for(size_t n, int parts, const std::function<void(int, size_t, size_t)>& body, size_t align = 1);
+
 /// Threads to use for `work` elements with at least `min_per_thread` elements each.
 int threads_for(size_t work, size_t min_per_thread);
 

@@ -7,7 +7,7 @@
 #include <limits>
 #include <vector>
 
-#include "atomo/philox.hpp"
+#include "core/rng.hpp"
 #include "gradsparse/atomo.hpp"
 #include "gradsparse/common.hpp"
 #include "gradsparse/parallel.hpp"
@@ -26,13 +26,8 @@ namespace {
 
 // Runs body(begin, end, t) over [0, n) split into 4-aligned ranges, one per thread.
 template <class F>
-void split_range(size_t n, size_t min_per_thread, F&& body) {
-    const int nt = threads_for(n, min_per_thread);
-    const size_t per = ((n + static_cast<size_t>(nt) - 1) / static_cast<size_t>(nt) + 3) & ~size_t(3);
-    parallel_run(nt, [&](int t) {
-        const size_t b = std::min(n, per * static_cast<size_t>(t)), e = std::min(n, b + per);
-        body(b, e, t);
-    });
+void for_parts(size_t n, size_t min_per_thread, F&& body) {
+    parallel_for(n, threads_for(n, min_per_thread), [&](int t, size_t b, size_t e) { body(b, e, t); }, 4);
 }
 
 // Calls f(i, u_i) for i in [b, e), b a multiple of 4.
@@ -49,7 +44,7 @@ inline void for_uniforms(uint64_t seed, uint64_t stream, size_t b, size_t e, F&&
 
 std::vector<int64_t> bernoulli_sample(const double* p, size_t n, uint64_t seed, uint64_t stream) {
     std::vector<std::vector<int64_t>> parts(static_cast<size_t>(std::max(1, get_num_threads())));
-    split_range(n, size_t(1) << 16, [&](size_t b, size_t e, int t) {
+    for_parts(n, size_t(1) << 16, [&](size_t b, size_t e, int t) {
         auto& out = parts[static_cast<size_t>(t)];
         for_uniforms(seed, stream, b, e, [&](size_t i, float u) {
             if (static_cast<double>(u) < p[i]) out.push_back(static_cast<int64_t>(i));
@@ -108,7 +103,7 @@ float qsgd_f32(const float* x, size_t n, int levels, uint64_t seed, int32_t* out
         return 0.0f;
     }
     const double scale = levels / static_cast<double>(norm);
-    split_range(n, size_t(1) << 16, [&](size_t b, size_t e, int) {
+    for_parts(n, size_t(1) << 16, [&](size_t b, size_t e, int) {
         for_uniforms(seed, 1, b, e, [&](size_t i, float u) {
             // r in [0, levels]; round up with probability frac(r): E[level] = r exactly.
             const double r = std::min<double>(levels, std::fabs(static_cast<double>(x[i])) * scale);
@@ -128,7 +123,7 @@ float terngrad_f32(const float* x, size_t n, uint64_t seed, int8_t* out_ternary)
         std::fill(out_ternary, out_ternary + n, int8_t(0));
         return 0.0f;
     }
-    split_range(n, size_t(1) << 16, [&](size_t b, size_t e, int) {
+    for_parts(n, size_t(1) << 16, [&](size_t b, size_t e, int) {
         for_uniforms(seed, 2, b, e, [&](size_t i, float u) {
             const double prob = std::fabs(static_cast<double>(x[i])) / static_cast<double>(scale);
             const int8_t keep = static_cast<double>(u) < prob ? 1 : 0;

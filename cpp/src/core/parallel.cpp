@@ -59,6 +59,26 @@ int threads_for(size_t work, size_t min_per_thread) {
     return static_cast<int>(std::min<size_t>(static_cast<size_t>(get_num_threads()), by_work));
 }
 
+RangePart split_range(size_t n, int parts, int t, size_t align) {
+    const auto bound = [&](int j) -> size_t {
+        if (j <= 0) return 0;
+        if (j >= parts) return n;
+        // n * j / parts without overflow (n may be near 2^62)
+        const size_t b = static_cast<size_t>(static_cast<unsigned __int128>(n) * static_cast<unsigned>(j) /
+                                             static_cast<unsigned>(parts));
+        return b & ~(align - 1);
+    };
+    return {bound(t), bound(t + 1)};
+}
+
+void parallel_for(size_t n, int parts, const std::function<void(int, size_t, size_t)>& body, size_t align) {
+    parts = parts < 1 ? 1 : parts;
+    parallel_run(parts, [&](int t) {
+        const RangePart r = split_range(n, parts, t, align);
+        body(t, r.begin, r.end);
+    });
+}
+
 void parallel_run(int nthreads, const std::function<void(int)>& body) {
     if (nthreads <= 1) {
         body(0);

@@ -1,4 +1,4 @@
-// gradsparse — CPU feature detection and the one place where the kernel table is chosen.
+// gradsparse — CPU feature detection and the SIMD level (the table per level: dispatch.hpp).
 #include <algorithm>
 #include <atomic>
 #include <cctype>
@@ -6,7 +6,6 @@
 
 #include "gradsparse/common.hpp"
 #include "gradsparse/simd.hpp"
-#include "select/kernels.hpp"
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
 #define GS_X86 1
@@ -160,21 +159,6 @@ void set_thread_simd_level(int level) {
     GS_CHECK(available(l), std::string("level: SIMD level '") + simd_level_name(l) +
                                "' is not available on this CPU/build");
     thread_level = level;
-}
-
-const Kernels& active_kernels() {
-    switch (current_simd_level()) {
-#if GRADSPARSE_HAVE_AVX512
-        case SimdLevel::AVX512: return kernels_avx512();
-#endif
-#if GRADSPARSE_HAVE_AVX2
-        case SimdLevel::AVX2: return kernels_avx2();
-#endif
-#if GRADSPARSE_HAVE_NEON
-        case SimdLevel::NEON: return kernels_neon();
-#endif
-        default: return kernels_scalar();
-    }
 }
 
 }  // namespace gradsparse

@@ -22,11 +22,11 @@
 #include <utility>
 #include <vector>
 
+#include "core/dispatch.hpp"
 #include "core/scratch.hpp"
 #include "decomp/fft_kernels.hpp"
 #include "gradsparse/common.hpp"
 #include "gradsparse/decomp.hpp"
-#include "gradsparse/simd.hpp"
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
@@ -37,15 +37,9 @@ namespace gradsparse {
 namespace fft {
 
 const FftKernels& active_fft_kernels() {
-    switch (current_simd_level()) {
-#if GRADSPARSE_HAVE_AVX512
-        case SimdLevel::AVX512: return fft_kernels_avx512();
-#endif
-#if GRADSPARSE_HAVE_AVX2
-        case SimdLevel::AVX2: return fft_kernels_avx2();
-#endif
-        default: return fft_kernels_scalar();
-    }
+    static const Levels<FftKernels> levels{&fft_kernels_scalar, GS_IF_AVX2(fft_kernels_avx2),
+                                           GS_IF_AVX512(fft_kernels_avx512), nullptr};
+    return dispatch(levels);
 }
 
 }  // namespace fft

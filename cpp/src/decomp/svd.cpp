@@ -34,27 +34,21 @@
 #include <numeric>
 #include <vector>
 
-#include "atomo/philox.hpp"
+#include "core/dispatch.hpp"
+#include "core/rng.hpp"
 #include "decomp/svd_kernels.hpp"
 #include "gradsparse/common.hpp"
 #include "gradsparse/decomp.hpp"
 #include "gradsparse/parallel.hpp"
-#include "gradsparse/simd.hpp"
 
 namespace gradsparse {
 
 namespace svdk {
 
 const SvdKernels& active_svd_kernels() {
-    switch (current_simd_level()) {
-#if GRADSPARSE_HAVE_AVX512
-        case SimdLevel::AVX512: return svd_kernels_avx512();
-#endif
-#if GRADSPARSE_HAVE_AVX2
-        case SimdLevel::AVX2: return svd_kernels_avx2();
-#endif
-        default: return svd_kernels_scalar();
-    }
+    static const Levels<SvdKernels> levels{&svd_kernels_scalar, GS_IF_AVX2(svd_kernels_avx2),
+                                           GS_IF_AVX512(svd_kernels_avx512), nullptr};
+    return dispatch(levels);
 }
 
 }  // namespace svdk
@@ -78,9 +72,7 @@ constexpr size_t kMinWorkPerThread = size_t(1) << 20;
 
 void parallel_rows(size_t rows, size_t work, const std::function<void(size_t, size_t)>& body) {
     const int nt = static_cast<int>(std::min<size_t>(rows ? rows : 1, static_cast<size_t>(threads_for(work, kMinWorkPerThread))));
-    const size_t per = (rows + static_cast<size_t>(nt) - 1) / static_cast<size_t>(nt);
-    parallel_run(nt, [&](int t) {
-        const size_t b = std::min(rows, per * static_cast<size_t>(t)), e = std::min(rows, b + per);
+    parallel_for(rows, nt, [&](int, size_t b, size_t e) {
         if (b < e) body(b, e);
     });
 }

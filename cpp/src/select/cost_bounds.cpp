@@ -18,6 +18,7 @@
 #include "gradsparse/parallel.hpp"
 
 #include "gradsparse/select.hpp"
+#include "cost_check.hpp"
 #include "kernels.hpp"
 
 namespace gradsparse {
@@ -27,13 +28,14 @@ namespace {
 [[noreturn]] void bad_cost(size_t i, double v) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.9g", v);
-    throw ArgumentError("cost: costs must be finite and > 0, got " + std::string(buf) + " at index " +
+    throw ArgumentError(std::string(kBadCostMessage) + ", got " + std::string(buf) + " at index " +
                         std::to_string(i));
 }
 
 // [begin, end) of part t of n elements split over nt threads.
 std::pair<size_t, size_t> part(size_t n, int t, int nt) {
-    return {n * static_cast<size_t>(t) / static_cast<size_t>(nt), n * static_cast<size_t>(t + 1) / static_cast<size_t>(nt)};
+    const RangePart r = split_range(n, nt, t);
+    return {r.begin, r.end};
 }
 
 // The range [*lo, *hi] of the bit patterns of n float32 costs, all checked finite and > 0
@@ -58,7 +60,7 @@ void checked_range_f32(const float* c, size_t n, int nt, uint32_t* lo_out, uint3
         if (bads[static_cast<size_t>(t)]) {
             const auto [b0, b1] = part(n, t, nt);
             for (size_t i = b0; i < b1; ++i)
-                if (!(c[i] > 0.0f && c[i] <= 3.4028234663852886e38f)) bad_cost(i, static_cast<double>(c[i]));
+                if (!cost_ok(static_cast<double>(c[i]))) bad_cost(i, static_cast<double>(c[i]));
         }
         lo = std::min(lo, los[static_cast<size_t>(t)]);
         hi = std::max(hi, his[static_cast<size_t>(t)]);
@@ -95,14 +97,14 @@ void check_costs_f64(const double* c, size_t n) {
     parallel_run(nt, [&](int t) {
         const auto [b0, b1] = part(n, t, nt);
         bool bad = false;  // branch-free, so that it vectorises
-        for (size_t i = b0; i < b1; ++i) bad |= !(c[i] > 0.0 && c[i] <= 1.7976931348623157e308);
+        for (size_t i = b0; i < b1; ++i) bad |= !cost_ok(c[i]);
         bads[static_cast<size_t>(t)] = static_cast<uint8_t>(bad);
     });
     for (int t = 0; t < nt; ++t)
         if (bads[static_cast<size_t>(t)]) {
             const auto [b0, b1] = part(n, t, nt);
             for (size_t i = b0; i < b1; ++i)
-                if (!(c[i] > 0.0 && c[i] <= 1.7976931348623157e308)) bad_cost(i, c[i]);
+                if (!cost_ok(c[i])) bad_cost(i, c[i]);
         }
 }
 

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "cost_check.hpp"
 #include "kernels.hpp"
 #include "keys.hpp"
 
@@ -79,8 +80,6 @@ inline size_t filter_h16(const uint16_t* bits, size_t n, KeyMode mode, bool bf16
                 : filter_keys<keys::F16>(bits, n, mode, thr, out, vals, cap);
 }
 
-inline bool cost_ok(double c) { return c > 0.0 && c <= 1.7976931348623157e308; }
-
 /// Exact CWMP key of a float32 element with a float32 cost (q = 2, alpha = 1).
 inline uint64_t cost_key_f32(float x, float c) {
     const double a = static_cast<double>(x);
@@ -94,7 +93,7 @@ inline uint64_t cost_key_f32(float x, float c) {
 inline double cost_pretest_threshold(uint64_t t) {
     if (t > keys::F64::inf) return HUGE_VAL;
     const double ts = keys::key_to_score(t);
-    return ts < 0x1p-1000 ? 0.0 : std::min(ts, 1.7976931348623157e308) * (1.0 - 0x1p-40);
+    return ts < 0x1p-1000 ? 0.0 : std::min(ts, kMaxFiniteDouble) * (1.0 - 0x1p-40);
 }
 
 inline size_t filter_cost_f32(const float* x, const float* c, size_t n, uint64_t t, uint32_t* out,
@@ -153,7 +152,7 @@ inline uint64_t bound_key(float x, const float* c, uint8_t code, uint32_t base, 
     std::memcpy(&hi, &ub, 4);
     // T' * U normal and finite (2^-1000 .. max): its rounding is relative (inf: test off)
     const double th = ts * static_cast<double>(hi);
-    if (ub <= 0x7F7FFFFFu && th >= 0x1p-1000 && th <= 1.7976931348623157e308 && a * a >= th) return kSureKey;
+    if (ub <= 0x7F7FFFFFu && th >= 0x1p-1000 && th <= kMaxFiniteDouble && a * a >= th) return kSureKey;
     return cost_key_f32(x, *c);
 }
 

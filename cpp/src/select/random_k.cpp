@@ -2,6 +2,7 @@
 // same (n, k, seed) gives the same indices on every platform and SIMD level.
 #include <vector>
 
+#include "core/rng.hpp"
 #include "gradsparse/select.hpp"
 
 namespace gradsparse {
@@ -11,12 +12,7 @@ namespace {
 struct CounterRng {
     uint64_t key;
     uint64_t counter = 0;
-    uint64_t next() {
-        uint64_t z = key + 0x9E3779B97F4A7C15ull * ++counter;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        return z ^ (z >> 31);
-    }
+    uint64_t next() { return splitmix64::at(key, ++counter); }
     // Uniform in [0, range) without modulo bias (Lemire's multiply-and-reject).
     uint64_t below(uint64_t range) {
         unsigned __int128 m = static_cast<unsigned __int128>(next()) * range;

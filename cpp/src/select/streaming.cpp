@@ -11,8 +11,7 @@
 #include <mutex>
 
 #include "gradsparse/select.hpp"
-#include "kernels.hpp"
-#include "scoring.hpp"
+#include "select_state.hpp"
 
 namespace gradsparse {
 
@@ -23,9 +22,10 @@ constexpr size_t kBlock = size_t(1) << 16;
 struct StreamingSelector::State {
     Budget budget;
     double q, alpha;
-    uint64_t floor = 0;  // accept keys >= floor
+    uint64_t floor = 0;  // accept score keys >= floor
     struct Item {
-        uint64_t key;
+        uint64_t key;   // score key: |x|^q / c^alpha
+        uint64_t mkey;  // magnitude key: |x| (the order while every chunk has one cost)
         uint64_t gidx;
         uint64_t bits;
         double cost;
@@ -36,28 +36,46 @@ struct StreamingSelector::State {
     std::vector<size_t> offsets;
     size_t total = 0;
     size_t last_kept = 0;
+    size_t after_prune = 0;  // buffer size after the last cut (score ties kept)
     bool finished = false;
+    // While every chunk has no cost array and one scalar cost (none = 1), select ranks by
+    // |x| itself (exactly, as the score |x|^q may underflow or overflow into ties), so the
+    // buffer is ordered by the magnitude key. The score order is coarser, and a later chunk
+    // with another cost switches to it: cuts made in magnitude mode keep every element
+    // whose score ties the cut one, so both orders stay exact.
+    bool equal_costs = true;
+    double first_cost = -1.0;
     mutable std::mutex mu;  // push, chunks and finish run one at a time
 
-    static bool before(const Item& a, const Item& b) {
-        return a.key != b.key ? a.key > b.key : a.gidx < b.gidx;
+    bool before(const Item& a, const Item& b) const {
+        const uint64_t ka = equal_costs ? a.mkey : a.key, kb = equal_costs ? b.mkey : b.key;
+        return ka != kb ? ka > kb : a.gidx < b.gidx;
     }
 
     size_t limit() const {
         size_t base = budget.kind == Budget::Count ? budget.k : last_kept;
-        return 2 * base + kBlock;
+        return std::max(2 * base + kBlock, 2 * after_prune);
     }
 
-    void prune() {
+    // Cuts the buffer to the budget; `final` keeps exactly the selection.
+    void prune(bool final) {
+        auto order = [this](const Item& a, const Item& b) { return before(a, b); };
         if (budget.kind == Budget::Count) {
             if (items.size() <= budget.k) return;
             auto kth = items.begin() + static_cast<std::ptrdiff_t>(budget.k - 1);
-            std::nth_element(items.begin(), kth, items.end(), before);
-            floor = kth->key + 1;
-            items.resize(budget.k);
+            std::nth_element(items.begin(), kth, items.end(), order);
+            const uint64_t cut = kth->key;
+            size_t keep = budget.k;
+            if (equal_costs && !final) {  // keep the score ties of the k-th (see above)
+                auto tail = std::partition(kth + 1, items.end(), [cut](const Item& it) { return it.key >= cut; });
+                keep = static_cast<size_t>(tail - items.begin());
+            }
+            floor = equal_costs ? cut : cut + 1;
+            items.resize(keep);
+            after_prune = items.size();
             return;
         }
-        std::sort(items.begin(), items.end(), before);
+        std::sort(items.begin(), items.end(), order);
         double cum = 0.0;
         size_t kept = 0;
         for (; kept < items.size(); ++kept) {
@@ -65,11 +83,15 @@ struct StreamingSelector::State {
             if (next > budget.energy) break;
             cum = next;
         }
-        if (kept < items.size()) {
-            floor = items[kept].key + 1;
-            items.resize(kept);
-        }
         last_kept = kept;
+        if (kept == items.size()) return;
+        const uint64_t cut = items[kept].key;
+        size_t keep = kept;
+        if (equal_costs && !final)  // scores are non-increasing in this order: a prefix
+            while (keep < items.size() && items[keep].key >= cut) ++keep;
+        floor = equal_costs ? cut : cut + 1;
+        items.resize(keep);
+        after_prune = items.size();
     }
 };
 
@@ -96,24 +118,22 @@ void StreamingSelector::push(const Segment& segment) {
     State& st = *state_;
     std::lock_guard<std::mutex> lock(st.mu);
     GS_CHECK(!st.finished, "push: finish() was already called on this selector");
-    GS_CHECK(segment.n == 0 || segment.data != nullptr, "x: null data pointer");
+    detail::check_segment(segment);
     ScoredSegment s;
     s.seg = segment;
     s.native = false;
     s.q = st.q;
     s.alpha = st.alpha;
     if (segment.cost_kind == CostKind::Scalar) {
-        GS_CHECK(std::isfinite(segment.cost) && segment.cost > 0.0, "cost: costs must be finite and > 0");
         s.cost_pow = s.power_alpha(segment.cost);
         GS_CHECK(std::isfinite(s.cost_pow) && s.cost_pow > 0.0, "cost: cost**alpha overflows or underflows double");
-    } else if (segment.cost_kind == CostKind::Array) {
-        GS_CHECK(segment.cost_dtype == DType::F32 || segment.cost_dtype == DType::F64,
-                 "cost: cost arrays must be float32 or float64");
-        GS_CHECK(segment.n == 0 || segment.cost_data != nullptr, "cost: null cost array");
-        for (size_t i = 0; !segment.cost_checked && i < segment.n; ++i) {
-            double c = s.cost_at(i);
-            GS_CHECK(c > 0.0 && c <= 1.7976931348623157e308, "cost: costs must be finite and > 0");
-        }
+    }
+    for (size_t i = 0; segment.cost_kind == CostKind::Array && !segment.cost_checked && i < segment.n; ++i)
+        GS_CHECK(cost_ok(s.cost_at(i)), kBadCostMessage);  // before any state changes
+    if (st.equal_costs) {
+        const double c = segment.cost_kind == CostKind::Scalar ? segment.cost : 1.0;
+        if (st.first_cost < 0.0) st.first_cost = c;
+        st.equal_costs = segment.cost_kind != CostKind::Array && c == st.first_cost;
     }
     const uint32_t chunk = static_cast<uint32_t>(st.dtypes.size());
     st.dtypes.push_back(segment.dtype);
@@ -121,59 +141,23 @@ void StreamingSelector::push(const Segment& segment) {
     std::vector<uint32_t> cand(kBlock + kFilterSlack);
     std::vector<uint64_t> vals(kBlock + kFilterSlack);  // raw values (unused here)
     std::vector<uint64_t> ckeys(kBlock + kFilterSlack);  // the cost kernel's keys (recomputed below)
-    const Kernels& kern = active_kernels();
     const size_t width = dtype_size(segment.dtype);
     for (size_t begin = 0; begin < segment.n; begin += kBlock) {
-        size_t len = std::min(kBlock, segment.n - begin);
-        size_t got;
-        if (segment.cost_kind == CostKind::Array && segment.dtype == DType::F32 &&
-            segment.cost_dtype == DType::F32 && st.q == 2.0 && st.alpha == 1.0 && st.floor > 0) {
-            bool bad = false;
-            if (segment.cost_code)
-                got = kern.filter_cost_bound_f32(static_cast<const float*>(segment.data) + begin,
-                                                 static_cast<const float*>(segment.cost_data) + begin,
-                                                 segment.cost_code + begin, segment.code_base, segment.code_shift,
-                                                 len, st.floor, ~uint64_t(0), cand.data(),
-                                                 reinterpret_cast<uint32_t*>(vals.data()),
-                                                 ckeys.data(), len);
-            else
-                got = kern.filter_cost_f32(static_cast<const float*>(segment.data) + begin,
-                                           static_cast<const float*>(segment.cost_data) + begin, len, st.floor,
-                                           cand.data(), reinterpret_cast<uint32_t*>(vals.data()), ckeys.data(), len,
-                                           &bad);
-        } else if (segment.cost_kind != CostKind::Array) {
-            uint64_t thr = s.native_threshold(st.floor);
-            switch (segment.dtype) {
-                case DType::F32:
-                    got = kern.filter_f32(static_cast<const uint32_t*>(segment.data) + begin, len,
-                                          KeyMode::Magnitude, static_cast<uint32_t>(thr), cand.data(),
-                                          reinterpret_cast<uint32_t*>(vals.data()), len);
-                    break;
-                case DType::F64:
-                    got = kern.filter_f64(static_cast<const uint64_t*>(segment.data) + begin, len,
-                                          KeyMode::Magnitude, thr, cand.data(), vals.data(), len);
-                    break;
-                default:
-                    got = kern.filter_h16(static_cast<const uint16_t*>(segment.data) + begin, len,
-                                          KeyMode::Magnitude, segment.dtype == DType::BF16,
-                                          static_cast<uint16_t>(thr), cand.data(),
-                                          reinterpret_cast<uint16_t*>(vals.data()), len);
-            }
-        } else {
-            got = 0;
-            for (size_t i = 0; i < len; ++i)
-                if (s.key(begin + i) >= st.floor) cand[got++] = static_cast<uint32_t>(i);
-        }
+        const size_t len = std::min(kBlock, segment.n - begin);
+        bool bad = false;  // checked above
+        const size_t got = detail::filter_piece(s, begin, len, st.floor, ~uint64_t(0), cand.data(), vals.data(),
+                                                ckeys.data(), len, &bad);
         GS_ASSERT(got != kFilterOverflow);
         for (size_t c = 0; c < got; ++c) {
             size_t i = begin + cand[c];
             uint64_t key = s.key(i);
             if (key < st.floor) continue;
-            State::Item item{key, st.total + i, 0, s.cost_at(i), chunk};
+            const uint64_t mkey = keys::score_key(keys::abs_value(segment.dtype, segment.data, i));
+            State::Item item{key, mkey, st.total + i, 0, s.cost_at(i), chunk};
             std::memcpy(&item.bits, static_cast<const uint8_t*>(segment.data) + i * width, width);
             st.items.push_back(item);
         }
-        if (st.items.size() > st.limit()) st.prune();
+        if (st.items.size() > st.limit()) st.prune(false);
     }
     st.total += segment.n;
 }
@@ -187,7 +171,7 @@ std::vector<StreamingSelector::ChunkResult> StreamingSelector::finish() {
         GS_CHECK(st.budget.k <= st.total, "k: " + std::to_string(st.budget.k) + " exceeds the " +
                                               std::to_string(st.total) + " elements pushed");
     st.finished = true;
-    st.prune();
+    st.prune(true);
     std::sort(st.items.begin(), st.items.end(),
               [](const State::Item& a, const State::Item& b) { return a.gidx < b.gidx; });
     std::vector<ChunkResult> out(st.dtypes.size());

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/rng.hpp"
 #include "wire_generic.hpp"
 #include "wire_internal.hpp"
 #include "wire_kernels.hpp"
@@ -83,16 +84,9 @@ size_t ceil_div(uint64_t a, uint64_t b) { return static_cast<size_t>((a + b - 1)
 
 // ---- counter-based random numbers for stochastic rounding --------------------------------
 
-uint64_t mix64(uint64_t z) {
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /// Uniform in [0, 1) for element i of stream `key`: 53 bits of SplitMix64(key, i).
 double uniform(uint64_t key, uint64_t i) {
-    return static_cast<double>(mix64(key ^ (i * 0xD1B54A32D192ED03ull)) >> 11) * 0x1p-53;
+    return static_cast<double>(splitmix64::at(key ^ (i * 0xD1B54A32D192ED03ull), 1) >> 11) * 0x1p-53;
 }
 
 // ---- quantizer -----------------------------------------------------------------------------
@@ -124,7 +118,7 @@ void quant_encode(DType src, const void* v, uint64_t n, const QuantOptions& q, u
     uint8_t* codes = scales + 4 * nb;
     std::memset(codes, 0, ceil_div(n * bits, 8));
     const double levels = static_cast<double>((1u << bits) - 1u);
-    const uint64_t key = mix64(q.seed + 0x632BE59BD9B4E019ull * (stream + 1));
+    const uint64_t key = splitmix64::at(q.seed + 0x632BE59BD9B4E019ull * (stream + 1), 1);
     for (uint64_t blk = 0; blk < nb; ++blk) {
         const uint64_t lo = blk * q.block, hi = lo + q.block < n ? lo + q.block : n;
         double m = 0.0;

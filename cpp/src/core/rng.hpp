@@ -1,11 +1,32 @@
+// gradsparse — the counter-based random number generators, inline for sampling loops:
 // Philox-4x32-10 (Salmon, Moraes, Dror, Shaw, "Parallel random numbers: as easy as 1, 2, 3",
-// SC'11), inline for the sampling loops. Internal header of the ATOMO family.
+// SC'11) and SplitMix64 (Steele, Lea, Flood, "Fast splittable pseudorandom number
+// generators", OOPSLA'14). Every output is a pure function of (seed, counter), so results
+// do not depend on thread count or SIMD level. Their outputs are pinned by the tests: a
+// seed must give the same numbers in every version.
 #pragma once
 
 #include <array>
 #include <cstdint>
 
 namespace gradsparse {
+
+namespace splitmix64 {
+
+constexpr uint64_t kGamma = 0x9E3779B97F4A7C15ull;  // the golden-ratio increment
+
+/// SplitMix64's output function: a bijective mix of the 64-bit state.
+inline uint64_t mix(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/// The i-th output (i >= 1) of SplitMix64 started at state `seed`.
+inline uint64_t at(uint64_t seed, uint64_t i) { return mix(seed + kGamma * i); }
+
+}  // namespace splitmix64
+
 namespace philox {
 
 constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
