@@ -165,8 +165,9 @@ def stream(chunks, costs=None, **kw):
 
 
 def stream_ref(vs, costs=None, **kw):
-    """The streaming result: sparsify_many over the chunks with the CWMP score."""
-    return sparsify_many_ref(vs, costs=costs, magnitude_if_equal=False, **kw)
+    """The streaming result: exactly sparsify_many over the chunks (by |x| while every chunk
+    has one cost, else by the CWMP score)."""
+    return sparsify_many_ref(vs, costs=costs, **kw)
 
 
 STREAMS = {

@@ -240,8 +240,8 @@ def test_streaming_large_chunks():
     vs = [large_input(k, s) for k, s in zip(kinds, sizes)]
     xs = [make(v, "float32") for v in vs]
     costs = [costs_for(s, seed=9, dtype=np.float32) for s in sizes]
-    exp = {k: sparsify_many_ref(vs, k, magnitude_if_equal=False) for k in (100, 20_000)}
-    exp_c = sparsify_many_ref(vs, 5000, costs=costs, magnitude_if_equal=False)
+    exp = {k: sparsify_many_ref(vs, k) for k in (100, 20_000)}
+    exp_c = sparsify_many_ref(vs, 5000, costs=costs)
     for level in LEVELS:
         with at_engine(level):
             for k, e in exp.items():

@@ -340,6 +340,7 @@ void register_select(py::module_& m) {
              },
              py::arg("x"), py::arg("dtype"), py::arg("cost"))
         .def("chunks", &StreamingSelector::chunks)
+        .def("buffered", &StreamingSelector::buffered)
         .def("finish", [](StreamingSelector& s) {
             std::vector<StreamingSelector::ChunkResult> res;
             {

@@ -222,10 +222,11 @@ class StreamingSelector:
     """Exact global selection over tensors that arrive one at a time (DDP buckets, layers).
 
     ``push(x, cost=None)`` each chunk in order, then ``finish()`` returns one `Sparse` per
-    chunk — the same result as `sparsify_many` over all chunks with the CWMP score (|x|^q
-    without costs). Values are copied on push, so a buffer may be reused after pushing.
-    Extra memory: O(k) for a count budget. A `ratio` needs `total`, the element count of
-    all chunks together, known in advance.
+    chunk — exactly the result of `sparsify_many` over all chunks: ranked by |x| while
+    every chunk has the same cost (or none), by the CWMP score |x|^q / c^alpha otherwise.
+    Values are copied on push, so a buffer may be reused after pushing. Extra memory: O(k)
+    candidates for a count budget (`buffered` tells how many are held). A `ratio` needs
+    `total`, the element count of all chunks together, known in advance.
 
     Thread safety: one selector may be shared between threads; its calls run one at a time,
     and chunks pushed from several threads are numbered in the order their pushes run.
@@ -261,6 +262,11 @@ class StreamingSelector:
                 raise ValueError("push: finish() was already called on this selector")
             self._core.push(flat.array, flat.code, c)
             self._flats.append(Flat(flat.array[:0], flat.code, flat.shape, flat.kind, flat.out_dtype))
+
+    @property
+    def buffered(self) -> int:
+        """Candidates the selector holds now (its extra memory, in elements)."""
+        return int(self._core.buffered())
 
     def finish(self) -> List[Sparse]:
         """Ends the stream; one `Sparse` per pushed chunk, in push order."""

@@ -808,7 +808,7 @@ std::vector<std::vector<int64_t>> reference(const Case& c, std::string* err) {
 }
 
 // The engine splits work over threads only above 2M elements per thread
-// (select.cpp kMinPerThread), so smaller cases run at one thread.
+// (select_state.hpp kMinPerThread), so smaller cases run at one thread.
 const size_t kThreadedFrom = size_t(4) << 20;
 
 // Runs a case at every level and thread count: identical to scalar, 1 thread; equal to the

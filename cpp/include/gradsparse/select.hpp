@@ -105,6 +105,8 @@ class StreamingSelector {
     void push(const Segment& segment);
     /// Chunks pushed so far.
     size_t chunks() const;
+    /// Candidates held now (O(k) for a count budget): the selector's extra memory in items.
+    size_t buffered() const;
     /// Ends the stream: per chunk, the kept local indices (ascending) and value bits.
     struct ChunkResult {
         std::vector<int64_t> indices;

@@ -67,7 +67,13 @@ struct StreamingSelector::State {
             const uint64_t cut = kth->key;
             size_t keep = budget.k;
             if (equal_costs && !final) {  // keep the score ties of the k-th (see above)
-                auto tail = std::partition(kth + 1, items.end(), [cut](const Item& it) { return it.key >= cut; });
+                // An element of the same magnitude as the k-th ranks after it in both orders
+                // (equal |x|, equal score: the lower index first), so only ties of a smaller
+                // magnitude are kept -- never a run of equal values such as zeros.
+                const uint64_t kth_mkey = kth->mkey;
+                auto tail = std::partition(kth + 1, items.end(), [cut, kth_mkey](const Item& it) {
+                    return it.key >= cut && it.mkey != kth_mkey;
+                });
                 keep = static_cast<size_t>(tail - items.begin());
             }
             floor = equal_costs ? cut : cut + 1;
@@ -87,8 +93,16 @@ struct StreamingSelector::State {
         if (kept == items.size()) return;
         const uint64_t cut = items[kept].key;
         size_t keep = kept;
-        if (equal_costs && !final)  // scores are non-increasing in this order: a prefix
-            while (keep < items.size() && items[keep].key >= cut) ++keep;
+        if (equal_costs && !final) {
+            // The first dropped element and its score ties of a smaller magnitude (scores are
+            // non-increasing in this order, so they follow it); ties of its own magnitude rank
+            // after it in both orders and go.
+            const uint64_t cut_mkey = items[kept].mkey;
+            keep = kept + 1;
+            auto tail = std::partition(items.begin() + static_cast<std::ptrdiff_t>(keep), items.end(),
+                                       [cut, cut_mkey](const Item& it) { return it.key >= cut && it.mkey != cut_mkey; });
+            keep = static_cast<size_t>(tail - items.begin());
+        }
         floor = equal_costs ? cut : cut + 1;
         items.resize(keep);
         after_prune = items.size();
@@ -112,6 +126,11 @@ StreamingSelector::~StreamingSelector() = default;
 size_t StreamingSelector::chunks() const {
     std::lock_guard<std::mutex> lock(state_->mu);
     return state_->dtypes.size();
+}
+
+size_t StreamingSelector::buffered() const {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    return state_->items.size();
 }
 
 void StreamingSelector::push(const Segment& segment) {
