@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="the DDP hook needs torch (pip install torch==2.13.0)")
-import torch.distributed as dist  # noqa: E402
-import torch.multiprocessing as mp  # noqa: E402
+dist = pytest.importorskip("torch.distributed", reason="the DDP hook needs torch.distributed")
+mp = pytest.importorskip("torch.multiprocessing", reason="the DDP hook needs torch.multiprocessing")
 
 from gradsparse.integrations.ddp import TopKState, topk_hook
 
