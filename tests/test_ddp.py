@@ -4,19 +4,16 @@ reference computed from all ranks' bucket inputs (exact top-k with error feedbac
 in rank order and averaged), and ratio = 1 must train exactly like plain DDP."""
 from __future__ import annotations
 
-import os
-import tempfile
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="the DDP hook needs torch (pip install torch==2.13.0)")
 dist = pytest.importorskip("torch.distributed", reason="the DDP hook needs torch.distributed")
-mp = pytest.importorskip("torch.multiprocessing", reason="the DDP hook needs torch.multiprocessing")
 
+from gloo import WORLD, spawn  # noqa: E402
 from gradsparse.integrations.ddp import TopKState, topk_hook
 
-WORLD = 2
 
 
 def _model() -> torch.nn.Module:
@@ -35,24 +32,6 @@ def _train(model, batches, lr=0.1):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
-
-
-def _run(rank: int, init_file: str, body, *args) -> None:
-    """A worker: body(rank, *args) inside a gloo process group. On success the process
-    leaves with os._exit(0) after an orderly shutdown: with this torch, a worker that
-    returns normally aborts now and then in gloo's teardown at interpreter exit ("terminate
-    called without an active exception", about 1 run in 10, plain DDP too). A failure
-    raises as usual, so mp.spawn reports its traceback."""
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        body(rank, *args)
-        dist.barrier()
-    except BaseException:
-        dist.destroy_process_group()
-        raise
-    dist.destroy_process_group()
-    os._exit(0)
 
 
 def _topk_ref(acc: np.ndarray, k: int) -> np.ndarray:
@@ -134,11 +113,6 @@ def _check_dense_equivalence(rank: int) -> None:
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
 
 
-def _spawn(body, *args) -> None:
-    with tempfile.TemporaryDirectory() as d:
-        mp.spawn(_run, args=(os.path.join(d, "init"), body) + args, nprocs=WORLD, join=True)
-
-
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is needed")
 
@@ -150,11 +124,11 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
     (0.05, 0, True, torch.float32, True),  # gradsparse payloads: the same sums, fewer bytes
 ])
 def test_hook_matches_the_reference_on_every_bucket(ratio, start_iter, ef, dtype, wire):
-    _spawn(_check_reference, ratio, start_iter, ef, dtype, wire, 4)
+    spawn(_check_reference, ratio, start_iter, ef, dtype, wire, 4)
 
 
 def test_ratio_one_trains_like_plain_ddp():
-    _spawn(_check_dense_equivalence)
+    spawn(_check_dense_equivalence)
 
 
 def test_state_arguments():

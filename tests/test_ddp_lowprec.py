@@ -5,19 +5,16 @@ accumulations and the rounding of what is sent -- is kept instead of lost. A rea
 residuals."""
 from __future__ import annotations
 
-import os
-import tempfile
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="the DDP hook needs torch (pip install torch==2.13.0)")
 dist = pytest.importorskip("torch.distributed", reason="the DDP hook needs torch.distributed")
-mp = pytest.importorskip("torch.multiprocessing", reason="the DDP hook needs torch.multiprocessing")
 
+from gloo import WORLD, spawn  # noqa: E402
 from gradsparse.integrations.ddp import TopKState, topk_hook  # noqa: E402
 
-WORLD = 2
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is needed")
@@ -26,26 +23,6 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
 def _model(dtype) -> "torch.nn.Module":
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(20, 48), torch.nn.ReLU(), torch.nn.Linear(48, 10)).to(dtype)
-
-
-def _run(rank: int, init_file: str, body, *args) -> None:
-    """A worker in a gloo group; leaves with os._exit(0) after an orderly shutdown (gloo's
-    teardown at interpreter exit aborts now and then: see test_ddp.py)."""
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        body(rank, *args)
-        dist.barrier()
-    except BaseException:
-        dist.destroy_process_group()
-        raise
-    dist.destroy_process_group()
-    os._exit(0)
-
-
-def _spawn(body, *args) -> None:
-    with tempfile.TemporaryDirectory() as d:
-        mp.spawn(_run, args=(os.path.join(d, "init"), body) + args, nprocs=WORLD, join=True)
 
 
 def _check(rank: int, dtype_name: str, ratio: float, steps: int) -> None:
@@ -115,4 +92,4 @@ def _check(rank: int, dtype_name: str, ratio: float, steps: int) -> None:
 
 @pytest.mark.parametrize("dtype_name", ["bfloat16", "float16"])
 def test_low_precision_buckets_keep_float32_residuals(dtype_name):
-    _spawn(_check, dtype_name, 0.05, 3)
+    spawn(_check, dtype_name, 0.05, 3)

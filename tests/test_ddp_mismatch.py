@@ -4,20 +4,16 @@ rank aborts in gloo or reads a receive buffer nobody wrote, and every bucket's o
 the reference sum of each rank's own top-k (with error feedback), averaged."""
 from __future__ import annotations
 
-import datetime
-import os
-import tempfile
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="the DDP hook needs torch")
 dist = pytest.importorskip("torch.distributed", reason="the DDP hook needs torch.distributed")
-mp = pytest.importorskip("torch.multiprocessing", reason="the DDP hook needs torch.multiprocessing")
 
+from gloo import WORLD, spawn  # noqa: E402
 from gradsparse.integrations.ddp import TopKState, topk_hook  # noqa: E402
 
-WORLD = 2
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is needed")
@@ -31,27 +27,6 @@ def _model() -> "torch.nn.Module":
 def _batches(rank: int, steps: int):
     g = torch.Generator().manual_seed(200 + rank)
     return [(torch.randn(16, 20, generator=g), torch.randint(0, 10, (16,), generator=g)) for _ in range(steps)]
-
-
-def _run(rank: int, init_file: str, body, *args) -> None:
-    """A worker in a gloo group (60 s timeout); leaves with os._exit(0) after an orderly
-    shutdown (gloo's teardown at interpreter exit aborts now and then: see test_ddp.py)."""
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=60))
-    try:
-        body(rank, *args)
-        dist.barrier()
-    except BaseException:
-        dist.destroy_process_group()
-        raise
-    dist.destroy_process_group()
-    os._exit(0)
-
-
-def _spawn(body, *args) -> None:
-    with tempfile.TemporaryDirectory() as d:
-        mp.spawn(_run, args=(os.path.join(d, "init"), body) + args, nprocs=WORLD, join=True)
 
 
 def _k(setting, n: int) -> int:
@@ -126,4 +101,4 @@ def _check(rank: int, settings, wire: bool, start_iter: int, steps: int) -> None
     ((("ratio", 0.05), ("ratio", 0.3)), True, 0),  # gradsparse payloads: sizes were always exchanged
 ])
 def test_ranks_with_different_k_give_the_reference_sums(settings, wire, start_iter):
-    _spawn(_check, settings, wire, start_iter, 3)
+    spawn(_check, settings, wire, start_iter, 3)

@@ -25,15 +25,15 @@ values between 0.9x and 1x numpy's top 8 on these flat-spectrum Gaussian matrice
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 import gradsparse as gs
 from gradsparse import _core, atomo
+
+from .common import timeit
 
 SHAPES = [(64, 576), (128, 1152), (256, 2304), (512, 4608), (256, 4096)]
 FFT_LENGTHS = [1 << 12, 1 << 16, 1 << 20, 1000, 100_000, 1_000_003]
@@ -46,16 +46,6 @@ CNN = {  # a VGG-like CIFAR-10 model: conv weights, biases, one classifier matri
     "fc1.weight": (256, 4096), "fc1.bias": (256,),
     "fc2.weight": (10, 256), "fc2.bias": (10,),
 }
-
-
-def timeit(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 class AtomoVerificationError(Exception):

@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import platform
+import statistics
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -107,6 +108,17 @@ def resnet_data(shapes) -> List[np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- timing
+
+def timeit(fn: Callable[[], object], repeats: int) -> float:
+    """Median seconds of `repeats` calls of fn, after one untimed warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
 
 def timed_call(fn: Callable[[], Any]) -> Tuple[Any, float]:
     t0 = time.perf_counter()

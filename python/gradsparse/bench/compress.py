@@ -13,15 +13,13 @@ residual (to float32 rounding of the accumulation).
 """
 from __future__ import annotations
 
-import statistics
-import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
 import numpy as np
 
 from .. import compress as gc
 from ..wire import decode
-from .common import SEED, Out, resnet18_shapes, resnet_data
+from .common import SEED, Out, resnet18_shapes, resnet_data, timeit
 
 __all__ = ["run", "CompressVerificationError"]
 
@@ -36,15 +34,6 @@ class CompressVerificationError(RuntimeError):
 def _settings(name: str) -> Dict[str, Any]:
     params = gc.compressor_class(name).params
     return {"ratio": RATIO} if "ratio" in params else {}
-
-
-def _median_s(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _check(name: str, comp: Any, update: Dict[str, np.ndarray], costs: Dict[str, float],
@@ -98,9 +87,9 @@ def run(out: Out, *, quick: bool = False, repeats: int = 7) -> Dict[str, Any]:
         def do_compress() -> None:
             last["out"] = comp.compress(update, seed=next(step), costs=costs, feedback=ef)
 
-        t_c = _median_s(do_compress, reps)
+        t_c = timeit(do_compress, reps)
         payload = last["out"].payload
-        t_d = _median_s(lambda: comp.decompress(payload, update), reps)
+        t_d = timeit(lambda: comp.decompress(payload, update), reps)
         row = dict(compressor=name, settings=comp.settings(), compress_s=t_c, decompress_s=t_d,
                    bytes=len(payload), dense_bytes=dense)
         rows.append(row)
