@@ -1,5 +1,6 @@
 """Two-process gloo groups for the DDP tests: ``spawn(body, *args)`` runs
-``body(rank, *args)`` on each rank of a fresh group and re-raises a rank's failure.
+``body(rank, *args)`` on each rank of a fresh group and re-raises a rank's failure; and
+``topk_sum_reference``, the numpy reference of the top-k hook's bucket sum.
 
 On success a worker leaves with ``os._exit(0)`` after an orderly shutdown: with this torch,
 a worker that returns normally aborts now and then in gloo's teardown at interpreter exit
@@ -14,6 +15,8 @@ from __future__ import annotations
 import datetime
 import os
 import tempfile
+
+import numpy as np
 
 WORLD = 2
 
@@ -41,3 +44,23 @@ def spawn(body, *args) -> None:
 
     with tempfile.TemporaryDirectory() as d:
         mp.spawn(_worker, args=(os.path.join(d, "init"), body) + args, nprocs=WORLD, join=True)
+
+
+def topk_sum_reference(ins, residual, layout, ks, dtype, ef: bool = True) -> np.ndarray:
+    """The sum over ranks (in rank order) of each rank's exact top-k of its bucket input plus
+    its residual (ties by the lower index); `residual[r]` (parameter name -> residual) is
+    updated in place to what rank r did not send. `layout` lists the bucket's (name, size);
+    `ks[r]` is rank r's k. Without `ef` the residuals are neither added nor kept."""
+    n = sum(size for _, size in layout)
+    expect = np.zeros(n, dtype)
+    for r, x in enumerate(ins):
+        e = np.concatenate([residual[r].get(name, np.zeros(size, dtype)) for name, size in layout])
+        acc = x + e if ef else x.copy()
+        sel = np.sort(np.argsort(-np.abs(acc.astype(np.float64)), kind="stable")[:ks[r]])
+        np.add.at(expect, sel, acc[sel])
+        acc[sel] = 0
+        off = 0
+        for name, size in layout:
+            residual[r][name] = acc[off:off + size]
+            off += size
+    return expect

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the DDP hook needs torch (pip install torch==2.13.0)")
 dist = pytest.importorskip("torch.distributed", reason="the DDP hook needs torch.distributed")
 
-from gloo import WORLD, spawn  # noqa: E402
+from gloo import WORLD, spawn, topk_sum_reference  # noqa: E402
 from gradsparse.integrations.ddp import TopKState, topk_hook
 
 
@@ -32,11 +32,6 @@ def _train(model, batches, lr=0.1):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
-
-
-def _topk_ref(acc: np.ndarray, k: int) -> np.ndarray:
-    """The k largest |acc|, ties by the lower index (gradsparse's rule)."""
-    return np.argsort(-np.abs(acc.astype(np.float64)), kind="stable")[:k]
 
 
 def _check_reference(rank: int, ratio: float, start_iter: int, ef: bool, dtype, wire: bool, steps: int) -> None:
@@ -73,17 +68,7 @@ def _check_reference(rank: int, ratio: float, start_iter: int, ef: bool, dtype, 
             continue
         n = ins[0].size
         k = max(1, min(n, int(np.floor(ratio * n + 0.5))))
-        expect = np.zeros(n, out.dtype)
-        for r in range(WORLD):
-            e = np.concatenate([residual[r].get(name, np.zeros(size, out.dtype)) for name, size in layout])
-            acc = ins[r] + e if ef else ins[r].copy()
-            sel = np.sort(_topk_ref(acc, k))
-            np.add.at(expect, sel, acc[sel])
-            acc[sel] = 0
-            off = 0
-            for name, size in layout:
-                residual[r][name] = acc[off:off + size]
-                off += size
+        expect = topk_sum_reference(ins, residual, layout, [k] * WORLD, out.dtype, ef)
         np.testing.assert_array_equal(out, expect / out.dtype.type(WORLD))
         assert np.count_nonzero(out) <= WORLD * k
         checked += 1

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the DDP hook needs torch")
 dist = pytest.importorskip("torch.distributed", reason="the DDP hook needs torch.distributed")
 
-from gloo import WORLD, spawn  # noqa: E402
+from gloo import WORLD, spawn, topk_sum_reference  # noqa: E402
 from gradsparse.integrations.ddp import TopKState, topk_hook  # noqa: E402
 
 
@@ -72,17 +72,7 @@ def _check(rank: int, settings, wire: bool, start_iter: int, steps: int) -> None
             continue
         n = ins[0].size
         ks = [_k(settings[r], n) for r in range(WORLD)]
-        expect = np.zeros(n, np.float32)
-        for r in range(WORLD):
-            e = np.concatenate([residual[r].get(name, np.zeros(size, np.float32)) for name, size in layout])
-            acc = ins[r] + e
-            sel = np.sort(np.argsort(-np.abs(acc.astype(np.float64)), kind="stable")[:ks[r]])
-            np.add.at(expect, sel, acc[sel])
-            acc[sel] = 0
-            off = 0
-            for name, size in layout:
-                residual[r][name] = acc[off:off + size]
-                off += size
+        expect = topk_sum_reference(ins, residual, layout, ks, np.float32)
         np.testing.assert_array_equal(out, expect / np.float32(WORLD))
         # both ranks got the same output
         np.testing.assert_array_equal(everyone[1 - rank][j][3], out)
