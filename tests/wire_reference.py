@@ -84,10 +84,12 @@ def _quiet_numpy_casts():
 
 
 def raises(exc, arg, fn, *a, **kw):
-    """fn(*a, **kw) raises exactly `exc` whose message names `arg` (a word or phrase)."""
+    """fn(*a, **kw) raises `exc` as gradsparse's argument error class (gradsparse.errors),
+    whose message names `arg` (a word or phrase)."""
     with pytest.raises(exc) as info:
         fn(*a, **kw)
-    assert type(info.value) is exc, f"{type(info.value).__name__}: {info.value}"
+    want = {ValueError: gradsparse.errors.ArgumentError, TypeError: gradsparse.errors.ArgumentTypeError}[exc]
+    assert isinstance(info.value, want), f"{type(info.value).__name__}: {info.value}"
     assert re.search(rf"(^|\W){re.escape(arg)}(\W|$)", str(info.value)), str(info.value)
     return info.value
 
@@ -622,7 +624,7 @@ def bad_payload(data, *words, verify=True):
     """decode(data) raises ValueError whose message contains every word."""
     with pytest.raises(ValueError) as info:
         gradsparse.decode(data, verify_checksum=verify)
-    assert type(info.value) is ValueError
+    assert isinstance(info.value, gradsparse.errors.ArgumentError), type(info.value)
     msg = str(info.value)
     assert msg.startswith("payload"), msg
     for w in words:

@@ -1,6 +1,8 @@
 // gradsparse._core — wires the per-concept bindings together; nothing else lives here.
 #include <pybind11/pybind11.h>
 
+#include "errors.hpp"
+
 namespace py = pybind11;
 
 void register_config(py::module_& m);
@@ -10,6 +12,7 @@ void register_atomo(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "gradsparse C++ core (selection engine, wire format, ATOMO, SIMD dispatch, threads)";
+    register_errors(m);
     register_config(m);
     register_select(m);
     register_wire(m);

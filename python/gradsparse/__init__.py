@@ -3,7 +3,7 @@
 Importing gradsparse never imports torch; torch tensors are accepted when torch is loaded.
 """
 from ._core import __version__
-from . import atomo
+from . import atomo, errors
 from .config import (
     available_simd_levels,
     compiled_simd_levels,
@@ -39,6 +39,7 @@ __all__ = [
     "__version__",
     "atomo",
     "ErrorFeedback",
+    "errors",
     "PreparedCost",
     "Sparse",
     "StreamingSelector",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Tuple
 
 import numpy as np
+from .errors import ArgumentError, ArgumentTypeError
 
 #: dtype codes understood by the C++ core
 F32, F64, F16, BF16 = 0, 1, 2, 3
@@ -68,13 +69,13 @@ def plain_tensor(t: Any, name: str, *, writable: bool = False) -> Any:
     ValueError when the tensor is to be written (`writable`)."""
     torch = torch_module()
     if getattr(t, "is_nested", False):
-        raise TypeError(f"{name}: nested tensors are not supported; pass a dense tensor")
+        raise ArgumentTypeError(f"{name}: nested tensors are not supported; pass a dense tensor")
     if t.is_sparse or t.layout != torch.strided:
-        raise TypeError(f"{name}: sparse tensors are not supported; pass a dense tensor (layout {t.layout})")
+        raise ArgumentTypeError(f"{name}: sparse tensors are not supported; pass a dense tensor (layout {t.layout})")
     t = t.detach()
     if t.is_neg() or t.is_conj():
         if writable:
-            raise ValueError(f"{name}: a negative or conjugate view cannot be written in place; "
+            raise ArgumentError(f"{name}: a negative or conjugate view cannot be written in place; "
                              "pass a plain tensor (resolve_neg() / resolve_conj())")
         t = t.resolve_neg().resolve_conj()
     return t
@@ -93,7 +94,7 @@ def tensor_to_numpy(t: Any, name: str, *, bfloat16: str = "float32", writable: b
     torch = torch_module()
     t = plain_tensor(t, name, writable=writable)
     if t.device.type != "cpu":
-        raise ValueError(f"{name}: tensor must be on the CPU, got one on {t.device} (move it with .cpu())")
+        raise ArgumentError(f"{name}: tensor must be on the CPU, got one on {t.device} (move it with .cpu())")
     if contiguous:
         t = t.contiguous()
     if t.dtype == torch.bfloat16:
@@ -108,10 +109,10 @@ def as_flat(x: Any, name: str = "x") -> Flat:
     if is_tensor(x):
         return _tensor_flat(x, name)
     if isinstance(x, (bool, np.bool_)) or x is None:
-        raise TypeError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
+        raise ArgumentTypeError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
     arr = x if isinstance(x, np.ndarray) else np.asarray(x)
     if arr.dtype.kind == "V" and arr.dtype.names is not None:
-        raise TypeError(f"{name}: structured arrays are not supported")
+        raise ArgumentTypeError(f"{name}: structured arrays are not supported")
     if arr.dtype.name == "bfloat16" and arr.dtype.itemsize == 2:  # ml_dtypes.bfloat16
         out_dtype = arr.dtype
         raw = np.ascontiguousarray(arr).reshape(-1).view(np.uint16)
@@ -122,7 +123,7 @@ def as_flat(x: Any, name: str = "x") -> Flat:
         dt = arr.dtype
     code = _NUMPY_CODES.get(dt)
     if code is None:
-        raise TypeError(f"{name}: unsupported dtype {dt}; expected {SUPPORTED}")
+        raise ArgumentTypeError(f"{name}: unsupported dtype {dt}; expected {SUPPORTED}")
     shape = tuple(arr.shape)  # before ascontiguousarray, which makes 0-d arrays 1-d
     arr = np.ascontiguousarray(arr)
     return Flat(arr.reshape(-1), code, shape, "numpy", dt)
@@ -132,12 +133,12 @@ def _tensor_flat(t: Any, name: str) -> Flat:
     torch = torch_module()
     t = plain_tensor(t, name)
     if t.device.type != "cpu":
-        raise ValueError(
+        raise ArgumentError(
             f"{name}: tensor is on {t.device}; this build of gradsparse selects on the CPU "
             "(move it with .cpu())"
         )
     if t.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        raise TypeError(f"{name}: unsupported dtype {t.dtype}; expected {SUPPORTED}")
+        raise ArgumentTypeError(f"{name}: unsupported dtype {t.dtype}; expected {SUPPORTED}")
     raw = tensor_to_numpy(t, name, bfloat16="bits")
     code = BF16 if t.dtype == torch.bfloat16 else _NUMPY_CODES[raw.dtype]
     return Flat(raw.reshape(-1), code, tuple(t.shape), "torch", t.dtype)
@@ -146,20 +147,20 @@ def _tensor_flat(t: Any, name: str) -> Flat:
 def as_count(value: Any, name: str) -> int:
     """An integer argument (bool and float rejected)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
+        raise ArgumentTypeError(f"{name}: expected an integer, got {type(value).__name__}")
     return int(value)
 
 
 def as_real(value: Any, name: str) -> float:
     """A real scalar argument (bool rejected)."""
     if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a number, got bool")
+        raise ArgumentTypeError(f"{name}: expected a number, got bool")
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value.item()
     if is_tensor(value) and value.ndim == 0:
         value = value.item()
     if not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+        raise ArgumentTypeError(f"{name}: expected a number, got {type(value).__name__}")
     return float(value)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from . import _core
 from ._convert import is_tensor, tensor_to_numpy
 from .sparse import Sparse
+from .errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["AtomicUpdate", "QuantizedUpdate", "probabilities", "sample", "qsgd", "terngrad", "ATOMS"]
 
@@ -38,48 +39,48 @@ def _array(x: Any, name: str, dtype=np.float32) -> np.ndarray:
     if is_tensor(x):
         x = tensor_to_numpy(x, name)  # bfloat16 -> float32 (exact widening)
     if isinstance(x, (bool, np.bool_)) or x is None:
-        raise TypeError(f"{name}: expected an array, got {type(x).__name__}")
+        raise ArgumentTypeError(f"{name}: expected an array, got {type(x).__name__}")
     arr = np.asarray(x)
     if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name}: expected a real floating-point array, got dtype {arr.dtype}")
+        raise ArgumentTypeError(f"{name}: expected a real floating-point array, got dtype {arr.dtype}")
     arr = np.ascontiguousarray(arr, dtype=dtype)
     if arr.size == 0:
-        raise ValueError(f"{name}: must be non-empty")
+        raise ArgumentError(f"{name}: must be non-empty")
     if not np.isfinite(arr).all():
-        raise ValueError(f"{name}: contains NaN or infinity")
+        raise ArgumentError(f"{name}: contains NaN or infinity")
     return arr
 
 
 def _budget(budget: Any) -> float:
     # A real number only: no str ("2" would parse), no bool, no complex.
     if isinstance(budget, (bool, np.bool_)) or not isinstance(budget, numbers.Real):
-        raise TypeError(f"budget: expected a number, got {type(budget).__name__}")
+        raise ArgumentTypeError(f"budget: expected a number, got {type(budget).__name__}")
     b = float(budget)
     if not (b > 0 and math.isfinite(b)):
-        raise ValueError(f"budget: must be a finite number > 0, got {budget!r}")
+        raise ArgumentError(f"budget: must be a finite number > 0, got {budget!r}")
     return b
 
 
 def _seed(seed: Any) -> int:
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
+        raise ArgumentTypeError(f"seed: expected an int, got {type(seed).__name__}")
     if not 0 <= int(seed) <= _MASK64:
-        raise ValueError(f"seed: must be in [0, 2^64), got {seed}")
+        raise ArgumentError(f"seed: must be in [0, 2^64), got {seed}")
     return int(seed)
 
 
 def _int_arg(value: Any, name: str, lo: int, hi: int) -> int:
     """An int argument in [lo, hi] (bool, float and other types rejected), naming it."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+        raise ArgumentTypeError(f"{name}: expected an int, got {type(value).__name__}")
     if not lo <= int(value) <= hi:
-        raise ValueError(f"{name}: must be in [{lo}, {hi}], got {value}")
+        raise ArgumentError(f"{name}: must be in [{lo}, {hi}], got {value}")
     return int(value)
 
 
 def _choice(value: Any, name: str, options: Tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in options:
-        raise ValueError(f"{name}: expected one of {options}, got {value!r}")
+        raise ArgumentError(f"{name}: expected one of {options}, got {value!r}")
     return value
 
 
@@ -89,7 +90,7 @@ def probabilities(lam: Any, budget: float) -> np.ndarray:
     coefficients get ``p = 0`` and ``sum p = min(budget, #non-zero)``."""
     arr = _array(lam, "lam", np.float64)
     if arr.ndim != 1:
-        raise ValueError(f"lam: expected a 1-D array, got shape {arr.shape}")
+        raise ArgumentError(f"lam: expected a 1-D array, got shape {arr.shape}")
     return _core.atomo_probabilities(arr, _budget(budget))
 
 
@@ -98,7 +99,7 @@ def _finite_values(vals: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         ok = np.isfinite(vals.astype(np.float32)).all()
     if not ok:
-        raise ValueError("x: the unbiased value lam / p of a kept atom overflows float32 (|x| / budget is above "
+        raise ArgumentError("x: the unbiased value lam / p of a kept atom overflows float32 (|x| / budget is above "
                          "the float32 range; scale x down or raise budget)")
     return vals
 
@@ -110,10 +111,10 @@ def _matrix_shape(shape: Tuple[int, ...], layout: str) -> Tuple[int, int]:
         c_out, c_in, kh, kw = shape
         if layout == "atomo":  # the original ATOMO code: (c_out*c_in/2, 2*kh*kw)
             if (c_out * c_in) % 2:
-                raise ValueError(f"layout: 'atomo' needs c_out*c_in even, got shape {shape}")
+                raise ArgumentError(f"layout: 'atomo' needs c_out*c_in even, got shape {shape}")
             return c_out * c_in // 2, 2 * kh * kw
         return c_out, c_in * kh * kw
-    raise ValueError(f"x: atoms='svd' needs a matrix, a 4-D conv weight or a 1-D vector, got {len(shape)}-D shape {shape}")
+    raise ArgumentError(f"x: atoms='svd' needs a matrix, a 4-D conv weight or a 1-D vector, got {len(shape)}-D shape {shape}")
 
 
 class AtomicUpdate:
@@ -186,7 +187,7 @@ class AtomicUpdate:
             item = payload.get(f"{name}/{kind}")
             if item is not None:
                 if not isinstance(item, Sparse):
-                    raise ValueError(f"payload: {name}/{kind} must be a sparse record")
+                    raise ArgumentError(f"payload: {name}/{kind} must be a sparse record")
                 return cls(kind, item.shape, np.asarray(item.indices, np.int64), np.asarray(item.values, np.float32))
         if f"{name}/dense" in payload:
             d = np.asarray(payload[f"{name}/dense"], np.float32)
@@ -197,12 +198,12 @@ class AtomicUpdate:
             vt = np.asarray(payload[f"{name}/v"], np.float32)
             dims = np.asarray(payload[f"{name}/shape"], np.float64)
         except KeyError:
-            raise ValueError(f"payload: no ATOMO update named {name!r}") from None
+            raise ArgumentError(f"payload: no ATOMO update named {name!r}") from None
         if u.ndim != 2 or vt.ndim != 2 or u.shape[1] != sigma.size or vt.shape[0] != sigma.size:
-            raise ValueError(f"payload: inconsistent svd factors for {name!r}")
+            raise ArgumentError(f"payload: inconsistent svd factors for {name!r}")
         shape = tuple(int(s) for s in dims)
         if int(np.prod(shape)) != u.shape[0] * vt.shape[1]:
-            raise ValueError(f"payload: shape {shape} does not match the factors of {name!r}")
+            raise ArgumentError(f"payload: shape {shape} does not match the factors of {name!r}")
         return cls("svd", shape, None, sigma, u, vt, (u.shape[0], vt.shape[1]))
 
     def __repr__(self) -> str:
@@ -257,7 +258,7 @@ def sample(x: Any, atoms: str = "entry", *, budget: float, seed: int = 0, layout
     it = _int_arg(power_iters, "power_iters", 0, 2**31 - 1)
     u, sig, vt = _core.svd_randomized(mat, r, o, it, s ^ 0x52414E44)
     if not np.isfinite(sig).all():
-        raise ValueError("x: a singular value overflows float32 (scale x down)")
+        raise ArgumentError("x: a singular value overflows float32 (scale x down)")
     p = _core.atomo_probabilities(sig.astype(np.float64), b)
     idx = _core.bernoulli_sample(p, s, _STREAM["svd"])
     with np.errstate(over="ignore"):
@@ -310,7 +311,7 @@ def qsgd(x: Any, levels: int, seed: int = 0) -> QuantizedUpdate:
     unbiased stochastic rounding of ``levels * |x_i| / ||x||_2``."""
     arr = _array(x, "x")
     if isinstance(levels, (bool, np.bool_)) or not isinstance(levels, (int, np.integer)) or not 1 <= levels < 2**31:
-        raise ValueError(f"levels: must be an int in [1, 2^31), got {levels!r}")
+        raise ArgumentError(f"levels: must be an int in [1, 2^31), got {levels!r}")
     codes, norm = _core.qsgd(arr.reshape(-1), int(levels), _seed(seed))
     return QuantizedUpdate("qsgd", arr.shape, codes, norm, int(levels))
 

@@ -13,6 +13,7 @@ import os
 from typing import Any, Dict, Iterator, List
 
 from . import _core
+from .errors import ArgumentError, ArgumentTypeError
 
 
 def compiled_simd_levels() -> List[str]:
@@ -39,7 +40,7 @@ def set_simd_level(level: str) -> None:
     environment variable GRADSPARSE_SIMD sets the initial level (the best available one not
     above it). A thread inside a simd_level() context keeps the context's level."""
     if not isinstance(level, str):
-        raise TypeError(f"level: expected a str, got {type(level).__name__}")
+        raise ArgumentTypeError(f"level: expected a str, got {type(level).__name__}")
     if level.lower() == "auto":
         _core.reset_simd_level()
     else:
@@ -52,7 +53,7 @@ def simd_level(level: str) -> Iterator[None]:
     Per thread: it sets the level of the calling thread only (and of the engine threads its
     calls start); other threads and the process-wide level are unaffected. Nests."""
     if not isinstance(level, str):
-        raise TypeError(f"level: expected a str, got {type(level).__name__}")
+        raise ArgumentTypeError(f"level: expected a str, got {type(level).__name__}")
     if level.lower() == "auto":
         available = set(available_simd_levels())
         level = next(name for name in _BEST_FIRST if name in available)
@@ -73,9 +74,9 @@ def get_num_threads() -> int:
 
 def _check_threads(n: Any) -> None:
     if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n: expected an int, got {type(n).__name__}")
+        raise ArgumentTypeError(f"n: expected an int, got {type(n).__name__}")
     if not 1 <= n <= 1024:
-        raise ValueError(f"n: thread count must be in [1, 1024], got {n}")
+        raise ArgumentError(f"n: thread count must be in [1, 1024], got {n}")
 
 
 def set_num_threads(n: int) -> None:
@@ -115,9 +116,9 @@ def set_pool_limit(nbytes: int) -> None:
     """Sets the most bytes the buffer pool keeps between calls (process-wide); kept buffers
     beyond it are freed now. 0 disables the pool (every call allocates afresh)."""
     if isinstance(nbytes, bool) or not isinstance(nbytes, int):
-        raise TypeError(f"nbytes: expected an int, got {type(nbytes).__name__}")
+        raise ArgumentTypeError(f"nbytes: expected an int, got {type(nbytes).__name__}")
     if nbytes < 0:
-        raise ValueError(f"nbytes: must be >= 0, got {nbytes}")
+        raise ArgumentError(f"nbytes: must be >= 0, got {nbytes}")
     _core.set_pool_limit(min(nbytes, 2**63 - 1))
 
 

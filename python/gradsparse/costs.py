@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _core
 from ._convert import F32, Flat, as_real, is_tensor, tensor_to_numpy
+from .errors import ArgumentError, ArgumentTypeError
 
 
 class PreparedCost:
@@ -50,14 +51,14 @@ class PreparedCost:
             if cost.dtype == np.float16:
                 cost = cost.astype(np.float32)  # half-precision costs are prepared as float32
         if cost is None or isinstance(cost, (bool, np.bool_, str, bytes)):
-            raise TypeError(f"cost: expected an array of costs, got {type(cost).__name__}")
+            raise ArgumentTypeError(f"cost: expected an array of costs, got {type(cost).__name__}")
         arr = np.asarray(cost)
         if arr.dtype.kind not in "fiu":
-            raise TypeError(f"cost: costs must be real numbers, got dtype {arr.dtype}")
+            raise ArgumentTypeError(f"cost: costs must be real numbers, got dtype {arr.dtype}")
         if arr.ndim == 0:
-            raise ValueError("cost: a PreparedCost holds one cost per element; pass a scalar cost directly")
+            raise ArgumentError("cost: a PreparedCost holds one cost per element; pass a scalar cost directly")
         if arr.size == 0:
-            raise ValueError("cost: the cost array is empty")
+            raise ArgumentError("cost: the cost array is empty")
         dtype = np.float32 if arr.dtype == np.float32 else np.float64
         self._shape: Tuple[int, ...] = tuple(int(d) for d in arr.shape)
         self._core = _core.PreparedCost(np.ascontiguousarray(arr, dtype=dtype).reshape(-1))
@@ -107,9 +108,9 @@ def prepared_core(cost: Any, size: int, shape: Tuple[int, ...], name: str):
     if not isinstance(cost, PreparedCost):
         return None
     if cost.shape != shape and cost.size != size:
-        raise ValueError(f"{name}: shape {cost.shape} does not match x of shape {shape}")
+        raise ArgumentError(f"{name}: shape {cost.shape} does not match x of shape {shape}")
     if cost.size != size:
-        raise ValueError(f"{name}: has {cost.size} elements, x has {size}")
+        raise ArgumentError(f"{name}: has {cost.size} elements, x has {size}")
     return cost._core
 
 
@@ -126,17 +127,17 @@ def as_cost(cost: Any, flat: Flat, name: str = "cost") -> Optional[object]:
     ):
         c = as_real(cost, name)
         if not (c > 0.0 and np.isfinite(c)):
-            raise ValueError(f"{name}: costs must be finite and > 0, got {c}")
+            raise ArgumentError(f"{name}: costs must be finite and > 0, got {c}")
         return c
     if is_tensor(cost):
         cost = tensor_to_numpy(cost, name)  # bfloat16 -> float32
     arr = np.asarray(cost)
     if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name}: costs must be real numbers, got dtype {arr.dtype}")
+        raise ArgumentTypeError(f"{name}: costs must be real numbers, got dtype {arr.dtype}")
     if arr.shape != flat.shape and arr.size != flat.size:
-        raise ValueError(f"{name}: shape {arr.shape} does not match x of shape {flat.shape}")
+        raise ArgumentError(f"{name}: shape {arr.shape} does not match x of shape {flat.shape}")
     if arr.size != flat.size:
-        raise ValueError(f"{name}: has {arr.size} elements, x has {flat.size}")
+        raise ArgumentError(f"{name}: has {arr.size} elements, x has {flat.size}")
     if arr.dtype == np.float32 and flat.code == F32:
         return np.ascontiguousarray(arr).reshape(-1)
     return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)

@@ -28,6 +28,7 @@ from ._convert import (
 )
 from .costs import as_cost
 from .sparse import Sparse
+from .errors import ArgumentError, ArgumentTypeError
 
 TopK = namedtuple("TopK", ["values", "indices"])
 
@@ -41,9 +42,9 @@ def _score_params(q: Any, alpha: Any):
     q = as_real(q, "q")
     alpha = as_real(alpha, "alpha")
     if not (math.isfinite(q) and q > 0):
-        raise ValueError(f"q: must be finite and > 0, got {q}")
+        raise ArgumentError(f"q: must be finite and > 0, got {q}")
     if not (math.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"alpha: must be finite and >= 0, got {alpha}")
+        raise ArgumentError(f"alpha: must be finite and >= 0, got {alpha}")
     return q, alpha
 
 
@@ -51,17 +52,17 @@ def _budget(n: int, k: Any, ratio: Any, budget: Any):
     """(kind, k, energy) from exactly one of k / ratio / budget, for n elements."""
     given = [name for name, v in (("k", k), ("ratio", ratio), ("budget", budget)) if v is not None]
     if len(given) != 1:
-        raise ValueError("k, ratio, budget: give exactly one of them" + (f" (got {', '.join(given)})" if given else ""))
+        raise ArgumentError("k, ratio, budget: give exactly one of them" + (f" (got {', '.join(given)})" if given else ""))
     if k is not None:
         k = as_count(k, "k")
         if k < 1 or k > n:
-            raise ValueError(f"k: must be in [1, {n}] for {n} elements, got {k}")
+            raise ArgumentError(f"k: must be in [1, {n}] for {n} elements, got {k}")
         return _COUNT, k, 0.0
     if ratio is not None:
         return _COUNT, k_from_ratio(ratio, n), 0.0
     b = as_real(budget, "budget")
     if not (math.isfinite(b) and b > 0):
-        raise ValueError(f"budget: must be finite and > 0, got {b}")
+        raise ArgumentError(f"budget: must be finite and > 0, got {b}")
     return _ENERGY, 0, b
 
 
@@ -69,16 +70,16 @@ def k_from_ratio(ratio: Any, n: int) -> int:
     """k for a density: max(1, floor(ratio * n + 0.5)), ratio in (0, 1]."""
     r = as_real(ratio, "ratio")
     if not (0.0 < r <= 1.0):
-        raise ValueError(f"ratio: must be in (0, 1], got {r}")
+        raise ArgumentError(f"ratio: must be in (0, 1], got {r}")
     n = as_count(n, "n")
     if n < 0:
-        raise ValueError(f"n: must be >= 0, got {n}")
+        raise ArgumentError(f"n: must be >= 0, got {n}")
     return min(n, max(1, int(math.floor(r * n + 0.5))))
 
 
 def _nonempty(flat: Flat, name: str) -> Flat:
     if flat.size == 0:
-        raise ValueError(f"{name}: input is empty")
+        raise ArgumentError(f"{name}: input is empty")
     return flat
 
 
@@ -99,18 +100,18 @@ def topk(input: Any, k: Any, dim: int = -1, largest: bool = True, sorted: bool =
     flat = as_flat(input, "input")
     shape = flat.shape
     if len(shape) not in (1, 2):
-        raise ValueError(f"input: topk supports 1-D and 2-D inputs, got {len(shape)}-D")
+        raise ArgumentError(f"input: topk supports 1-D and 2-D inputs, got {len(shape)}-D")
     _nonempty(flat, "input")
     dim = as_count(dim, "dim")
     if not -len(shape) <= dim < len(shape):
-        raise ValueError(f"dim: out of range for a {len(shape)}-D input, got {dim}")
+        raise ArgumentError(f"dim: out of range for a {len(shape)}-D input, got {dim}")
     dim %= len(shape)
     k = as_count(k, "k")
     length = shape[dim]
     if k < 1 or k > length:
-        raise ValueError(f"k: must be in [1, {length}] (size of dim {dim}), got {k}")
+        raise ArgumentError(f"k: must be in [1, {length}] (size of dim {dim}), got {k}")
     if not isinstance(largest, (bool, np.bool_)) or not isinstance(sorted, (bool, np.bool_)):
-        raise TypeError("largest, sorted: must be bool")
+        raise ArgumentTypeError("largest, sorted: must be bool")
     rows2d = flat.array.reshape(shape if len(shape) == 2 else (1, shape[0]))
     transposed = len(shape) == 2 and dim == 0
     if transposed:
@@ -131,9 +132,9 @@ def _topk_buffers(flat: Flat, nrows: int, k: int, ndim: int, transposed: bool, o
     if out is None:
         return np.empty((nrows, k), dtype=flat.array.dtype), np.empty((nrows, k), dtype=np.int64)
     if transposed:
-        raise ValueError("out: not supported with dim=0 on a 2-D input")
+        raise ArgumentError("out: not supported with dim=0 on a 2-D input")
     if not isinstance(out, (tuple, list)) or len(out) != 2:
-        raise TypeError("out: expected a (values, indices) pair")
+        raise ArgumentTypeError("out: expected a (values, indices) pair")
     vals, idx = out
     # written in place: no copy (contiguous=False), bfloat16 as its uint16 bit patterns
     if is_tensor(vals):
@@ -141,16 +142,16 @@ def _topk_buffers(flat: Flat, nrows: int, k: int, ndim: int, transposed: bool, o
     if is_tensor(idx):
         idx = tensor_to_numpy(idx, "out", writable=True, contiguous=False)
     if not isinstance(vals, np.ndarray) or not isinstance(idx, np.ndarray):
-        raise TypeError("out: expected numpy arrays or torch tensors")
+        raise ArgumentTypeError("out: expected numpy arrays or torch tensors")
     if idx.dtype != np.int64:
-        raise TypeError("out: indices buffer must be int64")
+        raise ArgumentTypeError("out: indices buffer must be int64")
     if flat.code == BF16 and vals.dtype.itemsize == 2:
         vals = vals.view(np.uint16)
     elif vals.dtype != flat.array.dtype:
-        raise TypeError(f"out: values buffer must have the input dtype {flat.array.dtype}")
+        raise ArgumentTypeError(f"out: values buffer must have the input dtype {flat.array.dtype}")
     want = (k,) if ndim == 1 else (nrows, k)
     if vals.shape != want or idx.shape != want:
-        raise ValueError(f"out: buffers must have shape {want}")
+        raise ArgumentError(f"out: buffers must have shape {want}")
     return vals.reshape(nrows, k), idx.reshape(nrows, k)
 
 
@@ -196,20 +197,20 @@ def sparsify_many(xs: Sequence[Any], k: Any = None, *, ratio: Any = None, costs:
     Equal scores rank by position in the concatenation of `xs`.
     """
     if is_tensor(xs) or isinstance(xs, np.ndarray) or not isinstance(xs, Sequence):
-        raise TypeError("xs: expected a list or tuple of arrays/tensors")
+        raise ArgumentTypeError("xs: expected a list or tuple of arrays/tensors")
     if len(xs) == 0:
-        raise ValueError("xs: the list is empty")
+        raise ArgumentError("xs: the list is empty")
     flats = [as_flat(x, f"xs[{i}]") for i, x in enumerate(xs)]
     total = sum(f.size for f in flats)
     if total == 0:
-        raise ValueError("xs: every tensor is empty")
+        raise ArgumentError("xs: every tensor is empty")
     if costs is None:
         cs = [None] * len(flats)
     else:
         if is_tensor(costs) or isinstance(costs, np.ndarray) or not isinstance(costs, Sequence):
-            raise TypeError("costs: expected None or a list with one cost per tensor")
+            raise ArgumentTypeError("costs: expected None or a list with one cost per tensor")
         if len(costs) != len(flats):
-            raise ValueError(f"costs: expected {len(flats)} entries (one per tensor), got {len(costs)}")
+            raise ArgumentError(f"costs: expected {len(flats)} entries (one per tensor), got {len(costs)}")
         cs = [as_cost(c, f, f"costs[{i}]") for i, (c, f) in enumerate(zip(costs, flats))]
     kind, kk, energy = _budget(total, k, ratio, budget)
     q, alpha = _score_params(q, alpha)
@@ -236,12 +237,12 @@ class StreamingSelector:
                  q: Any = 2.0, alpha: Any = 1.0):
         if ratio is not None:
             if total is None:
-                raise ValueError("total: a ratio needs the total number of elements of all chunks")
+                raise ArgumentError("total: a ratio needs the total number of elements of all chunks")
             total = as_count(total, "total")
             if not 1 <= total <= 2**62:
-                raise ValueError(f"total: must be in [1, 2^62], got {total}")
+                raise ArgumentError(f"total: must be in [1, 2^62], got {total}")
             if k is not None or budget is not None:
-                raise ValueError("k, ratio, budget: give exactly one of them")
+                raise ArgumentError("k, ratio, budget: give exactly one of them")
             k = k_from_ratio(ratio, total)
         kind, kk, energy = _budget(2**62, k, None, budget)
         q, alpha = _score_params(q, alpha)
@@ -254,12 +255,12 @@ class StreamingSelector:
         """Adds the next chunk (any shape, flattened) with its cost (None, scalar, array or
         `PreparedCost`)."""
         if self._finished:
-            raise ValueError("push: finish() was already called on this selector")
+            raise ArgumentError("push: finish() was already called on this selector")
         flat = as_flat(x)
         c = as_cost(cost, flat)
         with self._lock:
             if self._finished:
-                raise ValueError("push: finish() was already called on this selector")
+                raise ArgumentError("push: finish() was already called on this selector")
             self._core.push(flat.array, flat.code, c)
             self._flats.append(Flat(flat.array[:0], flat.code, flat.shape, flat.kind, flat.out_dtype))
 
@@ -272,7 +273,7 @@ class StreamingSelector:
         """Ends the stream; one `Sparse` per pushed chunk, in push order."""
         with self._lock:
             if self._finished:
-                raise ValueError("finish: finish() was already called on this selector")
+                raise ArgumentError("finish: finish() was already called on this selector")
             res = self._core.finish()
             self._finished = True
         return [_sparse(f, idx, raw.view(f.array.dtype)) for f, (idx, raw) in zip(self._flats, res)]
@@ -285,7 +286,7 @@ def threshold(x: Any, tau: Any) -> Sparse:
     flat = _nonempty(as_flat(x), "x")
     t = as_real(tau, "tau")
     if math.isnan(t) or t < 0:
-        raise ValueError(f"tau: must be >= 0, got {t}")
+        raise ArgumentError(f"tau: must be >= 0, got {t}")
     [(idx, raw)] = _core.select([flat.array], [flat.code], [None], _MAGNITUDE, 1.0, 0.0, _THRESHOLD, 0, 0.0, t)
     return _sparse(flat, idx, raw)
 
@@ -297,12 +298,12 @@ def random_k(x: Any, k: Any, seed: Any, *, scale: bool = False) -> Sparse:
     flat = _nonempty(as_flat(x), "x")
     k = as_count(k, "k")
     if k < 1 or k > flat.size:
-        raise ValueError(f"k: must be in [1, {flat.size}], got {k}")
+        raise ArgumentError(f"k: must be in [1, {flat.size}], got {k}")
     seed = as_count(seed, "seed")
     if not 0 <= seed < 2**64:
-        raise ValueError(f"seed: must be in [0, 2**64), got {seed}")
+        raise ArgumentError(f"seed: must be in [0, 2**64), got {seed}")
     if not isinstance(scale, (bool, np.bool_)):
-        raise TypeError(f"scale: expected a bool, got {type(scale).__name__}")
+        raise ArgumentTypeError(f"scale: expected a bool, got {type(scale).__name__}")
     idx = _core.random_k(flat.size, k, seed)
     raw = flat.array[idx]
     if scale:
@@ -319,7 +320,7 @@ def random_k(x: Any, k: Any, seed: Any, *, scale: bool = False) -> Sparse:
         bad = ~np.isfinite(out) & np.isfinite(flat.array[idx].astype(np.float64))
         if bad.any():
             v = flat.array[idx][bad][0]
-            raise ValueError(f"scale: a kept value times n/k = {factor:g} overflows {flat.array.dtype if flat.code != BF16 else 'bfloat16'} "
+            raise ArgumentError(f"scale: a kept value times n/k = {factor:g} overflows {flat.array.dtype if flat.code != BF16 else 'bfloat16'} "
                              f"(value {float(v) if flat.code != BF16 else float(bf16_to_f32(np.array([v]))[0]):g}); "
                              "use scale=False or a wider dtype")
     return _sparse(flat, idx, raw)

@@ -7,6 +7,7 @@ from typing import Any, Tuple
 import numpy as np
 
 from ._convert import is_tensor, torch_module
+from .errors import ArgumentError, ArgumentTypeError
 
 
 class Sparse:
@@ -18,25 +19,25 @@ class Sparse:
     def __init__(self, indices: Any, values: Any, shape: Tuple[int, ...]):
         for name, arr in (("indices", indices), ("values", values)):
             if is_tensor(arr) and (arr.is_nested or arr.layout != torch_module().strided):
-                raise TypeError(f"{name}: nested and sparse tensors are not supported; pass a dense tensor")
+                raise ArgumentTypeError(f"{name}: nested and sparse tensors are not supported; pass a dense tensor")
             try:
                 len(arr)
             except TypeError:
-                raise TypeError(f"{name}: expected a 1-D array, got {type(arr).__name__}") from None
+                raise ArgumentTypeError(f"{name}: expected a 1-D array, got {type(arr).__name__}") from None
         if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
-            raise TypeError(f"shape: expected a tuple of ints, got {type(shape).__name__}")
+            raise ArgumentTypeError(f"shape: expected a tuple of ints, got {type(shape).__name__}")
         dims = []
         for s in shape:
             if isinstance(s, (bool, np.bool_)) or not isinstance(s, (numbers.Integral, np.integer)):
                 # (a float dimension that is a whole number, e.g. from a float64 shape record, is kept)
                 if not (isinstance(s, (float, np.floating)) and float(s).is_integer()):
-                    raise TypeError(f"shape: dimensions must be ints, got {s!r}")
+                    raise ArgumentTypeError(f"shape: dimensions must be ints, got {s!r}")
             dims.append(int(s))
         self.indices = indices
         self.values = values
         self.shape = tuple(dims)
         if len(indices) != len(values):
-            raise ValueError(f"indices, values: must have as many entries ({len(indices)} indices, {len(values)} values)")
+            raise ArgumentError(f"indices, values: must have as many entries ({len(indices)} indices, {len(values)} values)")
 
     @property
     def nnz(self) -> int:

@@ -23,6 +23,7 @@ import numpy as np
 from . import _core
 from ._convert import as_flat, bf16_to_f32, is_tensor, tensor_to_numpy, torch_module
 from .sparse import Sparse
+from .errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["encode", "decode", "encoded_size", "INDEX_CODECS", "VALUE_CODECS", "FORMAT_VERSION"]
 
@@ -43,11 +44,11 @@ def _index_array(indices: Any) -> np.ndarray:
         indices = tensor_to_numpy(indices, "indices")
     arr = np.asarray(indices)
     if arr.dtype.kind not in "iu":
-        raise TypeError(f"indices: expected an integer array, got dtype {arr.dtype}")
+        raise ArgumentTypeError(f"indices: expected an integer array, got dtype {arr.dtype}")
     if arr.ndim != 1:
-        raise ValueError(f"indices: expected a 1-D array, got shape {arr.shape}")
+        raise ArgumentError(f"indices: expected a 1-D array, got shape {arr.shape}")
     if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
-        raise ValueError("indices: out of range")
+        raise ArgumentError("indices: out of range")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
@@ -56,15 +57,15 @@ def _record(name: str, item: Any, what: str) -> Tuple[Any, ...]:
         flat = as_flat(item.values, f"{what}.values")
         idx = _index_array(item.indices)
         if idx.size != flat.size:
-            raise ValueError(f"{what}: has {idx.size} indices and {flat.size} values")
+            raise ArgumentError(f"{what}: has {idx.size} indices and {flat.size} values")
         shape = tuple(int(s) for s in item.shape)
         if any(s < 0 or s >= 2**63 for s in shape):
-            raise ValueError(f"{what}: shape {shape} has a negative or too large dimension")
+            raise ArgumentError(f"{what}: shape {shape} has a negative or too large dimension")
         return (name, _DTYPE_NAMES[flat.code], shape, False, idx, flat.array)
     if isinstance(item, (np.ndarray, np.generic)) or is_tensor(item):
         flat = as_flat(item, what)
         return (name, _DTYPE_NAMES[flat.code], flat.shape, True, None, flat.array)
-    raise TypeError(f"{what}: expected a Sparse, a numpy array or a torch tensor, got {type(item).__name__}")
+    raise ArgumentTypeError(f"{what}: expected a Sparse, a numpy array or a torch tensor, got {type(item).__name__}")
 
 
 def _records(update: Update) -> Tuple[List[Tuple[Any, ...]], bool]:
@@ -72,11 +73,11 @@ def _records(update: Update) -> Tuple[List[Tuple[Any, ...]], bool]:
         recs = []
         for name, item in update.items():
             if not isinstance(name, str):
-                raise TypeError(f"update: tensor names must be str, got {type(name).__name__}")
+                raise ArgumentTypeError(f"update: tensor names must be str, got {type(name).__name__}")
             try:
                 name.encode("utf-8")
             except UnicodeEncodeError:
-                raise ValueError(f"update: tensor name {name!r} is not valid UTF-8") from None
+                raise ArgumentError(f"update: tensor name {name!r} is not valid UTF-8") from None
             recs.append(_record(name, item, f"update[{name!r}]"))
         return recs, False
     return [_record("", update, "update")], True
@@ -84,23 +85,23 @@ def _records(update: Update) -> Tuple[List[Tuple[Any, ...]], bool]:
 
 def _options(index_codec: Any, value_codec: Any, bits: Any, block: Any, seed: Any) -> Tuple[str, str, int, int, int]:
     if not isinstance(index_codec, str) or index_codec not in INDEX_CODECS:
-        raise ValueError(f"index_codec: expected one of {', '.join(INDEX_CODECS)}, got {index_codec!r}")
+        raise ArgumentError(f"index_codec: expected one of {', '.join(INDEX_CODECS)}, got {index_codec!r}")
     if not isinstance(value_codec, str) or value_codec not in VALUE_CODECS:
-        raise ValueError(f"value_codec: expected one of {', '.join(VALUE_CODECS)}, got {value_codec!r}")
+        raise ArgumentError(f"value_codec: expected one of {', '.join(VALUE_CODECS)}, got {value_codec!r}")
     for name, v in (("bits", bits), ("block", block)):
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-            raise TypeError(f"{name}: expected an integer, got {type(v).__name__}")
+            raise ArgumentTypeError(f"{name}: expected an integer, got {type(v).__name__}")
     if int(bits) not in (1, 2, 4, 8):
-        raise ValueError(f"bits: must be 1, 2, 4 or 8, got {bits}")
+        raise ArgumentError(f"bits: must be 1, 2, 4 or 8, got {bits}")
     if not 1 <= int(block) < 2**32:
-        raise ValueError(f"block: must be in [1, 2^32), got {block}")
+        raise ArgumentError(f"block: must be in [1, 2^32), got {block}")
     if seed is None:
         # Fresh OS entropy: stochastic rounding must differ between calls unless seeded.
         seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0]) if value_codec == "qsgd" else 0
     elif isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed: expected an integer or None, got {type(seed).__name__}")
+        raise ArgumentTypeError(f"seed: expected an integer or None, got {type(seed).__name__}")
     elif not 0 <= int(seed) < 2**64:
-        raise ValueError(f"seed: must be in [0, 2^64), got {seed}")
+        raise ArgumentError(f"seed: must be in [0, 2^64), got {seed}")
     return index_codec, value_codec, int(bits), int(block), int(seed)
 
 
@@ -177,14 +178,14 @@ def _output_kind(to: Any, like: Any) -> str:
                       "use decode(to=...) (like= is numpy's array-creation keyword, a different thing)",
                       DeprecationWarning, stacklevel=3)
         if to is not None:
-            raise TypeError("like: give to= only (like= is its deprecated old name)")
+            raise ArgumentTypeError("like: give to= only (like= is its deprecated old name)")
         if not isinstance(like, str) or like not in ("numpy", "torch"):
-            raise ValueError(f"like: expected 'numpy' or 'torch', got {like!r}")
+            raise ArgumentError(f"like: expected 'numpy' or 'torch', got {like!r}")
         return like
     if to is None:
         return "numpy"
     if not isinstance(to, str) or to not in ("numpy", "torch"):
-        raise ValueError(f"to: expected 'numpy' or 'torch', got {to!r}")
+        raise ArgumentError(f"to: expected 'numpy' or 'torch', got {to!r}")
     return to
 
 
@@ -200,16 +201,16 @@ def decode(data: Any, *, to: Optional[str] = None, verify_checksum: bool = True,
     """
     to = _output_kind(to, like)
     if not isinstance(verify_checksum, (bool, np.bool_)):
-        raise TypeError(f"verify_checksum: expected a bool, got {type(verify_checksum).__name__}")
+        raise ArgumentTypeError(f"verify_checksum: expected a bool, got {type(verify_checksum).__name__}")
     if isinstance(data, str):
-        raise TypeError("data: expected bytes, bytearray or memoryview, got str")
+        raise ArgumentTypeError("data: expected bytes, bytearray or memoryview, got str")
     single, records = _core.wire_decode(data, bool(verify_checksum))
     out: Dict[str, Any] = {}
     for raw_name, dtype, shape, _ic, _vc, idx, vals in records:
         try:
             name = raw_name.decode("utf-8")
         except UnicodeDecodeError:
-            raise ValueError("payload: a tensor name is not valid UTF-8") from None
+            raise ArgumentError("payload: a tensor name is not valid UTF-8") from None
         values = _wrap(vals, dtype, to)
         if idx is None:
             item = values.reshape(shape)

@@ -9,6 +9,7 @@ import numpy as np
 from .. import atomo as _atomo
 from ..wire import decode
 from .base import Compressor, _timed_encode, register
+from ..errors import ArgumentError
 
 __all__ = ["AtomoEntry", "AtomoSVD", "AtomoFourier"]
 
@@ -23,10 +24,10 @@ class _Atomo(Compressor):
     def validate(self) -> None:
         self._ratio()
         if self.p["svd"] not in ("exact", "randomized"):
-            raise ValueError(f"svd: expected 'exact' or 'randomized', got {self.p['svd']!r}")
+            raise ArgumentError(f"svd: expected 'exact' or 'randomized', got {self.p['svd']!r}")
         r = self.p["rank"]
         if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-            raise ValueError(f"rank: must be an integer >= 1, got {r!r}")
+            raise ArgumentError(f"rank: must be an integer >= 1, got {r!r}")
 
     def _budget(self, a: np.ndarray) -> float:
         if self.atoms == "svd" and a.ndim >= 2:
@@ -55,12 +56,12 @@ class _Atomo(Compressor):
     def decompress(self, payload, like):
         msg = decode(payload)
         if not isinstance(msg, dict):
-            raise ValueError("payload: expected a multi-tensor message")
+            raise ArgumentError("payload: expected a multi-tensor message")
         out = {}
         for name, ref in like.items():
             u = _atomo.AtomicUpdate.from_payload(msg, name)
             if tuple(u.shape) != ref.shape:
-                raise ValueError(f"payload: tensor {name!r} has shape {tuple(u.shape)}, expected {ref.shape}")
+                raise ArgumentError(f"payload: tensor {name!r} has shape {tuple(u.shape)}, expected {ref.shape}")
             out[name] = np.asarray(u.to_dense(), np.float32).reshape(ref.shape)
         return out
 

@@ -23,6 +23,7 @@ from .._convert import BF16, as_flat, bf16_to_f32, is_tensor
 from ..sparse import Sparse
 from ..wire import decode, encode
 from .feedback import ErrorFeedback
+from ..errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["Compressor", "Compressed", "register", "make_compressor", "check_compressor", "check_update",
            "available_compressors", "compressor_class", "decode_dense", "feedback_enabled"]
@@ -66,7 +67,7 @@ class Compressor:
         try:
             json.dumps(self.p, allow_nan=False)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"params: compressor {self.name!r} needs JSON values (numbers, strings, true/false, "
+            raise ArgumentError(f"params: compressor {self.name!r} needs JSON values (numbers, strings, true/false, "
                              f"null): {e}") from None
 
     # -- to override
@@ -91,18 +92,18 @@ class Compressor:
         raises TypeError/ValueError naming the tensor, before any residual changes."""
         checked = check_update(update)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
+            raise ArgumentError(f"seed: expected an integer >= 0, got {seed!r}")
         if costs is not None:
             if not isinstance(costs, Mapping):
-                raise TypeError(f"costs: expected a dict name -> cost, got {type(costs).__name__}")
+                raise ArgumentTypeError(f"costs: expected a dict name -> cost, got {type(costs).__name__}")
             missing = [n for n in checked if n not in costs]
             if missing:
-                raise ValueError(f"costs: no cost for tensor(s) {', '.join(map(repr, missing[:3]))}")
+                raise ArgumentError(f"costs: no cost for tensor(s) {', '.join(map(repr, missing[:3]))}")
         seed = int(seed)
         if feedback is None:
             return self._compress(checked, seed=seed, costs=costs)
         if not isinstance(feedback, ErrorFeedback):
-            raise TypeError(f"feedback: expected a gradsparse.ErrorFeedback, got {type(feedback).__name__}")
+            raise ArgumentTypeError(f"feedback: expected a gradsparse.ErrorFeedback, got {type(feedback).__name__}")
         self._precheck(checked, costs)
 
         def send(acc: Update) -> Tuple[Compressed, Mapping[str, Any]]:
@@ -122,7 +123,7 @@ class Compressor:
     def _ratio(self) -> float:
         r = self.p["ratio"]
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not (0 < float(r) <= 1):
-            raise ValueError(f"ratio: must be in (0, 1], got {r!r}")
+            raise ArgumentError(f"ratio: must be in (0, 1], got {r!r}")
         return float(r)
 
     def __repr__(self) -> str:
@@ -132,7 +133,7 @@ class Compressor:
 def register(cls: Type[Compressor]) -> Type[Compressor]:
     """Class decorator: makes `cls` available by ``cls.name``."""
     if not cls.name:
-        raise ValueError("register: the compressor class needs a name")
+        raise ArgumentError("register: the compressor class needs a name")
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -145,7 +146,7 @@ def available_compressors() -> List[str]:
 def compressor_class(name: str) -> Type[Compressor]:
     """The registered class of `name` (its ``params`` are the defaults); ValueError if unknown."""
     if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"name: unknown compressor {name!r}; expected one of {', '.join(available_compressors())}")
+        raise ArgumentError(f"name: unknown compressor {name!r}; expected one of {', '.join(available_compressors())}")
     return _REGISTRY[name]
 
 
@@ -156,11 +157,11 @@ def make_compressor(name: str, params: Optional[Mapping[str, Any]] = None) -> Co
 
 def check_compressor(name: Any, params: Mapping[str, Any], what: str = "method") -> Compressor:
     if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"{what}: unknown compressor {name!r}; expected one of {', '.join(available_compressors())}")
+        raise ArgumentError(f"{what}: unknown compressor {name!r}; expected one of {', '.join(available_compressors())}")
     cls = _REGISTRY[name]
     unknown = sorted(set(params) - set(cls.params))
     if unknown:
-        raise ValueError(f"{what}: compressor {name!r} has no parameter(s) {', '.join(map(repr, unknown))}; "
+        raise ArgumentError(f"{what}: compressor {name!r} has no parameter(s) {', '.join(map(repr, unknown))}; "
                          f"it takes {', '.join(cls.params) or 'none'}")
     return cls(**dict(params))
 
@@ -170,24 +171,24 @@ def decode_dense(payload: bytes, like: Update) -> Update:
     tensor of `like` must be present with its shape, and nothing else."""
     msg = decode(payload)
     if not isinstance(msg, dict):
-        raise ValueError("payload: expected a multi-tensor message")
+        raise ArgumentError("payload: expected a multi-tensor message")
     out: Update = {}
     for name, ref in like.items():
         item = msg.get(name)
         if item is None:
-            raise ValueError(f"payload: tensor {name!r} is missing")
+            raise ArgumentError(f"payload: tensor {name!r} is missing")
         if isinstance(item, Sparse):
             if tuple(item.shape) != ref.shape:
-                raise ValueError(f"payload: tensor {name!r} has shape {tuple(item.shape)}, expected {ref.shape}")
+                raise ArgumentError(f"payload: tensor {name!r} has shape {tuple(item.shape)}, expected {ref.shape}")
             out[name] = np.asarray(item.to_dense(), dtype=np.float32)
         else:
             arr = np.asarray(item, dtype=np.float32)
             if arr.shape != ref.shape:
-                raise ValueError(f"payload: tensor {name!r} has shape {arr.shape}, expected {ref.shape}")
+                raise ArgumentError(f"payload: tensor {name!r} has shape {arr.shape}, expected {ref.shape}")
             out[name] = arr
     extra = sorted(set(msg) - set(like))
     if extra:
-        raise ValueError(f"payload: unexpected tensor(s) {', '.join(map(repr, extra[:3]))}")
+        raise ArgumentError(f"payload: unexpected tensor(s) {', '.join(map(repr, extra[:3]))}")
     return out
 
 
@@ -196,24 +197,24 @@ def check_update(update: Any) -> Update:
     non-empty mapping of str names to non-empty, finite float arrays (torch CPU tensors and
     bfloat16 arrays are converted: bfloat16 widened to float32, exactly)."""
     if not isinstance(update, Mapping):
-        raise TypeError(f"update: expected a dict name -> array, got {type(update).__name__}")
+        raise ArgumentTypeError(f"update: expected a dict name -> array, got {type(update).__name__}")
     if not update:
-        raise ValueError("update: no tensors")
+        raise ArgumentError("update: no tensors")
     out: Update = {}
     for name, a in update.items():
         if not isinstance(name, str):
-            raise TypeError(f"update: tensor names must be str, got {type(name).__name__}")
+            raise ArgumentTypeError(f"update: tensor names must be str, got {type(name).__name__}")
         if is_tensor(a) or (isinstance(a, np.ndarray) and a.dtype.name == "bfloat16"):
             flat = as_flat(a, f"update[{name!r}]")
             a = (bf16_to_f32(flat.array) if flat.code == BF16 else flat.array).reshape(flat.shape)
         if not isinstance(a, np.ndarray):
-            raise TypeError(f"update[{name!r}]: expected a numpy array or torch tensor, got {type(a).__name__}")
+            raise ArgumentTypeError(f"update[{name!r}]: expected a numpy array or torch tensor, got {type(a).__name__}")
         if a.dtype.kind != "f":
-            raise TypeError(f"update[{name!r}]: expected a float array, got dtype {a.dtype}")
+            raise ArgumentTypeError(f"update[{name!r}]: expected a float array, got dtype {a.dtype}")
         if a.size == 0:
-            raise ValueError(f"update[{name!r}]: tensor is empty")
+            raise ArgumentError(f"update[{name!r}]: tensor is empty")
         if not np.isfinite(a).all():
-            raise ValueError(f"update[{name!r}]: contains NaN or infinity (a diverged client?)")
+            raise ArgumentError(f"update[{name!r}]: contains NaN or infinity (a diverged client?)")
         out[name] = a
     return out
 
@@ -240,7 +241,7 @@ def _encode_sparse(parts: Dict[str, Sparse], value_codec: str = "float32") -> Co
 
 def _check_codec(value: Any, allowed: Tuple[str, ...], what: str = "value_codec") -> None:
     if value not in allowed:
-        raise ValueError(f"{what}: expected one of {', '.join(allowed)}, got {value!r}")
+        raise ArgumentError(f"{what}: expected one of {', '.join(allowed)}, got {value!r}")
 
 
 def feedback_enabled(comp: Compressor, setting: str) -> bool:

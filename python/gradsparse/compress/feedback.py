@@ -28,6 +28,7 @@ from .._convert import (BF16, F16, F32, Flat, as_flat, bf16_to_f32, f32_to_bf16,
 from ..costs import as_cost
 from ..selection import _MAGNITUDE, _budget, _resolve_one, _score_params, _select_one
 from ..sparse import Sparse
+from ..errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["ErrorFeedback"]
 
@@ -72,10 +73,10 @@ class ErrorFeedback:
         """Selects (like `sparsify`) from x + residual[name]; updates the residual in place.
         The returned values have x's dtype and array type."""
         if not isinstance(name, str):
-            raise TypeError(f"name: expected a str, got {type(name).__name__}")
+            raise ArgumentTypeError(f"name: expected a str, got {type(name).__name__}")
         flat = as_flat(x)
         if flat.size == 0:
-            raise ValueError("x: input is empty")
+            raise ArgumentError("x: input is empty")
         # Every argument is checked before the residual changes, so a rejected call leaves
         # it untouched (cost values too: the engine would only see them after e += x).
         args = _resolve_one(flat, k, ratio, cost, budget, q, alpha)
@@ -103,9 +104,9 @@ class ErrorFeedback:
             cs: List[Any] = [None] * len(flats)
         else:
             if is_tensor(costs) or isinstance(costs, (np.ndarray, str)) or not isinstance(costs, Sequence):
-                raise TypeError("costs: expected None or a list with one cost per tensor")
+                raise ArgumentTypeError("costs: expected None or a list with one cost per tensor")
             if len(costs) != len(flats):
-                raise ValueError(f"costs: expected {len(flats)} entries (one per tensor), got {len(costs)}")
+                raise ArgumentError(f"costs: expected {len(flats)} entries (one per tensor), got {len(costs)}")
             cs = [as_cost(c, f, f"costs[{i}]") for i, (c, f) in enumerate(zip(costs, flats))]
             for c in cs:
                 if isinstance(c, np.ndarray):
@@ -132,7 +133,7 @@ class ErrorFeedback:
         Where a `Sparse` sends a value equal to the accumulated one, e is 0 there. Check
         everything `send` could refuse before calling: if it raises, e keeps x added."""
         if not callable(send):
-            raise TypeError(f"send: expected a callable, got {type(send).__name__}")
+            raise ArgumentTypeError(f"send: expected a callable, got {type(send).__name__}")
         names, flats = _check_update(update)
         with self._holding(names):
             res = [self._residual_for(n, f) for n, f in zip(names, flats)]
@@ -141,7 +142,7 @@ class ErrorFeedback:
             acc = {n: r.reshape(f.shape) for n, r, f in zip(names, res, flats)}
             result, sent = send(acc)
             if not isinstance(sent, Mapping) or set(sent) != set(names):
-                raise ValueError("send: must return (result, sent) with sent holding every tensor of the update")
+                raise ArgumentError("send: must return (result, sent) with sent holding every tensor of the update")
             for n, r, f in zip(names, res, flats):
                 _subtract(r, sent[n], f.shape, f"sent[{n!r}]")
         return result
@@ -163,7 +164,7 @@ class ErrorFeedback:
                 self._res[name] = res
                 self._meta[name] = (flat.shape, flat.kind)
         if res.size != flat.size or res.dtype != dtype:
-            raise ValueError(
+            raise ArgumentError(
                 f"x: tensor '{name}' has {flat.size} elements of {flat.array.dtype}, but its residual "
                 f"holds {res.size} of {res.dtype}; use another name or reset('{name}')"
             )
@@ -206,25 +207,25 @@ class ErrorFeedback:
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Replaces every residual by a copy of `state` (as returned by `state_dict`)."""
         if not isinstance(state, dict):
-            raise TypeError("state: expected a dict name -> array")
+            raise ArgumentTypeError("state: expected a dict name -> array")
         res, meta = {}, {}
         for name, value in state.items():
             if not isinstance(name, str):
-                raise TypeError("state: keys must be str")
+                raise ArgumentTypeError("state: keys must be str")
             what = f"state[{name!r}]"
             kind = "torch" if is_tensor(value) else "numpy"
             if kind == "torch":
                 torch = torch_module()
                 value = plain_tensor(value, what)
                 if value.dtype not in (torch.float32, torch.float64):
-                    raise TypeError(f"{what}: residuals are float32 or float64, got {value.dtype}")
+                    raise ArgumentTypeError(f"{what}: residuals are float32 or float64, got {value.dtype}")
                 arr = tensor_to_numpy(value.cpu(), what)
             else:
                 if value is None or isinstance(value, (bool, np.bool_, str, bytes)):
-                    raise TypeError(f"{what}: expected a float32 or float64 array, got {type(value).__name__}")
+                    raise ArgumentTypeError(f"{what}: expected a float32 or float64 array, got {type(value).__name__}")
                 arr = np.asarray(value)
             if arr.dtype not in (np.float32, np.float64):
-                raise TypeError(f"{what}: residuals are float32 or float64, got {arr.dtype}")
+                raise ArgumentTypeError(f"{what}: residuals are float32 or float64, got {arr.dtype}")
             res[name] = np.array(arr, dtype=arr.dtype, copy=True).reshape(-1)
             meta[name] = (tuple(arr.shape), kind)
         with self._lock:
@@ -234,16 +235,16 @@ class ErrorFeedback:
 def _check_update(update: Any) -> Tuple[List[str], List[Flat]]:
     """Names and flat views of a non-empty mapping of str -> non-empty float array/tensor."""
     if not isinstance(update, Mapping):
-        raise TypeError(f"update: expected a dict name -> array, got {type(update).__name__}")
+        raise ArgumentTypeError(f"update: expected a dict name -> array, got {type(update).__name__}")
     if not update:
-        raise ValueError("update: no tensors")
+        raise ArgumentError("update: no tensors")
     names, flats = [], []
     for name, x in update.items():
         if not isinstance(name, str):
-            raise TypeError(f"update: tensor names must be str, got {type(name).__name__}")
+            raise ArgumentTypeError(f"update: tensor names must be str, got {type(name).__name__}")
         flat = as_flat(x, f"update[{name!r}]")
         if flat.size == 0:
-            raise ValueError(f"update[{name!r}]: tensor is empty")
+            raise ArgumentError(f"update[{name!r}]: tensor is empty")
         names.append(name)
         flats.append(flat)
     return names, flats
@@ -292,21 +293,21 @@ def _subtract(res: np.ndarray, sent: Any, shape: Tuple[int, ...], what: str) -> 
     value equals the accumulated one."""
     if isinstance(sent, Sparse):
         if tuple(int(d) for d in sent.shape) != tuple(shape):
-            raise ValueError(f"{what}: shape {tuple(sent.shape)} does not match the update's {tuple(shape)}")
+            raise ArgumentError(f"{what}: shape {tuple(sent.shape)} does not match the update's {tuple(shape)}")
         idx = sent.indices
         if is_tensor(idx):
             idx = tensor_to_numpy(idx, f"{what}.indices")
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
         vals = _values(sent.values, f"{what}.values")
         if idx.size != vals.size:
-            raise ValueError(f"{what}: has {idx.size} indices and {vals.size} values")
+            raise ArgumentError(f"{what}: has {idx.size} indices and {vals.size} values")
         if idx.size and (idx.min() < 0 or idx.max() >= res.size):
-            raise ValueError(f"{what}: index out of range for {res.size} elements")
+            raise ArgumentError(f"{what}: index out of range for {res.size} elements")
         cur = res[idx]
         exact = (cur == vals) | (np.isnan(cur) & np.isnan(vals))
         res[idx] = np.where(exact, 0, cur - vals)
         return
     vals = _values(sent, what)
     if vals.size != res.size:
-        raise ValueError(f"{what}: has {vals.size} elements, the update {res.size}")
+        raise ArgumentError(f"{what}: has {vals.size} elements, the update {res.size}")
     np.subtract(res, vals, out=res, casting="unsafe")

@@ -11,6 +11,7 @@ from .. import atomo as _atomo
 from ..selection import k_from_ratio, random_k, sparsify, sparsify_many, threshold
 from ..sparse import Sparse
 from .base import Compressor, _check_codec, _encode_sparse, _sizes, _timed_encode, register
+from ..errors import ArgumentError
 
 __all__ = ["NoCompression", "TopK", "CWMP", "RandomK", "Threshold", "DGC", "QSGD", "TernGrad", "Sign"]
 
@@ -42,7 +43,7 @@ class TopK(Compressor):
     def validate(self) -> None:
         self._ratio()
         if self.p["scope"] not in ("global", "layer"):
-            raise ValueError(f"scope: expected 'global' or 'layer', got {self.p['scope']!r}")
+            raise ArgumentError(f"scope: expected 'global' or 'layer', got {self.p['scope']!r}")
         _check_codec(self.p["value_codec"], ("float32", "float16", "bfloat16"))
 
     def _compress(self, update, *, seed, costs=None):
@@ -68,26 +69,26 @@ class CWMP(Compressor):
             self.p["ratio"] = 0.01
             given = ["ratio"]
         if len(given) != 1:
-            raise ValueError(f"ratio, energy, budget: give exactly one of them, got {', '.join(given)}")
+            raise ArgumentError(f"ratio, energy, budget: give exactly one of them, got {', '.join(given)}")
         if self.p["ratio"] is not None:
             self._ratio()
         if self.p["energy"] is not None:
             e = self.p["energy"]
             if isinstance(e, bool) or not isinstance(e, (int, float)) or not (0 < float(e) <= 1):
-                raise ValueError(f"energy: the fraction of the dense update's cost must be in (0, 1], got {e!r}")
+                raise ArgumentError(f"energy: the fraction of the dense update's cost must be in (0, 1], got {e!r}")
         if self.p["budget"] is not None:
             b = self.p["budget"]
             if isinstance(b, bool) or not isinstance(b, (int, float)) or not (float(b) > 0 and math.isfinite(b)):
-                raise ValueError(f"budget: must be a finite number of joules > 0, got {b!r}")
+                raise ArgumentError(f"budget: must be a finite number of joules > 0, got {b!r}")
         for k in ("q", "alpha"):
             v = self.p[k]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{k}: must be a finite number >= 0, got {v!r}")
+                raise ArgumentError(f"{k}: must be a finite number >= 0, got {v!r}")
         _check_codec(self.p["value_codec"], ("float32", "float16", "bfloat16"))
 
     def _precheck(self, update, costs):
         if costs is None:
-            raise ValueError("costs: cwmp needs a cost per tensor (the run's energy model)")
+            raise ArgumentError("costs: cwmp needs a cost per tensor (the run's energy model)")
 
     def _compress(self, update, *, seed, costs=None):
         self._precheck(update, costs)
@@ -114,7 +115,7 @@ class RandomK(Compressor):
     def validate(self) -> None:
         self._ratio()
         if not isinstance(self.p["scale"], bool):
-            raise ValueError(f"scale: expected true or false, got {self.p['scale']!r}")
+            raise ArgumentError(f"scale: expected true or false, got {self.p['scale']!r}")
         self.biased = not self.p["scale"]
 
     def _compress(self, update, *, seed, costs=None):
@@ -134,7 +135,7 @@ class Threshold(Compressor):
     def validate(self) -> None:
         t = self.p["tau"]
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) and t >= 0):
-            raise ValueError(f"tau: must be a finite number >= 0, got {t!r}")
+            raise ArgumentError(f"tau: must be a finite number >= 0, got {t!r}")
 
     def _compress(self, update, *, seed, costs=None):
         return _encode_sparse({n: threshold(a, float(self.p["tau"])) for n, a in update.items()})
@@ -153,7 +154,7 @@ class DGC(Compressor):
         self._ratio()
         s = self.p["sample"]
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not (0 < float(s) <= 1):
-            raise ValueError(f"sample: must be in (0, 1], got {s!r}")
+            raise ArgumentError(f"sample: must be in (0, 1], got {s!r}")
 
     def _compress(self, update, *, seed, costs=None):
         r = self._ratio()
@@ -187,10 +188,10 @@ class QSGD(Compressor):
 
     def validate(self) -> None:
         if self.p["bits"] not in (1, 2, 4, 8) or isinstance(self.p["bits"], bool):
-            raise ValueError(f"bits: must be 1, 2, 4 or 8, got {self.p['bits']!r}")
+            raise ArgumentError(f"bits: must be 1, 2, 4 or 8, got {self.p['bits']!r}")
         b = self.p["block"]
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-            raise ValueError(f"block: must be an integer >= 1, got {b!r}")
+            raise ArgumentError(f"block: must be an integer >= 1, got {b!r}")
 
     def _compress(self, update, *, seed, costs=None):
         return _timed_encode(update, _sizes(update), value_codec="qsgd", bits=int(self.p["bits"]),

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from .config import load_config, parse_overrides
 from .sweep import one_sweep_run, sweep_configs
+from ..errors import ArgumentError
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -85,7 +86,7 @@ def _floats(text: Optional[str], what: str) -> List[Optional[float]]:
     try:
         return [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise ValueError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+        raise ArgumentError(f"{what}: expected comma-separated numbers, got {text!r}") from None
 
 
 def _sweep_threads(c, jobs: int) -> int:

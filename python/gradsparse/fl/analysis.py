@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import records as rec
+from ..errors import ArgumentError
 
 __all__ = ["load_runs", "settings", "frontier", "summary_table", "plot_runs", "find_runs"]
 
@@ -35,9 +36,9 @@ def find_runs(paths: Sequence[str]) -> List[str]:
                 if "config.json" in files:
                     out.append(root)
         else:
-            raise ValueError(f"runs: no such folder {p!r}")
+            raise ArgumentError(f"runs: no such folder {p!r}")
     if not out:
-        raise ValueError(f"runs: no run directories under {', '.join(paths)}")
+        raise ArgumentError(f"runs: no run directories under {', '.join(paths)}")
     return out
 
 
@@ -172,7 +173,7 @@ def plot_runs(runs, out_dir: str) -> List[str]:
     sets = settings(runs)
     groups = sorted({g for g, _ in sets})
     if not groups:
-        raise ValueError("runs: nothing evaluated yet")
+        raise ArgumentError("runs: nothing evaluated yet")
     os.makedirs(out_dir, exist_ok=True)
     methods = sorted({s["method"] for s in sets.values()})
     colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 from typing import Optional
+from ..errors import ArgumentError
 
 __all__ = ["write", "read", "atomic_write", "MAGIC"]
 
@@ -62,7 +63,7 @@ def read(path: str) -> bytes:
     except IsADirectoryError:
         raise _bad(path, "is a directory, not a checkpoint file") from None
     except OSError as e:
-        raise ValueError(f"checkpoint: cannot read {path!r} ({e.strerror or e})") from None
+        raise ArgumentError(f"checkpoint: cannot read {path!r} ({e.strerror or e})") from None
     if not data:
         raise _bad(path, "is empty (damaged)")
     if not data.startswith(MAGIC):

@@ -13,6 +13,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Mapping, Optional
+from ..errors import ArgumentError
 
 __all__ = ["Config", "load_config", "parse_overrides", "DATA_SOURCES", "PARTITIONS", "MODELS"]
 
@@ -75,7 +76,7 @@ class Config:
 
         def need(cond: bool, name: str, msg: str) -> None:
             if not cond:
-                raise ValueError(f"{name}: {msg}")
+                raise ArgumentError(f"{name}: {msg}")
 
         def integer(name: str, lo: int) -> None:
             v = getattr(self, name)
@@ -160,25 +161,25 @@ def _coerce(name: str, text: str) -> Any:
             return True
         if low in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"{name}: expected true or false, got {text!r}")
+        raise ArgumentError(f"{name}: expected true or false, got {text!r}")
     if isinstance(default, dict):
         try:
             v = json.loads(text)
         except json.JSONDecodeError:
-            raise ValueError(f"{name}: expected a JSON object, got {text!r}") from None
+            raise ArgumentError(f"{name}: expected a JSON object, got {text!r}") from None
         if not isinstance(v, dict):
-            raise ValueError(f"{name}: expected a JSON object, got {text!r}")
+            raise ArgumentError(f"{name}: expected a JSON object, got {text!r}")
         return v
     if isinstance(default, int):
         try:
             return int(text)
         except ValueError:
-            raise ValueError(f"{name}: expected an integer, got {text!r}") from None
+            raise ArgumentError(f"{name}: expected an integer, got {text!r}") from None
     if isinstance(default, float):
         try:
             return float(text)
         except ValueError:
-            raise ValueError(f"{name}: expected a number, got {text!r}") from None
+            raise ArgumentError(f"{name}: expected a number, got {text!r}") from None
     if text.lower() in ("none", "null") and default is None:
         return None
     return text
@@ -198,39 +199,39 @@ def parse_overrides(items: Iterable[str]) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"override {item!r}: expected key=value")
+            raise ArgumentError(f"override {item!r}: expected key=value")
         key, text = item.split("=", 1)
         key = key.strip()
         if "." in key:
             head, sub = key.split(".", 1)
             if head not in ("params", "downlink_params", "energy_overrides"):
-                raise ValueError(f"override {item!r}: unknown setting {head!r}")
+                raise ArgumentError(f"override {item!r}: unknown setting {head!r}")
             out.setdefault(head, {})[sub] = _value(text)
             continue
         if key not in _FIELDS:
-            raise ValueError(f"override {item!r}: unknown setting {key!r}")
+            raise ArgumentError(f"override {item!r}: unknown setting {key!r}")
         out[key] = _coerce(key, text)
     return out
 
 
 def _read_file(path: str) -> Dict[str, Any]:
     if not os.path.isfile(path):
-        raise ValueError(f"config: no such file {path!r}")
+        raise ArgumentError(f"config: no such file {path!r}")
     with open(path, "rb") as fh:
         raw = fh.read()
     if path.endswith(".toml"):
         try:
             import tomllib  # Python >= 3.11
         except ImportError:  # pragma: no cover - old Pythons
-            raise ValueError("config: TOML needs Python >= 3.11; use a JSON file") from None
+            raise ArgumentError("config: TOML needs Python >= 3.11; use a JSON file") from None
         data = tomllib.loads(raw.decode("utf-8"))
     else:
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"config: {path!r} is not valid JSON ({e})") from None
+            raise ArgumentError(f"config: {path!r} is not valid JSON ({e})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"config: {path!r} must hold an object of settings")
+        raise ArgumentError(f"config: {path!r} must hold an object of settings")
     return data
 
 
@@ -248,6 +249,6 @@ def load_config(path: Optional[str] = None, overrides: Optional[Mapping[str, Any
             merged[k] = v
     unknown = sorted(set(merged) - set(_FIELDS))
     if unknown:
-        raise ValueError(f"config: unknown setting(s) {', '.join(map(repr, unknown))}")
+        raise ArgumentError(f"config: unknown setting(s) {', '.join(map(repr, unknown))}")
     values.update(merged)
     return Config(**values).validate()

@@ -16,6 +16,7 @@ import pickle
 from typing import Optional, Tuple
 
 import numpy as np
+from ..errors import ArgumentError
 
 __all__ = ["ImageSet", "load_cifar10", "synthetic", "check_cifar_source", "find_cifar_dir", "CIFAR_MEAN", "CIFAR_STD",
            "DEFAULT_ROOT"]
@@ -61,8 +62,8 @@ def check_cifar_source(data_dir: Optional[str], download: bool) -> None:
     if _has_torchvision() and (download or find_cifar_dir(data_dir or DEFAULT_ROOT) is not None):
         return
     if data_dir and not os.path.isdir(data_dir):
-        raise ValueError(_no_data_message(data_dir).replace("no CIFAR-10 python-format files in", "no such folder"))
-    raise ValueError(_no_data_message(data_dir))
+        raise ArgumentError(_no_data_message(data_dir).replace("no CIFAR-10 python-format files in", "no such folder"))
+    raise ArgumentError(_no_data_message(data_dir))
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -90,15 +91,15 @@ def _read_batch(path: str) -> Tuple[np.ndarray, np.ndarray]:
         with open(path, "rb") as fh:
             d = _SafeUnpickler(fh, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, ImportError, AttributeError) as e:
-        raise ValueError(f"data_dir: {path!r} is not a CIFAR-10 python batch ({e})") from None
+        raise ArgumentError(f"data_dir: {path!r} is not a CIFAR-10 python batch ({e})") from None
     if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
-        raise ValueError(f"data_dir: {path!r} is not a CIFAR-10 python batch (no data/labels)")
+        raise ArgumentError(f"data_dir: {path!r} is not a CIFAR-10 python batch (no data/labels)")
     x = np.asarray(d[b"data"])
     y = np.asarray(d[b"labels"], dtype=np.int64)
     if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or y.shape != (x.shape[0],):
-        raise ValueError(f"data_dir: {path!r} has data of shape {x.shape} / {x.dtype} and {y.shape} labels")
+        raise ArgumentError(f"data_dir: {path!r} has data of shape {x.shape} / {x.dtype} and {y.shape} labels")
     if y.size and (y.min() < 0 or y.max() > 9):
-        raise ValueError(f"data_dir: {path!r} has labels outside 0..9")
+        raise ArgumentError(f"data_dir: {path!r} has labels outside 0..9")
     return x.reshape(-1, 3, 32, 32), y
 
 
@@ -113,7 +114,7 @@ def load_cifar10(data_dir: Optional[str], download: bool = False):
             torchvision.datasets.CIFAR10(root=root, train=True, download=True)
             folder = find_cifar_dir(root)
     if folder is None:
-        raise ValueError(_no_data_message(data_dir))
+        raise ArgumentError(_no_data_message(data_dir))
     parts = [_read_batch(os.path.join(folder, f)) for f in _TRAIN_FILES if os.path.isfile(os.path.join(folder, f))]
     tx = np.concatenate([p[0] for p in parts])
     ty = np.concatenate([p[1] for p in parts])

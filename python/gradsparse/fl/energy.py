@@ -28,6 +28,7 @@ import json
 import math
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple
+from ..errors import ArgumentError
 
 __all__ = ["Profile", "load_profile", "profile_names", "TensorCosts", "tensor_costs"]
 
@@ -66,18 +67,18 @@ def load_profile(name: str, overrides: Optional[Mapping[str, Any]] = None) -> Pr
     """The profile `name` with `overrides` applied (ValueError on unknown names or bad values)."""
     profiles = _profiles()
     if name not in profiles:
-        raise ValueError(f"energy_profile: unknown profile {name!r}; expected one of {', '.join(sorted(profiles))}")
+        raise ArgumentError(f"energy_profile: unknown profile {name!r}; expected one of {', '.join(sorted(profiles))}")
     values = dict(profiles[name])
     for k, v in (overrides or {}).items():
         if k not in _FIELDS:
-            raise ValueError(f"energy_overrides: unknown constant {k!r}; expected one of {', '.join(_FIELDS)}")
+            raise ArgumentError(f"energy_overrides: unknown constant {k!r}; expected one of {', '.join(_FIELDS)}")
         values[k] = v
     for k in _FIELDS:
         v = values[k]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) or float(v) < 0:
-            raise ValueError(f"energy_overrides: {k} must be a finite number >= 0, got {v!r}")
+            raise ArgumentError(f"energy_overrides: {k} must be a finite number >= 0, got {v!r}")
     if float(values["dram_access_j"]) + float(values["radio_j_per_bit"]) <= 0:
-        raise ValueError("energy_overrides: every coordinate must cost something (dram_access_j or radio_j_per_bit > 0)")
+        raise ArgumentError("energy_overrides: every coordinate must cost something (dram_access_j or radio_j_per_bit > 0)")
     return Profile(name, values, str(profiles[name].get("description", "")))
 
 

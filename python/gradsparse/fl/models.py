@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from ..errors import ArgumentError
 
 __all__ = ["CNN", "ResNet18", "Tiny", "build_model"]
 
@@ -95,7 +96,7 @@ def build_model(name: str, num_classes: int = 10) -> nn.Module:
         return Tiny(num_classes)
     if name == "resnet18":
         return _torchvision_resnet18(num_classes) or ResNet18(num_classes)
-    raise ValueError(f"model: expected 'cnn', 'resnet18' or 'tiny', got {name!r}")
+    raise ArgumentError(f"model: expected 'cnn', 'resnet18' or 'tiny', got {name!r}")
 
 
 def forward_flops(model: nn.Module, shape=(1, 3, 32, 32)) -> int:

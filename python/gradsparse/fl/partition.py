@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import List
 
 import numpy as np
+from ..errors import ArgumentError
 
 __all__ = ["dirichlet", "shards", "iid", "partition", "label_histograms"]
 
@@ -19,10 +20,10 @@ def dirichlet(labels: np.ndarray, num_clients: int, alpha: float, rng: np.random
     The draw is repeated until every client holds at least `min_size` samples (as Flower's
     DirichletPartitioner); after `max_tries` draws it fails with a ValueError."""
     if alpha <= 0:
-        raise ValueError(f"alpha: must be > 0, got {alpha}")
+        raise ArgumentError(f"alpha: must be > 0, got {alpha}")
     n = labels.size
     if num_clients * min_size > n:
-        raise ValueError(f"min_partition_size: {num_clients} clients x {min_size} > {n} samples")
+        raise ArgumentError(f"min_partition_size: {num_clients} clients x {min_size} > {n} samples")
     classes = np.unique(labels)
     by_class = [np.flatnonzero(labels == c) for c in classes]
     for _ in range(max_tries):
@@ -36,7 +37,7 @@ def dirichlet(labels: np.ndarray, num_clients: int, alpha: float, rng: np.random
         out = [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]
         if min(p.size for p in out) >= min_size:
             return out
-    raise ValueError(f"alpha: no Dirichlet({alpha}) partition with >= {min_size} samples per client "
+    raise ArgumentError(f"alpha: no Dirichlet({alpha}) partition with >= {min_size} samples per client "
                      f"in {max_tries} draws; lower min_partition_size or raise alpha")
 
 
@@ -45,7 +46,7 @@ def shards(labels: np.ndarray, num_clients: int, per_client: int, rng: np.random
     ``per_client`` random shards to each client (McMahan et al.; EvoFed uses 2)."""
     count = num_clients * per_client
     if count > labels.size:
-        raise ValueError(f"shards_per_client: {count} shards > {labels.size} samples")
+        raise ArgumentError(f"shards_per_client: {count} shards > {labels.size} samples")
     order = np.argsort(labels, kind="stable")
     pieces = np.array_split(order, count)
     deal = rng.permutation(count).reshape(num_clients, per_client)
@@ -54,7 +55,7 @@ def shards(labels: np.ndarray, num_clients: int, per_client: int, rng: np.random
 
 def iid(labels: np.ndarray, num_clients: int, rng: np.random.Generator) -> List[np.ndarray]:
     if num_clients > labels.size:
-        raise ValueError(f"num_clients: {num_clients} clients > {labels.size} samples")
+        raise ArgumentError(f"num_clients: {num_clients} clients > {labels.size} samples")
     return [np.sort(p).astype(np.int64) for p in np.array_split(rng.permutation(labels.size), num_clients)]
 
 
@@ -67,7 +68,7 @@ def partition(kind: str, labels: np.ndarray, num_clients: int, *, alpha: float =
         return shards(labels, num_clients, shards_per_client, rng)
     if kind == "iid":
         return iid(labels, num_clients, rng)
-    raise ValueError(f"partition: expected 'dirichlet', 'shards' or 'iid', got {kind!r}")
+    raise ArgumentError(f"partition: expected 'dirichlet', 'shards' or 'iid', got {kind!r}")
 
 
 def label_histograms(labels: np.ndarray, parts: List[np.ndarray], num_classes: int = 10) -> np.ndarray:

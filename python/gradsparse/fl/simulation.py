@@ -22,6 +22,7 @@ from .data import ImageSet, load_cifar10, synthetic
 from .energy import account, load_profile, tensor_costs
 from .models import build_model, forward_flops
 from .partition import label_histograms, partition
+from ..errors import ArgumentError
 
 __all__ = ["run", "Simulation"]
 
@@ -147,9 +148,9 @@ class Simulation:
                 st["broadcast"], st["down_feedback"] = blob["broadcast"], _feedback(blob["down_residual"])
             for n in self.param_names:
                 if tuple(st["server_momentum"][n].shape) != self.shapes[n]:
-                    raise ValueError(f"server momentum of {n} has shape {tuple(st['server_momentum'][n].shape)}")
+                    raise ArgumentError(f"server momentum of {n} has shape {tuple(st['server_momentum'][n].shape)}")
         except Exception as e:  # a verified file that does not hold this run's state
-            raise ValueError(f"checkpoint: {path!r} does not hold this run's state ({type(e).__name__}: {e}); "
+            raise ArgumentError(f"checkpoint: {path!r} does not hold this run's state ({type(e).__name__}: {e}); "
                              "move it away (or delete the run directory) to start over") from None
         return st
 
@@ -165,10 +166,10 @@ class Simulation:
             mine = cfg.to_dict()
             diff = [k for k in mine if k not in Config.NON_EXPERIMENT + ("threads",) and old.get(k) != mine[k]]
             if diff:
-                raise ValueError(f"run_name: {self.dir!r} holds a different experiment (differs in "
+                raise ArgumentError(f"run_name: {self.dir!r} holds a different experiment (differs in "
                                  f"{', '.join(diff)}); choose another run_name or out_dir")
             if not resume:
-                raise ValueError(f"run_name: {self.dir!r} already holds this run; pass --resume to continue it "
+                raise ArgumentError(f"run_name: {self.dir!r} already holds this run; pass --resume to continue it "
                                  "or choose another run_name")
         # torch's thread count changes its numerics (how reductions are split), so it is part
         # of the experiment: a resumed run keeps the count it was started with. Default: leave
@@ -180,10 +181,10 @@ class Simulation:
         threads = cfg.threads or (stored if ok and resume else default_threads())
         if old is not None and stored != threads:
             if not ok:
-                raise ValueError(f"threads: {self.dir!r} did not record its torch thread count (an older "
+                raise ArgumentError(f"threads: {self.dir!r} did not record its torch thread count (an older "
                                  "version), and the count changes torch's results; it cannot be resumed exactly: "
                                  "choose another run_name or out_dir")
-            raise ValueError(f"threads: {self.dir!r} was run with {stored} torch thread(s), and the count changes "
+            raise ArgumentError(f"threads: {self.dir!r} was run with {stored} torch thread(s), and the count changes "
                              f"torch's results; resume with --threads {stored} (or leave --threads out)")
         self.cfg = cfg.replace(threads=threads)
         torch.set_num_threads(threads)
@@ -416,13 +417,13 @@ def _read_json(path: str) -> Dict[str, Any]:
         with open(path, "rb") as fh:
             raw = fh.read()
     except OSError as e:
-        raise ValueError(f"run_name: cannot read {path!r} ({e.strerror or e})") from None
+        raise ArgumentError(f"run_name: cannot read {path!r} ({e.strerror or e})") from None
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"run_name: {path!r} is damaged ({e}); move it away or choose another run_name") from None
+        raise ArgumentError(f"run_name: {path!r} is damaged ({e}); move it away or choose another run_name") from None
     if not isinstance(data, dict):
-        raise ValueError(f"run_name: {path!r} is damaged (not an object of settings)")
+        raise ArgumentError(f"run_name: {path!r} is damaged (not an object of settings)")
     return data
 
 

@@ -6,6 +6,7 @@ import itertools
 from typing import Any, Dict, List
 
 from .config import Config
+from ..errors import ArgumentError
 
 __all__ = ["sweep_configs", "one_sweep_run"]
 
@@ -29,7 +30,7 @@ def sweep_configs(base: Config, methods: List[str], ratios: List[float], energie
     out = []
     for method in methods:
         if method not in available_compressors():
-            raise ValueError(f"methods: unknown compressor {method!r}")
+            raise ArgumentError(f"methods: unknown compressor {method!r}")
         takes = compressor_class(method).params
         grid: List[Dict[str, Any]] = []
         if "ratio" in takes and ratios:

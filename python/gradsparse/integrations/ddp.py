@@ -49,6 +49,7 @@ from ..compress import ErrorFeedback
 from ..selection import k_from_ratio, sparsify
 from ..sparse import Sparse
 from ..wire import decode, encode
+from ..errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["TopKState", "topk_hook"]
 
@@ -67,19 +68,19 @@ class TopKState:
     def __init__(self, ratio: Optional[float] = None, *, k: Optional[int] = None, error_feedback: bool = True,
                  start_iter: int = 1, wire: bool = False, process_group: Any = None) -> None:
         if (ratio is None) == (k is None):
-            raise ValueError("ratio, k: give exactly one of them")
+            raise ArgumentError("ratio, k: give exactly one of them")
         if ratio is not None:
             if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < float(ratio) <= 1.0:
-                raise ValueError(f"ratio: must be in (0, 1], got {ratio!r}")
+                raise ArgumentError(f"ratio: must be in (0, 1], got {ratio!r}")
             ratio = float(ratio)
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise ValueError(f"k: must be an integer >= 1, got {k!r}")
+            raise ArgumentError(f"k: must be an integer >= 1, got {k!r}")
         if isinstance(start_iter, bool) or not isinstance(start_iter, int) or start_iter < 0:
-            raise ValueError(f"start_iter: must be an integer >= 0, got {start_iter!r}")
+            raise ArgumentError(f"start_iter: must be an integer >= 0, got {start_iter!r}")
         if not isinstance(error_feedback, bool):
-            raise TypeError("error_feedback: must be a bool")
+            raise ArgumentTypeError("error_feedback: must be a bool")
         if not isinstance(wire, bool):
-            raise TypeError("wire: must be a bool")
+            raise ArgumentTypeError("wire: must be a bool")
         self.ratio, self.k = ratio, k
         self.error_feedback = error_feedback
         self.wire = wire
@@ -159,7 +160,7 @@ def _gather_sizes(group, world: int, size: int) -> list:
     sizes = [int(t) for t in got]
     for r, s_ in enumerate(sizes):
         if not 0 < s_ < 2 ** 31:
-            raise ValueError(f"bucket: rank {r} announced {s_} elements or bytes for this bucket")
+            raise ArgumentError(f"bucket: rank {r} announced {s_} elements or bytes for this bucket")
     return sizes
 
 
@@ -168,7 +169,7 @@ def _gather_encoded(state: TopKState, group, world: int, buf: torch.Tensor, sel)
     the bucket's dtype): the sizes first (blocking, 8 bytes a rank), then the payloads,
     padded to the largest; each is decoded (and checked) and summed in rank order."""
     if buf.dtype not in _VALUE_CODEC:
-        raise TypeError(f"bucket: wire=True does not support dtype {buf.dtype}")
+        raise ArgumentTypeError(f"bucket: wire=True does not support dtype {buf.dtype}")
     payload = encode(sel, value_codec=_VALUE_CODEC[buf.dtype])
     sizes = _gather_sizes(group, world, len(payload))
     longest = max(sizes)
@@ -184,7 +185,7 @@ def _gather_encoded(state: TopKState, group, world: int, buf: torch.Tensor, sel)
         for p, s_ in zip(parts, sizes):  # rank order: the same sum on every rank
             got = decode(p[:s_].numpy().tobytes(), to="torch")
             if tuple(got.shape) != (buf.numel(),):
-                raise ValueError(f"payload: a rank sent shape {tuple(got.shape)} for a bucket of {buf.numel()}")
+                raise ArgumentError(f"payload: a rank sent shape {tuple(got.shape)} for a bucket of {buf.numel()}")
             out.index_add_(0, got.indices, got.values.to(buf.dtype))
         return out.div_(world)
 
@@ -196,7 +197,7 @@ def topk_hook(state: TopKState, bucket: dist.GradBucket) -> torch.futures.Future
     and averaged (see the module docstring)."""
     buf = bucket.buffer()
     if buf.device.type != "cpu":
-        raise ValueError(f"bucket: gradients on {buf.device}; gradsparse selects on the CPU (use the gloo backend)")
+        raise ArgumentError(f"bucket: gradients on {buf.device}; gradsparse selects on the CPU (use the gloo backend)")
     group = state.process_group if state.process_group is not None else dist.group.WORLD
     world = dist.get_world_size(group)
     plain = state.iteration < state.start_iter
