@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gradsparse
-from inputs import need_torch, requires_torch, torch, torch_params
+from inputs import is_tensor, need_torch, requires_torch, torch, torch_params
 from inputs import assert_sparse, make
 from reference import sparsify_ref
 
@@ -50,9 +50,11 @@ def test_empty_input(fn, empty):
 
 @requires_torch
 def test_empty_topk():
-    raises(ValueError, "input", gradsparse.topk, np.zeros(0, np.float32), 1)
-    raises(ValueError, "input", gradsparse.topk, np.zeros((0, 4), np.float32), 1)
-    raises(ValueError, "input", gradsparse.topk, torch.zeros(3, 0), 1)
+    # like torch.topk: empty inputs give empty results; k beyond the dim's size still raises
+    raises(ValueError, "k", gradsparse.topk, np.zeros(0, np.float32), 1)
+    assert gradsparse.topk(np.zeros((0, 4), np.float32), 1).values.shape == (0, 1)
+    raises(ValueError, "k", gradsparse.topk, torch.zeros(3, 0), 1)
+    assert tuple(gradsparse.topk(torch.zeros(3, 0), 0).indices.shape) == (3, 0)
 
 
 # ----------------------------------------------------------------------------- k / ratio / budget
@@ -60,7 +62,10 @@ def test_empty_topk():
 @pytest.mark.parametrize("k", [0, -1, -100, 5, 10**12])
 def test_k_out_of_range(k):
     raises(ValueError, "k", gradsparse.sparsify, X, k)
-    raises(ValueError, "k", gradsparse.topk, X, k)
+    if k == 0:  # like torch.topk, k = 0 gives an empty result
+        assert gradsparse.topk(X, k).values.shape == (0,)
+    else:
+        raises(ValueError, "k", gradsparse.topk, X, k)
     raises(ValueError, "k", gradsparse.random_k, X, k, 0)
     raises(ValueError, "k", gradsparse.sparsify_many, [X, X], 2 * k if k > 0 else k)
     raises(ValueError, "k", gradsparse.ErrorFeedback().compress, "a", X, k)
@@ -193,7 +198,12 @@ def test_cost_wrong_type():
     ids=lambda a: str(a.dtype))
 def test_unsupported_dtype(bad):
     raises(TypeError, "x", gradsparse.sparsify, bad, 1)
-    raises(TypeError, "input", gradsparse.topk, bad, 1)
+    integer = (not bad.dtype.is_floating_point and not bad.dtype.is_complex and bad.dtype != torch.bool
+               if is_tensor(bad) else bad.dtype.kind in "iu")
+    if not integer:
+        raises(TypeError, "input", gradsparse.topk, bad, 1)
+    else:  # topk alone takes integers, like torch.topk
+        assert gradsparse.topk(bad, 1).indices.shape == (1,)
     raises(TypeError, "x", gradsparse.threshold, bad, 1.0)
     raises(TypeError, "x", gradsparse.random_k, bad, 1, 0)
     raises(TypeError, "xs[1]", gradsparse.sparsify_many, [X, bad], 1)
@@ -211,10 +221,13 @@ def test_not_an_array(bad):
 @requires_torch
 def test_topk_3d_and_bad_dim():
     x3 = np.ones((2, 3, 4), np.float32)
-    raises(ValueError, "input", gradsparse.topk, x3, 1)
-    raises(ValueError, "input", gradsparse.topk, torch.ones(2, 2, 2), 1)
+    assert gradsparse.topk(x3, 1).values.shape == (2, 3, 1)  # N-D inputs work, like torch.topk
+    assert tuple(gradsparse.topk(torch.ones(2, 2, 2), 1, dim=1).values.shape) == (2, 1, 2)
     x2 = np.ones((3, 4), np.float32)
-    raises(ValueError, "dim", gradsparse.topk, x2, 1, dim=2)
+    # a dim out of range is a DimensionError: ValueError, and IndexError like torch's
+    for exc in (ValueError, IndexError):
+        with pytest.raises(exc, match="^dim"):
+            gradsparse.topk(x2, 1, dim=2)
     raises(ValueError, "dim", gradsparse.topk, x2, 1, dim=-3)
     raises(ValueError, "dim", gradsparse.topk, X, 1, dim=1)
     raises(TypeError, "dim", gradsparse.topk, x2, 1, dim=1.0)
@@ -241,8 +254,7 @@ def test_non_contiguous_inputs_work():
         assert_sparse(gradsparse.sparsify(v, k), c, sparsify_ref(c, k))
         cost = np.linspace(1, 2, 2 * v.size)[::2].reshape(v.shape)
         assert_sparse(gradsparse.sparsify(v, k, cost=cost), c, sparsify_ref(c, k, cost=cost))
-        if v.ndim <= 2:
-            np.testing.assert_array_equal(gradsparse.topk(v, 1).values, gradsparse.topk(c, 1).values)
+        np.testing.assert_array_equal(gradsparse.topk(v, 1).values, gradsparse.topk(c, 1).values)
     t = torch.from_numpy(base).t()
     assert not t.is_contiguous()
     assert_sparse(gradsparse.sparsify(t, 5), t.contiguous(), sparsify_ref(base.T, 5))

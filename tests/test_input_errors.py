@@ -71,9 +71,9 @@ CALLS = [
 
 # Names a message may lead with for a parameter, besides its own: `input` is called x in
 # messages, decode reports a bad payload as "payload: ...", and some messages name a
-# group ("k, ratio, budget: give exactly one of them"). For x, a scalar is a valid 0-d
-# array, so the error may name k (k > 1 element).
-ALIASES = {"input": ("input", "x"), "data": ("data", "payload"), "x": ("x", "k"), "ratio": ("ratio", "k"),
+# group ("k, ratio, budget: give exactly one of them"). For x (and topk's input), a scalar
+# is a valid 0-d array, so the error may name k (k > 1 element).
+ALIASES = {"input": ("input", "x", "k"), "data": ("data", "payload"), "x": ("x", "k"), "ratio": ("ratio", "k"),
            "budget": ("budget", "k")}
 
 

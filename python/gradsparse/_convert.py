@@ -14,10 +14,15 @@ from typing import Any, Tuple
 import numpy as np
 from .errors import ArgumentError, ArgumentTypeError
 
-#: dtype codes understood by the C++ core
+#: dtype codes understood by the C++ core (the integer codes only by topk)
 F32, F64, F16, BF16 = 0, 1, 2, 3
+I8, U8, I16, I32, I64, U16, U32, U64 = 4, 5, 6, 7, 8, 9, 10, 11
 _NUMPY_CODES = {np.dtype(np.float32): F32, np.dtype(np.float64): F64, np.dtype(np.float16): F16}
+_NUMPY_INT_CODES = {np.dtype(t): c for t, c in ((np.int8, I8), (np.uint8, U8), (np.int16, I16), (np.int32, I32),
+                                                (np.int64, I64), (np.uint16, U16), (np.uint32, U32),
+                                                (np.uint64, U64))}
 SUPPORTED = "float32, float64, float16 or bfloat16"
+SUPPORTED_INT = "float32, float64, float16, bfloat16, int8, uint8, int16, int32, int64, uint16, uint32 or uint64"
 
 
 def torch_module():
@@ -104,10 +109,12 @@ def tensor_to_numpy(t: Any, name: str, *, bfloat16: str = "float32", writable: b
     return t.numpy()
 
 
-def as_flat(x: Any, name: str = "x") -> Flat:
-    """Validates `x` and returns its flat view; raises TypeError/ValueError naming `name`."""
+def as_flat(x: Any, name: str = "x", *, integers: bool = False) -> Flat:
+    """Validates `x` and returns its flat view; raises TypeError/ValueError naming `name`.
+    With `integers`, integer dtypes are accepted too (torch: int8, uint8, int16, int32,
+    int64 -- the ones torch.topk takes on the CPU; numpy: also uint16/32/64)."""
     if is_tensor(x):
-        return _tensor_flat(x, name)
+        return _tensor_flat(x, name, integers)
     if isinstance(x, (bool, np.bool_)) or x is None:
         raise ArgumentTypeError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
     arr = x if isinstance(x, np.ndarray) else np.asarray(x)
@@ -121,15 +128,24 @@ def as_flat(x: Any, name: str = "x") -> Flat:
     if dt.byteorder not in ("=", "|") and dt.newbyteorder("=") in _NUMPY_CODES:
         arr = arr.astype(dt.newbyteorder("="))
         dt = arr.dtype
+    if dt.byteorder not in ("=", "|") and integers and dt.newbyteorder("=") in _NUMPY_INT_CODES:
+        arr = arr.astype(dt.newbyteorder("="))
+        dt = arr.dtype
     code = _NUMPY_CODES.get(dt)
+    if code is None and integers:
+        code = _NUMPY_INT_CODES.get(dt)
     if code is None:
-        raise ArgumentTypeError(f"{name}: unsupported dtype {dt}; expected {SUPPORTED}")
+        raise ArgumentTypeError(f"{name}: unsupported dtype {dt}; expected {SUPPORTED_INT if integers else SUPPORTED}")
     shape = tuple(arr.shape)  # before ascontiguousarray, which makes 0-d arrays 1-d
     arr = np.ascontiguousarray(arr)
     return Flat(arr.reshape(-1), code, shape, "numpy", dt)
 
 
-def _tensor_flat(t: Any, name: str) -> Flat:
+def _torch_int_codes(torch) -> dict:
+    return {torch.int8: I8, torch.uint8: U8, torch.int16: I16, torch.int32: I32, torch.int64: I64}
+
+
+def _tensor_flat(t: Any, name: str, integers: bool = False) -> Flat:
     torch = torch_module()
     t = plain_tensor(t, name)
     if t.device.type != "cpu":
@@ -137,10 +153,12 @@ def _tensor_flat(t: Any, name: str) -> Flat:
             f"{name}: tensor is on {t.device}; this build of gradsparse selects on the CPU "
             "(move it with .cpu())"
         )
-    if t.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        raise ArgumentTypeError(f"{name}: unsupported dtype {t.dtype}; expected {SUPPORTED}")
+    int_codes = _torch_int_codes(torch) if integers else {}
+    if t.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16) and t.dtype not in int_codes:
+        expected = "float32, float64, float16, bfloat16, int8, uint8, int16, int32 or int64" if integers else SUPPORTED
+        raise ArgumentTypeError(f"{name}: unsupported dtype {t.dtype}; expected {expected}")
     raw = tensor_to_numpy(t, name, bfloat16="bits")
-    code = BF16 if t.dtype == torch.bfloat16 else _NUMPY_CODES[raw.dtype]
+    code = BF16 if t.dtype == torch.bfloat16 else int_codes.get(t.dtype, _NUMPY_CODES.get(raw.dtype))
     return Flat(raw.reshape(-1), code, tuple(t.shape), "torch", t.dtype)
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from collections import namedtuple
 from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
-from . import _core
+from . import _core, _torch_op
 from ._convert import (
     BF16,
     Flat,
@@ -24,11 +25,12 @@ from ._convert import (
     bf16_to_f32,
     f32_to_bf16,
     is_tensor,
-    tensor_to_numpy,
+    plain_tensor,
+    torch_module,
 )
 from .costs import as_cost
 from .sparse import Sparse
-from .errors import ArgumentError, ArgumentTypeError
+from .errors import ArgumentError, ArgumentTypeError, DimensionError
 
 TopK = namedtuple("TopK", ["values", "indices"])
 
@@ -89,70 +91,215 @@ def _sparse(flat: Flat, idx: np.ndarray, raw: np.ndarray) -> Sparse:
 
 # ----------------------------------------------------------------------------- top-k
 
-def topk(input: Any, k: Any, dim: int = -1, largest: bool = True, sorted: bool = True, *, out=None) -> TopK:
-    """The k largest (or smallest) entries along `dim` of a 1-D or 2-D array, as
-    ``(values, indices)`` like ``torch.topk``. numpy in, numpy out; torch in, torch out.
+#: KeyMode codes of _core.topk_axis, by (key, largest)
+_TOPK_MODES = {(None, True): _LARGEST, (None, False): _SMALLEST, ("abs", True): _MAGNITUDE,
+               ("abs", False): 3}
 
-    With ``sorted=True`` entries come best first (ties: lower index first); with
-    ``sorted=False`` they come in ascending index order. NaN counts as larger than +inf.
-    ``out=(values, indices)`` reuses C-contiguous buffers of the result's shape.
+
+def topk(input: Any, k: Any, dim: Any = -1, largest: bool = True, sorted: bool = True, *,
+         key: Optional[str] = None, out=None):
+    """The k largest (or smallest) entries of `input` along `dim`, as ``(values, indices)``
+    like ``torch.topk``: any rank (0-d included), any dim, ``k = 0`` and empty inputs;
+    float32/64/16, bfloat16 and integer dtypes. torch in: a ``torch.return_types.topk``
+    of contiguous tensors; numpy in: a `TopK` of C-contiguous arrays.
+
+    The tie rule is stricter than torch's (which leaves the order of equal entries open):
+    equal entries rank by the lower index; NaN ranks above +inf; -0.0 equals +0.0. With
+    ``sorted=True`` entries come best first; with ``sorted=False`` they come in ascending
+    index order. ``key="abs"`` ranks by |x| (largest=False: smallest |x| first, NaN last;
+    for integers the mathematical |x|) and returns x's own signed values at the selected
+    indices, in one pass -- ``topk(x, k, key="abs").values.abs()`` equals
+    ``torch.topk(x.abs(), k).values``. ``out=(values, indices)`` follows torch: tensors of
+    another shape are resized (with torch's warning if they were not empty), strided
+    buffers are written through; numpy buffers must have the result's shape.
+    Errors: k out of range -> ArgumentError, dim out of range -> DimensionError.
     """
-    flat = as_flat(input, "input")
-    shape = flat.shape
-    if len(shape) not in (1, 2):
-        raise ArgumentError(f"input: topk supports 1-D and 2-D inputs, got {len(shape)}-D")
-    _nonempty(flat, "input")
-    dim = as_count(dim, "dim")
-    if not -len(shape) <= dim < len(shape):
-        raise ArgumentError(f"dim: out of range for a {len(shape)}-D input, got {dim}")
-    dim %= len(shape)
-    k = as_count(k, "k")
-    length = shape[dim]
-    if k < 1 or k > length:
-        raise ArgumentError(f"k: must be in [1, {length}] (size of dim {dim}), got {k}")
-    if not isinstance(largest, (bool, np.bool_)) or not isinstance(sorted, (bool, np.bool_)):
-        raise ArgumentTypeError("largest, sorted: must be bool")
-    rows2d = flat.array.reshape(shape if len(shape) == 2 else (1, shape[0]))
-    transposed = len(shape) == 2 and dim == 0
-    if transposed:
-        rows2d = np.ascontiguousarray(rows2d.T)
-    nrows = rows2d.shape[0]
-    values, indices = _topk_buffers(flat, nrows, k, len(shape), transposed, out)
-    _core.topk_rows(rows2d, flat.code, k, _LARGEST if largest else _SMALLEST, bool(sorted), values, indices)
+    if is_tensor(input) and _torch_op.wants_op(input):
+        return _torch_op.topk(input, k, dim, largest, sorted, key, out)
+    flat = as_flat(input, "input", integers=True)
+    k, dim, mode = _topk_args(flat.shape, k, dim, largest, sorted, key)
+    values, indices, shape = _topk_flat(flat, k, dim, mode, bool(sorted))
     if out is not None:
-        return TopK(*out)
-    if len(shape) == 1:
-        values, indices = values[0], indices[0]
-    elif transposed:
-        values, indices = values.T, indices.T
-    return TopK(flat.wrap(values), flat.wrap_index(indices))
+        return _topk_write_out(flat, values, indices, shape, out)
+    values, indices = flat.wrap(values.reshape(shape)), flat.wrap_index(indices.reshape(shape))
+    if flat.kind == "torch":
+        return torch_module().return_types.topk((values, indices))
+    return TopK(values, indices)
 
 
-def _topk_buffers(flat: Flat, nrows: int, k: int, ndim: int, transposed: bool, out):
-    if out is None:
-        return np.empty((nrows, k), dtype=flat.array.dtype), np.empty((nrows, k), dtype=np.int64)
-    if transposed:
-        raise ArgumentError("out: not supported with dim=0 on a 2-D input")
+def _topk_tensor(input: Any, k: int, dim: int, largest: bool, sorted: bool, key):
+    """(values, indices) of a plain CPU tensor as two fresh contiguous tensors: the torch
+    op's implementation (no autograd, no out=)."""
+    flat = as_flat(input, "input", integers=True)
+    k, dim, mode = _topk_args(flat.shape, k, dim, largest, sorted, key)
+    values, indices, shape = _topk_flat(flat, k, dim, mode, bool(sorted))
+    return flat.wrap(values.reshape(shape)), flat.wrap_index(indices.reshape(shape))
+
+
+def _as_index(value: Any, name: str) -> int:
+    """An integer argument that may also be a 0-d integer array or tensor (like torch)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iu":
+        return int(value)
+    if is_tensor(value) and value.ndim == 0 and not value.is_floating_point() and not value.is_complex() \
+            and value.dtype != torch_module().bool:
+        return int(value.item())
+    return as_count(value, name)
+
+
+def _topk_args(shape: tuple, k: Any, dim: Any, largest: Any, sorted: Any, key: Any):
+    """(k, dim in [0, ndim), KeyMode code) after checking every argument against `shape`."""
+    k = _as_index(k, "k")
+    dim = _as_index(dim, "dim")
+    rank = max(len(shape), 1)  # a 0-d input has one dim of size 1, like in torch
+    if not -rank <= dim < rank:
+        raise DimensionError(f"dim: out of range (expected to be in range of [{-rank}, {rank - 1}], "
+                             f"but got {dim}) for a {len(shape)}-D input")
+    dim %= rank
+    length = shape[dim] if shape else 1
+    if not 0 <= k <= length:
+        raise ArgumentError(f"k: selected index k out of range: must be in [0, {length}] "
+                            f"(the size of dim {dim}), got {k}")
+    if not isinstance(largest, (bool, np.bool_)):
+        raise ArgumentTypeError(f"largest: must be bool, got {type(largest).__name__}")
+    if not isinstance(sorted, (bool, np.bool_)):
+        raise ArgumentTypeError(f"sorted: must be bool, got {type(sorted).__name__}")
+    if key is not None and not (isinstance(key, str) and key == "abs"):
+        raise ArgumentError(f"key: must be None or \"abs\", got {key!r}")
+    return k, dim, _TOPK_MODES[(key, bool(largest))]
+
+
+def _topk_flat(flat: Flat, k: int, dim: int, mode: int, sorted: bool):
+    """(values, indices, result shape) along `dim` of `flat`, as (outer, k, inner) buffers."""
+    shape = flat.shape
+    if not shape:  # 0-d: torch gives the element itself, for k = 0 as for k = 1
+        shape, k = (1,), 1
+        result = ()
+    else:
+        result = shape[:dim] + (k,) + shape[dim + 1:]
+    outer, n, inner = math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1:])
+    x = flat.array.reshape(outer, n, inner)  # flat.array is C-contiguous: a view
+    values = np.empty((outer, k, inner), dtype=flat.array.dtype)
+    indices = np.empty((outer, k, inner), dtype=np.int64)
+    if k and outer * inner:
+        _topk_axis_kernel(x, flat.code, k, mode, sorted, values, indices)
+    return values, indices, result
+
+
+def _topk_write_out(flat: Flat, values: np.ndarray, indices: np.ndarray, shape: tuple, out):
+    """Writes the result into out=(values, indices) the way torch.topk does; returns them."""
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise ArgumentTypeError("out: expected a (values, indices) pair")
-    vals, idx = out
-    # written in place: no copy (contiguous=False), bfloat16 as its uint16 bit patterns
-    if is_tensor(vals):
-        vals = tensor_to_numpy(vals, "out", bfloat16="bits", writable=True, contiguous=False)
-    if is_tensor(idx):
-        idx = tensor_to_numpy(idx, "out", writable=True, contiguous=False)
-    if not isinstance(vals, np.ndarray) or not isinstance(idx, np.ndarray):
-        raise ArgumentTypeError("out: expected numpy arrays or torch tensors")
-    if idx.dtype != np.int64:
-        raise ArgumentTypeError("out: indices buffer must be int64")
-    if flat.code == BF16 and vals.dtype.itemsize == 2:
-        vals = vals.view(np.uint16)
-    elif vals.dtype != flat.array.dtype:
-        raise ArgumentTypeError(f"out: values buffer must have the input dtype {flat.array.dtype}")
-    want = (k,) if ndim == 1 else (nrows, k)
-    if vals.shape != want or idx.shape != want:
-        raise ArgumentError(f"out: buffers must have shape {want}")
-    return vals.reshape(nrows, k), idx.reshape(nrows, k)
+    ov, oi = out
+    for buf in out:
+        if not (is_tensor(buf) or isinstance(buf, np.ndarray)):
+            raise ArgumentTypeError(f"out: expected numpy arrays or torch tensors, got {type(buf).__name__}")
+    _check_out_dtype(ov, flat, "values")
+    _check_out_dtype(oi, None, "indices")
+    _write_one(ov, values.reshape(shape), flat, "values")
+    _write_one(oi, indices.reshape(shape), None, "indices")
+    if flat.kind == "torch":
+        torch = torch_module()
+        return getattr(torch.return_types, "topk_out", torch.return_types.topk)((ov, oi))
+    return TopK(ov, oi)
+
+
+def _check_out_dtype(buf, flat: Optional[Flat], what: str) -> None:
+    """torch's dtype rule for out=: the values buffer has the input's dtype (a numpy buffer
+    for bfloat16 may be ml_dtypes.bfloat16 or uint16 bit patterns), indices are int64."""
+    got = buf.dtype
+    if is_tensor(buf):
+        torch = torch_module()
+        if flat is None:
+            want = torch.int64
+        elif flat.code == BF16:
+            want = torch.bfloat16
+        else:
+            want = torch.from_numpy(flat.array[:0]).dtype
+    elif flat is None:
+        want = np.dtype(np.int64)
+    elif flat.code == BF16:
+        if got == np.uint16 or got.name == "bfloat16":
+            return
+        want = "bfloat16"
+    else:
+        want = flat.array.dtype
+    if got != want:
+        raise ArgumentError(f"out: expected the {what} buffer to have dtype {want}, but got {got} instead")
+
+
+def _write_one(buf, result: np.ndarray, flat: Optional[Flat], what: str) -> None:
+    """Copies `result` into `buf`: a tensor is resized like torch's out= (warning when a
+    non-empty one changes shape) and written through its strides."""
+    if not is_tensor(buf):
+        if buf.shape != result.shape:
+            raise ArgumentError(f"out: the {what} array has shape {buf.shape}, expected {result.shape} "
+                                "(numpy arrays are not resized)")
+        if not buf.flags.writeable:
+            raise ArgumentError(f"out: the {what} array is read-only")
+        np.copyto(buf.view(result.dtype) if buf.dtype != result.dtype else buf, result)
+        return
+    torch = torch_module()
+    plain_tensor(buf, "out", writable=True)  # nested, sparse, negative views: refused
+    if buf.device.type != "cpu":
+        raise ArgumentError(f"out: the {what} tensor is on {buf.device}; expected a CPU tensor")
+    if buf.requires_grad and torch.is_grad_enabled():
+        raise ArgumentError(f"out: the {what} tensor requires grad; functions with out=... arguments "
+                            "don't support automatic differentiation")
+    src = torch.from_numpy(result)
+    if flat is not None and flat.code == BF16:
+        src = src.view(torch.bfloat16)
+    try:
+        if tuple(buf.shape) != result.shape:
+            if buf.numel() != 0:
+                warnings.warn(f"An output with one or more elements was resized since it had shape "
+                              f"{list(buf.shape)}, which does not match the required output shape "
+                              f"{list(result.shape)}. This behavior is deprecated (as in torch); resize "
+                              "it to zero elements with t.resize_(0) to reuse it", UserWarning, stacklevel=4)
+            buf.resize_(result.shape)
+        with torch.no_grad():
+            buf.copy_(src)
+    except RuntimeError as e:  # e.g. an expanded (self-overlapping) or non-resizable buffer
+        raise ArgumentError(f"out: cannot write the {what}: {e}") from e
+
+
+# TEMPORARY: the exact numpy stand-in for _core.topk_axis (issue 14, part A) until the rows
+# engine is merged; deleted at merge. It follows the kernel's contract and ranking rules.
+def _topk_axis_kernel(x, code, k, mode, sorted, values, indices) -> None:
+    """Fills values/indices (outer, k, inner) with the top k of x (outer, n, inner) along axis 1."""
+    if hasattr(_core, "topk_axis"):
+        _core.topk_axis(x, code, k, mode, sorted, values, indices)
+        return
+    key = _order_key(x, code, mode in (_MAGNITUDE, 3))  # uint64, ascending in value (NaN highest)
+    if mode in (_LARGEST, _MAGNITUDE):
+        key = ~key  # best first: descending; a stable sort keeps equal keys by lower index
+    idx = np.argsort(key, axis=1, kind="stable")[:, :k, :]
+    if not sorted:
+        idx = np.sort(idx, axis=1)
+    indices[...] = idx
+    values[...] = np.take_along_axis(x, idx, axis=1)
+
+
+def _order_key(x: np.ndarray, code: int, magnitude: bool) -> np.ndarray:
+    """TEMPORARY (with _topk_axis_kernel): uint64 keys ordered like the values (or |values|):
+    NaN above +inf, -0 == +0, integer |x| mathematical."""
+    if code >= 4:  # integer codes
+        if x.dtype.kind == "u":
+            return x.astype(np.uint64)
+        s = x.astype(np.int64)
+        if magnitude:
+            neg = s < 0
+            mag = np.where(neg, -(s + 1), s).astype(np.uint64)
+            return mag + neg.astype(np.uint64)
+        return s.view(np.uint64) ^ np.uint64(1 << 63)
+    if code == BF16:
+        x = bf16_to_f32(x.reshape(-1)).reshape(x.shape)
+    f = x.astype(np.float64)
+    if magnitude:
+        f = np.abs(f)
+    f = np.where(np.isnan(f), np.inf, f + 0.0)  # -0 -> +0; NaN placed by hand below
+    u = f.view(np.uint64)
+    u = np.where(u >> np.uint64(63) != 0, ~u, u | np.uint64(1 << 63))
+    return np.where(np.isnan(x), np.uint64(2**64 - 1), u)
 
 
 # ----------------------------------------------------------------------------- sparsify
