@@ -223,3 +223,91 @@ def test_out_buffer_errors():
     gradsparse.topk(x, 2, dim=0, out=(ov, oi))
     np.testing.assert_array_equal(oi, [[3] * 5, [2] * 5])
     np.testing.assert_array_equal(ov, x[[3, 2]])
+
+
+# ----------------------------------------------------------------------------- key="abs"
+
+def _ref_order(values, largest, magnitude):
+    """Python reference of the tie rule on exact Python numbers: best first, equal keys by
+    lower index, NaN above +inf (largest) / last (smallest)."""
+    def rank(i):
+        v = values[i]
+        if isinstance(v, float) and v != v:
+            return (0 if largest else 1, 0, i)
+        v = abs(v) if magnitude else v
+        return (1 if largest else 0, -v if largest else v, i)
+    return sorted(range(len(values)), key=rank)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64"])
+def test_integer_numpy_dtypes(dtype):
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(31)
+    x = rng.integers(info.min, info.max, size=(3, 40), dtype=dtype, endpoint=True)
+    x[:, :6] = np.array([info.min, info.max, 0, 1, info.min, info.max], dtype=dtype)
+    x[1, 10:20] = x[1, 0]  # ties
+    for key in (None, "abs"):
+        for largest in (True, False):
+            for sorted_ in (True, False):
+                for k in (0, 1, 7, 40):
+                    vals, idx = gradsparse.topk(x, k, largest=largest, sorted=sorted_, key=key)
+                    assert vals.dtype == x.dtype and idx.dtype == np.int64
+                    for r in range(3):
+                        want = _ref_order([int(v) for v in x[r]], largest, key == "abs")[:k]
+                        np.testing.assert_array_equal(idx[r], want if sorted_ else np.sort(want))
+                        np.testing.assert_array_equal(vals[r], x[r][idx[r]])
+
+
+def test_integer_magnitude_is_mathematical():
+    x = np.array([5, -128, 127, -5, 0, -127], np.int8)
+    np.testing.assert_array_equal(gradsparse.topk(x, 6, key="abs").indices, [1, 2, 5, 0, 3, 4])
+    np.testing.assert_array_equal(gradsparse.topk(x, 6, key="abs", largest=False).indices, [4, 0, 3, 2, 5, 1])
+    np.testing.assert_array_equal(gradsparse.topk(x, 2, key="abs").values, [-128, 127])  # signed values
+
+
+def test_key_abs_floats_special_values():
+    x = np.array([1.0, np.nan, -np.inf, -0.0, 0.0, np.inf, -1.0, -2.0], dtype=np.float32)
+    vals, idx = gradsparse.topk(x, 8, key="abs")
+    np.testing.assert_array_equal(idx, [1, 2, 5, 7, 0, 6, 3, 4])  # NaN, |inf| by index, ...
+    np.testing.assert_array_equal(bits(vals), bits(x[idx]))  # signs kept
+    np.testing.assert_array_equal(gradsparse.topk(x, 8, key="abs", largest=False).indices,
+                                  [3, 4, 0, 6, 7, 2, 5, 1])  # NaN last
+    np.testing.assert_array_equal(gradsparse.topk(x, 3, key="abs", sorted=False).indices, [1, 2, 5])
+
+
+@requires_torch
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16", "int8", "int16", "int32", "int64"])
+def test_key_abs_matches_torch_topk_of_abs(dtype):
+    gen = torch.Generator().manual_seed(32)
+    tdt = getattr(torch, dtype)
+    if tdt.is_floating_point:
+        x = (torch.randn(4, 30, 5, generator=gen) * 3).round().to(tdt)  # many |x| ties, both signs
+        x[0, 3, :] = float("nan")
+        x[1, 4, :] = -0.0
+        x[2, 5, :] = -float("inf")
+    else:
+        x = torch.randint(-9, 9, (4, 30, 5), generator=gen, dtype=tdt)
+    for dim in (0, 1, 2, -1):
+        for largest in (True, False):
+            for sorted_ in (True, False):
+                k = x.size(dim) // 2
+                got = gradsparse.topk(x, k, dim, largest, sorted_, key="abs")
+                want = torch.topk(x.abs(), k, dim, largest, sorted_)
+                assert isinstance(got, torch.return_types.topk)
+                raw = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[x.element_size()]
+                np.testing.assert_array_equal(got.values.view(raw).numpy(),  # x's own signed values
+                                              x.view(raw).gather(dim, got.indices).numpy())
+                if sorted_:
+                    np.testing.assert_array_equal(to_f64(got.values.abs()), to_f64(want.values))
+                order = torch.sort(x.abs(), dim=dim, descending=largest, stable=True).indices.narrow(dim, 0, k)
+                np.testing.assert_array_equal(got.indices.numpy(), (order if sorted_ else order.sort(dim).values).numpy())
+                if dtype != "bfloat16":  # numpy twin
+                    n = gradsparse.topk(x.numpy(), k, dim, largest, sorted_, key="abs")
+                    np.testing.assert_array_equal(n.indices, got.indices.numpy())
+
+
+def test_key_errors():
+    x = np.ones(4, np.float32)
+    for bad in ("ABS", "square", 1, abs):
+        with pytest.raises(ValueError, match="^key"):
+            gradsparse.topk(x, 1, key=bad)
