@@ -287,6 +287,32 @@ def test_opinfo_out(name):
                                                         torch.empty(S, 3, S, dtype=torch.int32))))
 
 
+def test_out_edge_cases():
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(7))
+    want = gradsparse.topk(x, 2)
+    # a self-overlapping (expanded) out: torch refuses it with a RuntimeError
+    raises_like_torch("out", lambda f: f(x, 2, out=(torch.empty(1, 2).expand(4, 2), torch.empty(4, 2, dtype=torch.long))))
+    # nothing is written when the second buffer is refused
+    ov = torch.empty(0)
+    with pytest.raises(RuntimeError, match="^out"):
+        gradsparse.topk(x, 2, out=(ov, torch.empty(4, 2, dtype=torch.int32)))
+    assert ov.shape == (0,)
+    with pytest.raises(TypeError, match="^out"):
+        gradsparse.topk(x, 2, out=(torch.empty(4, 2),))
+    # numpy twin: strided numpy buffers of the result's shape are written through
+    nv, ni = np.empty((4, 4), np.float32)[:, ::2], np.empty((8, 2), np.int64)[::2]
+    res = gradsparse.topk(x.numpy(), 2, out=(nv, ni))
+    assert res.values is nv and res.indices is ni
+    np.testing.assert_array_equal(nv, want.values.numpy())
+    np.testing.assert_array_equal(ni, want.indices.numpy())
+    with pytest.raises(RuntimeError, match="^out"):
+        gradsparse.topk(x.numpy(), 2, out=(np.empty((4, 2), np.float64), ni))
+    # tensor outs for a numpy input and numpy outs for a tensor input work too
+    tv, ti = torch.empty(0), torch.empty(0, dtype=torch.long)
+    gradsparse.topk(x.numpy(), 2, out=(tv, ti))
+    assert torch.equal(tv, want.values) and torch.equal(ti, want.indices)
+
+
 # ----------------------------------------------------------------------------- exceptions
 
 @pytest.mark.parametrize("name", DTYPE_NAMES)

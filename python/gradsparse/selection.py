@@ -193,8 +193,8 @@ def _topk_write_out(flat: Flat, values: np.ndarray, indices: np.ndarray, shape: 
     for buf in out:
         if not (is_tensor(buf) or isinstance(buf, np.ndarray)):
             raise ArgumentTypeError(f"out: expected numpy arrays or torch tensors, got {type(buf).__name__}")
-    _check_out_dtype(ov, flat, "values")
-    _check_out_dtype(oi, None, "indices")
+    _check_out(ov, flat, shape, "values")
+    _check_out(oi, None, shape, "indices")
     _write_one(ov, values.reshape(shape), flat, "values")
     _write_one(oi, indices.reshape(shape), None, "indices")
     if flat.kind == "torch":
@@ -203,9 +203,23 @@ def _topk_write_out(flat: Flat, values: np.ndarray, indices: np.ndarray, shape: 
     return TopK(ov, oi)
 
 
-def _check_out_dtype(buf, flat: Optional[Flat], what: str) -> None:
-    """torch's dtype rule for out=: the values buffer has the input's dtype (a numpy buffer
-    for bfloat16 may be ml_dtypes.bfloat16 or uint16 bit patterns), indices are int64."""
+def _check_out(buf, flat: Optional[Flat], shape: tuple, what: str) -> None:
+    """Checks one out= buffer before anything is written. torch's dtype rule: the values
+    buffer has the input's dtype (a numpy buffer for bfloat16 may be ml_dtypes.bfloat16 or
+    uint16 bit patterns), indices are int64."""
+    if is_tensor(buf):
+        plain_tensor(buf, "out", writable=True)  # nested, sparse, negative views: refused
+        if buf.device.type != "cpu":
+            raise ArgumentError(f"out: the {what} tensor is on {buf.device}; expected a CPU tensor")
+        if buf.requires_grad and torch_module().is_grad_enabled():
+            raise ArgumentError(f"out: the {what} tensor requires grad; functions with out=... arguments "
+                                "don't support automatic differentiation")
+    else:
+        if buf.shape != shape:
+            raise ArgumentError(f"out: the {what} array has shape {buf.shape}, expected {shape} "
+                                "(numpy arrays are not resized)")
+        if not buf.flags.writeable:
+            raise ArgumentError(f"out: the {what} array is read-only")
     got = buf.dtype
     if is_tensor(buf):
         torch = torch_module()
@@ -230,21 +244,10 @@ def _check_out_dtype(buf, flat: Optional[Flat], what: str) -> None:
 def _write_one(buf, result: np.ndarray, flat: Optional[Flat], what: str) -> None:
     """Copies `result` into `buf`: a tensor is resized like torch's out= (warning when a
     non-empty one changes shape) and written through its strides."""
-    if not is_tensor(buf):
-        if buf.shape != result.shape:
-            raise ArgumentError(f"out: the {what} array has shape {buf.shape}, expected {result.shape} "
-                                "(numpy arrays are not resized)")
-        if not buf.flags.writeable:
-            raise ArgumentError(f"out: the {what} array is read-only")
+    if not is_tensor(buf):  # checked by _check_out: the result's shape, writable
         np.copyto(buf.view(result.dtype) if buf.dtype != result.dtype else buf, result)
         return
     torch = torch_module()
-    plain_tensor(buf, "out", writable=True)  # nested, sparse, negative views: refused
-    if buf.device.type != "cpu":
-        raise ArgumentError(f"out: the {what} tensor is on {buf.device}; expected a CPU tensor")
-    if buf.requires_grad and torch.is_grad_enabled():
-        raise ArgumentError(f"out: the {what} tensor requires grad; functions with out=... arguments "
-                            "don't support automatic differentiation")
     src = torch.from_numpy(result)
     if flat is not None and flat.code == BF16:
         src = src.view(torch.bfloat16)
