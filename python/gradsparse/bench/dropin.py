@@ -74,6 +74,8 @@ SHAPES_FULL: Tuple[Tuple[Tuple[int, ...], int], ...] = (
 )
 SHAPES_QUICK = (((10_000_000,), -1), ((1000, 1000), -1), ((10000, 1000), -1), ((64, 50257), -1),
                 ((64, 1024, 64), 1))
+FUSED_FULL = (1_000_000, 10_000_000)  # key="abs" cells, 1-D
+FUSED_QUICK = (10_000_000,)
 
 
 class Cell(NamedTuple):
@@ -115,7 +117,7 @@ def cells(quick: bool = False) -> List[Cell]:
     out = [Cell(shape, dim, k, lab, s, dt)
            for shape, dim in shapes for dt in dtypes
            for k, lab in _ks(shape[dim], labels) for s in sorts]
-    for n in ((10_000_000,) if quick else (1_000_000, 10_000_000)):
+    for n in FUSED_QUICK if quick else FUSED_FULL:
         out += [Cell((n,), -1, k, lab, True, "float32", "abs")
                 for k, lab in _ks(n, ("1%",) if quick else ("0.1%", "1%", "10%"))]
     return out
@@ -206,20 +208,25 @@ def run(out: Out, bench, torch, *, quick: bool = False, repeats: int = MIN_REPEA
     rows: List[Dict[str, Any]] = []
     data: Dict[Tuple[Tuple[int, ...], str], Any] = {}
     fused_header = False
-    for cell in grid:
-        if cell.key and not fused_header:
-            out("   fused magnitude path: gradsparse.topk(x, k, key=\"abs\") (signed values) vs "
-                "torch.topk(x.abs(), k)")
-            fused_header = True
-        if (cell.shape, cell.dtype) not in data:
-            data.clear()
-            gc.collect()
-            n = int(np.prod(cell.shape))
-            x = gradient_like(n, np.random.default_rng([SEED, *cell.shape])).reshape(cell.shape)
-            t = torch.from_numpy(x)
-            data[(cell.shape, cell.dtype)] = t if cell.dtype == "float32" else t.to(torch.bfloat16)
-        t = data[(cell.shape, cell.dtype)]
-        rows += _time_cell(out, bench, torch, Cand, cell, t, repeats, threads)
+    threads0 = gs.get_num_threads(), torch.get_num_threads()
+    try:
+        for cell in grid:
+            if cell.key and not fused_header:
+                out("   fused magnitude path: gradsparse.topk(x, k, key=\"abs\") (signed values) vs "
+                    "torch.topk(x.abs(), k)")
+                fused_header = True
+            if (cell.shape, cell.dtype) not in data:
+                data.clear()
+                gc.collect()
+                n = int(np.prod(cell.shape))
+                x = gradient_like(n, np.random.default_rng([SEED, *cell.shape])).reshape(cell.shape)
+                t = torch.from_numpy(x)
+                data[(cell.shape, cell.dtype)] = t if cell.dtype == "float32" else t.to(torch.bfloat16)
+            t = data[(cell.shape, cell.dtype)]
+            rows += _time_cell(out, bench, torch, Cand, cell, t, repeats, threads)
+    finally:
+        gs.set_num_threads(threads0[0])
+        torch.set_num_threads(threads0[1])
     del data
     gc.collect()
     out()
