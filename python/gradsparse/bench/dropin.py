@@ -153,8 +153,8 @@ def check_topk(label: str, got: Any, ref: Any, x: Any, cell: Cell) -> None:
             fail(f"{what} dtype {t.dtype}, expected {want}")
         if tuple(t.shape) != tuple(rvalues.shape):
             fail(f"{what} shape {tuple(t.shape)}, torch.topk's {tuple(rvalues.shape)}")
-    dim, k = cell.dim % len(cell.shape), rvalues.shape[cell.dim % len(cell.shape)]
-    n = cell.shape[dim]
+    dim = cell.dim % max(1, x.dim())
+    k, n = rvalues.shape[dim], x.shape[dim]
 
     def rows(a: np.ndarray, width: int) -> np.ndarray:  # the selected dim last, one row per line
         return np.moveaxis(a, dim, -1).reshape(-1, width)
@@ -167,7 +167,8 @@ def check_topk(label: str, got: Any, ref: Any, x: Any, cell: Cell) -> None:
     if k > 1 and not np.all(si[:, 1:] > si[:, :-1]):
         fail("repeats an index within a row")
     gathered = np.take_along_axis(xv, i, axis=1)
-    if not np.array_equal(gathered.view(np.uint32), np.ascontiguousarray(v).view(np.uint32)):
+    bits = np.dtype(f"u{gathered.itemsize}")  # bitwise: the input's own values, sign of zero and NaNs included
+    if not np.array_equal(gathered.view(bits), np.ascontiguousarray(v).view(bits)):
         fail("values are not the input at the returned indices")
     keys = np.abs(v) if cell.key == "abs" else v
     if cell.sorted:
