@@ -1,7 +1,8 @@
 """The benchmark suites, kept apart from the library: ``python -m gradsparse.bench``.
 
 ``cli`` parses the options and dispatches the suites: ``select`` (top-k, CWMP, global
-selection), ``wire`` (index and value codecs) and ``atomo`` (SVD, FFT, end-to-end ATOMO);
+selection), ``wire`` (index and value codecs), ``dropin`` (``gradsparse.topk`` against
+``torch.topk``), ``atomo`` (SVD, FFT, end-to-end ATOMO) and ``compress`` (the compressors);
 ``common`` holds what they share (data, timing, reference checks, machine description).
 Nothing here is imported by ``import gradsparse``; the submodules load on first use.
 """

@@ -1,4 +1,4 @@
-"""gradsparse benchmark: ``python -m gradsparse.bench [--quick] [--suite all|select|wire|atomo] [--json PATH] ...``
+"""gradsparse benchmark: ``python -m gradsparse.bench [--quick] [--suite all|select|wire|dropin|atomo|compress] [--json PATH] ...``
 
 Measures gradsparse against the usual baselines and checks every result first.
 
@@ -29,6 +29,13 @@ Cases (float32 data, numpy RNG seeded):
 :mod:`gradsparse.bench_wire`; ``--suite`` picks either part. ``--suite atomo`` runs the ATOMO
 benchmark of :mod:`gradsparse.bench_atomo` instead -- SVD vs numpy/torch, real FFT vs
 numpy.fft.rfft, end-to-end spectral ATOMO vs plain numpy; it is not part of ``all``.)
+
+(``--suite dropin`` times ``gradsparse.topk`` itself against ``torch.topk`` as a drop-in
+replacement -- 1-D, 2-D row-wise, 3-D/4-D along dim=1, k in {1, 0.1%, 1%, 10%}, sorted and
+unsorted, float32 and bfloat16, and the fused ``key="abs"`` path -- see
+:mod:`gradsparse.bench.dropin`. ``all`` runs its quick subset; ``--suite dropin`` the full
+grid, or the same quick subset with ``--quick``. ``--threads`` and ``--repeats`` apply to it
+(at least 7 samples unless ``--quick``); ``--sizes``/``--ratios`` do not.)
 
 Data ("gradient-like"): a Gaussian scale mixture. Every block of 4096 consecutive elements
 (about one conv filter bank / matrix row group) gets its own scale drawn from
@@ -87,7 +94,7 @@ import numpy as np
 
 import gradsparse as gs
 
-from . import atomo as bench_atomo, compress as bench_compress, wire as bench_wire
+from . import atomo as bench_atomo, compress as bench_compress, dropin as bench_dropin, wire as bench_wire
 from .common import (
     BLOCK,
     SEED,
@@ -131,10 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default="bench-results/bench.json", metavar="PATH",
                    help="where to write all measurements (default bench-results/bench.json)")
     p.add_argument("--no-torch", action="store_true", help="skip the torch baselines")
-    p.add_argument("--suite", choices=("all", "select", "wire", "atomo", "compress"), default="all",
-                   help="which benchmarks: selection (top-k, CWMP, global), wire format, both (all, the "
-                        "default), the ATOMO benchmark (SVD, FFT, end to end; not part of all), or every "
-                        "compressor of gradsparse.compress on a ResNet-18 update (not part of all)")
+    p.add_argument("--suite", choices=("all", "select", "wire", "dropin", "atomo", "compress"), default="all",
+                   help="which benchmarks: selection (top-k, CWMP, global), wire format, gradsparse.topk as a "
+                        "drop-in for torch.topk (dropin: the full grid; all runs its quick subset), all three "
+                        "(all, the default), the ATOMO benchmark (SVD, FFT, end to end; not part of all), or "
+                        "every compressor of gradsparse.compress on a ResNet-18 update (not part of all)")
     return p
 
 
@@ -206,6 +214,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     wire: Dict[str, Any] = {}
     atomo_res: Dict[str, Any] = {}
     compress_res: Dict[str, Any] = {}
+    dropin_res: Dict[str, Any] = {}
     try:
         if args.suite in ("all", "select"):
             topk_rows = bench.topk_case(args.sizes, args.ratios, args.threads)
@@ -218,6 +227,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if args.suite == "all":
                 out()
             wire = bench_wire.run(out, quick=args.quick, repeats=args.repeats)
+        if args.suite in ("all", "dropin"):
+            if args.suite == "all":
+                out()
+            dropin_repeats = args.repeats if args.quick else max(bench_dropin.MIN_REPEATS, args.repeats)
+            dropin_res = bench_dropin.run(out, bench, torch, quick=args.quick or args.suite == "all",
+                                          repeats=dropin_repeats, threads=args.threads)
         if args.suite == "atomo":
             atomo_res = bench_atomo.run(out, quick=args.quick, repeats=args.repeats,
                                         torch=torch if torch is not None else None)
@@ -264,6 +279,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "wire": wire,
         "atomo": atomo_res,
         "compress": compress_res,
+        "dropin": dropin_res,
         "elapsed_s": elapsed,
         "printed": out.lines,
     }
