@@ -15,6 +15,7 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 
 from . import _core
+from . import _torch_op
 from ._convert import (
     BF16,
     Flat,
@@ -25,6 +26,7 @@ from ._convert import (
     f32_to_bf16,
     is_tensor,
     tensor_to_numpy,
+    torch_module,
 )
 from .costs import as_cost
 from .sparse import Sparse
@@ -89,7 +91,8 @@ def _sparse(flat: Flat, idx: np.ndarray, raw: np.ndarray) -> Sparse:
 
 # ----------------------------------------------------------------------------- top-k
 
-def topk(input: Any, k: Any, dim: int = -1, largest: bool = True, sorted: bool = True, *, out=None) -> TopK:
+def topk(input: Any, k: Any, dim: int = -1, largest: bool = True, sorted: bool = True, *, key: Any = None,
+         out=None) -> TopK:
     """The k largest (or smallest) entries along `dim` of a 1-D or 2-D array, as
     ``(values, indices)`` like ``torch.topk``. numpy in, numpy out; torch in, torch out.
 
@@ -97,6 +100,9 @@ def topk(input: Any, k: Any, dim: int = -1, largest: bool = True, sorted: bool =
     ``sorted=False`` they come in ascending index order. NaN counts as larger than +inf.
     ``out=(values, indices)`` reuses C-contiguous buffers of the result's shape.
     """
+    if is_tensor(input) and _torch_op.wants_op(input): return _torch_op.topk(input, k, dim, largest, sorted, key, out)
+    if key is not None:  # TEMPORARY (issue 14, branch i14-op): key= is part B's; replaced at merge
+        raise ArgumentError("key: not supported on this branch")
     flat = as_flat(input, "input")
     shape = flat.shape
     if len(shape) not in (1, 2):
@@ -126,6 +132,21 @@ def topk(input: Any, k: Any, dim: int = -1, largest: bool = True, sorted: bool =
     elif transposed:
         values, indices = values.T, indices.T
     return TopK(flat.wrap(values), flat.wrap_index(indices))
+
+
+def _topk_tensor(input: Any, k: int, dim: int, largest: bool, sorted: bool, key: Any):
+    """TEMPORARY (issue 14, branch i14-op only; replaced at merge by part B's engine-backed
+    version): (values, indices) of a plain CPU tensor through torch.topk, so that the torch
+    op (_torch_op.py) can be developed and tested before the N-D engine exists. key="abs"
+    ranks by |x| and returns x's signed values."""
+    torch = torch_module()
+    t = input.detach()
+    if key == "abs":
+        indices = torch.topk(t.abs(), k, dim, largest, sorted).indices
+        values = t.gather(dim, indices)
+    else:
+        values, indices = torch.topk(t, k, dim, largest, sorted)
+    return values.contiguous(), indices.contiguous()
 
 
 def _topk_buffers(flat: Flat, nrows: int, k: int, ndim: int, transposed: bool, out):
