@@ -14,7 +14,7 @@ pytestmark = [
     requires_torch,
     # torch's first forward-AD call loads its jvp decompositions through torch.jit.script,
     # which warns that it is deprecated (torch's own code, not ours)
-    pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:`torch.jit.script:DeprecationWarning"),
 ]
 
 
