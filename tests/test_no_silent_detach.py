@@ -87,8 +87,9 @@ CALLS = [
      for name in available_compressors()]
 
 
-@pytest.mark.parametrize("call, arg", torch_params(lambda: [pytest.param(f, a, id=i) for i, f, a in CALLS]))
-def test_requires_grad_is_refused_and_read_under_no_grad(call, arg):
+@pytest.mark.parametrize("case", torch_params(lambda: [pytest.param((f, a), id=i) for i, f, a in CALLS]))
+def test_requires_grad_is_refused_and_read_under_no_grad(case):
+    call, arg = case
     x = _x()
     with pytest.raises(ArgumentError, match="requires grad") as e:
         call(x)
