@@ -126,3 +126,22 @@ def test_vmap_nested_and_zero_dim_examples():
     s = torch.randn(5)
     res = torch.func.vmap(lambda t: gradsparse.topk(t, 1))(s)  # every example is 0-d
     assert torch.equal(res.values, s) and torch.equal(res.indices, torch.zeros(5, dtype=torch.int64))
+
+
+def test_forward_ad_under_compile_is_never_lost():
+    """A traced call loses a custom jvp, so under forward AD topk runs eagerly at a graph
+    break: the tangent is right without fullgraph, and fullgraph=True refuses loudly."""
+    import torch.autograd.forward_ad as fwAD
+
+    torch._dynamo.reset()
+    x = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    t = torch.arange(15, dtype=torch.float64).reshape(3, 5)
+    f = lambda u: gradsparse.topk(u, 2).values * 2  # noqa: E731
+    cf = torch.compile(f, backend="aot_eager")
+    assert torch.equal(cf(x), f(x))  # compiled first without forward AD: one graph, the op
+    with fwAD.dual_level():
+        got = fwAD.unpack_dual(cf(fwAD.make_dual(x, t))).tangent  # dynamo's guard recompiles
+        assert torch.equal(got, 2 * t.gather(1, torch.topk(x, 2).indices))
+        torch._dynamo.reset()  # (the cache would serve the graph-broken code again)
+        with pytest.raises(RuntimeError, match="disable"):
+            torch.compile(f, backend="aot_eager", fullgraph=True)(fwAD.make_dual(x, t))

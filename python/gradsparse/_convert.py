@@ -98,7 +98,7 @@ def _public_caller() -> str:
         qualname = getattr(frame.f_code, "co_qualname", frame.f_code.co_name)
         public = sys.modules.get("gradsparse")
         top = qualname.split(".")[0]
-        if public is not None and getattr(public, top, None) is frame.f_globals.get(top):
+        if public is not None and getattr(public, top, None) is frame.f_globals.get(top, ""):
             module = "gradsparse"  # re-exported at the top level
         if not qualname.startswith("_") and "<" not in qualname:
             name = f"{module}.{qualname}"

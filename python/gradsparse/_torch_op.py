@@ -13,9 +13,21 @@ dispatcher. Here the selection is the custom op ``torch.ops.gradsparse.topk``:
 * its vmap rule moves the batch dimension to the front and selects along the shifted dim.
 
 In eager mode the op is called through an ``autograd.Function`` that adds forward-mode AD
-(the tangent gathered at the selected indices), which custom ops cannot register; dynamo
-does not trace a Function with a custom ``jvp``, so under ``torch.compile`` the op is
-called directly (its registered backward serves ``backward()``).
+(the tangent gathered at the selected indices), which custom ops cannot register (called
+directly on a dual tensor, a custom op drops the tangent). Under ``torch.compile`` the op is
+called directly (its registered backward serves ``backward()``) -- unless a forward-AD level
+is open: a traced Function loses its custom ``jvp``, so then the Function is called behind
+``torch.compiler.disable``: dynamo breaks the graph there (an error with ``fullgraph=True``)
+and runs it eagerly, rather than lose the tangent.
+
+What works (tests/test_topk_autograd.py, tests/test_topk_compile.py): ``backward()``,
+gradcheck and gradgradcheck; forward AD (``forward_ad`` dual tensors, ``torch.func.jvp``);
+``torch.func.grad``, ``vmap`` (any ``in_dims``, nested, 0-d examples), ``vmap`` of
+``grad``, ``jacfwd``/``jacrev``/``hessian``; ``torch.compile(fullgraph=True)`` with the
+inductor and aot_eager backends, static or dynamic shapes, k from a (symbolic) size;
+``torch.library.opcheck``; meta tensors and ``FakeTensorMode``. ``out=`` with a tensor that
+requires grad is refused like torch refuses it. Not inside one compiled graph: forward AD
+(see above; it runs eagerly at a graph break instead).
 
 torch is never imported here: the op is registered on the first call that needs it,
 reading torch from ``sys.modules`` like ``_convert`` does -- also when that first call is
@@ -32,6 +44,8 @@ from .errors import ArgumentError, ArgumentTypeError, DimensionError
 
 #: set once the op, its kernels and the eager autograd.Function exist
 _Function: Any = None
+#: _Function.apply behind torch.compiler.disable: dynamo runs it eagerly at a graph break
+_eager_apply: Any = None
 _lock = threading.Lock()
 
 _DTYPES = ("float32", "float64", "float16", "bfloat16", "uint8", "int8", "int16", "int32", "int64")
@@ -70,7 +84,10 @@ def topk(input: Any, k: Any, dim: Any, largest: Any, sorted: Any, key: Any, out:
                             "torch.no_grad()")
     if torch.compiler.is_compiling():
         _op_ready()  # run by dynamo while tracing (see below), not traced
-        values, indices = torch.ops.gradsparse.topk(input, k, dim, bool(largest), bool(sorted), key)
+        if torch.autograd.forward_ad._current_level >= 0:  # (see the module docstring)
+            values, indices = _eager_apply(input, k, dim, bool(largest), bool(sorted), key)
+        else:
+            values, indices = torch.ops.gradsparse.topk(input, k, dim, bool(largest), bool(sorted), key)
     else:
         values, indices = register().apply(input, k, dim, bool(largest), bool(sorted), key)
     if out is not None:
@@ -139,11 +156,15 @@ def _write_out(torch, out, values, indices):
 def register():
     """Registers ``gradsparse::topk`` with torch (once; torch must be loaded) and returns
     the eager ``autograd.Function`` that calls it."""
-    global _Function
+    global _Function, _eager_apply
     if _Function is None:
         with _lock:
             if _Function is None:
-                _Function = _define(sys.modules["torch"])
+                torch = sys.modules["torch"]
+                function = _define(torch)
+                _eager_apply = torch.compiler.disable(function.apply, reason=(
+                    "gradsparse.topk under forward-mode AD: dynamo cannot trace the custom jvp"))
+                _Function = function
     return _Function
 
 
