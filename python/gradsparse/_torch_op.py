@@ -5,7 +5,8 @@ vmap, meta and fake tensors.
 (:func:`wants_op`); everything else takes the direct path, which never enters torch's
 dispatcher. Here the selection is the custom op ``torch.ops.gradsparse.topk``:
 
-* its CPU kernel is ``selection._topk_tensor`` (the same engine as the direct path);
+* its CPU kernel is ``selection._topk_tensor`` (the same engine as the direct path), which
+  selection plugs in (:func:`set_cpu_kernel`);
 * its fake kernel gives the result's shape and dtypes (meta tensors, ``torch.compile``);
 * its backward scatters the incoming gradient to the selected indices along `dim`, zeros
   elsewhere (``torch.topk``'s backward), written with differentiable torch ops, so double
@@ -46,6 +47,9 @@ from .errors import ArgumentError, ArgumentTypeError, DimensionError
 _Function: Any = None
 #: _Function.apply behind torch.compiler.disable: dynamo runs it eagerly at a graph break
 _eager_apply: Any = None
+#: the op's CPU kernel, selection._topk_tensor, plugged in by selection when it is imported
+#: (selection imports this module, so the dependency points one way)
+_cpu_kernel: Any = None
 _lock = threading.Lock()
 
 _DTYPES = ("float32", "float64", "float16", "bfloat16", "uint8", "int8", "int16", "int32", "int64")
@@ -240,10 +244,15 @@ def _define(torch):
     return TopK
 
 
-def _topk_cpu(input, k, dim, largest, sorted, key):
-    from . import selection
+def set_cpu_kernel(kernel: Any) -> None:
+    """Sets the op's CPU kernel: ``kernel(input, k, dim, largest, sorted, key)`` -> two fresh
+    contiguous tensors (``selection._topk_tensor``)."""
+    global _cpu_kernel
+    _cpu_kernel = kernel
 
-    return selection._topk_tensor(input, k, dim, largest, sorted, key)
+
+def _topk_cpu(input, k, dim, largest, sorted, key):
+    return _cpu_kernel(input, k, dim, largest, sorted, key)
 
 
 def _scatter(grad_values, indices, shape, dim):

@@ -101,10 +101,10 @@ def topk(input: Any, k: Any, dim: int = -1, largest: bool = True, sorted: bool =
     ``out=(values, indices)`` reuses C-contiguous buffers of the result's shape.
     """
     if is_tensor(input) and _torch_op.wants_op(input): return _torch_op.topk(input, k, dim, largest, sorted, key, out)
-    if is_tensor(input) and (key is not None or input.dim() not in (1, 2) or input.numel() == 0 or k == 0):
+    if is_tensor(input) and input.numel() and (key is not None or input.dim() not in (1, 2) or k == 0):
         # TEMPORARY (issue 14, branch i14-op only; part B's N-D topk replaces it at merge): what
-        # the 1-D/2-D engine path refuses (key=, other ranks, k=0, empty), through torch.topk,
-        # so that gradcheck's no-grad evaluations of the torch op's tests have an answer here
+        # the 1-D/2-D engine path refuses (key=, other ranks, k=0), through torch.topk, so that
+        # gradcheck's evaluations on detached inputs in the torch op's tests have an answer here
         tk, tdim = _torch_op._check(torch_module(), input, k, dim, largest, sorted, key)
         return torch_module().return_types.topk(_topk_tensor(input, tk, tdim, largest, sorted, key))
     flat = as_flat(input, "input")
@@ -151,6 +151,9 @@ def _topk_tensor(input: Any, k: int, dim: int, largest: bool, sorted: bool, key:
     else:
         values, indices = torch.topk(t, k, dim, largest, sorted)
     return values.contiguous(), indices.contiguous()
+
+
+_torch_op.set_cpu_kernel(_topk_tensor)  # the torch op's CPU kernel (issue 14 part C: keep at merge)
 
 
 def _topk_buffers(flat: Flat, nrows: int, k: int, ndim: int, transposed: bool, out):
