@@ -201,3 +201,14 @@ def test_errors_on_the_op_route_are_the_direct_paths():
     # k as a 0-d integer tensor or a numpy integer is accepted
     import numpy as np
     assert torch.equal(gradsparse.topk(x, torch.tensor(2)).indices, gradsparse.topk(x, np.int64(2)).indices)
+
+
+def test_numpy_scalars_as_arguments():
+    import numpy as np
+
+    x = _input((4, 6))
+    res = gradsparse.topk(x, np.int32(2), np.int64(1), np.bool_(False), np.bool_(True))
+    ref = torch.topk(x, 2, 1, False, True)
+    assert torch.equal(res.values, ref.values) and torch.equal(res.indices, ref.indices)
+    with pytest.raises(TypeError, match="largest"):
+        gradsparse.topk(x, 2, largest=1)

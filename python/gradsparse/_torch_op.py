@@ -41,6 +41,8 @@ import sys
 import threading
 from typing import Any
 
+import numpy as np
+
 from .errors import ArgumentError, ArgumentTypeError, DimensionError
 
 #: set once the op, its kernels and the eager autograd.Function exist
@@ -112,7 +114,7 @@ def _check(torch, input, k, dim, largest, sorted, key):
                             "on the CPU (move it with .cpu())")
     if key is not None and key != "abs":
         raise ArgumentError(f"key: expected None or 'abs', got {key!r}")
-    if not isinstance(largest, bool) or not isinstance(sorted, bool):
+    if not isinstance(largest, (bool, np.bool_)) or not isinstance(sorted, (bool, np.bool_)):
         raise ArgumentTypeError("largest, sorted: must be bool")
     k = _as_int(torch, k, "k")
     dim = _as_int(torch, dim, "dim")
@@ -135,7 +137,7 @@ def _as_int(torch, value, name):
             raise ArgumentTypeError(f"{name}: expected an integer or a 0-d integer tensor, "
                                     f"got a {value.dim()}-D {value.dtype} tensor")
         return int(value)
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, torch.SymInt)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, torch.SymInt)):
         raise ArgumentTypeError(f"{name}: expected an integer, got {type(value).__name__}")
     return value if isinstance(value, torch.SymInt) else int(value)
 
