@@ -301,13 +301,18 @@ def test_feedback_non_contiguous_torch():
 
 
 @requires_torch
-def test_tensor_requiring_grad_is_accepted():
+def test_tensor_requiring_grad_is_read_under_no_grad():
+    # issue 14: no silent detach -- in grad mode, sparsify refuses it (test_no_silent_detach.py
+    # covers every function); topk supports autograd (test_topk_autograd.py)
     t = torch.tensor([1.0, -3.0, 2.0], requires_grad=True)
-    res = gradsparse.sparsify(t, 1)
+    raises(ValueError, "x", gradsparse.sparsify, t, 1)
+    with torch.no_grad():
+        res = gradsparse.sparsify(t, 1)
     np.testing.assert_array_equal(res.indices.numpy(), [1])
     assert not res.values.requires_grad
     v, i = gradsparse.topk(t, 2)
     np.testing.assert_array_equal(i.numpy(), [2, 0])
+    assert v.requires_grad
 
 
 def test_make_helper_roundtrip():

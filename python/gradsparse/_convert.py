@@ -71,8 +71,16 @@ def plain_tensor(t: Any, name: str, *, writable: bool = False) -> Any:
     """`t` detached, checked to be a dense (strided) tensor: nested and sparse tensors raise
     TypeError naming `name`. Negative and conjugate views (``x.neg()`` under some ops,
     ``Tensor.is_neg``/``is_conj``) are resolved into a plain copy -- or refused with
-    ValueError when the tensor is to be written (`writable`)."""
+    ValueError when the tensor is to be written (`writable`).
+
+    No silent detach: a tensor that requires grad while grad mode is on raises ArgumentError
+    (torch's own rule for ``Tensor.numpy()``) -- gradsparse's results carry no gradient, so
+    detaching quietly would cut the graph. Under ``torch.no_grad()`` / ``inference_mode`` it is
+    read. (``gradsparse.topk`` supports autograd: it routes such tensors to its torch op first.)"""
     torch = torch_module()
+    if t.requires_grad and torch.is_grad_enabled():
+        raise ArgumentError(f"{name}: requires grad; {_public_caller()} does not propagate gradients; "
+                            f"pass {name}.detach() or call it under torch.no_grad()")
     if getattr(t, "is_nested", False):
         raise ArgumentTypeError(f"{name}: nested tensors are not supported; pass a dense tensor")
     if t.is_sparse or t.layout != torch.strided:
@@ -84,6 +92,23 @@ def plain_tensor(t: Any, name: str, *, writable: bool = False) -> Any:
                              "pass a plain tensor (resolve_neg() / resolve_conj())")
         t = t.resolve_neg().resolve_conj()
     return t
+
+
+def _public_caller() -> str:
+    """The name of the gradsparse function the user called ("gradsparse.sparsify",
+    "gradsparse.ErrorFeedback.compress"), found on the stack (only for error messages)."""
+    frame, name = sys._getframe(1), "this gradsparse function"
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "gradsparse":
+        module = frame.f_globals["__name__"]
+        qualname = getattr(frame.f_code, "co_qualname", frame.f_code.co_name)
+        public = sys.modules.get("gradsparse")
+        top = qualname.split(".")[0]
+        if public is not None and getattr(public, top, None) is frame.f_globals.get(top, ""):
+            module = "gradsparse"  # re-exported at the top level
+        if not qualname.startswith("_") and "<" not in qualname:
+            name = f"{module}.{qualname}"
+        frame = frame.f_back
+    return name
 
 
 def tensor_to_numpy(t: Any, name: str, *, bfloat16: str = "float32", writable: bool = False,

@@ -1,16 +1,264 @@
-"""The torch.library custom op behind gradsparse.topk for inputs that need torch's
-machinery (autograd, forward AD, vmap, meta/fake tensors, torch.compile).
+"""gradsparse.topk inside torch's machinery: autograd, forward-mode AD, torch.compile,
+vmap, meta and fake tensors.
 
-Stub until the op lands (issue 14, part C): no input is routed to it yet."""
+``selection.topk`` hands a torch input here when the call needs more than numbers
+(:func:`wants_op`); everything else takes the direct path, which never enters torch's
+dispatcher. Here the selection is the custom op ``torch.ops.gradsparse.topk``:
+
+* its CPU kernel is ``selection._topk_tensor`` (the same engine as the direct path), which
+  selection plugs in (:func:`set_cpu_kernel`);
+* its fake kernel gives the result's shape and dtypes (meta tensors, ``torch.compile``);
+* its backward scatters the incoming gradient to the selected indices along `dim`, zeros
+  elsewhere (``torch.topk``'s backward), written with differentiable torch ops, so double
+  backward works;
+* its vmap rule moves the batch dimension to the front and selects along the shifted dim.
+
+In eager mode the op is called through an ``autograd.Function`` that adds forward-mode AD
+(the tangent gathered at the selected indices), which custom ops cannot register (called
+directly on a dual tensor, a custom op drops the tangent). Under ``torch.compile`` the op is
+called directly (its registered backward serves ``backward()``) -- unless a forward-AD level
+is open: a traced Function loses its custom ``jvp``, so then the Function is called behind
+``torch.compiler.disable``: dynamo breaks the graph there (an error with ``fullgraph=True``)
+and runs it eagerly, rather than lose the tangent.
+
+What works (tests/test_topk_autograd.py, tests/test_topk_compile.py): ``backward()``,
+gradcheck and gradgradcheck; forward AD (``forward_ad`` dual tensors, ``torch.func.jvp``);
+``torch.func.grad``, ``vmap`` (any ``in_dims``, nested, 0-d examples), ``vmap`` of
+``grad``, ``jacfwd``/``jacrev``/``hessian``; ``torch.compile(fullgraph=True)`` with the
+inductor and aot_eager backends, static or dynamic shapes, k from a (symbolic) size;
+``torch.library.opcheck``; meta tensors and ``FakeTensorMode``. ``out=`` with a tensor that
+requires grad is refused like torch refuses it. Not inside one compiled graph: forward AD
+(see above; it runs eagerly at a graph break instead).
+
+torch is never imported here: the op is registered on the first call that needs it,
+reading torch from ``sys.modules`` like ``_convert`` does -- also when that first call is
+traced by ``torch.compile`` (see ``_op_ready``).
+"""
 from __future__ import annotations
 
+import numbers
+import sys
+import threading
 from typing import Any
+
+import numpy as np
+
+from .errors import ArgumentError, ArgumentTypeError, DimensionError
+
+#: set once the op, its kernels and the eager autograd.Function exist
+_Function: Any = None
+#: _Function.apply behind torch.compiler.disable: dynamo runs it eagerly at a graph break
+_eager_apply: Any = None
+#: the op's CPU kernel, selection._topk_tensor, plugged in by selection when it is imported
+#: (selection imports this module, so the dependency points one way)
+_cpu_kernel: Any = None
+_lock = threading.Lock()
+
+_DTYPES = ("float32", "float64", "float16", "bfloat16", "uint8", "int8", "int16", "int32", "int64")
+_SCHEMA = "(Tensor input, SymInt k, int dim, bool largest, bool sorted, str? key) -> (Tensor, Tensor)"
 
 
 def wants_op(input: Any) -> bool:
-    """Whether topk(input, ...) must go through the torch op (never, in this stub)."""
-    return False
+    """True when a call on the tensor `input` needs torch's machinery: `input` requires grad
+    with grad mode on, carries a forward-AD tangent, is wrapped by a functorch transform
+    (vmap, grad, jvp), is a meta or fake tensor (or a dispatch mode is active), or the call
+    is being traced by ``torch.compile``."""
+    torch = sys.modules["torch"]
+    if torch.compiler.is_compiling():
+        return True
+    if input.requires_grad and torch.is_grad_enabled():
+        return True
+    if input.device.type == "meta" or torch._C._len_torch_dispatch_stack() > 0:
+        return True
+    if type(input).__torch_dispatch__ is not torch.Tensor.__torch_dispatch__:
+        return True  # FakeTensor, FunctionalTensor and other dispatch subclasses
+    if torch._C._functorch.is_functorch_wrapped_tensor(input):
+        return True
+    fwd = torch.autograd.forward_ad
+    return fwd._current_level >= 0 and fwd.unpack_dual(input).tangent is not None
 
 
 def topk(input: Any, k: Any, dim: Any, largest: Any, sorted: Any, key: Any, out: Any):
-    raise NotImplementedError("gradsparse.topk through torch.library is not available in this build")
+    """``gradsparse.topk`` for an input :func:`wants_op` accepted: checks the arguments
+    (the same errors as the direct path), selects through the op, returns a
+    ``torch.return_types.topk`` (or fills `out`)."""
+    torch = sys.modules["torch"]
+    k, dim = _check(torch, input, k, dim, largest, sorted, key)
+    if out is not None and input.requires_grad and torch.is_grad_enabled():
+        raise ArgumentError("out: topk(): functions with out=... arguments don't support automatic "
+                            "differentiation, but input requires grad; drop out= or call it under "
+                            "torch.no_grad()")
+    if torch.compiler.is_compiling():
+        _op_ready()  # run by dynamo while tracing (see below), not traced
+        if torch.autograd.forward_ad._current_level >= 0:  # (see the module docstring)
+            values, indices = _eager_apply(input, k, dim, bool(largest), bool(sorted), key)
+        else:
+            values, indices = torch.ops.gradsparse.topk(input, k, dim, bool(largest), bool(sorted), key)
+    else:
+        values, indices = register().apply(input, k, dim, bool(largest), bool(sorted), key)
+    if out is not None:
+        return _write_out(torch, out, values, indices)
+    return torch.return_types.topk((values, indices))
+
+
+# ----------------------------------------------------------------------------- arguments
+
+def _check(torch, input, k, dim, largest, sorted, key):
+    """(k, dim) as Python ints (dim in [0, ndim), 0 for a 0-d input) after checking every
+    argument; raises the errors of the direct path."""
+    if input.dtype not in tuple(getattr(torch, d) for d in _DTYPES):
+        raise ArgumentTypeError(f"input: unsupported dtype {input.dtype}; expected a float "
+                                "(float32/64/16, bfloat16) or integer (uint8, int8..int64) dtype")
+    if input.device.type not in ("cpu", "meta"):
+        raise ArgumentError(f"input: tensor is on {input.device}; this build of gradsparse selects "
+                            "on the CPU (move it with .cpu())")
+    if key is not None and key != "abs":
+        raise ArgumentError(f"key: expected None or 'abs', got {key!r}")
+    if not isinstance(largest, (bool, np.bool_)) or not isinstance(sorted, (bool, np.bool_)):
+        raise ArgumentTypeError("largest, sorted: must be bool")
+    k = _as_int(torch, k, "k")
+    dim = _as_int(torch, dim, "dim")
+    ndim = input.dim()
+    span = max(ndim, 1)  # a 0-d input takes dim in {-1, 0}, like torch
+    if not -span <= dim < span:
+        raise DimensionError(f"dim: out of range for a {ndim}-D input (expected to be in "
+                             f"[{-span}, {span - 1}]), got {dim}")
+    dim %= span
+    n = input.shape[dim] if ndim else 1
+    if k < 0 or k > n:
+        raise ArgumentError(f"k: must be in [0, {n}] (size of dim {dim}), got {k}")
+    return k, dim
+
+
+def _as_int(torch, value, name):
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 0 or value.dtype.is_floating_point or value.dtype.is_complex \
+                or value.dtype == torch.bool:
+            raise ArgumentTypeError(f"{name}: expected an integer or a 0-d integer tensor, "
+                                    f"got a {value.dim()}-D {value.dtype} tensor")
+        return int(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, torch.SymInt)):
+        raise ArgumentTypeError(f"{name}: expected an integer, got {type(value).__name__}")
+    return value if isinstance(value, torch.SymInt) else int(value)
+
+
+def _write_out(torch, out, values, indices):
+    """`values`/`indices` written into the caller's (values, indices) pair with torch's out=
+    rules: dtypes must match, a tensor of another shape is resized first."""
+    if not isinstance(out, (tuple, list)) or len(out) != 2 \
+            or not all(isinstance(o, torch.Tensor) for o in out):
+        raise ArgumentTypeError("out: expected a (values, indices) pair of tensors")
+    for o, r, what in ((out[0], values, "values"), (out[1], indices, "indices")):
+        if o.dtype != r.dtype:
+            raise ArgumentError(f"out: {what} must have dtype {r.dtype}, got {o.dtype}")
+        if o.shape != r.shape:
+            o.resize_(r.shape)
+        o.copy_(r)
+    return torch.return_types.topk((out[0], out[1]))
+
+
+# ----------------------------------------------------------------------------- the op
+
+def register():
+    """Registers ``gradsparse::topk`` with torch (once; torch must be loaded) and returns
+    the eager ``autograd.Function`` that calls it."""
+    global _Function, _eager_apply
+    if _Function is None:
+        with _lock:
+            if _Function is None:
+                torch = sys.modules["torch"]
+                function = _define(torch)
+                _eager_apply = torch.compiler.disable(function.apply, reason=(
+                    "gradsparse.topk under forward-mode AD: dynamo cannot trace the custom jvp"))
+                _Function = function
+    return _Function
+
+
+def _op_ready() -> bool:
+    """Registers the op (if needed); True."""
+    register()
+    return True
+
+
+# The marker torch.compiler.assume_constant_result puts on a function (it cannot be called
+# here: torch may not be loaded yet): dynamo runs _op_ready while tracing instead of tracing
+# into it, so a first gradsparse.topk call inside a compiled function registers the op,
+# without a graph break, before dynamo looks up torch.ops.gradsparse.topk.
+_op_ready._dynamo_marked_constant = True  # type: ignore[attr-defined]
+
+
+def _define(torch):
+    op = torch.library.custom_op("gradsparse::topk", _topk_cpu, mutates_args=(),
+                                 device_types="cpu", schema=_SCHEMA)
+
+    @op.register_fake
+    def _fake(input, k, dim, largest, sorted, key):
+        shape = list(input.shape)
+        if shape:
+            shape[dim] = k
+        return input.new_empty(shape), input.new_empty(shape, dtype=torch.int64)
+
+    def setup_context(ctx, inputs, output):
+        ctx.shape, ctx.dim = inputs[0].shape, inputs[2]
+        ctx.save_for_backward(output[1])
+
+    def backward(ctx, grad_values, _grad_indices):
+        (indices,) = ctx.saved_tensors
+        return _scatter(grad_values, indices, ctx.shape, ctx.dim), None, None, None, None, None
+
+    op.register_autograd(backward, setup_context=setup_context)
+
+    @op.register_vmap
+    def _vmap(info, in_dims, input, k, dim, largest, sorted, key):
+        bdim = in_dims[0]
+        if bdim is None:
+            return op(input, k, dim, largest, sorted, key), (None, None)
+        x = input.movedim(bdim, 0)
+        if x.dim() == 1:  # 0-d examples: torch returns the element itself, index 0
+            return (x.clone(), torch.zeros_like(x, dtype=torch.int64)), (0, 0)
+        return op(x, k, dim + 1, largest, sorted, key), (0, 0)
+
+    class TopK(torch.autograd.Function):
+        """The op with forward-mode AD added (eager calls only)."""
+
+        generate_vmap_rule = True
+
+        @staticmethod
+        def forward(input, k, dim, largest, sorted, key):
+            return op(input, k, dim, largest, sorted, key)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.mark_non_differentiable(output[1])
+            ctx.shape, ctx.dim = inputs[0].shape, inputs[2]
+            ctx.save_for_backward(output[1])
+            ctx.save_for_forward(output[1])
+
+        @staticmethod
+        def backward(ctx, grad_values, _grad_indices):
+            return backward(ctx, grad_values, _grad_indices)
+
+        @staticmethod
+        def jvp(ctx, tangent, *_):
+            (indices,) = ctx.saved_tensors
+            return tangent.gather(ctx.dim, indices), None
+
+    return TopK
+
+
+def set_cpu_kernel(kernel: Any) -> None:
+    """Sets the op's CPU kernel: ``kernel(input, k, dim, largest, sorted, key)`` -> two fresh
+    contiguous tensors (``selection._topk_tensor``)."""
+    global _cpu_kernel
+    _cpu_kernel = kernel
+
+
+def _topk_cpu(input, k, dim, largest, sorted, key):
+    return _cpu_kernel(input, k, dim, largest, sorted, key)
+
+
+def _scatter(grad_values, indices, shape, dim):
+    """torch.topk's backward: `grad_values` placed at `indices` along `dim` of a zero
+    tensor of the input's `shape` (a 0-d input passes its gradient through, as torch's
+    does for k in {0, 1})."""
+    return grad_values.new_zeros(shape).scatter(dim, indices, grad_values)

@@ -15,7 +15,10 @@ class                  is an instance of                       raised for
 =====================  ======================================  ==========================
 
 Every argument error of the public API is one of these, whether the Python layer or the
-C++ core found it. Corrupt payloads and checkpoints are ``ArgumentError`` too.
+C++ core found it. Corrupt payloads and checkpoints are ``ArgumentError`` too, and so is a
+torch tensor that requires grad, given while grad mode is on, to a function that does not
+propagate gradients (every function but ``topk``; torch raises RuntimeError for
+``Tensor.numpy()`` on such a tensor): pass ``x.detach()`` or call it under ``torch.no_grad()``.
 """
 from __future__ import annotations
 

@@ -136,6 +136,9 @@ def _topk_tensor(input: Any, k: int, dim: int, largest: bool, sorted: bool, key)
     return flat.wrap(values.reshape(shape)), flat.wrap_index(indices.reshape(shape))
 
 
+_torch_op.set_cpu_kernel(_topk_tensor)  # the torch op's CPU kernel (_torch_op cannot import this module)
+
+
 def _as_index(value: Any, name: str) -> int:
     """An integer argument that may also be a 0-d integer array or tensor (like torch)."""
     if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iu":
