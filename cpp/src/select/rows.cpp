@@ -1,0 +1,330 @@
+// gradsparse — top-k along one axis of a (outer, n, inner) array (topk_axis).
+//
+// Every row x[o, :, i] is selected on its own, rows in parallel; a row never uses the
+// whole-vector engine's sample. Per row:
+//  - small k (k * 32 <= n): a threshold scan. The candidates seen so far are kept; once
+//    there are enough, the k best of them give the threshold (the k-th best key) and the
+//    rest of the row goes through the filter kernel (SIMD for the float types), which
+//    passes only the few elements whose key beats it;
+//  - otherwise a radix select: the row's keys are stored while a histogram of their top
+//    byte is counted, then only the bucket holding the k-th key is refined, byte by byte;
+//    one pass then emits the winners in ascending index order.
+// Sorted results are the winners sorted by (key desc, index asc): std::sort for a few,
+// a stable LSD radix sort of (key, index) pairs for many. Columns of an array with
+// inner > 1 are gathered 16 at a time into contiguous rows. A few very long float rows
+// (the 1-D case) use the whole-vector engine select(), parallel within the row.
+// Results are exact: independent of the thread count and of the SIMD level.
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "core/scratch.hpp"
+#include "gradsparse/parallel.hpp"
+#include "gradsparse/select.hpp"
+#include "rows_types.hpp"
+
+namespace gradsparse {
+namespace rows {
+namespace {
+
+constexpr size_t kChunk = 1024;       // filter call length in the threshold scan
+constexpr size_t kTile = 16;          // columns gathered at once when inner > 1
+constexpr size_t kSortRadixMin = 512;  // winners sorted by radix sort from here on
+constexpr size_t kLongRow = size_t(1) << 16;  // float rows this long may use select()
+
+/// Typed scratch carved from one pooled buffer.
+class Arena {
+  public:
+    explicit Arena(size_t bytes) : buf_(ScratchPool::acquire(bytes + 64)), used_(0) {}
+    template <class V>
+    V* take(size_t count) {
+        used_ = (used_ + 63) & ~size_t(63);
+        V* p = reinterpret_cast<V*>(buf_.get() + used_);
+        used_ += count * sizeof(V);
+        return p;
+    }
+
+  private:
+    ScratchPool::Buffer buf_;
+    size_t used_;
+};
+
+/// Per-thread buffers of one element type; sized for rows of n with k winners.
+template <class T>
+struct Scratch {
+    using S = typename T::S;
+    using K = typename T::K;
+    static size_t bytes(size_t n, size_t k, size_t tile) {
+        const size_t cand = std::max(2 * k, size_t(64)) + kChunk + k + kFilterSlack;
+        return (n + 1) * sizeof(K) * 2 + 2 * cand * sizeof(Cand<K>) + (kChunk + kFilterSlack) * (4 + sizeof(S)) +
+               tile * n * sizeof(S) + 8 * 64;
+    }
+    Scratch(Arena& a, size_t n, size_t k, size_t tile) {
+        const size_t cand_n = std::max(2 * k, size_t(64)) + kChunk + k + kFilterSlack;
+        keys = a.take<K>(n + 1);
+        sub = a.take<K>(n + 1);
+        cand = a.take<Cand<K>>(cand_n);
+        cand2 = a.take<Cand<K>>(cand_n);
+        fout = a.take<uint32_t>(kChunk + kFilterSlack);
+        fvals = a.take<S>(kChunk + kFilterSlack);
+        tilebuf = a.take<S>(tile * n);
+    }
+    K* keys;
+    K* sub;
+    Cand<K>* cand;
+    Cand<K>* cand2;
+    uint32_t* fout;
+    S* fvals;
+    S* tilebuf;
+};
+
+/// Threshold scan: the k best of x[0, n) (1 <= k, k * 32 <= n) to s.cand[0, k), unordered.
+template <class T, KeyMode M>
+void scan_select(const typename T::S* x, size_t n, size_t k, Scratch<T>& s, const Kernels& kern) {
+    using K = typename T::K;
+    using S = typename T::S;
+    Cand<K>* cand = s.cand;
+    const size_t hi = std::max(2 * k, size_t(64));
+    const size_t first = std::min(n, std::max(2 * k, size_t(32)));
+    size_t m = 0;
+    for (size_t i = 0; i < first; ++i) cand[m++] = Cand<K>{T::template key<M>(x[i]), static_cast<uint32_t>(i)};
+    K thr = 0;
+    auto reduce = [&] {
+        std::nth_element(cand, cand + (k - 1), cand + m, better<K>);
+        m = k;
+        thr = cand[k - 1].key;
+    };
+    if (m > k) reduce();
+    constexpr bool kernel = T::has_filter && M != KeyMode::SmallestMagnitude;
+    for (size_t pos = first; pos < n;) {
+        if (thr == std::numeric_limits<K>::max()) break;  // nothing can beat the k held
+        const size_t len = std::min(kChunk, n - pos);
+        const K t1 = static_cast<K>(thr + 1);
+        size_t got = 0;
+        if constexpr (kernel) {
+            got = T::filter(kern, x + pos, len, M, t1, s.fout, s.fvals, len);
+        } else {
+            for (size_t j = 0; j < len; ++j) {
+                const S v = x[pos + j];
+                s.fout[got] = static_cast<uint32_t>(j);
+                s.fvals[got] = v;
+                got += T::template key<M>(v) >= t1;
+            }
+        }
+        for (size_t j = 0; j < got; ++j)
+            cand[m++] = Cand<K>{T::template key<M>(s.fvals[j]), static_cast<uint32_t>(pos + s.fout[j])};
+        pos += len;
+        if (m >= hi) reduce();
+    }
+    if (m > k) reduce();
+}
+
+/// Radix select: the winners of x[0, n) (1 <= k <= n) to s.cand[0, k) in ascending index
+/// order (keys > k-th key, then the lowest-index ties).
+template <class T, KeyMode M>
+void radix_select(const typename T::S* x, size_t n, size_t k, Scratch<T>& s) {
+    using K = typename T::K;
+    constexpr int kBits = 8 * static_cast<int>(sizeof(K));
+    K* kb = s.keys;
+    size_t hist[256];
+    std::memset(hist, 0, sizeof(hist));
+    int shift = kBits - 8;
+    for (size_t i = 0; i < n; ++i) {
+        const K v = T::template key<M>(x[i]);
+        kb[i] = v;
+        ++hist[v >> shift];
+    }
+    // Find the bucket holding the k-th key; `want` of its keys are winners.
+    size_t want = k;
+    auto pick = [&](const size_t* h) {
+        int d = 255;
+        for (; d > 0 && h[d] < want; --d) want -= h[d];
+        return d;
+    };
+    int d = pick(hist);
+    K kstar = 0;
+    size_t take_eq = 0;
+    if constexpr (kBits == 8) {
+        kstar = static_cast<K>(d);
+        take_eq = want;
+    } else {
+        // the keys of the bucket, refined one byte at a time
+        K* sub = s.sub;
+        size_t cnt = 0;
+        K prefix = static_cast<K>(d);
+        for (size_t i = 0; i < n; ++i) {
+            sub[cnt] = kb[i];
+            cnt += static_cast<K>(kb[i] >> shift) == prefix;
+        }
+        for (;;) {
+            if (want == cnt) {  // the whole bucket wins: kstar is its smallest key
+                K lo = sub[0];
+                for (size_t i = 1; i < cnt; ++i) lo = std::min(lo, sub[i]);
+                size_t eq = 0;
+                for (size_t i = 0; i < cnt; ++i) eq += sub[i] == lo;
+                kstar = lo;
+                take_eq = eq;
+                break;
+            }
+            shift -= 8;
+            std::memset(hist, 0, sizeof(hist));
+            for (size_t i = 0; i < cnt; ++i) ++hist[(sub[i] >> shift) & 0xFF];
+            d = pick(hist);
+            if (shift == 0) {
+                kstar = static_cast<K>((prefix << 8) | static_cast<K>(d));
+                take_eq = want;
+                break;
+            }
+            prefix = static_cast<K>((prefix << 8) | static_cast<K>(d));
+            size_t c2 = 0;
+            for (size_t i = 0; i < cnt; ++i) {
+                sub[c2] = sub[i];
+                c2 += static_cast<K>(sub[i] >> shift) == prefix;
+            }
+            cnt = c2;
+        }
+    }
+    Cand<K>* cand = s.cand;
+    size_t j = 0, eq = 0;
+    for (size_t i = 0; i < n; ++i) {
+        const K v = kb[i];
+        const bool e = v == kstar;
+        const bool take = v > kstar || (e && eq < take_eq);
+        eq += e;
+        cand[j] = Cand<K>{v, static_cast<uint32_t>(i)};
+        j += take;
+    }
+}
+
+/// Top-k of one contiguous row; output j goes to vout[j * os], iout[j * os].
+template <class T, KeyMode M>
+void row_topk(const typename T::S* x, size_t n, size_t k, bool sorted, typename T::S* vout, int64_t* iout,
+              size_t os, Scratch<T>& s, const Kernels& kern) {
+    using K = typename T::K;
+    Cand<K>* cand = s.cand;
+    if (k * 32 <= n) {
+        scan_select<T, M>(x, n, k, s, kern);
+        if (sorted)
+            std::sort(cand, cand + k, better<K>);
+        else
+            std::sort(cand, cand + k, [](const Cand<K>& a, const Cand<K>& b) { return a.idx < b.idx; });
+    } else {
+        radix_select<T, M>(x, n, k, s);
+        if (sorted) {
+            if (k >= kSortRadixMin)
+                radix_sort_desc<K>(cand, s.cand2, k, 1);
+            else
+                std::stable_sort(cand, cand + k, [](const Cand<K>& a, const Cand<K>& b) { return a.key > b.key; });
+        }
+    }
+    for (size_t j = 0; j < k; ++j) {
+        vout[j * os] = x[cand[j].idx];
+        iout[j * os] = static_cast<int64_t>(cand[j].idx);
+    }
+}
+
+/// Sorts k (value, index) pairs in ascending index order by rank (best first).
+template <class T, KeyMode M>
+void sort_emitted(typename T::S* values, int64_t* indices, size_t k, int nthreads) {
+    using K = typename T::K;
+    using S = typename T::S;
+    Arena a(2 * k * sizeof(Cand<K>) + k * (sizeof(S) + sizeof(int64_t)) + 4 * 64);
+    Cand<K>* c = a.take<Cand<K>>(k);
+    Cand<K>* tmp = a.take<Cand<K>>(k);
+    S* vt = a.take<S>(k);
+    int64_t* it = a.take<int64_t>(k);
+    const int nt = std::max(1, std::min(nthreads, threads_for(k, size_t(1) << 16)));
+    parallel_for(k, nt, [&](int, size_t lo, size_t hi) {
+        for (size_t j = lo; j < hi; ++j) c[j] = Cand<K>{T::template key<M>(values[j]), static_cast<uint32_t>(j)};
+    });
+    radix_sort_desc<K>(c, tmp, k, nt);
+    parallel_for(k, nt, [&](int, size_t lo, size_t hi) {
+        for (size_t j = lo; j < hi; ++j) {
+            vt[j] = values[c[j].idx];
+            it[j] = indices[c[j].idx];
+        }
+        std::memcpy(values + lo, vt + lo, (hi - lo) * sizeof(S));
+        std::memcpy(indices + lo, it + lo, (hi - lo) * sizeof(int64_t));
+    });
+}
+
+template <class T, KeyMode M>
+void run(const void* xv, size_t outer, size_t n, size_t inner, size_t k, bool sorted, void* vv, int64_t* iout,
+         int nthreads) {
+    using S = typename T::S;
+    const S* x = static_cast<const S*>(xv);
+    S* vout = static_cast<S*>(vv);
+    const size_t rows = outer * inner;
+    // a few long float rows: the whole-vector engine, parallel within each row
+    constexpr bool engine_ok = T::dtype == DType::F32 || T::dtype == DType::F64 || T::dtype == DType::F16 ||
+                               T::dtype == DType::BF16;
+    if (engine_ok && M != KeyMode::SmallestMagnitude && inner == 1 && n >= kLongRow &&
+        outer < static_cast<size_t>(nthreads)) {
+        ScoreSpec spec{M, 2.0, 1.0};
+        Budget budget;
+        budget.k = k;
+        for (size_t o = 0; o < outer; ++o) {
+            Segment seg;
+            seg.data = x + o * n;
+            seg.n = n;
+            seg.dtype = T::dtype;
+            Selection sel = select({seg}, spec, budget, nthreads);
+            int64_t* ip = iout + o * k;
+            void* vp = vout + o * k;
+            sel.emit(&ip, &vp);
+            if (sorted) sort_emitted<T, M>(vout + o * k, iout + o * k, k, nthreads);
+        }
+        return;
+    }
+    GS_CHECK(n < (size_t(1) << 32), "input: a dimension of 2^32 or more elements along dim is not supported");
+    const Kernels& kern = active_kernels();
+    const size_t tile = inner == 1 ? 0 : kTile;
+    const size_t tiles_per_o = inner == 1 ? 1 : (inner + kTile - 1) / kTile;
+    const size_t units = inner == 1 ? outer : outer * tiles_per_o;
+    int nt = std::min(nthreads, threads_for(rows * n, size_t(1) << 14));
+    nt = static_cast<int>(std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(nt), units)));
+    parallel_for(units, nt, [&](int, size_t lo, size_t hi) {
+        if (lo >= hi) return;
+        Arena arena(Scratch<T>::bytes(n, k, tile));
+        Scratch<T> s(arena, n, k, tile);
+        for (size_t u = lo; u < hi; ++u) {
+            if (inner == 1) {
+                row_topk<T, M>(x + u * n, n, k, sorted, vout + u * k, iout + u * k, 1, s, kern);
+                continue;
+            }
+            const size_t o = u / tiles_per_o;
+            const size_t i0 = (u % tiles_per_o) * kTile;
+            const size_t w = std::min(kTile, inner - i0);
+            const S* src = x + o * n * inner + i0;
+            for (size_t j = 0; j < n; ++j, src += inner)
+                for (size_t t = 0; t < w; ++t) s.tilebuf[t * n + j] = src[t];
+            for (size_t t = 0; t < w; ++t)
+                row_topk<T, M>(s.tilebuf + t * n, n, k, sorted, vout + o * k * inner + i0 + t,
+                               iout + o * k * inner + i0 + t, inner, s, kern);
+        }
+    });
+}
+
+}  // namespace
+}  // namespace rows
+
+void topk_axis(DType dtype, KeyMode mode, const void* x, size_t outer, size_t n, size_t inner, size_t k,
+               bool sorted, void* values, int64_t* indices, int nthreads) {
+    GS_CHECK(dtype_code_valid(static_cast<int>(dtype)),
+             "dtype: unsupported dtype code " + std::to_string(static_cast<int>(dtype)));
+    const int m = static_cast<int>(mode);
+    GS_CHECK(m >= 0 && m <= 3, "mode: unknown ranking mode " + std::to_string(m));
+    GS_CHECK(k <= n, "k: must be in [0, " + std::to_string(n) + "], got " + std::to_string(k));
+    if (k == 0 || outer == 0 || inner == 0) return;
+    const int nt = nthreads > 0 ? nthreads : get_num_threads();
+    rows::with_type(dtype, [&](auto tt) {
+        using T = decltype(tt);
+        rows::with_mode(mode, [&](auto mm) {
+            rows::run<T, decltype(mm)::value>(x, outer, n, inner, k, sorted, values, indices, nt);
+        });
+    });
+}
+
+}  // namespace gradsparse
