@@ -30,6 +30,7 @@ namespace rows {
 namespace {
 
 constexpr size_t kChunk = 1024;       // filter call length in the threshold scan
+constexpr size_t kFew = 32;           // few_select up to this k
 constexpr size_t kTile = 16;          // columns gathered at once when inner > 1
 constexpr size_t kSortRadixMin = 512;  // winners sorted by radix sort from here on
 constexpr size_t kLongRow = size_t(1) << 16;  // float rows this long may use select()
@@ -51,6 +52,14 @@ class Arena {
     size_t used_;
 };
 
+/// Row stride of the gathered columns: n rounded up to 64 bytes plus 64 bytes, so that the
+/// 16 rows of a tile do not map to the same cache sets (n = 1024 floats would).
+template <class S>
+size_t tile_stride(size_t n) {
+    const size_t line = 64 / sizeof(S);
+    return (n + line - 1) / line * line + line;
+}
+
 /// Per-thread buffers of one element type; sized for rows of n with k winners.
 template <class T>
 struct Scratch {
@@ -59,7 +68,7 @@ struct Scratch {
     static size_t bytes(size_t n, size_t k, size_t tile) {
         const size_t cand = std::max(2 * k, size_t(64)) + kChunk + k + kFilterSlack;
         return (n + 1) * sizeof(K) * 2 + 2 * cand * sizeof(Cand<K>) + (kChunk + kFilterSlack) * (4 + sizeof(S)) +
-               tile * n * sizeof(S) + 8 * 64;
+               tile * tile_stride<S>(n) * sizeof(S) + (n + 1) * sizeof(Cand<K>) + cand * 8 + 10 * 64;
     }
     Scratch(Arena& a, size_t n, size_t k, size_t tile) {
         const size_t cand_n = std::max(2 * k, size_t(64)) + kChunk + k + kFilterSlack;
@@ -69,8 +78,12 @@ struct Scratch {
         cand2 = a.take<Cand<K>>(cand_n);
         fout = a.take<uint32_t>(kChunk + kFilterSlack);
         fvals = a.take<S>(kChunk + kFilterSlack);
-        tilebuf = a.take<S>(tile * n);
+        tilebuf = a.take<S>(tile * tile_stride<S>(n));
+        bucket = a.take<Cand<K>>(n + 1);
+        comp = a.take<uint64_t>(cand_n);
     }
+    Cand<K>* bucket;
+    uint64_t* comp;
     K* keys;
     K* sub;
     Cand<K>* cand;
@@ -92,7 +105,7 @@ void scan_select(const typename T::S* x, size_t n, size_t k, Scratch<T>& s, cons
     for (size_t i = 0; i < first; ++i) cand[m++] = Cand<K>{T::template key<M>(x[i]), static_cast<uint32_t>(i)};
     K thr = 0;
     auto reduce = [&] {
-        std::nth_element(cand, cand + (k - 1), cand + m, better<K>);
+        std::nth_element(cand, cand + (k - 1), cand + m, Better<K>{});
         m = k;
         thr = cand[k - 1].key;
     };
@@ -100,7 +113,9 @@ void scan_select(const typename T::S* x, size_t n, size_t k, Scratch<T>& s, cons
     constexpr bool kernel = T::has_filter && M != KeyMode::SmallestMagnitude;
     for (size_t pos = first; pos < n;) {
         if (thr == std::numeric_limits<K>::max()) break;  // nothing can beat the k held
-        const size_t len = std::min(kChunk, n - pos);
+        // chunks grow with the part scanned: the threshold of the first few elements is
+        // weak, so a long first chunk would pass many of them
+        const size_t len = std::min(std::min(kChunk, std::max(pos, size_t(64))), n - pos);
         const K t1 = static_cast<K>(thr + 1);
         size_t got = 0;
         if constexpr (kernel) {
@@ -121,45 +136,101 @@ void scan_select(const typename T::S* x, size_t n, size_t k, Scratch<T>& s, cons
     if (m > k) reduce();
 }
 
-/// Radix select: the winners of x[0, n) (1 <= k <= n) to s.cand[0, k) in ascending index
-/// order (keys > k-th key, then the lowest-index ties).
+/// Threshold scan for a few winners (1 <= k <= kFew, k < n): the k best so far are kept in
+/// rank order in s.cand[0, k) and the k-th key is the filter's threshold; an element
+/// enters if its key beats it (a tie loses: its index is higher).
 template <class T, KeyMode M>
-void radix_select(const typename T::S* x, size_t n, size_t k, Scratch<T>& s) {
+void few_select(const typename T::S* x, size_t n, size_t k, Scratch<T>& s, const Kernels& kern) {
+    using K = typename T::K;
+    using S = typename T::S;
+    Cand<K>* held = s.cand;
+    for (size_t i = 0; i < k; ++i) held[i] = Cand<K>{T::template key<M>(x[i]), static_cast<uint32_t>(i)};
+    std::sort(held, held + k, Better<K>{});
+    K thr = held[k - 1].key;
+    constexpr bool kernel = T::has_filter && M != KeyMode::SmallestMagnitude;
+    for (size_t pos = k; pos < n;) {
+        if (thr == std::numeric_limits<K>::max()) break;
+        const size_t len = std::min(std::min(kChunk, std::max(pos, size_t(64))), n - pos);
+        const K t1 = static_cast<K>(thr + 1);
+        size_t got = 0;
+        if constexpr (kernel) {
+            got = T::filter(kern, x + pos, len, M, t1, s.fout, s.fvals, len);
+        } else {
+            for (size_t j = 0; j < len; ++j) {
+                const S v = x[pos + j];
+                s.fout[got] = static_cast<uint32_t>(j);
+                s.fvals[got] = v;
+                got += T::template key<M>(v) >= t1;
+            }
+        }
+        for (size_t j = 0; j < got; ++j) {
+            const K v = T::template key<M>(s.fvals[j]);
+            if (v <= thr) continue;
+            size_t p = k - 1;
+            while (p > 0 && held[p - 1].key < v) {
+                held[p] = held[p - 1];
+                --p;
+            }
+            held[p] = Cand<K>{v, static_cast<uint32_t>(pos + s.fout[j])};
+            thr = held[k - 1].key;
+        }
+        pos += len;
+    }
+}
+
+/// Radix select: the winners of x[0, n) (1 <= k <= n) in ascending index order (keys >
+/// k-th key, then the lowest-index ties); returns where they are (s.cand or s.cand2).
+template <class T, KeyMode M>
+Cand<K_of<T>>* radix_select(const typename T::S* x, size_t n, size_t k, Scratch<T>& s) {
     using K = typename T::K;
     constexpr int kBits = 8 * static_cast<int>(sizeof(K));
     K* kb = s.keys;
-    size_t hist[256];
-    std::memset(hist, 0, sizeof(hist));
-    int shift = kBits - 8;
+    // first digit: the top 11 bits (8 for one-byte keys and short rows), then 8 bits at a time
+    const int first = kBits == 8 || n < 256 ? 8 : 11;
+    uint32_t hist[1 << 11];
+    std::memset(hist, 0, sizeof(uint32_t) << first);
+    int shift = kBits - first;
     for (size_t i = 0; i < n; ++i) {
         const K v = T::template key<M>(x[i]);
         kb[i] = v;
         ++hist[v >> shift];
     }
-    // Find the bucket holding the k-th key; `want` of its keys are winners.
+    // Find the digit holding the k-th key; `want` of its keys are winners.
     size_t want = k;
-    auto pick = [&](const size_t* h) {
-        int d = 255;
+    auto pick = [&](const uint32_t* h, int top) {
+        int d = top;
         for (; d > 0 && h[d] < want; --d) want -= h[d];
         return d;
     };
-    int d = pick(hist);
+    int d = pick(hist, (1 << first) - 1);
     K kstar = 0;
     size_t take_eq = 0;
+    Cand<K>* cand = s.cand;
     if constexpr (kBits == 8) {
         kstar = static_cast<K>(d);
         take_eq = want;
     } else {
-        // the keys of the bucket, refined one byte at a time
+        // One pass: the keys above the bucket win (to cand, in order), the bucket's
+        // elements go to s.bucket and their keys to s.sub, which is refined one digit at
+        // a time.
+        Cand<K>* bucket = s.bucket;
         K* sub = s.sub;
-        size_t cnt = 0;
-        K prefix = static_cast<K>(d);
+        size_t above = 0, cnt = 0;
+        const K pd = static_cast<K>(d);
         for (size_t i = 0; i < n; ++i) {
-            sub[cnt] = kb[i];
-            cnt += static_cast<K>(kb[i] >> shift) == prefix;
+            const K v = kb[i];
+            const K dig = static_cast<K>(v >> shift);
+            const Cand<K> c{v, static_cast<uint32_t>(i)};
+            cand[above] = c;
+            bucket[cnt] = c;
+            sub[cnt] = v;
+            above += dig > pd;
+            cnt += dig == pd;
         }
+        const size_t in_bucket = cnt;
+        K prefix = pd;
         for (;;) {
-            if (want == cnt) {  // the whole bucket wins: kstar is its smallest key
+            if (want == cnt) {  // the whole (sub)bucket wins: kstar is its smallest key
                 K lo = sub[0];
                 for (size_t i = 1; i < cnt; ++i) lo = std::min(lo, sub[i]);
                 size_t eq = 0;
@@ -168,16 +239,18 @@ void radix_select(const typename T::S* x, size_t n, size_t k, Scratch<T>& s) {
                 take_eq = eq;
                 break;
             }
-            shift -= 8;
-            std::memset(hist, 0, sizeof(hist));
-            for (size_t i = 0; i < cnt; ++i) ++hist[(sub[i] >> shift) & 0xFF];
-            d = pick(hist);
+            const int step = std::min(8, shift);
+            shift -= step;
+            const K mask = static_cast<K>((1u << step) - 1);
+            std::memset(hist, 0, 256 * sizeof(uint32_t));
+            for (size_t i = 0; i < cnt; ++i) ++hist[(sub[i] >> shift) & mask];
+            d = pick(hist, static_cast<int>(mask));
+            prefix = static_cast<K>((prefix << step) | static_cast<K>(d));
             if (shift == 0) {
-                kstar = static_cast<K>((prefix << 8) | static_cast<K>(d));
+                kstar = prefix;
                 take_eq = want;
                 break;
             }
-            prefix = static_cast<K>((prefix << 8) | static_cast<K>(d));
             size_t c2 = 0;
             for (size_t i = 0; i < cnt; ++i) {
                 sub[c2] = sub[i];
@@ -185,8 +258,20 @@ void radix_select(const typename T::S* x, size_t n, size_t k, Scratch<T>& s) {
             }
             cnt = c2;
         }
+        // the bucket's winners, in order, then merged with those above by index
+        size_t w = 0, eq = 0;
+        for (size_t i = 0; i < in_bucket; ++i) {
+            const K v = bucket[i].key;
+            const bool e = v == kstar;
+            bucket[w] = bucket[i];
+            w += v > kstar || (e && eq < take_eq);
+            eq += e;
+        }
+        Cand<K>* out = s.cand2;
+        std::merge(cand, cand + above, bucket, bucket + w, out,
+                   [](const Cand<K>& a, const Cand<K>& b) { return a.idx < b.idx; });
+        return out;
     }
-    Cand<K>* cand = s.cand;
     size_t j = 0, eq = 0;
     for (size_t i = 0; i < n; ++i) {
         const K v = kb[i];
@@ -196,6 +281,22 @@ void radix_select(const typename T::S* x, size_t n, size_t k, Scratch<T>& s) {
         cand[j] = Cand<K>{v, static_cast<uint32_t>(i)};
         j += take;
     }
+    return cand;
+}
+
+/// Sorts a few candidates by rank; keys of up to 32 bits through one 64-bit composite
+/// (key, ~index) each, comp having k slots.
+template <class K>
+void sort_rank(Cand<K>* c, size_t k, uint64_t* comp) {
+    if constexpr (sizeof(K) <= 4) {
+        for (size_t j = 0; j < k; ++j) comp[j] = (static_cast<uint64_t>(c[j].key) << 32) | static_cast<uint32_t>(~c[j].idx);
+        std::sort(comp, comp + k, [](uint64_t a, uint64_t b) { return a > b; });
+        for (size_t j = 0; j < k; ++j)
+            c[j] = Cand<K>{static_cast<K>(comp[j] >> 32), static_cast<uint32_t>(~static_cast<uint32_t>(comp[j]))};
+    } else {
+        (void)comp;
+        std::sort(c, c + k, Better<K>{});
+    }
 }
 
 /// Top-k of one contiguous row; output j goes to vout[j * os], iout[j * os].
@@ -204,19 +305,22 @@ void row_topk(const typename T::S* x, size_t n, size_t k, bool sorted, typename 
               size_t os, Scratch<T>& s, const Kernels& kern) {
     using K = typename T::K;
     Cand<K>* cand = s.cand;
-    if (k * 32 <= n) {
+    if (k <= kFew && k < n) {
+        few_select<T, M>(x, n, k, s, kern);  // held in rank order
+        if (!sorted) std::sort(cand, cand + k, [](const Cand<K>& a, const Cand<K>& b) { return a.idx < b.idx; });
+    } else if (k * 32 <= n) {
         scan_select<T, M>(x, n, k, s, kern);
         if (sorted)
-            std::sort(cand, cand + k, better<K>);
+            sort_rank(cand, k, s.comp);
         else
             std::sort(cand, cand + k, [](const Cand<K>& a, const Cand<K>& b) { return a.idx < b.idx; });
     } else {
-        radix_select<T, M>(x, n, k, s);
+        cand = radix_select<T, M>(x, n, k, s);
         if (sorted) {
             if (k >= kSortRadixMin)
-                radix_sort_desc<K>(cand, s.cand2, k, 1);
+                radix_sort_desc<K>(cand, cand == s.cand ? s.cand2 : s.cand, k, 1);
             else
-                std::stable_sort(cand, cand + k, [](const Cand<K>& a, const Cand<K>& b) { return a.key > b.key; });
+                sort_rank(cand, k, s.comp);
         }
     }
     for (size_t j = 0; j < k; ++j) {
@@ -261,7 +365,7 @@ void run(const void* xv, size_t outer, size_t n, size_t inner, size_t k, bool so
     constexpr bool engine_ok = T::dtype == DType::F32 || T::dtype == DType::F64 || T::dtype == DType::F16 ||
                                T::dtype == DType::BF16;
     if (engine_ok && M != KeyMode::SmallestMagnitude && inner == 1 && n >= kLongRow &&
-        outer < static_cast<size_t>(nthreads)) {
+        (outer == 1 || outer < static_cast<size_t>(nthreads))) {
         ScoreSpec spec{M, 2.0, 1.0};
         Budget budget;
         budget.k = k;
@@ -298,10 +402,11 @@ void run(const void* xv, size_t outer, size_t n, size_t inner, size_t k, bool so
             const size_t i0 = (u % tiles_per_o) * kTile;
             const size_t w = std::min(kTile, inner - i0);
             const S* src = x + o * n * inner + i0;
+            const size_t ts = tile_stride<S>(n);
             for (size_t j = 0; j < n; ++j, src += inner)
-                for (size_t t = 0; t < w; ++t) s.tilebuf[t * n + j] = src[t];
+                for (size_t t = 0; t < w; ++t) s.tilebuf[t * ts + j] = src[t];
             for (size_t t = 0; t < w; ++t)
-                row_topk<T, M>(s.tilebuf + t * n, n, k, sorted, vout + o * k * inner + i0 + t,
+                row_topk<T, M>(s.tilebuf + t * ts, n, k, sorted, vout + o * k * inner + i0 + t,
                                iout + o * k * inner + i0 + t, inner, s, kern);
         }
     });

@@ -25,12 +25,22 @@ struct FloatType {
     using K = S;                 // order key
     static constexpr DType dtype = D;
     static constexpr bool has_filter = true;
+    /// The keys.hpp key (keys::key<F>), computed without branches: rows of random signs
+    /// would mispredict every other element.
     template <KeyMode M>
     static K key(S b) {
-        if (M == KeyMode::Magnitude) return keys::magnitude<F>(b);
-        if (M == KeyMode::Largest) return keys::largest<F>(b);
-        if (M == KeyMode::Smallest) return keys::smallest<F>(b);
-        return keys::smallest_magnitude<F>(b);
+        constexpr unsigned top = 8 * sizeof(S) - 1;
+        const S a = static_cast<S>(b & F::abs_mask);
+        const S nan = static_cast<S>(S(0) - static_cast<S>(a > F::inf));  // all ones for NaN
+        if (M == KeyMode::Magnitude || M == KeyMode::SmallestMagnitude) {
+            const S mag = static_cast<S>((a & static_cast<S>(~nan)) | (F::nan_key & nan));
+            return M == KeyMode::Magnitude ? mag : static_cast<S>(~mag);
+        }
+        const S neg = static_cast<S>(S(0) - static_cast<S>(b >> top));  // all ones when negative
+        S v = static_cast<S>(b ^ (neg | F::sign));
+        const S zero = static_cast<S>(S(0) - static_cast<S>(a == 0));  // -0 and +0
+        v = static_cast<S>((v & static_cast<S>(~zero)) | (F::sign & zero) | nan);
+        return M == KeyMode::Largest ? v : static_cast<S>(~v);
     }
     /// The kernel table's filter: positions and bits of the elements with key >= thr.
     static size_t filter(const Kernels& kern, const S* bits, size_t n, KeyMode m, K thr, uint32_t* out, S* vals,
@@ -52,9 +62,18 @@ struct IntType {
     using K = S;
     static constexpr DType dtype = D;
     static constexpr bool has_filter = false;
+    /// keys::int_key, without branches.
     template <KeyMode M>
     static K key(S b) {
-        return keys::int_key<T>(M, b);
+        constexpr unsigned top = 8 * sizeof(S) - 1;
+        const S sign = static_cast<S>(S(1) << top);
+        const S neg = std::is_signed<T>::value ? static_cast<S>(S(0) - static_cast<S>(b >> top)) : S(0);
+        if (M == KeyMode::Magnitude || M == KeyMode::SmallestMagnitude) {
+            const S mag = static_cast<S>((b ^ neg) - neg);  // |x|, INT_MIN -> 2^(w-1)
+            return M == KeyMode::Magnitude ? mag : static_cast<S>(~mag);
+        }
+        const S v = std::is_signed<T>::value ? static_cast<S>(b ^ sign) : b;
+        return M == KeyMode::Largest ? v : static_cast<S>(~v);
     }
     static size_t filter(const Kernels&, const S*, size_t, KeyMode, K, uint32_t*, S*, size_t) { return 0; }
 };
@@ -98,9 +117,12 @@ struct Cand {
 
 /// Rank order: larger key first, equal keys by the lower index.
 template <class K>
-inline bool better(const Cand<K>& a, const Cand<K>& b) {
-    return a.key != b.key ? a.key > b.key : a.idx < b.idx;
-}
+struct Better {
+    bool operator()(const Cand<K>& a, const Cand<K>& b) const { return a.key != b.key ? a.key > b.key : a.idx < b.idx; }
+};
+
+template <class T>
+using K_of = typename T::K;
 
 /// Sorts a[0, m) by descending key, stably (equal keys keep their order), with tmp (m
 /// slots) as the second buffer: an LSD radix sort on the key's bytes, skipping bytes that
