@@ -31,6 +31,7 @@ namespace {
 
 constexpr size_t kChunk = 1024;       // filter call length in the threshold scan
 constexpr size_t kFew = 32;           // few_select up to this k
+constexpr size_t kWide = 256;         // columns read in place at once for a few winners
 constexpr size_t kTile = 16;          // columns gathered at once when inner > 1
 constexpr size_t kSortRadixMin = 512;  // winners sorted by radix sort from here on
 constexpr size_t kLongRow = size_t(1) << 16;  // float rows this long may use select()
@@ -68,7 +69,8 @@ struct Scratch {
     static size_t bytes(size_t n, size_t k, size_t tile) {
         const size_t cand = std::max(2 * k, size_t(64)) + kChunk + k + kFilterSlack;
         return (n + 1) * sizeof(K) * 2 + 2 * cand * sizeof(Cand<K>) + (kChunk + kFilterSlack) * (4 + sizeof(S)) +
-               tile * tile_stride<S>(n) * sizeof(S) + (n + 1) * sizeof(Cand<K>) + cand * 8 + 10 * 64;
+               tile * tile_stride<S>(n) * sizeof(S) + (n + 1) * sizeof(Cand<K>) + cand * 8 +
+               (tile ? kWide * (kFew * sizeof(Cand<K>) + sizeof(K)) : 0) + 12 * 64;
     }
     Scratch(Arena& a, size_t n, size_t k, size_t tile) {
         const size_t cand_n = std::max(2 * k, size_t(64)) + kChunk + k + kFilterSlack;
@@ -81,7 +83,11 @@ struct Scratch {
         tilebuf = a.take<S>(tile * tile_stride<S>(n));
         bucket = a.take<Cand<K>>(n + 1);
         comp = a.take<uint64_t>(cand_n);
+        wide = a.take<Cand<K>>(tile ? kWide * kFew : 0);
+        thr = a.take<K>(tile ? kWide : 0);
     }
+    Cand<K>* wide;
+    K* thr;
     Cand<K>* bucket;
     uint64_t* comp;
     K* keys;
@@ -186,7 +192,7 @@ Cand<K_of<T>>* radix_select(const typename T::S* x, size_t n, size_t k, Scratch<
     constexpr int kBits = 8 * static_cast<int>(sizeof(K));
     K* kb = s.keys;
     // first digit: the top 11 bits (8 for one-byte keys and short rows), then 8 bits at a time
-    const int first = kBits == 8 || n < 256 ? 8 : 11;
+    const int first = kBits == 8 || n < 768 ? 8 : 11;
     uint32_t hist[1 << 11];
     std::memset(hist, 0, sizeof(uint32_t) << first);
     int shift = kBits - first;
@@ -329,6 +335,68 @@ void row_topk(const typename T::S* x, size_t n, size_t k, bool sorted, typename 
     }
 }
 
+/// Few winners (k <= kFew, k < n) of w <= kWide adjacent columns read in place: element j
+/// of column t is src[j * inner + t], so every row of the block is one contiguous read.
+/// Per column the k best so far are kept in rank order and the k-th key is its threshold;
+/// 16 columns of a row are one vector comparison against their thresholds (the loop over
+/// them vectorises), and only columns that pass insert.
+template <class T, KeyMode M>
+void wide_few(const typename T::S* src, size_t n, size_t inner, size_t w, size_t k, bool sorted,
+              typename T::S* vout, int64_t* iout, Scratch<T>& s) {
+    using K = typename T::K;
+    Cand<K>* held = s.wide;  // w * k <= kWide * kFew slots
+    K* thr = s.thr;          // kWide slots
+    for (size_t t = 0; t < w; ++t) {
+        Cand<K>* h = held + t * k;
+        for (size_t j = 0; j < k; ++j) h[j] = Cand<K>{T::template key<M>(src[j * inner + t]), static_cast<uint32_t>(j)};
+        std::sort(h, h + k, Better<K>{});
+        thr[t] = h[k - 1].key;
+    }
+    auto insert = [&](size_t t, K v, size_t j) {
+        Cand<K>* h = held + t * k;
+        size_t p = k - 1;
+        while (p > 0 && h[p - 1].key < v) {
+            h[p] = h[p - 1];
+            --p;
+        }
+        h[p] = Cand<K>{v, static_cast<uint32_t>(j)};
+        thr[t] = h[k - 1].key;
+    };
+    for (size_t j = k; j < n; ++j) {
+        const typename T::S* row = src + j * inner;
+        for (size_t t0 = 0; t0 < w; t0 += 16) {
+            K kk[16];
+            uint8_t pass[16];
+            uint8_t any = 0;
+            if (w - t0 >= 16) {
+                for (size_t t = 0; t < 16; ++t) {
+                    kk[t] = T::template key<M>(row[t0 + t]);
+                    pass[t] = kk[t] > thr[t0 + t];
+                    any |= pass[t];
+                }
+            } else {
+                for (size_t t = 0; t < w - t0; ++t) {
+                    kk[t] = T::template key<M>(row[t0 + t]);
+                    pass[t] = kk[t] > thr[t0 + t];
+                    any |= pass[t];
+                }
+            }
+            if (!any) continue;
+            const size_t tw = std::min<size_t>(16, w - t0);
+            for (size_t t = 0; t < tw; ++t)
+                if (pass[t]) insert(t0 + t, kk[t], j);
+        }
+    }
+    for (size_t t = 0; t < w; ++t) {
+        Cand<K>* h = held + t * k;
+        if (!sorted) std::sort(h, h + k, [](const Cand<K>& a, const Cand<K>& b) { return a.idx < b.idx; });
+        for (size_t j = 0; j < k; ++j) {
+            vout[j * inner + t] = src[static_cast<size_t>(h[j].idx) * inner + t];
+            iout[j * inner + t] = static_cast<int64_t>(h[j].idx);
+        }
+    }
+}
+
 /// Sorts k (value, index) pairs in ascending index order by rank (best first).
 template <class T, KeyMode M>
 void sort_emitted(typename T::S* values, int64_t* indices, size_t k, int nthreads) {
@@ -385,8 +453,12 @@ void run(const void* xv, size_t outer, size_t n, size_t inner, size_t k, bool so
     GS_CHECK(n < (size_t(1) << 32), "input: a dimension of 2^32 or more elements along dim is not supported");
     const Kernels& kern = active_kernels();
     const size_t tile = inner == 1 ? 0 : kTile;
-    const size_t tiles_per_o = inner == 1 ? 1 : (inner + kTile - 1) / kTile;
-    const size_t units = inner == 1 ? outer : outer * tiles_per_o;
+    // columns per unit when inner > 1: a few winners read the columns in place, kWide at a
+    // time; otherwise kTile columns are gathered into contiguous rows
+    const bool few = k <= kFew && k < n;
+    const size_t block = few ? kWide : kTile;
+    const size_t blocks_per_o = inner == 1 ? 1 : (inner + block - 1) / block;
+    const size_t units = inner == 1 ? outer : outer * blocks_per_o;
     int nt = std::min(nthreads, threads_for(rows * n, size_t(1) << 14));
     nt = static_cast<int>(std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(nt), units)));
     parallel_for(units, nt, [&](int, size_t lo, size_t hi) {
@@ -398,10 +470,14 @@ void run(const void* xv, size_t outer, size_t n, size_t inner, size_t k, bool so
                 row_topk<T, M>(x + u * n, n, k, sorted, vout + u * k, iout + u * k, 1, s, kern);
                 continue;
             }
-            const size_t o = u / tiles_per_o;
-            const size_t i0 = (u % tiles_per_o) * kTile;
-            const size_t w = std::min(kTile, inner - i0);
+            const size_t o = u / blocks_per_o;
+            const size_t i0 = (u % blocks_per_o) * block;
+            const size_t w = std::min(block, inner - i0);
             const S* src = x + o * n * inner + i0;
+            if (few) {
+                wide_few<T, M>(src, n, inner, w, k, sorted, vout + o * k * inner + i0, iout + o * k * inner + i0, s);
+                continue;
+            }
             const size_t ts = tile_stride<S>(n);
             for (size_t j = 0; j < n; ++j, src += inner)
                 for (size_t t = 0; t < w; ++t) s.tilebuf[t * ts + j] = src[t];
