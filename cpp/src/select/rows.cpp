@@ -142,7 +142,7 @@ void scan_select(const typename T::S* x, size_t n, size_t k, Scratch<T>& s, cons
     if (m > k) reduce();
 }
 
-/// Threshold scan for a few winners (1 <= k <= kFew, k < n): the k best so far are kept in
+/// Threshold scan for a few winners (1 <= k <= kFew, 16 k <= n): the k best so far are kept in
 /// rank order in s.cand[0, k) and the k-th key is the filter's threshold; an element
 /// enters if its key beats it (a tie loses: its index is higher).
 template <class T, KeyMode M>
@@ -311,7 +311,7 @@ void row_topk(const typename T::S* x, size_t n, size_t k, bool sorted, typename 
               size_t os, Scratch<T>& s, const Kernels& kern) {
     using K = typename T::K;
     Cand<K>* cand = s.cand;
-    if (k <= kFew && k < n) {
+    if (k <= kFew && k * 16 <= n) {
         few_select<T, M>(x, n, k, s, kern);  // held in rank order
         if (!sorted) std::sort(cand, cand + k, [](const Cand<K>& a, const Cand<K>& b) { return a.idx < b.idx; });
     } else if (k * 32 <= n) {
@@ -335,7 +335,7 @@ void row_topk(const typename T::S* x, size_t n, size_t k, bool sorted, typename 
     }
 }
 
-/// Few winners (k <= kFew, k < n) of w <= kWide adjacent columns read in place: element j
+/// Few winners (k <= kFew, 16 k <= n) of w <= kWide adjacent columns read in place: element j
 /// of column t is src[j * inner + t], so every row of the block is one contiguous read.
 /// Per column the k best so far are kept in rank order and the k-th key is its threshold;
 /// 16 columns of a row are one vector comparison against their thresholds (the loop over
@@ -455,7 +455,7 @@ void run(const void* xv, size_t outer, size_t n, size_t inner, size_t k, bool so
     const size_t tile = inner == 1 ? 0 : kTile;
     // columns per unit when inner > 1: a few winners read the columns in place, kWide at a
     // time; otherwise kTile columns are gathered into contiguous rows
-    const bool few = k <= kFew && k < n;
+    const bool few = k <= kFew && k * 16 <= n;
     const size_t block = few ? kWide : kTile;
     const size_t blocks_per_o = inner == 1 ? 1 : (inner + block - 1) / block;
     const size_t units = inner == 1 ? outer : outer * blocks_per_o;
