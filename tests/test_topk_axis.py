@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gradsparse
 from gradsparse import _core
@@ -22,9 +24,10 @@ MODES = (MAGNITUDE, LARGEST, SMALLEST, SMALLEST_MAGNITUDE)
 
 
 def as_f64(x: np.ndarray, code: int) -> np.ndarray:
-    if code == 3:
-        return (x.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-    return x.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # signalling NaN bit patterns
+        if code == 3:
+            return (x.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        return x.astype(np.float64)
 
 
 def rank_order(row: np.ndarray, code: int, mode: int) -> np.ndarray:
@@ -87,6 +90,12 @@ def data(code: int, shape, kind: str, seed: int = 0) -> np.ndarray:
             v = rng.integers(-3, 4, n).astype(np.float64)
         elif kind == "equal":
             v = np.full(n, 1.5)
+        elif kind in ("sorted", "reverse"):
+            v = np.sort(rng.standard_normal(n))
+            v = v if kind == "sorted" else v[::-1].copy()
+        elif kind == "tiny":  # subnormals and huge values
+            lo, hi = (1e-7, 1e4) if code == 2 else (1e-41, 1e37)
+            v = rng.standard_normal(n) * np.where(rng.random(n) < 0.5, lo, hi)
         else:  # special values mixed in
             v = rng.standard_normal(n)
             pool = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0])
@@ -103,6 +112,9 @@ def data(code: int, shape, kind: str, seed: int = 0) -> np.ndarray:
         v = rng.integers(max(info.min, -3), 4, n).astype(dt)
     elif kind == "equal":
         v = np.full(n, 7, dt)
+    elif kind in ("sorted", "reverse", "tiny"):
+        v = np.sort(rng.integers(info.min, info.max, n, dtype=dt, endpoint=True))
+        v = v if kind != "reverse" else v[::-1].copy()
     else:
         v = rng.integers(max(info.min, -100), 100, n).astype(dt)
         pool = np.array([info.min, info.max, 0, 1, -1 if info.min < 0 else 2, info.min + 1], dtype=object)
@@ -113,9 +125,11 @@ def data(code: int, shape, kind: str, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("code", sorted(CODES))
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", ["random", "ties", "equal", "special"])
+@pytest.mark.parametrize("kind", ["random", "ties", "equal", "special", "sorted", "reverse", "tiny"])
 def test_small_shapes(code, mode, kind):
-    for outer, n, inner in [(1, 1, 1), (2, 7, 1), (3, 33, 3), (1, 65, 17), (2, 130, 1)]:
+    for outer, n, inner in [(1, 1, 1), (2, 2, 1), (1, 3, 2), (2, 7, 1), (1, 8, 1), (1, 9, 1), (1, 15, 3),
+                            (1, 16, 1), (1, 17, 16), (1, 31, 1), (1, 32, 1), (3, 33, 3), (1, 63, 1),
+                            (1, 64, 1), (1, 65, 17), (2, 130, 1), (1, 300, 33)]:
         x3 = data(code, (outer, n, inner), kind, seed=n)
         for k in sorted({0, 1, 2, n // 2, n - 1, n} & set(range(n + 1))):
             for sorted_ in (True, False):
@@ -223,3 +237,21 @@ def test_float_only_paths_refuse_integer_codes():
         _core.select([x], [7], [None], 1, 2.0, 1.0, 0, 3, 0.0, 0.0)
     with pytest.raises(ArgumentTypeError, match="dtype"):
         _core.StreamingCore(0, 3, 0.0, 2.0, 1.0).push(x, 7, None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), code=st.sampled_from(sorted(CODES)), mode=st.sampled_from(MODES), sorted_=st.booleans())
+def test_property_kept_rank_above_dropped(data, code, mode, sorted_):
+    """Every kept element ranks above every dropped one; indices unique; unsorted output
+    ascending; the values are x at the indices."""
+    outer = data.draw(st.integers(1, 3))
+    n = data.draw(st.integers(1, 600))
+    inner = data.draw(st.integers(1, 20))
+    k = data.draw(st.integers(0, n))
+    raw = data.draw(st.binary(min_size=outer * n * inner * np.dtype(CODES[code]).itemsize,
+                              max_size=outer * n * inner * np.dtype(CODES[code]).itemsize))
+    x3 = np.frombuffer(raw, dtype=CODES[code]).reshape(outer, n, inner).copy()
+    vals, idx = run(x3, code, k, mode, sorted_)
+    ev, ei = reference(x3, code, k, mode, sorted_)
+    np.testing.assert_array_equal(idx, ei)
+    assert vals.tobytes() == ev.tobytes()
