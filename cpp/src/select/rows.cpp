@@ -446,7 +446,10 @@ void run(const void* xv, size_t outer, size_t n, size_t inner, size_t k, bool so
             int64_t* ip = iout + o * k;
             void* vp = vout + o * k;
             sel.emit(&ip, &vp);
-            if (sorted) sort_emitted<T, M>(vout + o * k, iout + o * k, k, nthreads);
+            if (sorted && k < (size_t(1) << 32))
+                sort_emitted<T, M>(vout + o * k, iout + o * k, k, nthreads);
+            else if (sorted)  // positions no longer fit the radix sort's 32-bit slots
+                order_by_rank(T::dtype, M, vout + o * k, iout + o * k, k);
         }
         return;
     }
