@@ -24,6 +24,7 @@ set(_gs_portable
   select/select.cpp
   select/streaming.cpp
   select/random_k.cpp
+  select/rows.cpp
   select/cost_bounds.cpp
   select/filter_scalar.cpp
   wire/dispatch.cpp

@@ -167,11 +167,46 @@ py::list select_py(const py::list& xs, const std::vector<int>& codes, const py::
     return out;
 }
 
-// Row-wise top-k of a 2-D array into preallocated (rows, k) outputs.
+// Checks one output of topk_axis: a writable C-contiguous (outer, k, inner) array.
+void check_axis_out(const py::array& a, const char* name, size_t outer, size_t k, size_t inner) {
+    if (a.ndim() != 3 || static_cast<size_t>(a.shape(0)) != outer || static_cast<size_t>(a.shape(1)) != k ||
+        static_cast<size_t>(a.shape(2)) != inner)
+        throw py::value_error(std::string(name) + ": must have shape (" + std::to_string(outer) + ", " +
+                              std::to_string(k) + ", " + std::to_string(inner) + ")");
+    if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + ": array must be C-contiguous");
+    if (!a.writeable()) throw py::value_error(std::string(name) + ": array must be writable");
+}
+
+// Top-k along axis 1 of a C-contiguous (outer, n, inner) array into preallocated
+// (outer, k, inner) outputs.
+void topk_axis_py(const py::array& x, int code, int64_t k, int mode, bool sorted, py::array& values,
+                  py::array& indices) {
+    if (!dtype_code_valid(code)) throw py::type_error("code: unsupported dtype code " + std::to_string(code));
+    const DType dtype = static_cast<DType>(code);
+    if (x.ndim() != 3) throw py::value_error("x: expected a 3-D (outer, n, inner) array, got " + std::to_string(x.ndim()) + "-D");
+    const void* xp = data_of(x, dtype, "x");
+    const size_t outer = static_cast<size_t>(x.shape(0)), n = static_cast<size_t>(x.shape(1)),
+                 inner = static_cast<size_t>(x.shape(2));
+    if (mode < 0 || mode > 3) throw py::value_error("mode: unknown ranking mode " + std::to_string(mode));
+    if (k < 0 || static_cast<uint64_t>(k) > n)
+        throw py::value_error("k: must be in [0, " + std::to_string(n) + "], got " + std::to_string(k));
+    const size_t kk = static_cast<size_t>(k);
+    check_axis_out(values, "values", outer, kk, inner);
+    if (values.itemsize() != x.itemsize())
+        throw py::type_error(std::string("values: item size does not match dtype ") + dtype_name(dtype));
+    check_axis_out(indices, "indices", outer, kk, inner);
+    if (!dtype_is<int64_t>(indices.dtype())) throw py::type_error("indices: must be an int64 array");
+    void* vp = values.mutable_data();
+    int64_t* ip = static_cast<int64_t*>(indices.mutable_data());
+    GilRelease release;
+    topk_axis(dtype, static_cast<KeyMode>(mode), xp, outer, n, inner, kk, sorted, vp, ip);
+}
+
+// Row-wise top-k of a 2-D array into preallocated (rows, k) outputs (topk_axis, inner = 1).
 void topk_rows_py(const py::array& x, int code, size_t k, int mode, bool sorted, py::array& values,
                   py::array_t<int64_t>& indices) {
     DType dtype = to_dtype(code);
-    const uint8_t* base = static_cast<const uint8_t*>(data_of(x, dtype, "input"));
+    const void* base = data_of(x, dtype, "input");
     if (x.ndim() != 2) throw py::value_error("input: expected a 2-D array");
     const size_t rows = static_cast<size_t>(x.shape(0)), cols = static_cast<size_t>(x.shape(1));
     if (values.ndim() != 2 || static_cast<size_t>(values.shape(0)) != rows ||
@@ -184,33 +219,10 @@ void topk_rows_py(const py::array& x, int code, size_t k, int mode, bool sorted,
         throw py::value_error("out: indices buffer must be a writable C-contiguous (rows, k) int64 array");
     if (mode < 0 || mode > 2) throw py::value_error("mode: unknown ranking mode");
     if (k < 1 || k > cols) throw py::value_error("k: must be in [1, " + std::to_string(cols) + "], got " + std::to_string(k));
-    uint8_t* vout = static_cast<uint8_t*>(values.mutable_data());
+    void* vout = values.mutable_data();
     int64_t* iout = indices.mutable_data();
-    const size_t w = dtype_size(dtype);
-    ScoreSpec spec{static_cast<KeyMode>(mode), 2.0, 1.0};
-    Budget budget;
-    budget.k = k;
     GilRelease release;
-    auto one_row = [&](size_t r, int threads) {
-        Segment s;
-        s.data = base + r * cols * w;
-        s.n = cols;
-        s.dtype = dtype;
-        Selection sel = select({s}, spec, budget, threads);
-        int64_t* ip = iout + r * k;
-        void* vp = vout + r * k * w;
-        sel.emit(&ip, &vp);
-        if (sorted) order_by_rank(dtype, spec.mode, vp, ip, k);
-    };
-    if (rows == 1) {
-        one_row(0, 0);
-        return;
-    }
-    int nt = threads_for(rows * cols, size_t(1) << 15);
-    nt = static_cast<int>(std::min<size_t>(static_cast<size_t>(nt), rows));
-    parallel_run(nt, [&](int t) {
-        for (size_t r = static_cast<size_t>(t); r < rows; r += static_cast<size_t>(nt)) one_row(r, 1);
-    });
+    topk_axis(dtype, static_cast<KeyMode>(mode), base, rows, cols, 1, k, sorted, vout, iout);
 }
 
 py::array_t<int64_t> random_k_py(size_t n, size_t k, uint64_t seed) {
@@ -233,6 +245,9 @@ void register_select(py::module_& m) {
     m.def("topk_rows", &topk_rows_py, py::arg("input"), py::arg("dtype"), py::arg("k"), py::arg("mode"),
           py::arg("sorted"), py::arg("values"), py::arg("indices"),
           "Row-wise top-k of a C-contiguous 2-D array into (rows, k) outputs.");
+    m.def("topk_axis", &topk_axis_py, py::arg("x"), py::arg("code"), py::arg("k"), py::arg("mode"),
+          py::arg("sorted"), py::arg("values"), py::arg("indices"),
+          "Top-k along axis 1 of a C-contiguous (outer, n, inner) array into (outer, k, inner) outputs.");
     m.def("random_k", &random_k_py, py::arg("n"), py::arg("k"), py::arg("seed"),
           "k distinct ascending indices of [0, n), uniform, reproducible for a seed.");
     m.def("add_f32", [](py::array_t<float, 0>& e, const py::array_t<float, 0>& x) {

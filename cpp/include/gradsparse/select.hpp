@@ -87,6 +87,15 @@ Selection select(const std::vector<Segment>& segments, const ScoreSpec& spec, co
 /// (best first, ties by lower index) for `mode`.
 void order_by_rank(DType dtype, KeyMode mode, void* values, int64_t* indices, size_t k);
 
+/// Top-k along axis 1 of a C-contiguous (outer, n, inner) array of `dtype` (any DType;
+/// bfloat16/float16 as their bit patterns): for every (o, i) the k best of x[o, :, i] by
+/// `mode` (any KeyMode) to the C-contiguous (outer, k, inner) outputs `values` (same
+/// dtype) and `indices`. sorted: best first, ties by the lower index; otherwise ascending
+/// index order. 0 <= k <= n (k == 0 or an empty outer/inner: nothing to do). Exact: the
+/// same result for every thread count and SIMD level. nthreads = 0: get_num_threads().
+void topk_axis(DType dtype, KeyMode mode, const void* x, size_t outer, size_t n, size_t inner, size_t k,
+               bool sorted, void* values, int64_t* indices, int nthreads = 0);
+
 /// e[i] += x[i] for float32 (error-feedback accumulation), SIMD and threaded.
 void add_inplace_f32(float* e, const float* x, size_t n);
 

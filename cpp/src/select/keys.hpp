@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "gradsparse/common.hpp"
 
@@ -54,12 +55,36 @@ inline typename F::uint smallest(typename F::uint b) {
     return static_cast<typename F::uint>(~largest<F>(b));
 }
 
+/// |x| reversed, smallest first; NaN ranks last.
+template <class F>
+inline typename F::uint smallest_magnitude(typename F::uint b) {
+    return static_cast<typename F::uint>(~magnitude<F>(b));
+}
+
 template <class F>
 inline typename F::uint key(KeyMode mode, typename F::uint b) {
     switch (mode) {
         case KeyMode::Magnitude: return magnitude<F>(b);
         case KeyMode::Largest: return largest<F>(b);
-        default: return smallest<F>(b);
+        case KeyMode::Smallest: return smallest<F>(b);
+        default: return smallest_magnitude<F>(b);
+    }
+}
+
+/// Order key of an integer (T: int8_t..uint64_t) as the unsigned type of its width: the
+/// signed value (sign bit flipped), its mathematical |x| (|INT_MIN| = 2^(w-1) ranks
+/// largest), or either reversed.
+template <typename T>
+inline typename std::make_unsigned<T>::type int_key(KeyMode mode, typename std::make_unsigned<T>::type b) {
+    using U = typename std::make_unsigned<T>::type;
+    constexpr unsigned top = 8 * sizeof(U) - 1;
+    const U sign = static_cast<U>(U(1) << top);
+    const bool neg = std::is_signed<T>::value && (b & sign);
+    switch (mode) {
+        case KeyMode::Magnitude: return neg ? static_cast<U>(U(0) - b) : b;
+        case KeyMode::Largest: return std::is_signed<T>::value ? static_cast<U>(b ^ sign) : b;
+        case KeyMode::Smallest: return static_cast<U>(~(std::is_signed<T>::value ? static_cast<U>(b ^ sign) : b));
+        default: return static_cast<U>(~(neg ? static_cast<U>(U(0) - b) : b));
     }
 }
 
@@ -98,7 +123,15 @@ inline double abs_value(DType t, const void* data, size_t i) {
         case DType::F32: return std::fabs(static_cast<double>(static_cast<const float*>(data)[i]));
         case DType::F64: return std::fabs(static_cast<const double*>(data)[i]);
         case DType::F16: return std::fabs(static_cast<double>(half_to_float(static_cast<const uint16_t*>(data)[i])));
-        default: return std::fabs(static_cast<double>(bf16_to_float(static_cast<const uint16_t*>(data)[i])));
+        case DType::BF16: return std::fabs(static_cast<double>(bf16_to_float(static_cast<const uint16_t*>(data)[i])));
+        case DType::I8: return std::fabs(static_cast<double>(static_cast<const int8_t*>(data)[i]));
+        case DType::U8: return static_cast<double>(static_cast<const uint8_t*>(data)[i]);
+        case DType::I16: return std::fabs(static_cast<double>(static_cast<const int16_t*>(data)[i]));
+        case DType::U16: return static_cast<double>(static_cast<const uint16_t*>(data)[i]);
+        case DType::I32: return std::fabs(static_cast<double>(static_cast<const int32_t*>(data)[i]));
+        case DType::U32: return static_cast<double>(static_cast<const uint32_t*>(data)[i]);
+        case DType::I64: return std::fabs(static_cast<double>(static_cast<const int64_t*>(data)[i]));
+        default: return static_cast<double>(static_cast<const uint64_t*>(data)[i]);
     }
 }
 

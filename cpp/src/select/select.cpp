@@ -30,6 +30,11 @@ const char* Selection::path() const { return impl->path; }
 // ---------------------------------------------------------------- public entry points
 
 Selection select(const std::vector<Segment>& segments, const ScoreSpec& spec, const Budget& budget, int nthreads) {
+    GS_CHECK(spec.mode == KeyMode::Magnitude || spec.mode == KeyMode::Largest || spec.mode == KeyMode::Smallest,
+             "mode: unknown ranking mode for a selection");
+    for (const Segment& s : segments)
+        GS_CHECK(dtype_is_float(s.dtype), std::string("x: selection takes float32, float64, float16 or bfloat16, got ") +
+                                              dtype_name(s.dtype));
     Selection sel;
     SelectionImpl& impl = *sel.impl;
     impl.segs = prepare(segments, spec, budget);
@@ -147,6 +152,9 @@ void add_inplace_f32(float* e, const float* x, size_t n) {
 }
 
 void order_by_rank(DType dtype, KeyMode mode, void* values, int64_t* indices, size_t k) {
+    GS_CHECK(dtype_is_float(dtype) && static_cast<int>(mode) >= 0 && mode != KeyMode::SmallestMagnitude &&
+                 static_cast<int>(mode) <= 3,
+             "order_by_rank: float dtypes and the modes of select() only");
     ScoredSegment s;
     s.seg.data = values;
     s.seg.n = k;

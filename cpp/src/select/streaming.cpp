@@ -134,6 +134,9 @@ size_t StreamingSelector::buffered() const {
 }
 
 void StreamingSelector::push(const Segment& segment) {
+    GS_CHECK(dtype_is_float(segment.dtype),
+             std::string("x: streaming selection takes float32, float64, float16 or bfloat16, got ") +
+                 dtype_name(segment.dtype));
     State& st = *state_;
     std::lock_guard<std::mutex> lock(st.mu);
     GS_CHECK(!st.finished, "push: finish() was already called on this selector");
