@@ -184,7 +184,7 @@ def _topk_flat(flat: Flat, k: int, dim: int, mode: int, sorted: bool):
     values = np.empty((outer, k, inner), dtype=flat.array.dtype)
     indices = np.empty((outer, k, inner), dtype=np.int64)
     if k and outer * inner:
-        _topk_axis_kernel(x, flat.code, k, mode, sorted, values, indices)
+        _core.topk_axis(x, flat.code, k, mode, sorted, values, indices)
     return values, indices, result
 
 
@@ -266,46 +266,6 @@ def _write_one(buf, result: np.ndarray, flat: Optional[Flat], what: str) -> None
             buf.copy_(src)
     except RuntimeError as e:  # e.g. an expanded (self-overlapping) or non-resizable buffer
         raise ArgumentError(f"out: cannot write the {what}: {e}") from e
-
-
-# TEMPORARY: the exact numpy stand-in for _core.topk_axis (issue 14, part A) until the rows
-# engine is merged; deleted at merge. It follows the kernel's contract and ranking rules.
-def _topk_axis_kernel(x, code, k, mode, sorted, values, indices) -> None:
-    """Fills values/indices (outer, k, inner) with the top k of x (outer, n, inner) along axis 1."""
-    if hasattr(_core, "topk_axis"):
-        _core.topk_axis(x, code, k, mode, sorted, values, indices)
-        return
-    key = _order_key(x, code, mode in (_MAGNITUDE, 3))  # uint64, ascending in value (NaN highest)
-    if mode in (_LARGEST, _MAGNITUDE):
-        key = ~key  # best first: descending; a stable sort keeps equal keys by lower index
-    idx = np.argsort(key, axis=1, kind="stable")[:, :k, :]
-    if not sorted:
-        idx = np.sort(idx, axis=1)
-    indices[...] = idx
-    values[...] = np.take_along_axis(x, idx, axis=1)
-
-
-def _order_key(x: np.ndarray, code: int, magnitude: bool) -> np.ndarray:
-    """TEMPORARY (with _topk_axis_kernel): uint64 keys ordered like the values (or |values|):
-    NaN above +inf, -0 == +0, integer |x| mathematical."""
-    if code >= 4:  # integer codes
-        if x.dtype.kind == "u":
-            return x.astype(np.uint64)
-        s = x.astype(np.int64)
-        if magnitude:
-            neg = s < 0
-            mag = np.where(neg, -(s + 1), s).astype(np.uint64)
-            return mag + neg.astype(np.uint64)
-        return s.view(np.uint64) ^ np.uint64(1 << 63)
-    if code == BF16:
-        x = bf16_to_f32(x.reshape(-1)).reshape(x.shape)
-    f = x.astype(np.float64)
-    if magnitude:
-        f = np.abs(f)
-    f = np.where(np.isnan(f), np.inf, f + 0.0)  # -0 -> +0; NaN placed by hand below
-    u = f.view(np.uint64)
-    u = np.where(u >> np.uint64(63) != 0, ~u, u | np.uint64(1 << 63))
-    return np.where(np.isnan(x), np.uint64(2**64 - 1), u)
 
 
 # ----------------------------------------------------------------------------- sparsify
