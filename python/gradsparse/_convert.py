@@ -170,20 +170,28 @@ def _torch_int_codes(torch) -> dict:
     return {torch.int8: I8, torch.uint8: U8, torch.int16: I16, torch.int32: I32, torch.int64: I64}
 
 
-def _tensor_flat(t: Any, name: str, integers: bool = False) -> Flat:
+def check_tensor(t: Any, name: str, *, integers: bool = False, meta: bool = False) -> int:
+    """The core's dtype code of the tensor `t` after checking its dtype (ArgumentTypeError
+    naming `name`; with `integers`, the integer dtypes torch.topk takes on the CPU too) and
+    its device (ArgumentError unless on the CPU -- or, with `meta`, a meta tensor). Reads
+    only the dtype and the device, so ``torch.compile`` traces it."""
     torch = torch_module()
-    t = plain_tensor(t, name)
-    if t.device.type != "cpu":
-        raise ArgumentError(
-            f"{name}: tensor is on {t.device}; this build of gradsparse selects on the CPU "
-            "(move it with .cpu())"
-        )
-    int_codes = _torch_int_codes(torch) if integers else {}
-    if t.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16) and t.dtype not in int_codes:
+    if t.device.type != "cpu" and not (meta and t.device.type == "meta"):
+        raise ArgumentError(f"{name}: tensor is on {t.device}; this build of gradsparse selects on the CPU "
+                            "(move it with .cpu())")
+    codes = {torch.float32: F32, torch.float64: F64, torch.float16: F16, torch.bfloat16: BF16}
+    if integers:
+        codes.update(_torch_int_codes(torch))
+    if t.dtype not in codes:
         expected = "float32, float64, float16, bfloat16, int8, uint8, int16, int32 or int64" if integers else SUPPORTED
         raise ArgumentTypeError(f"{name}: unsupported dtype {t.dtype}; expected {expected}")
+    return codes[t.dtype]
+
+
+def _tensor_flat(t: Any, name: str, integers: bool = False) -> Flat:
+    t = plain_tensor(t, name)
+    code = check_tensor(t, name, integers=integers)
     raw = tensor_to_numpy(t, name, bfloat16="bits")
-    code = BF16 if t.dtype == torch.bfloat16 else int_codes.get(t.dtype, _NUMPY_CODES.get(raw.dtype))
     return Flat(raw.reshape(-1), code, tuple(t.shape), "torch", t.dtype)
 
 

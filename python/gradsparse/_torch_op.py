@@ -5,8 +5,10 @@ vmap, meta and fake tensors.
 (:func:`wants_op`); everything else takes the direct path, which never enters torch's
 dispatcher. Here the selection is the custom op ``torch.ops.gradsparse.topk``:
 
-* its CPU kernel is ``selection._topk_tensor`` (the same engine as the direct path), which
-  selection plugs in (:func:`set_cpu_kernel`);
+* its CPU kernel is ``selection._topk_plain`` (the direct path itself), which selection
+  plugs in (:func:`set_cpu_kernel`);
+* its arguments are checked and ``out=`` is written by ``_topk_args``, like on the direct
+  path (the same errors, the same out= rules);
 * its fake kernel gives the result's shape and dtypes (meta tensors, ``torch.compile``);
 * its backward scatters the incoming gradient to the selected indices along `dim`, zeros
   elsewhere (``torch.topk``'s backward), written with differentiable torch ops, so double
@@ -36,25 +38,21 @@ traced by ``torch.compile`` (see ``_op_ready``).
 """
 from __future__ import annotations
 
-import numbers
 import sys
 import threading
 from typing import Any
 
-import numpy as np
-
-from .errors import ArgumentError, ArgumentTypeError, DimensionError
+from . import _topk_args
 
 #: set once the op, its kernels and the eager autograd.Function exist
 _Function: Any = None
 #: _Function.apply behind torch.compiler.disable: dynamo runs it eagerly at a graph break
 _eager_apply: Any = None
-#: the op's CPU kernel, selection._topk_tensor, plugged in by selection when it is imported
+#: the op's CPU kernel, selection._topk_plain, plugged in by selection when it is imported
 #: (selection imports this module, so the dependency points one way)
 _cpu_kernel: Any = None
 _lock = threading.Lock()
 
-_DTYPES = ("float32", "float64", "float16", "bfloat16", "uint8", "int8", "int16", "int32", "int64")
 _SCHEMA = "(Tensor input, SymInt k, int dim, bool largest, bool sorted, str? key) -> (Tensor, Tensor)"
 
 
@@ -83,11 +81,8 @@ def topk(input: Any, k: Any, dim: Any, largest: Any, sorted: Any, key: Any, out:
     (the same errors as the direct path), selects through the op, returns a
     ``torch.return_types.topk`` (or fills `out`)."""
     torch = sys.modules["torch"]
-    k, dim = _check(torch, input, k, dim, largest, sorted, key)
-    if out is not None and input.requires_grad and torch.is_grad_enabled():
-        raise ArgumentError("out: topk(): functions with out=... arguments don't support automatic "
-                            "differentiation, but input requires grad; drop out= or call it under "
-                            "torch.no_grad()")
+    _topk_args.check_input(input)
+    k, dim, _ = _topk_args.check(input.shape, k, dim, largest, sorted, key)
     if torch.compiler.is_compiling():
         _op_ready()  # run by dynamo while tracing (see below), not traced
         if torch.autograd.forward_ad._current_level >= 0:  # (see the module docstring)
@@ -97,64 +92,8 @@ def topk(input: Any, k: Any, dim: Any, largest: Any, sorted: Any, key: Any, out:
     else:
         values, indices = register().apply(input, k, dim, bool(largest), bool(sorted), key)
     if out is not None:
-        return _write_out(torch, out, values, indices)
+        return _topk_args.write_out(out, values, indices)
     return torch.return_types.topk((values, indices))
-
-
-# ----------------------------------------------------------------------------- arguments
-
-def _check(torch, input, k, dim, largest, sorted, key):
-    """(k, dim) as Python ints (dim in [0, ndim), 0 for a 0-d input) after checking every
-    argument; raises the errors of the direct path."""
-    if input.dtype not in tuple(getattr(torch, d) for d in _DTYPES):
-        raise ArgumentTypeError(f"input: unsupported dtype {input.dtype}; expected a float "
-                                "(float32/64/16, bfloat16) or integer (uint8, int8..int64) dtype")
-    if input.device.type not in ("cpu", "meta"):
-        raise ArgumentError(f"input: tensor is on {input.device}; this build of gradsparse selects "
-                            "on the CPU (move it with .cpu())")
-    if key is not None and key != "abs":
-        raise ArgumentError(f"key: expected None or 'abs', got {key!r}")
-    if not isinstance(largest, (bool, np.bool_)) or not isinstance(sorted, (bool, np.bool_)):
-        raise ArgumentTypeError("largest, sorted: must be bool")
-    k = _as_int(torch, k, "k")
-    dim = _as_int(torch, dim, "dim")
-    ndim = input.dim()
-    span = max(ndim, 1)  # a 0-d input takes dim in {-1, 0}, like torch
-    if not -span <= dim < span:
-        raise DimensionError(f"dim: out of range for a {ndim}-D input (expected to be in "
-                             f"[{-span}, {span - 1}]), got {dim}")
-    dim %= span
-    n = input.shape[dim] if ndim else 1
-    if k < 0 or k > n:
-        raise ArgumentError(f"k: must be in [0, {n}] (size of dim {dim}), got {k}")
-    return k, dim
-
-
-def _as_int(torch, value, name):
-    if isinstance(value, torch.Tensor):
-        if value.dim() != 0 or value.dtype.is_floating_point or value.dtype.is_complex \
-                or value.dtype == torch.bool:
-            raise ArgumentTypeError(f"{name}: expected an integer or a 0-d integer tensor, "
-                                    f"got a {value.dim()}-D {value.dtype} tensor")
-        return int(value)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, torch.SymInt)):
-        raise ArgumentTypeError(f"{name}: expected an integer, got {type(value).__name__}")
-    return value if isinstance(value, torch.SymInt) else int(value)
-
-
-def _write_out(torch, out, values, indices):
-    """`values`/`indices` written into the caller's (values, indices) pair with torch's out=
-    rules: dtypes must match, a tensor of another shape is resized first."""
-    if not isinstance(out, (tuple, list)) or len(out) != 2 \
-            or not all(isinstance(o, torch.Tensor) for o in out):
-        raise ArgumentTypeError("out: expected a (values, indices) pair of tensors")
-    for o, r, what in ((out[0], values, "values"), (out[1], indices, "indices")):
-        if o.dtype != r.dtype:
-            raise ArgumentError(f"out: {what} must have dtype {r.dtype}, got {o.dtype}")
-        if o.shape != r.shape:
-            o.resize_(r.shape)
-        o.copy_(r)
-    return torch.return_types.topk((out[0], out[1]))
 
 
 # ----------------------------------------------------------------------------- the op
@@ -248,7 +187,7 @@ def _define(torch):
 
 def set_cpu_kernel(kernel: Any) -> None:
     """Sets the op's CPU kernel: ``kernel(input, k, dim, largest, sorted, key)`` -> two fresh
-    contiguous tensors (``selection._topk_tensor``)."""
+    contiguous tensors (``selection._topk_plain``)."""
     global _cpu_kernel
     _cpu_kernel = kernel
 

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import math
 import threading
-import warnings
-from collections import namedtuple
 from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
-from . import _core, _torch_op
+from . import _core, _topk_args, _torch_op
 from ._convert import (
     BF16,
     Flat,
@@ -25,16 +23,15 @@ from ._convert import (
     bf16_to_f32,
     f32_to_bf16,
     is_tensor,
-    plain_tensor,
     torch_module,
 )
 from .costs import as_cost
 from .sparse import Sparse
-from .errors import ArgumentError, ArgumentTypeError, DimensionError
+from .errors import ArgumentError, ArgumentTypeError
 
-TopK = namedtuple("TopK", ["values", "indices"])
+TopK = _topk_args.TopK
 
-_MAGNITUDE, _LARGEST, _SMALLEST = 0, 1, 2
+_MAGNITUDE = 0  # KeyMode: largest |x| first
 _COUNT, _ENERGY, _THRESHOLD = 0, 1, 2
 
 
@@ -91,11 +88,6 @@ def _sparse(flat: Flat, idx: np.ndarray, raw: np.ndarray) -> Sparse:
 
 # ----------------------------------------------------------------------------- top-k
 
-#: KeyMode codes of _core.topk_axis, by (key, largest)
-_TOPK_MODES = {(None, True): _LARGEST, (None, False): _SMALLEST, ("abs", True): _MAGNITUDE,
-               ("abs", False): 3}
-
-
 def topk(input: Any, k: Any, dim: Any = -1, largest: bool = True, sorted: bool = True, *,
          key: Optional[str] = None, out=None):
     """The k largest (or smallest) entries of `input` along `dim`, as ``(values, indices)``
@@ -116,59 +108,25 @@ def topk(input: Any, k: Any, dim: Any = -1, largest: bool = True, sorted: bool =
     """
     if is_tensor(input) and _torch_op.wants_op(input):
         return _torch_op.topk(input, k, dim, largest, sorted, key, out)
-    flat = as_flat(input, "input", integers=True)
-    k, dim, mode = _topk_args(flat.shape, k, dim, largest, sorted, key)
-    values, indices, shape = _topk_flat(flat, k, dim, mode, bool(sorted))
+    values, indices = _topk_plain(input, k, dim, largest, sorted, key)
     if out is not None:
-        return _topk_write_out(flat, values, indices, shape, out)
-    values, indices = flat.wrap(values.reshape(shape)), flat.wrap_index(indices.reshape(shape))
-    if flat.kind == "torch":
+        return _topk_args.write_out(out, values, indices)
+    if is_tensor(input):
         return torch_module().return_types.topk((values, indices))
     return TopK(values, indices)
 
 
-def _topk_tensor(input: Any, k: int, dim: int, largest: bool, sorted: bool, key):
-    """(values, indices) of a plain CPU tensor as two fresh contiguous tensors: the torch
-    op's implementation (no autograd, no out=)."""
+def _topk_plain(input: Any, k: Any, dim: Any, largest: Any, sorted: Any, key: Any):
+    """(values, indices) of a numpy array or a plain CPU tensor, in its own array type
+    (numpy: C-contiguous arrays; torch: fresh contiguous tensors), no autograd, no out=:
+    the direct path, and the torch op's CPU kernel."""
     flat = as_flat(input, "input", integers=True)
-    k, dim, mode = _topk_args(flat.shape, k, dim, largest, sorted, key)
+    k, dim, mode = _topk_args.check(flat.shape, k, dim, largest, sorted, key)
     values, indices, shape = _topk_flat(flat, k, dim, mode, bool(sorted))
     return flat.wrap(values.reshape(shape)), flat.wrap_index(indices.reshape(shape))
 
 
-_torch_op.set_cpu_kernel(_topk_tensor)  # the torch op's CPU kernel (_torch_op cannot import this module)
-
-
-def _as_index(value: Any, name: str) -> int:
-    """An integer argument that may also be a 0-d integer array or tensor (like torch)."""
-    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iu":
-        return int(value)
-    if is_tensor(value) and value.ndim == 0 and not value.is_floating_point() and not value.is_complex() \
-            and value.dtype != torch_module().bool:
-        return int(value.item())
-    return as_count(value, name)
-
-
-def _topk_args(shape: tuple, k: Any, dim: Any, largest: Any, sorted: Any, key: Any):
-    """(k, dim in [0, ndim), KeyMode code) after checking every argument against `shape`."""
-    k = _as_index(k, "k")
-    dim = _as_index(dim, "dim")
-    rank = max(len(shape), 1)  # a 0-d input has one dim of size 1, like in torch
-    if not -rank <= dim < rank:
-        raise DimensionError(f"dim: out of range (expected to be in range of [{-rank}, {rank - 1}], "
-                             f"but got {dim}) for a {len(shape)}-D input")
-    dim %= rank
-    length = shape[dim] if shape else 1
-    if not 0 <= k <= length:
-        raise ArgumentError(f"k: selected index k out of range: must be in [0, {length}] "
-                            f"(the size of dim {dim}), got {k}")
-    if not isinstance(largest, (bool, np.bool_)):
-        raise ArgumentTypeError(f"largest: must be bool, got {type(largest).__name__}")
-    if not isinstance(sorted, (bool, np.bool_)):
-        raise ArgumentTypeError(f"sorted: must be bool, got {type(sorted).__name__}")
-    if key is not None and not (isinstance(key, str) and key == "abs"):
-        raise ArgumentError(f"key: must be None or \"abs\", got {key!r}")
-    return k, dim, _TOPK_MODES[(key, bool(largest))]
+_torch_op.set_cpu_kernel(_topk_plain)  # the torch op's CPU kernel (_torch_op cannot import this module)
 
 
 def _topk_flat(flat: Flat, k: int, dim: int, mode: int, sorted: bool):
@@ -186,86 +144,6 @@ def _topk_flat(flat: Flat, k: int, dim: int, mode: int, sorted: bool):
     if k and outer * inner:
         _core.topk_axis(x, flat.code, k, mode, sorted, values, indices)
     return values, indices, result
-
-
-def _topk_write_out(flat: Flat, values: np.ndarray, indices: np.ndarray, shape: tuple, out):
-    """Writes the result into out=(values, indices) the way torch.topk does; returns them."""
-    if not isinstance(out, (tuple, list)) or len(out) != 2:
-        raise ArgumentTypeError("out: expected a (values, indices) pair")
-    ov, oi = out
-    for buf in out:
-        if not (is_tensor(buf) or isinstance(buf, np.ndarray)):
-            raise ArgumentTypeError(f"out: expected numpy arrays or torch tensors, got {type(buf).__name__}")
-    _check_out(ov, flat, shape, "values")
-    _check_out(oi, None, shape, "indices")
-    _write_one(ov, values.reshape(shape), flat, "values")
-    _write_one(oi, indices.reshape(shape), None, "indices")
-    if flat.kind == "torch":
-        torch = torch_module()
-        return getattr(torch.return_types, "topk_out", torch.return_types.topk)((ov, oi))
-    return TopK(ov, oi)
-
-
-def _check_out(buf, flat: Optional[Flat], shape: tuple, what: str) -> None:
-    """Checks one out= buffer before anything is written. torch's dtype rule: the values
-    buffer has the input's dtype (a numpy buffer for bfloat16 may be ml_dtypes.bfloat16 or
-    uint16 bit patterns), indices are int64."""
-    if is_tensor(buf):
-        plain_tensor(buf, "out", writable=True)  # nested, sparse, negative views: refused
-        if buf.device.type != "cpu":
-            raise ArgumentError(f"out: the {what} tensor is on {buf.device}; expected a CPU tensor")
-        if buf.requires_grad and torch_module().is_grad_enabled():
-            raise ArgumentError(f"out: the {what} tensor requires grad; functions with out=... arguments "
-                                "don't support automatic differentiation")
-    else:
-        if buf.shape != shape:
-            raise ArgumentError(f"out: the {what} array has shape {buf.shape}, expected {shape} "
-                                "(numpy arrays are not resized)")
-        if not buf.flags.writeable:
-            raise ArgumentError(f"out: the {what} array is read-only")
-    got = buf.dtype
-    if is_tensor(buf):
-        torch = torch_module()
-        if flat is None:
-            want = torch.int64
-        elif flat.code == BF16:
-            want = torch.bfloat16
-        else:
-            want = torch.from_numpy(flat.array[:0]).dtype
-    elif flat is None:
-        want = np.dtype(np.int64)
-    elif flat.code == BF16:
-        if got == np.uint16 or got.name == "bfloat16":
-            return
-        want = "bfloat16"
-    else:
-        want = flat.array.dtype
-    if got != want:
-        raise ArgumentError(f"out: expected the {what} buffer to have dtype {want}, but got {got} instead")
-
-
-def _write_one(buf, result: np.ndarray, flat: Optional[Flat], what: str) -> None:
-    """Copies `result` into `buf`: a tensor is resized like torch's out= (warning when a
-    non-empty one changes shape) and written through its strides."""
-    if not is_tensor(buf):  # checked by _check_out: the result's shape, writable
-        np.copyto(buf.view(result.dtype) if buf.dtype != result.dtype else buf, result)
-        return
-    torch = torch_module()
-    src = torch.from_numpy(result)
-    if flat is not None and flat.code == BF16:
-        src = src.view(torch.bfloat16)
-    try:
-        if tuple(buf.shape) != result.shape:
-            if buf.numel() != 0:
-                warnings.warn(f"An output with one or more elements was resized since it had shape "
-                              f"{list(buf.shape)}, which does not match the required output shape "
-                              f"{list(result.shape)}. This behavior is deprecated (as in torch); resize "
-                              "it to zero elements with t.resize_(0) to reuse it", UserWarning, stacklevel=4)
-            buf.resize_(result.shape)
-        with torch.no_grad():
-            buf.copy_(src)
-    except RuntimeError as e:  # e.g. an expanded (self-overlapping) or non-resizable buffer
-        raise ArgumentError(f"out: cannot write the {what}: {e}") from e
 
 
 # ----------------------------------------------------------------------------- sparsify
