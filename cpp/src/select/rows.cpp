@@ -459,10 +459,11 @@ void run(const void* xv, size_t outer, size_t n, size_t inner, size_t k, bool so
     // columns per unit when inner > 1: a few winners read the columns in place, kWide at a
     // time; otherwise kTile columns are gathered into contiguous rows
     const bool few = k <= kFew && k * 16 <= n;
-    const size_t block = few ? kWide : kTile;
+    int nt = std::min(nthreads, threads_for(rows * n, size_t(1) << 14));
+    size_t block = few ? kWide : kTile;
+    while (few && block > 16 && outer * ((inner + block - 1) / block) < static_cast<size_t>(nt)) block /= 2;
     const size_t blocks_per_o = inner == 1 ? 1 : (inner + block - 1) / block;
     const size_t units = inner == 1 ? outer : outer * blocks_per_o;
-    int nt = std::min(nthreads, threads_for(rows * n, size_t(1) << 14));
     nt = static_cast<int>(std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(nt), units)));
     parallel_for(units, nt, [&](int, size_t lo, size_t hi) {
         if (lo >= hi) return;
