@@ -383,8 +383,12 @@ void wide_few(const typename T::S* src, size_t n, size_t inner, size_t w, size_t
             }
             if (!any) continue;
             const size_t tw = std::min<size_t>(16, w - t0);
-            for (size_t t = 0; t < tw; ++t)
-                if (pass[t]) insert(t0 + t, kk[t], j);
+            uint32_t mask = 0;
+            for (size_t t = 0; t < tw; ++t) mask |= static_cast<uint32_t>(pass[t]) << t;
+            for (; mask; mask &= mask - 1) {  // one branch per passing column
+                const size_t t = static_cast<size_t>(__builtin_ctz(mask));
+                insert(t0 + t, kk[t], j);
+            }
         }
     }
     for (size_t t = 0; t < w; ++t) {
