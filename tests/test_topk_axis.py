@@ -177,7 +177,8 @@ def test_empty_and_zero_k():
 def test_same_result_every_level_and_thread_count(code):
     cases = [(data(code, (40, 1000, 1), "ties", 1), 10), (data(code, (40, 1000, 1), "random", 2), 150),
              (data(code, (2, 200, 40), "special" if code in FLOAT_CODES else "random", 3), 7),
-             (data(code, (1, 300000, 1), "random", 4), 30000)]
+             (data(code, (1, 300000, 1), "random", 4), 30000),
+             (data(code, (1, 2000, 40), "ties", 5), 5)]  # one outer: column blocks split for 2 threads
     for x3, k in cases:
         for mode in MODES:
             for sorted_ in (True, False):

@@ -383,8 +383,12 @@ void wide_few(const typename T::S* src, size_t n, size_t inner, size_t w, size_t
             }
             if (!any) continue;
             const size_t tw = std::min<size_t>(16, w - t0);
-            for (size_t t = 0; t < tw; ++t)
-                if (pass[t]) insert(t0 + t, kk[t], j);
+            uint32_t mask = 0;
+            for (size_t t = 0; t < tw; ++t) mask |= static_cast<uint32_t>(pass[t]) << t;
+            for (; mask; mask &= mask - 1) {  // one branch per passing column
+                const size_t t = static_cast<size_t>(__builtin_ctz(mask));
+                insert(t0 + t, kk[t], j);
+            }
         }
     }
     for (size_t t = 0; t < w; ++t) {
@@ -459,10 +463,11 @@ void run(const void* xv, size_t outer, size_t n, size_t inner, size_t k, bool so
     // columns per unit when inner > 1: a few winners read the columns in place, kWide at a
     // time; otherwise kTile columns are gathered into contiguous rows
     const bool few = k <= kFew && k * 16 <= n;
-    const size_t block = few ? kWide : kTile;
+    int nt = std::min(nthreads, threads_for(rows * n, size_t(1) << 14));
+    size_t block = few ? kWide : kTile;
+    while (few && block > 16 && outer * ((inner + block - 1) / block) < static_cast<size_t>(nt)) block /= 2;
     const size_t blocks_per_o = inner == 1 ? 1 : (inner + block - 1) / block;
     const size_t units = inner == 1 ? outer : outer * blocks_per_o;
-    int nt = std::min(nthreads, threads_for(rows * n, size_t(1) << 14));
     nt = static_cast<int>(std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(nt), units)));
     parallel_for(units, nt, [&](int, size_t lo, size_t hi) {
         if (lo >= hi) return;
