@@ -166,6 +166,18 @@ def test_long_rows(code, mode):
                 check(x3, code, k, mode, sorted_)
 
 
+@pytest.mark.parametrize("code", [0, 1, 3, 8])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_many_sorted_winners(code, threads):
+    # k >= 2^17 sorted winners: the radix sort runs on several threads and takes several
+    # passes over the key bytes (each pass must count what every thread's part then holds)
+    x3 = data(code, (1, 300007, 1), "ties" if code in (3, 8) else "random", seed=7)
+    with gradsparse.num_threads(threads):
+        for k in (140000, 300007):
+            check(x3, code, k, LARGEST, True)
+            check(x3, code, k, SMALLEST_MAGNITUDE, True)
+
+
 def test_empty_and_zero_k():
     for shape, k in [((0, 5, 3), 2), ((2, 5, 0), 2), ((2, 0, 3), 0), ((2, 5, 3), 0)]:
         x3 = np.zeros(shape, np.float32)

@@ -416,11 +416,14 @@ void sort_emitted(typename T::S* values, int64_t* indices, size_t k, int nthread
         for (size_t j = lo; j < hi; ++j) c[j] = Cand<K>{T::template key<M>(values[j]), static_cast<uint32_t>(j)};
     });
     radix_sort_desc<K>(c, tmp, k, nt);
+    // gather everything first, then write back: a part reads entries of every other part
     parallel_for(k, nt, [&](int, size_t lo, size_t hi) {
         for (size_t j = lo; j < hi; ++j) {
             vt[j] = values[c[j].idx];
             it[j] = indices[c[j].idx];
         }
+    });
+    parallel_for(k, nt, [&](int, size_t lo, size_t hi) {
         std::memcpy(values + lo, vt + lo, (hi - lo) * sizeof(S));
         std::memcpy(indices + lo, it + lo, (hi - lo) * sizeof(int64_t));
     });

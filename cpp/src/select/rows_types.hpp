@@ -127,7 +127,8 @@ using K_of = typename T::K;
 /// Sorts a[0, m) by descending key, stably (equal keys keep their order), with tmp (m
 /// slots) as the second buffer: an LSD radix sort on the key's bytes, skipping bytes that
 /// all candidates share. Parallel over nthreads (stable for every thread count: each
-/// thread scatters its own contiguous part, parts in order).
+/// thread scatters its own contiguous part, parts in order; a part's digit counts are
+/// taken from what the part holds in that pass).
 template <class K>
 void radix_sort_desc(Cand<K>* a, Cand<K>* tmp, size_t m, int nthreads) {
     constexpr int kBytes = static_cast<int>(sizeof(K));
@@ -145,6 +146,7 @@ void radix_sort_desc(Cand<K>* a, Cand<K>* tmp, size_t m, int nthreads) {
     Cand<K>* src = a;
     Cand<K>* dst = tmp;
     std::vector<size_t> offs(static_cast<size_t>(nt) * 256);
+    bool moved = false;  // a pass has permuted the elements since the counts were taken
     for (int b = 0; b < kBytes; ++b) {
         bool trivial = false;
         for (int d = 0; d < 256 && !trivial; ++d) {
@@ -153,6 +155,15 @@ void radix_sort_desc(Cand<K>* a, Cand<K>* tmp, size_t m, int nthreads) {
             trivial = c == m;
         }
         if (trivial) continue;
+        if (nt > 1 && moved) {
+            // the parts of src hold other elements than in the first pass: count them again
+            parallel_for(m, nt, [&](int t, size_t lo, size_t hi) {
+                size_t* h = hist.data() + (static_cast<size_t>(t) * kBytes + b) * 256;
+                std::fill(h, h + 256, size_t(0));
+                const int shift = 8 * b;
+                for (size_t i = lo; i < hi; ++i) ++h[(static_cast<K>(~src[i].key) >> shift) & 0xFF];
+            });
+        }
         size_t run = 0;
         for (int d = 0; d < 256; ++d)
             for (int t = 0; t < nt; ++t) {
@@ -168,6 +179,7 @@ void radix_sort_desc(Cand<K>* a, Cand<K>* tmp, size_t m, int nthreads) {
             }
         });
         std::swap(src, dst);
+        moved = true;
     }
     if (src != a) std::memcpy(static_cast<void*>(a), src, m * sizeof(Cand<K>));
 }
