@@ -202,29 +202,6 @@ void topk_axis_py(const py::array& x, int code, int64_t k, int mode, bool sorted
     topk_axis(dtype, static_cast<KeyMode>(mode), xp, outer, n, inner, kk, sorted, vp, ip);
 }
 
-// Row-wise top-k of a 2-D array into preallocated (rows, k) outputs (topk_axis, inner = 1).
-void topk_rows_py(const py::array& x, int code, size_t k, int mode, bool sorted, py::array& values,
-                  py::array_t<int64_t>& indices) {
-    DType dtype = to_dtype(code);
-    const void* base = data_of(x, dtype, "input");
-    if (x.ndim() != 2) throw py::value_error("input: expected a 2-D array");
-    const size_t rows = static_cast<size_t>(x.shape(0)), cols = static_cast<size_t>(x.shape(1));
-    if (values.ndim() != 2 || static_cast<size_t>(values.shape(0)) != rows ||
-        static_cast<size_t>(values.shape(1)) != k || !(values.flags() & py::array::c_style) ||
-        !values.writeable() || values.itemsize() != x.itemsize())
-        throw py::value_error("out: values buffer must be a writable C-contiguous (rows, k) array of the input dtype");
-    if (indices.ndim() != 2 || static_cast<size_t>(indices.shape(0)) != rows ||
-        static_cast<size_t>(indices.shape(1)) != k || !(indices.flags() & py::array::c_style) ||
-        !indices.writeable())
-        throw py::value_error("out: indices buffer must be a writable C-contiguous (rows, k) int64 array");
-    if (mode < 0 || mode > 2) throw py::value_error("mode: unknown ranking mode");
-    if (k < 1 || k > cols) throw py::value_error("k: must be in [1, " + std::to_string(cols) + "], got " + std::to_string(k));
-    void* vout = values.mutable_data();
-    int64_t* iout = indices.mutable_data();
-    GilRelease release;
-    topk_axis(dtype, static_cast<KeyMode>(mode), base, rows, cols, 1, k, sorted, vout, iout);
-}
-
 py::array_t<int64_t> random_k_py(size_t n, size_t k, uint64_t seed) {
     std::vector<int64_t> v;
     {
@@ -242,9 +219,6 @@ void register_select(py::module_& m) {
     m.def("select", &select_py, py::arg("xs"), py::arg("dtypes"), py::arg("costs"), py::arg("mode"),
           py::arg("q"), py::arg("alpha"), py::arg("kind"), py::arg("k"), py::arg("energy"), py::arg("tau"),
           "Exact selection over 1-D contiguous arrays; returns [(indices, values)] per array.");
-    m.def("topk_rows", &topk_rows_py, py::arg("input"), py::arg("dtype"), py::arg("k"), py::arg("mode"),
-          py::arg("sorted"), py::arg("values"), py::arg("indices"),
-          "Row-wise top-k of a C-contiguous 2-D array into (rows, k) outputs.");
     m.def("topk_axis", &topk_axis_py, py::arg("x"), py::arg("code"), py::arg("k"), py::arg("mode"),
           py::arg("sorted"), py::arg("values"), py::arg("indices"),
           "Top-k along axis 1 of a C-contiguous (outer, n, inner) array into (outer, k, inner) outputs.");

@@ -34,9 +34,6 @@ def select(
     energy: float,
     tau: float,
 ) -> List[Tuple[np.ndarray, np.ndarray]]: ...
-def topk_rows(
-    input: np.ndarray, dtype: int, k: int, mode: int, sorted: bool, values: np.ndarray, indices: np.ndarray
-) -> None: ...
 def topk_axis(
     x: np.ndarray, code: int, k: int, mode: int, sorted: bool, values: np.ndarray, indices: np.ndarray
 ) -> None: ...
