@@ -18,6 +18,7 @@ BLOCK = 4096
 SEED = 20240611
 SCALAR_COST = 0.37
 MIN_SAMPLE_S = 0.002  # calls shorter than this are looped within one sample
+SOLO_WARMUP_S = 0.02  # untimed calls before a block of consecutive samples (Bench.group, solo)
 MAX_ATTEMPTS = 3  # a table row disturbed by other processes is timed again, up to this often
 RETRY_PAUSE_S = 0.5
 TARGETS = {

@@ -27,9 +27,14 @@ ascending indices. Indices are never compared with torch's directly: tie order d
 A failed check aborts the benchmark (exit code 2). A cell where gradsparse.topk raises
 (an input it does not take) is printed as unsupported and fails the drop-in summary.
 
-Timing: Bench.group of the selection suite -- the checked call is the warm-up, one more
-untimed round, then both libraries sampled round-robin (at least 7 samples each unless
-``--repeats``/``--quick`` say fewer; calls under 2 ms looped per sample); medians.
+Timing: Bench.group of the selection suite -- the checked call is the warm-up, then each
+library is timed in its own block of consecutive samples (at least 7 each unless
+``--repeats``/``--quick`` say fewer; calls under 2 ms looped per sample); medians. Blocks,
+not round-robin: torch's OpenMP workers keep spinning on the cores for a while after each
+torch call, so a call interleaved right after one runs on fewer free cores (on a 2-core
+machine, gradsparse at 2 threads measured about 2x slower that way), and a call after an
+idle pause pays for waking the cores up. A block measures each library the way a loop of
+its own calls runs.
 ratio = torch ms / gradsparse ms (> 1: gradsparse is faster).
 """
 from __future__ import annotations
@@ -200,7 +205,7 @@ def run(out: Out, bench, torch, *, quick: bool = False, repeats: int = MIN_REPEA
     if torch is None:
         out("   skipped: torch is not available (the drop-in suite compares against torch.topk)")
         return {"status": "skipped", "rows": [], "summary": {}, "targets": TARGETS}
-    out(f"   median ms of {repeats} samples each, sampled round-robin after a warm-up; every gradsparse result "
+    out(f"   median ms of {repeats} samples each, each library in its own block of consecutive calls after a warm-up; every gradsparse result "
         f"checked against torch.topk first; ratio = torch / gradsparse")
     hdr = (f"{'shape':>16} {'dim':>3} {'k':>13} {'sorted':>6} {'dtype':>8} {'thr':>3} | "
            f"{'gs ms':>8} {'torch ms':>8} | {'ratio':>7}")
@@ -262,9 +267,9 @@ def _time_cell(out: Out, bench, torch, Cand, cell: Cell, t, repeats: int, thread
     rows = []
     for th in threads:
         bench.set_threads(th)
-        cands = [Cand("torch.topk", torch_fn, keep_ref, repeats),
+        cands = [Cand("torch.topk", torch_fn, keep_ref, repeats, solo=True),
                  Cand("gradsparse.topk", gs_fn, lambda res: check_topk(f"{label} {th} thr", res, ref["r"], t, cell),
-                      repeats)]
+                      repeats, solo=True)]
         row: Dict[str, Any] = dict(cell._asdict(), shape=list(cell.shape), threads=th, name=label)
         try:
             res = bench.group("dropin", cands, **{k_: v for k_, v in row.items() if k_ != "name"})
