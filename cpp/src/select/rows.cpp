@@ -99,11 +99,29 @@ struct Scratch {
     S* tilebuf;
 };
 
+/// The elements of x[0, len) whose key is >= t1: their positions in s.fout and values in
+/// s.fvals, in order; returns how many (the SIMD filter kernels where the type has them).
+template <class T, KeyMode M>
+size_t filter_chunk(const typename T::S* x, size_t len, typename T::K t1, Scratch<T>& s, const Kernels& kern) {
+    if constexpr (T::has_filter && M != KeyMode::SmallestMagnitude) {
+        return T::filter(kern, x, len, M, t1, s.fout, s.fvals, len);
+    } else {
+        (void)kern;
+        size_t got = 0;
+        for (size_t j = 0; j < len; ++j) {
+            const typename T::S v = x[j];
+            s.fout[got] = static_cast<uint32_t>(j);
+            s.fvals[got] = v;
+            got += T::template key<M>(v) >= t1;
+        }
+        return got;
+    }
+}
+
 /// Threshold scan: the k best of x[0, n) (1 <= k, k * 32 <= n) to s.cand[0, k), unordered.
 template <class T, KeyMode M>
 void scan_select(const typename T::S* x, size_t n, size_t k, Scratch<T>& s, const Kernels& kern) {
     using K = typename T::K;
-    using S = typename T::S;
     Cand<K>* cand = s.cand;
     const size_t hi = std::max(2 * k, size_t(64));
     const size_t first = std::min(n, std::max(2 * k, size_t(32)));
@@ -116,24 +134,13 @@ void scan_select(const typename T::S* x, size_t n, size_t k, Scratch<T>& s, cons
         thr = cand[k - 1].key;
     };
     if (m > k) reduce();
-    constexpr bool kernel = T::has_filter && M != KeyMode::SmallestMagnitude;
     for (size_t pos = first; pos < n;) {
         if (thr == std::numeric_limits<K>::max()) break;  // nothing can beat the k held
         // chunks grow with the part scanned: the threshold of the first few elements is
         // weak, so a long first chunk would pass many of them
         const size_t len = std::min(std::min(kChunk, std::max(pos, size_t(64))), n - pos);
         const K t1 = static_cast<K>(thr + 1);
-        size_t got = 0;
-        if constexpr (kernel) {
-            got = T::filter(kern, x + pos, len, M, t1, s.fout, s.fvals, len);
-        } else {
-            for (size_t j = 0; j < len; ++j) {
-                const S v = x[pos + j];
-                s.fout[got] = static_cast<uint32_t>(j);
-                s.fvals[got] = v;
-                got += T::template key<M>(v) >= t1;
-            }
-        }
+        const size_t got = filter_chunk<T, M>(x + pos, len, t1, s, kern);
         for (size_t j = 0; j < got; ++j)
             cand[m++] = Cand<K>{T::template key<M>(s.fvals[j]), static_cast<uint32_t>(pos + s.fout[j])};
         pos += len;
@@ -148,27 +155,15 @@ void scan_select(const typename T::S* x, size_t n, size_t k, Scratch<T>& s, cons
 template <class T, KeyMode M>
 void few_select(const typename T::S* x, size_t n, size_t k, Scratch<T>& s, const Kernels& kern) {
     using K = typename T::K;
-    using S = typename T::S;
     Cand<K>* held = s.cand;
     for (size_t i = 0; i < k; ++i) held[i] = Cand<K>{T::template key<M>(x[i]), static_cast<uint32_t>(i)};
     std::sort(held, held + k, Better<K>{});
     K thr = held[k - 1].key;
-    constexpr bool kernel = T::has_filter && M != KeyMode::SmallestMagnitude;
     for (size_t pos = k; pos < n;) {
         if (thr == std::numeric_limits<K>::max()) break;
         const size_t len = std::min(std::min(kChunk, std::max(pos, size_t(64))), n - pos);
         const K t1 = static_cast<K>(thr + 1);
-        size_t got = 0;
-        if constexpr (kernel) {
-            got = T::filter(kern, x + pos, len, M, t1, s.fout, s.fvals, len);
-        } else {
-            for (size_t j = 0; j < len; ++j) {
-                const S v = x[pos + j];
-                s.fout[got] = static_cast<uint32_t>(j);
-                s.fvals[got] = v;
-                got += T::template key<M>(v) >= t1;
-            }
-        }
+        const size_t got = filter_chunk<T, M>(x + pos, len, t1, s, kern);
         for (size_t j = 0; j < got; ++j) {
             const K v = T::template key<M>(s.fvals[j]);
             if (v <= thr) continue;
