@@ -250,3 +250,13 @@ def test_check_rejects_unsorted_results_out_of_index_order():
     not_top = torch.tensor([[1, 2, 5], [1, 2, 4]])
     with pytest.raises(VerificationError, match="multisets"):
         dropin.check_topk("t", (x.gather(1, not_top), not_top), torch.topk(x, 3, sorted=False), x, cell)
+
+
+def test_quick_subset_geomean_is_informative_only():
+    """The quick subset's geometric mean bounds nothing about the grid's: INFO, never
+    PASS/FAIL; its worst cell still fails (a failing cell fails the grid too)."""
+    slow = dict(shape=[100, 50], key=None, k_label="1%", sorted=True, threads=1, ratio=0.5, name="a")
+    summ = dropin.summarize(Out(), [slow], quick=True)
+    assert summ["geomean_2d_small_k"]["verdict"] == "INFO"
+    assert summ["worst_nd"]["verdict"] == "FAIL"
+    assert dropin.summarize(Out(), [slow])["geomean_2d_small_k"]["verdict"] == "FAIL"
