@@ -17,7 +17,7 @@ from gradsparse.compress import Compressor, ErrorFeedback, available_compressors
 from inputs import DTYPES, bits, gen, make, requires_torch, to_f64, torch
 from reference import sparsify_ref
 
-ALL = ["none", "topk", "cwmp", "randomk", "threshold", "dgc", "qsgd", "terngrad", "sign",
+ALL = ["none", "topk", "cwmp", "randomk", "threshold", "dgc", "qsgd", "qsgd-l2", "terngrad", "sign",
        "atomo-entry", "atomo-svd", "atomo-fourier"]
 
 
@@ -54,7 +54,11 @@ def test_every_compressor_sends_a_real_payload(name):
     comp = make_compressor(name, {"tau": 0.5} if name == "threshold" else {})
     out = comp.compress(upd, seed=3, costs=COSTS)
     assert isinstance(out.payload, bytes) and out.nbytes == len(out.payload) > 0
-    assert isinstance(gs.decode(out.payload), dict)  # a gradsparse.encode message
+    if name == "qsgd-l2":  # u32 length, then two gradsparse.encode messages (norms, sign-coded codes)
+        n = int.from_bytes(out.payload[:4], "little")
+        assert isinstance(gs.decode(out.payload[4:4 + n]), dict) and isinstance(gs.decode(out.payload[4 + n:]), dict)
+    else:
+        assert isinstance(gs.decode(out.payload), dict)  # a gradsparse.encode message
     assert set(out.selected) == set(upd)
     assert all(0 <= out.selected[n] <= upd[n].size for n in upd)
     dec = comp.decompress(out.payload, upd)

@@ -24,7 +24,7 @@ from gradsparse.fl.simulation import Simulation  # noqa: E402
 # the shared CIFAR-10 subset: GRADSPARSE_CIFAR10_DIR, or ../shared next to the checkout
 SUBSET = os.environ.get("GRADSPARSE_CIFAR10_DIR") or os.path.join(os.path.dirname(__file__), "..", "..", "shared",
                                                                   "data", "cifar10-subset")
-ALL_METHODS = ["none", "topk", "cwmp", "randomk", "threshold", "dgc", "qsgd", "terngrad", "sign",
+ALL_METHODS = ["none", "topk", "cwmp", "randomk", "threshold", "dgc", "qsgd", "qsgd-l2", "terngrad", "sign",
                "atomo-entry", "atomo-svd", "atomo-fourier"]
 
 
@@ -113,7 +113,7 @@ def test_resume_after_interruption_gives_identical_records(tmp_path, monkeypatch
 
 
 def test_existing_run_needs_resume(tmp_path):
-    cfg = small(tmp_path, run_name="x")
+    cfg = small(tmp_path, run_name="x", checkpoint="keep")
     run(cfg)
     with pytest.raises(ValueError, match="--resume"):
         run(cfg)
@@ -122,6 +122,15 @@ def test_existing_run_needs_resume(tmp_path):
     # resuming a finished run with more rounds extends it
     rows = run(cfg.replace(rounds=3), resume=True)
     assert [r["round"] for r in rows] == [1, 2, 3]
+
+
+def test_finished_run_deletes_its_checkpoint_by_default(tmp_path):
+    cfg = small(tmp_path, run_name="d")
+    rows = run(cfg)
+    assert not os.path.exists(os.path.join(cfg.run_dir(), "checkpoint.pt"))
+    assert run(cfg, resume=True) == rows  # finished: nothing to do
+    with pytest.raises(ValueError, match="checkpoint=keep"):
+        run(cfg.replace(rounds=3), resume=True)  # cannot be extended without its checkpoint
 
 
 def test_uplink_bytes_are_payload_lengths(tmp_path, monkeypatch):

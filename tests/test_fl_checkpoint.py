@@ -20,7 +20,7 @@ from gradsparse.fl.__main__ import main as cli  # noqa: E402
 
 ARGS = ["--data", "synthetic", "--model", "tiny", "--clients", "4", "--progress", "off", "--no-plot",
         "--set", "synthetic_train=120", "--set", "synthetic_test=40", "--set", "min_partition_size=5",
-        "--method", "topk", "--ratio", "0.1", "--run-name", "r"]
+        "--method", "topk", "--ratio", "0.1", "--run-name", "r", "--set", "checkpoint=keep"]
 
 
 def _args(out: str, rounds: int, threads: int = 1, *more: str):

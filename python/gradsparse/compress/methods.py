@@ -1,5 +1,5 @@
 """The built-in compressors that select, send dense or quantize: ``none``, ``topk``,
-``cwmp``, ``randomk``, ``threshold``, ``dgc``, ``qsgd``, ``terngrad``, ``sign``."""
+``cwmp``, ``randomk``, ``threshold``, ``dgc``, ``qsgd``, ``qsgd-l2``, ``terngrad``, ``sign``."""
 from __future__ import annotations
 
 import math
@@ -8,12 +8,13 @@ from typing import Any, Dict
 import numpy as np
 
 from .. import atomo as _atomo
+from .. import wire as _wire
 from ..selection import k_from_ratio, random_k, sparsify, sparsify_many, threshold
 from ..sparse import Sparse
-from .base import Compressor, _check_codec, _encode_sparse, _sizes, _timed_encode, register
+from .base import Compressed, Compressor, _check_codec, _encode_sparse, _sizes, _timed_encode, register
 from ..errors import ArgumentError
 
-__all__ = ["NoCompression", "TopK", "CWMP", "RandomK", "Threshold", "DGC", "QSGD", "TernGrad", "Sign"]
+__all__ = ["NoCompression", "TopK", "CWMP", "RandomK", "Threshold", "DGC", "QSGD", "QSGDL2", "TernGrad", "Sign"]
 
 
 # ----------------------------------------------------------------------------- dense
@@ -196,6 +197,89 @@ class QSGD(Compressor):
     def _compress(self, update, *, seed, costs=None):
         return _timed_encode(update, _sizes(update), value_codec="qsgd", bits=int(self.p["bits"]),
                              block=int(self.p["block"]), seed=seed % 2**64)
+
+
+@register
+class QSGDL2(Compressor):
+    """QSGD as QSGD's and ATOMO's papers ran it: per bucket of ``bucket`` values (0: the
+    whole tensor) the scale is the bucket's L2 norm, and each value is stochastically rounded
+    to ``norm * sign(v) * l / levels`` with ``l`` in ``0..levels`` (unbiased). Most codes
+    are 0 for ``levels`` much below ``sqrt(bucket)``, so the codes travel sparse.
+
+    Payload: ``u32 n`` (little endian), then a wire message of ``n`` bytes holding each
+    tensor's bucket norms (``<name>#norm``, float32), then a wire message holding, per tensor
+    and level ``l``, the indices whose code is ``+-l`` with their signs (``<name>#<l>``,
+    ``sign`` codec: one bit per value, scale ``l`` exactly). The decoded value is
+    ``float32(norm) * code / levels`` in float32, as :meth:`gradsparse.atomo.QuantizedUpdate.to_dense`."""
+
+    name = "qsgd-l2"
+    biased = False
+    params = {"levels": 1, "bucket": 512}
+
+    def validate(self) -> None:
+        lv = self.p["levels"]
+        if isinstance(lv, bool) or not isinstance(lv, int) or not 1 <= lv <= 127:
+            raise ArgumentError(f"levels: must be an integer in [1, 127], got {lv!r}")
+        b = self.p["bucket"]
+        if isinstance(b, bool) or not isinstance(b, int) or b < 0:
+            raise ArgumentError(f"bucket: must be an integer >= 0 (0: the whole tensor), got {b!r}")
+
+    def _compress(self, update, *, seed, costs=None):
+        import time
+        from .. import _core
+        levels, bucket = int(self.p["levels"]), int(self.p["bucket"])
+        norms, codes_msg = {}, {}
+        for i, (name, a) in enumerate(update.items()):
+            flat = np.ascontiguousarray(a, np.float32).reshape(-1)
+            b = bucket or flat.size
+            nb = -(-flat.size // b)
+            scale = np.empty(nb, np.float32)
+            codes = np.empty(flat.size, np.int32)
+            base = (seed * 1000003 + i) % 2**63
+            for j in range(nb):
+                c, nrm = _core.qsgd(flat[j * b:(j + 1) * b], levels, (base * 7919 + j) % 2**64)
+                codes[j * b:(j + 1) * b] = c
+                scale[j] = nrm
+            norms[f"{name}#norm"] = scale
+            mag = np.abs(codes)
+            for lv in range(1, levels + 1):
+                idx = np.flatnonzero(mag == lv)
+                codes_msg[f"{name}#{lv}"] = Sparse(idx.astype(np.int64),
+                                                   (np.sign(codes[idx]) * lv).astype(np.float32), (flat.size,))
+        t1 = time.perf_counter()
+        head = _wire.encode(norms)
+        body = _wire.encode(codes_msg, value_codec="sign")
+        payload = len(head).to_bytes(4, "little") + head + body
+        selected = {n: int(a.size) for n, a in update.items()}  # a dense update touches every coordinate
+        return Compressed(payload, selected, encode_s=time.perf_counter() - t1)
+
+    def decompress(self, payload, like):
+        if not isinstance(payload, (bytes, bytearray, memoryview)) or len(payload) < 4:
+            raise ArgumentError("payload: not a qsgd-l2 payload (shorter than its 4-byte header)")
+        payload = bytes(payload)
+        n = int.from_bytes(payload[:4], "little")
+        if n > len(payload) - 4:
+            raise ArgumentError(f"payload: qsgd-l2 header says {n} bytes of norms, only {len(payload) - 4} follow")
+        norms, codes = _wire.decode(payload[4:4 + n]), _wire.decode(payload[4 + n:])
+        if not isinstance(norms, dict) or not isinstance(codes, dict):
+            raise ArgumentError("payload: expected two multi-tensor messages")
+        levels, bucket = int(self.p["levels"]), int(self.p["bucket"])
+        out = {}
+        for name, ref in like.items():
+            size = int(np.prod(ref.shape))
+            b = bucket or size
+            nrm = norms.get(f"{name}#norm")
+            if not isinstance(nrm, np.ndarray) or nrm.shape != (-(-size // b),):
+                raise ArgumentError(f"payload: tensor {name!r} has no bucket norms of the expected shape")
+            code = np.zeros(size, np.float32)
+            for lv in range(1, levels + 1):
+                part = codes.get(f"{name}#{lv}")
+                if not isinstance(part, Sparse) or tuple(part.shape) != (size,):
+                    raise ArgumentError(f"payload: tensor {name!r} level {lv} is missing or misshapen")
+                code[part.indices] = part.values
+            scale = np.repeat(nrm.astype(np.float32), b)[:size]
+            out[name] = (scale * code / np.float32(levels)).astype(np.float32).reshape(ref.shape)
+        return out
 
 
 @register

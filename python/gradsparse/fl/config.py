@@ -12,14 +12,15 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional
 from ..errors import ArgumentError
 
-__all__ = ["Config", "load_config", "parse_overrides", "DATA_SOURCES", "PARTITIONS", "MODELS"]
+__all__ = ["Config", "load_config", "parse_overrides", "DATA_SOURCES", "PARTITIONS", "MODELS", "MODES"]
 
 DATA_SOURCES = ("cifar10", "synthetic")
 PARTITIONS = ("dirichlet", "shards", "iid")
 MODELS = ("cnn", "resnet18", "tiny")
+MODES = ("fedavg", "gradient")
 
 
 @dataclass
@@ -34,14 +35,17 @@ class Config:
     synthetic_test: int = 500             #: synthetic data: test images
     train_limit: int = 0                  #: use only the first N training images (0: all)
     test_limit: int = 0                   #: evaluate on the first N test images (0: all)
+    val_fraction: float = 0.1             #: training images held out (stratified) for model selection; 0: none
     # --- partition
     partition: str = "dirichlet"          #: "dirichlet", "shards" or "iid"
     num_clients: int = 10
     alpha: float = 0.5                    #: Dirichlet concentration (smaller: more skewed)
     min_partition_size: int = 10          #: Dirichlet: resample until every client has this many
     shards_per_client: int = 2            #: shards: classes (shards) per client
+    partition_seed: int = -1              #: seed of the partition and validation split (-1: seed)
     # --- model and local training
     model: str = "cnn"                    #: "cnn", "resnet18" or "tiny"
+    mode: str = "fedavg"                  #: "fedavg" (local epochs, deltas) or "gradient" (one mini-batch gradient per client and round)
     rounds: int = 20
     client_fraction: float = 1.0          #: fraction of clients sampled per round
     local_epochs: int = 1
@@ -60,14 +64,18 @@ class Config:
     # --- energy
     energy_profile: str = "edge-45nm"     #: a profile name from energy_profiles.json
     energy_overrides: Dict[str, float] = field(default_factory=dict)
+    client_profiles: List[str] = field(default_factory=list)  #: per-client device profiles (client c: [c % len]); []: energy_profile
     # --- bookkeeping
     seed: int = 0
     eval_every: int = 1
     eval_batch_size: int = 500
+    last_k: int = 5                       #: rounds averaged for the last-k accuracy of the result line
     threads: int = 0                      #: torch threads (0: cores - 1, at most 4; resumed: the run's own)
     out_dir: str = "runs"
     run_name: str = ""                    #: run directory name (default: derived from the config)
     progress: str = "auto"                #: tqdm bars: "auto" (only on a terminal), "on", "off"
+    checkpoint: str = "delete"            #: "delete" checkpoint.pt when the run finishes, or "keep" it
+    checkpoint_every: int = 1             #: rounds between checkpoints (a resume repeats the rounds since the last)
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "Config":
@@ -93,10 +101,16 @@ class Config:
         need(self.partition in PARTITIONS, "partition", f"expected one of {', '.join(PARTITIONS)}, got {self.partition!r}")
         need(self.model in MODELS, "model", f"expected one of {', '.join(MODELS)}, got {self.model!r}")
         for name in ("synthetic_train", "synthetic_test", "num_clients", "rounds", "local_epochs",
-                     "batch_size", "eval_every", "eval_batch_size", "shards_per_client"):
+                     "batch_size", "eval_every", "eval_batch_size", "shards_per_client", "last_k", "checkpoint_every"):
             integer(name, 1)
         for name in ("train_limit", "test_limit", "min_partition_size", "threads", "seed"):
             integer(name, 0)
+        need(isinstance(self.partition_seed, int) and not isinstance(self.partition_seed, bool)
+             and self.partition_seed >= -1, "partition_seed", f"expected an integer >= -1, got {self.partition_seed!r}")
+        need(self.mode in MODES, "mode", f"expected one of {', '.join(MODES)}, got {self.mode!r}")
+        need(self.checkpoint in ("delete", "keep"), "checkpoint", f"expected 'delete' or 'keep', got {self.checkpoint!r}")
+        v = real("val_fraction")
+        need(0 <= v < 1, "val_fraction", f"must be in [0, 1), got {v}")
         need(real("alpha") > 0, "alpha", f"must be > 0, got {self.alpha}")
         f = real("client_fraction")
         need(0 < f <= 1, "client_fraction", f"must be in (0, 1], got {f}")
@@ -114,6 +128,13 @@ class Config:
         check_compressor(self.downlink, self.downlink_params, "downlink")
         from .energy import load_profile
         load_profile(self.energy_profile, self.energy_overrides)  # raises on a bad name/override
+        need(isinstance(self.client_profiles, list) and all(isinstance(p, str) for p in self.client_profiles),
+             "client_profiles", f"expected a list of profile names, got {self.client_profiles!r}")
+        for p in self.client_profiles:
+            try:
+                load_profile(p, self.energy_overrides)
+            except ValueError as e:
+                raise ArgumentError(f"client_profiles: {e}") from None
         if self.data == "cifar10":
             from .data import check_cifar_source
             check_cifar_source(self.data_dir, self.download)
@@ -129,13 +150,42 @@ class Config:
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
 
+    def experiment_settings(self) -> Dict[str, Any]:
+        """The fields that define the experiment (not bookkeeping), compressor parameters
+        with their defaults resolved; the data folder is left out (data are identified by
+        content in experiment.json)."""
+        from ..compress import make_compressor
+        d = {k: v for k, v in self.to_dict().items() if k not in self.NON_EXPERIMENT}
+        d["params"] = make_compressor(self.method, self.params).settings()
+        if self.downlink != "none" or self.downlink_params:
+            d["downlink_params"] = make_compressor(self.downlink, self.downlink_params).settings()
+        return d
+
+    def settings_hash(self, with_seed: bool = True) -> str:
+        """16 hex digits of SHA-256 over :meth:`experiment_settings` (without the seed when
+        `with_seed` is False)."""
+        d = self.experiment_settings()
+        if not with_seed:
+            d.pop("seed")
+        return _digest(d)
+
+    def name_hash(self) -> str:
+        """The hash in the default run name: the experiment without the thread count (which
+        a sweep sets and a resume checks against config.json)."""
+        d = self.experiment_settings()
+        d.pop("threads")
+        return _digest(d)
+
     def default_run_name(self) -> str:
-        """A readable, stable name: method, its parameters, partition, seed."""
+        """A readable name -- method, its given parameters, model, partition, lr, profile,
+        seed -- and 8 hex digits of the experiment's hash, so that two experiments that
+        differ in any setting never share a directory."""
         parts = [self.method]
         for k in sorted(self.params):
             parts.append(f"{k}{self.params[k]}")
         part = f"dir{self.alpha:g}" if self.partition == "dirichlet" else self.partition
-        parts += [self.model, part, f"c{self.num_clients}", f"s{self.seed}"]
+        parts += [self.model, part, f"c{self.num_clients}", f"lr{self.lr:g}", self.energy_profile, f"s{self.seed}",
+                  self.name_hash()[:8]]
         return "-".join(str(p).replace("/", "_").replace(" ", "") for p in parts)
 
     def run_dir(self) -> str:
@@ -144,7 +194,14 @@ class Config:
     # Fields whose change does not change the experiment (a resumed run may differ in them).
     # Not `threads`: torch's thread count changes its numerics, so a run is resumed with the
     # count it started with (0 there: the run's recorded count; see Simulation._check_dir).
-    NON_EXPERIMENT = ("out_dir", "run_name", "progress", "rounds")
+    NON_EXPERIMENT = ("out_dir", "run_name", "progress", "rounds", "data_dir", "download", "checkpoint",
+                      "checkpoint_every", "eval_batch_size", "last_k")
+
+
+def _digest(obj: Any) -> str:
+    import hashlib
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -162,6 +219,9 @@ def _coerce(name: str, text: str) -> Any:
         if low in ("0", "false", "no", "off"):
             return False
         raise ArgumentError(f"{name}: expected true or false, got {text!r}")
+    if isinstance(default, list) or name == "client_profiles":
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        return items
     if isinstance(default, dict):
         try:
             v = json.loads(text)

@@ -17,10 +17,17 @@ Per coordinate ``i`` of tensor ``t`` (docs/methods.md, section 2):
   of one value and its index; the account below uses the real payload bits);
 * ``c = c_tx + c_mem + c_op`` is the CWMP cost of the tensor.
 
-Account per client and round: ``update`` = sum over tensors of selected coordinates x
-(c_mem + c_op); ``tx`` = 8 * len(payload) x radio energy per bit; ``compute`` = local
-training FLOPs x mean FLOP energy, kept as a separate term (it is the same for every
-compressor at equal local work).
+Account per client and round (:func:`client_account`), every term recorded:
+
+* ``compute`` = local training FLOPs x mean FLOP energy;
+* ``train_mem`` = every local optimizer step's dense update of every parameter:
+  steps x sum over tensors of elements x (c_mem + c_op);
+* ``update`` = sum over tensors of the coordinates the sent update touches x (c_mem + c_op);
+* ``tx`` = 8 * len(payload) x radio energy per bit;
+* ``rx`` = 8 * len(received downlink message) x receive energy per bit.
+
+The uplink energy (the CWMP paper's axis) is ``update + tx``; the client's energy is the sum
+of all five.
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ from ..errors import ArgumentError
 __all__ = ["Profile", "load_profile", "profile_names", "TensorCosts", "tensor_costs"]
 
 _FIELDS = ("dram_access_j", "sram_access_j", "mul_j", "add_j", "onchip_bytes", "optimizer_state",
-           "radio_j_per_bit", "tx_bits_per_coordinate")
+           "radio_j_per_bit", "rx_j_per_bit", "tx_bits_per_coordinate")
 _PATH = os.path.join(os.path.dirname(__file__), "energy_profiles.json")
 
 
@@ -69,6 +76,7 @@ def load_profile(name: str, overrides: Optional[Mapping[str, Any]] = None) -> Pr
     if name not in profiles:
         raise ArgumentError(f"energy_profile: unknown profile {name!r}; expected one of {', '.join(sorted(profiles))}")
     values = dict(profiles[name])
+    values.setdefault("rx_j_per_bit", values["radio_j_per_bit"])
     for k, v in (overrides or {}).items():
         if k not in _FIELDS:
             raise ArgumentError(f"energy_overrides: unknown constant {k!r}; expected one of {', '.join(_FIELDS)}")
@@ -122,6 +130,23 @@ def tensor_costs(sizes: Mapping[str, int], profile: Profile) -> Dict[str, Tensor
         e = profile.sram_access_j if level == "sram" else profile.dram_access_j
         out[name] = TensorCosts(level, accesses * e, c_op, c_tx)
     return out
+
+
+def dense_update_energy(sizes: Mapping[str, int], costs: Mapping[str, TensorCosts]) -> float:
+    """Joules of one optimizer step that updates every coordinate (sizes: name -> elements)."""
+    return sum(int(sizes[n]) * c.update for n, c in costs.items())
+
+
+def client_account(*, selected: Mapping[str, int], payload_bytes: int, received_bytes: int, steps: int,
+                   flops: float, sizes: Mapping[str, int], costs: Mapping[str, TensorCosts],
+                   profile: Profile) -> Dict[str, float]:
+    """One client's energy terms for one round (joules): compute, train_mem, update, tx, rx
+    (see the module docstring); `steps` local optimizer steps, `flops` of local training."""
+    upd, tx = account(selected, payload_bytes, costs, profile)
+    return {"compute": float(flops) * profile.flop_j,
+            "train_mem": int(steps) * dense_update_energy(sizes, costs),
+            "update": upd, "tx": tx,
+            "rx": 8.0 * int(received_bytes) * profile.rx_j_per_bit}
 
 
 def account(selected: Mapping[str, int], payload_bytes: int, costs: Mapping[str, TensorCosts],

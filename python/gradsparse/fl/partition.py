@@ -10,7 +10,7 @@ from typing import List
 import numpy as np
 from ..errors import ArgumentError
 
-__all__ = ["dirichlet", "shards", "iid", "partition", "label_histograms"]
+__all__ = ["dirichlet", "shards", "iid", "partition", "label_histograms", "validation_split"]
 
 
 def dirichlet(labels: np.ndarray, num_clients: int, alpha: float, rng: np.random.Generator,
@@ -74,3 +74,20 @@ def partition(kind: str, labels: np.ndarray, num_clients: int, *, alpha: float =
 def label_histograms(labels: np.ndarray, parts: List[np.ndarray], num_classes: int = 10) -> np.ndarray:
     """(clients, classes) counts."""
     return np.stack([np.bincount(labels[p], minlength=num_classes) for p in parts])
+
+
+def validation_split(labels: np.ndarray, fraction: float, seed: int):
+    """(kept, held out) sorted int64 index arrays: ``round(fraction * count)`` images of every
+    class held out at random (stratified), seeded by `seed`; fraction 0 holds out nothing."""
+    n = labels.size
+    if fraction <= 0:
+        return np.arange(n, dtype=np.int64), np.zeros(0, np.int64)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7A1]))
+    held = []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        held.append(idx[:int(round(fraction * idx.size))])
+    out = np.sort(np.concatenate(held)).astype(np.int64)
+    mask = np.ones(n, bool)
+    mask[out] = False
+    return np.flatnonzero(mask).astype(np.int64), out

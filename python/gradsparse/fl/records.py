@@ -24,33 +24,41 @@ __all__ = ["make_row", "append", "read", "export_csv", "TIMING_FIELDS", "zero_to
 RECORDS = "records.jsonl"
 CSV = "records.csv"
 TIMING_FIELDS = ("compress_s", "select_s", "encode_s", "decode_s", "train_s", "downlink_s", "round_s", "compress_share")
-_TOTALS = ("up", "down", "energy", "energy_compute")
+_TOTALS = ("up", "down", "energy", "energy_compute", "energy_client")
 
 
 def zero_totals() -> Dict[str, float]:
     return {k: 0.0 for k in _TOTALS}
 
 
-def make_row(totals: Dict[str, float], cfg, rnd: int, *, clients: List[int], test_acc, test_loss, train_loss,
-             uplink: int, downlink: int, selected: int, density: float, e_update: float, e_tx: float,
-             e_compute: float, compress_s: float, encode_s: float, decode_s: float, train_s: float, downlink_s: float,
-             round_s: float) -> Dict[str, Any]:
-    """The record of round `rnd`; updates the cumulative `totals` in place."""
+def make_row(totals: Dict[str, float], cfg, rnd: int, *, params: Dict[str, Any], clients: List[int], test_acc,
+             test_loss, val_acc, val_loss, train_loss, uplink: int, downlink: int, selected: int, density: float,
+             energy: Dict[str, float], compress_s: float, encode_s: float, decode_s: float, train_s: float,
+             downlink_s: float, round_s: float) -> Dict[str, Any]:
+    """The record of round `rnd`; updates the cumulative `totals` in place. `energy` holds
+    the round's terms summed over clients: compute, train_mem, update, tx, rx (joules);
+    `params` the uplink compressor's resolved parameters."""
+    uplink_j = energy["update"] + energy["tx"]
+    client_j = energy["compute"] + energy["train_mem"] + uplink_j + energy["rx"]
     totals["up"] += uplink
     totals["down"] += downlink
-    totals["energy"] += e_update + e_tx
-    totals["energy_compute"] += e_compute
+    totals["energy"] += uplink_j
+    totals["energy_compute"] += energy["compute"]
+    totals["energy_client"] = totals.get("energy_client", 0.0) + client_j
     return {
-        "round": rnd, "method": cfg.method, "params": dict(cfg.params), "seed": cfg.seed,
+        "round": rnd, "method": cfg.method, "params": dict(params), "seed": cfg.seed,
         "partition": cfg.partition, "alpha": cfg.alpha, "model": cfg.model, "clients": list(clients),
-        "test_acc": test_acc, "test_loss": test_loss, "train_loss": train_loss,
+        "test_acc": test_acc, "test_loss": test_loss, "val_acc": val_acc, "val_loss": val_loss,
+        "train_loss": train_loss,
         "uplink_bytes": int(uplink), "downlink_bytes": int(downlink),
         "cum_uplink_bytes": int(totals["up"]), "cum_downlink_bytes": int(totals["down"]),
         "cum_bytes": int(totals["up"] + totals["down"]),
         "selected": int(selected), "density": density,
-        "energy_update_j": e_update, "energy_tx_j": e_tx, "energy_j": e_update + e_tx,
-        "energy_compute_j": e_compute, "cum_energy_j": totals["energy"],
-        "cum_energy_compute_j": totals["energy_compute"],
+        "energy_update_j": energy["update"], "energy_tx_j": energy["tx"], "energy_j": uplink_j,
+        "energy_compute_j": energy["compute"], "energy_train_mem_j": energy["train_mem"],
+        "energy_rx_j": energy["rx"], "energy_client_j": client_j,
+        "cum_energy_j": totals["energy"], "cum_energy_compute_j": totals["energy_compute"],
+        "cum_energy_client_j": totals["energy_client"],
         "compress_s": compress_s, "select_s": compress_s - encode_s, "encode_s": encode_s,
         "decode_s": decode_s, "train_s": train_s, "downlink_s": downlink_s,
         "round_s": round_s, "compress_share": (compress_s + decode_s) / round_s if round_s > 0 else 0.0,

@@ -19,9 +19,9 @@ from . import records as rec
 from ..compress import Compressor, ErrorFeedback, feedback_enabled, make_compressor
 from .config import Config
 from .data import ImageSet, load_cifar10, synthetic
-from .energy import account, load_profile, tensor_costs
+from .energy import client_account, load_profile, tensor_costs
 from .models import build_model, forward_flops
-from .partition import label_histograms, partition
+from .partition import label_histograms, partition, validation_split
 from ..errors import ArgumentError
 
 __all__ = ["run", "Simulation"]
@@ -29,6 +29,7 @@ __all__ = ["run", "Simulation"]
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 STATUS = "status.json"
+EXPERIMENT = "experiment.json"
 
 
 def _seed(*parts: int) -> int:
@@ -70,6 +71,10 @@ class Simulation:
         self.ef = feedback_enabled(self.uplink, cfg.error_feedback)
         self.down_ef = self.downlink is not None and feedback_enabled(self.downlink, "auto")
         self.profile = load_profile(cfg.energy_profile, cfg.energy_overrides)
+        # the device of each client (a population of profiles, assigned round robin)
+        names = cfg.client_profiles or [cfg.energy_profile]
+        self.profiles = {n: load_profile(n, cfg.energy_overrides) for n in names}
+        self.client_profile = [names[c % len(names)] for c in range(cfg.num_clients)]
 
     # ------------------------------------------------------------------ setup
     def _load_data(self) -> None:
@@ -82,11 +87,17 @@ class Simulation:
             tx, ty = tx[:cfg.train_limit], ty[:cfg.train_limit]
         if cfg.test_limit:
             vx, vy = vx[:cfg.test_limit], vy[:cfg.test_limit]
-        self.train = ImageSet(tx, ty, cfg.normalize)
+        self.data_id = {"train_sha256": _sha256(tx, ty), "test_sha256": _sha256(vx, vy)}
+        pseed = cfg.seed if cfg.partition_seed < 0 else cfg.partition_seed
+        keep, held = validation_split(ty, cfg.val_fraction, pseed)
+        self.train = ImageSet(tx[keep], ty[keep], cfg.normalize)
+        self.val = ImageSet(tx[held], ty[held], cfg.normalize) if held.size else None
         self.test = ImageSet(vx, vy, cfg.normalize)
+        ty = ty[keep]
         self.parts = partition(cfg.partition, ty, cfg.num_clients, alpha=cfg.alpha, min_size=cfg.min_partition_size,
-                               shards_per_client=cfg.shards_per_client, seed=cfg.seed)
+                               shards_per_client=cfg.shards_per_client, seed=pseed)
         self.hist = label_histograms(ty, self.parts)
+        self.data_id.update(train=int(keep.size), val=int(held.size), test=int(vy.size))
 
     def _build(self) -> None:
         cfg = self.cfg
@@ -99,8 +110,11 @@ class Simulation:
         self.buffer_names = [n for n in sd if n not in self.param_names and sd[n].is_floating_point()]
         self.shapes = OrderedDict((n, tuple(sd[n].shape)) for n in self.param_names)
         sizes = OrderedDict((n, int(np.prod(s))) for n, s in self.shapes.items())
+        self.sizes = sizes
+        self.costs_of = {name: tensor_costs(sizes, prof) for name, prof in self.profiles.items()}
         self.costs = tensor_costs(sizes, self.profile)
         self.cost_per_tensor = {n: c.total for n, c in self.costs.items()}
+        self.cost_per_tensor_of = {name: {n: c.total for n, c in cs.items()} for name, cs in self.costs_of.items()}
         self.flops_per_sample = 3 * forward_flops(self.model)  # forward + backward ~ 3x forward
         self.dim = sum(sizes.values())
         # decoding target: names and shapes of the parameters
@@ -201,15 +215,33 @@ class Simulation:
 
     # ------------------------------------------------------------------ one client
     def _local_train(self, client: int, rnd: int, start: Dict[str, torch.Tensor]):
+        """Local work of `client` in round `rnd` from the model `start`: (update, BatchNorm
+        buffers, mean training loss, samples seen, optimizer steps). "fedavg" mode: local
+        epochs of momentum SGD, the update is local - start. "gradient" mode: one mini-batch
+        (drawn without replacement from the client's data), the update is the plain SGD
+        step -lr * (gradient + weight_decay * w)."""
         cfg = self.cfg
         self.worker.load_state_dict(start)
         self.worker.train()
-        opt = torch.optim.SGD(self.worker.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                              weight_decay=cfg.weight_decay)
         gen = torch.Generator().manual_seed(_seed(cfg.seed, rnd, client, 1))
         idx = torch.from_numpy(self.parts[client])
         n = idx.numel()
-        losses, seen = 0.0, 0
+        if cfg.mode == "gradient":
+            bi = idx[torch.randperm(n, generator=gen)[:cfg.batch_size]]
+            x, y = self.train.batch(bi, cfg.augment, gen)
+            self.worker.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(self.worker(x), y)
+            loss.backward()
+            params = dict(self.worker.named_parameters())
+            with torch.no_grad():
+                delta = OrderedDict((k, (params[k].grad.add(params[k], alpha=cfg.weight_decay)).mul_(-cfg.lr)
+                                     .numpy().astype(np.float32, copy=False)) for k in self.param_names)
+            local = self.worker.state_dict()
+            buffers = {k: local[k].detach().clone() for k in self.buffer_names}
+            return delta, buffers, float(loss.detach()), int(bi.numel()), 1
+        opt = torch.optim.SGD(self.worker.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                              weight_decay=cfg.weight_decay)
+        losses, seen, steps = 0.0, 0, 0
         for _ in range(cfg.local_epochs):
             order = idx[torch.randperm(n, generator=gen)]
             for b in range(0, n, cfg.batch_size):
@@ -223,21 +255,24 @@ class Simulation:
                 opt.step()
                 losses += float(loss.detach()) * bi.numel()
                 seen += bi.numel()
+                steps += 1
         local = self.worker.state_dict()
         delta = OrderedDict((k, (local[k] - start[k]).detach().numpy().astype(np.float32, copy=False))
                             for k in self.param_names)
         buffers = {k: local[k].detach().clone() for k in self.buffer_names}
-        return delta, buffers, losses / max(seen, 1), seen
+        return delta, buffers, losses / max(seen, 1), seen, steps
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluate(self):
+    def evaluate(self, data: Optional[ImageSet] = None):
+        """(accuracy, mean loss) of the global model on `data` (default: the test set)."""
+        data = self.test if data is None else data
         self.model.eval()
         correct, loss_sum = 0, 0.0
-        n = len(self.test)
+        n = len(data)
         for b in range(0, n, self.cfg.eval_batch_size):
             idx = torch.arange(b, min(n, b + self.cfg.eval_batch_size))
-            x, y = self.test.batch(idx)
+            x, y = data.batch(idx)
             out = self.model(x)
             loss_sum += float(nn.functional.cross_entropy(out, y, reduction="sum"))
             correct += int((out.argmax(1) == y).sum())
@@ -249,19 +284,30 @@ class Simulation:
         t_setup = time.perf_counter()
         payload = self._check_dir(resume)
         cfg = self.cfg  # with the thread count resolved
+        status = os.path.join(self.dir, STATUS)
+        if payload is None and resume and os.path.lexists(status):
+            done = _read_json(status)
+            if done.get("rounds", 0) >= cfg.rounds:
+                self.log(f"{self.dir}: already finished ({done.get('rounds')} rounds)")
+                return self.dir
+            raise ArgumentError(f"rounds: {self.dir!r} finished {done.get('rounds')} rounds and its checkpoint was "
+                                "deleted (checkpoint=delete); it cannot be extended to "
+                                f"{cfg.rounds} rounds: rerun it with --set checkpoint=keep")
         self._load_data()
         self._build()
         st = self._prepare_dir(payload)
         del payload
+        self._write_experiment()
         if st is None:
             st = self._fresh_state()
             rec.reset(self.dir)
         else:
             rec.truncate(self.dir, st["round"])
-        self.log(f"gradsparse.fl: {cfg.method} {cfg.params or ''} | {cfg.model} | {cfg.partition}"
+        self.log(f"gradsparse.fl: {cfg.method} {self.uplink.settings()} | {cfg.model} | {cfg.mode} | {cfg.partition}"
                  f"{f' alpha={cfg.alpha:g}' if cfg.partition == 'dirichlet' else ''} | {cfg.num_clients} clients | "
-                 f"{len(self.train)} train / {len(self.test)} test images | error feedback "
-                 f"{'on' if self.ef else 'off'} | energy profile {self.profile.name}")
+                 f"{len(self.train)} train / {0 if self.val is None else len(self.val)} validation / "
+                 f"{len(self.test)} test images | lr {cfg.lr:g} | error feedback {'on' if self.ef else 'off'} | "
+                 f"energy profile {', '.join(sorted(self.profiles))} | {cfg.threads} torch thread(s)")
         self._write_partition()
         if st["round"]:
             self.log(f"resuming after round {st['round']}")
@@ -275,7 +321,8 @@ class Simulation:
             row = self._round(rnd, m, st, tqdm)
             st["round"] = rnd
             rec.append(self.dir, row)
-            self._save(st)
+            if rnd % cfg.checkpoint_every == 0 or rnd == cfg.rounds:
+                self._save(st)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(acc=f"{row['test_acc']:.3f}" if row["test_acc"] is not None else "-")
@@ -287,13 +334,47 @@ class Simulation:
         if bar is not None:
             bar.close()
         rec.export_csv(self.dir)
-        _atomic_write(os.path.join(self.dir, STATUS), json.dumps({"finished": True, "rounds": cfg.rounds}).encode())
+        result = run_result(rec.read(self.dir), cfg.last_k)
+        _atomic_write(os.path.join(self.dir, STATUS),
+                      json.dumps({"finished": True, "rounds": cfg.rounds, "result": result}, indent=1).encode())
+        if cfg.checkpoint == "delete":
+            try:
+                os.unlink(os.path.join(self.dir, CHECKPOINT))
+            except FileNotFoundError:
+                pass
+        self.log(f"result: {os.path.basename(self.dir)}: {result_line(result)}")
         return self.dir
+
+    def _write_experiment(self) -> None:
+        """experiment.json: the resolved experiment, its keys, versions and host. A resumed
+        run must be the same experiment on the same data (the data are compared by content)."""
+        cfg = self.cfg
+        setting = cfg.experiment_settings()
+        setting["profiles"] = {n: p.as_dict() for n, p in sorted(self.profiles.items())}
+        setting["data"] = dict(self.data_id)
+        no_seed = {k: v for k, v in setting.items() if k != "seed"}
+        from .config import _digest
+        exp = {"format": 1, "setting_key": _digest(no_seed), "run_key": _digest(setting), "setting": setting,
+               "versions": versions(), "host": host()}
+        path = os.path.join(self.dir, EXPERIMENT)
+        if os.path.lexists(path):
+            old = _read_json(path)
+            if old.get("run_key") != exp["run_key"]:
+                diff = sorted(k for k in set(setting) | set(old.get("setting", {}))
+                              if old.get("setting", {}).get(k) != setting.get(k))
+                raise ArgumentError(f"run_name: {self.dir!r} holds a different experiment (differs in "
+                                    f"{', '.join(diff) or 'its key'}); choose another run_name or out_dir")
+            if old.get("versions") != exp["versions"]:
+                self.log(f"warning: resuming a run started with {old.get('versions')} under {exp['versions']}")
+                exp["versions_at_start"] = old.get("versions")
+        _atomic_write(path, json.dumps(exp, indent=1, sort_keys=True).encode())
 
     def _write_partition(self) -> None:
         info = {"sizes": [int(p.size) for p in self.parts], "label_histograms": self.hist.tolist(),
                 "costs": {n: c.as_dict() for n, c in self.costs.items()}, "profile": self.profile.as_dict(),
                 "profile_description": self.profile.description,
+                "client_profiles": self.client_profile,
+                "costs_by_profile": {p: {n: c.as_dict() for n, c in cs.items()} for p, cs in self.costs_of.items()},
                 # each compressor's parameters with their defaults resolved (the config holds
                 # only those given)
                 "compression": {"uplink": {"method": self.cfg.method, "params": self.uplink.settings(),
@@ -315,47 +396,55 @@ class Simulation:
         global_sd = self.model.state_dict()
         start = {k: v.detach().clone() for k, v in global_sd.items()}
 
-        # ---- downlink
+        # ---- downlink: what each client receives (and pays to receive)
         t_dl = time.perf_counter()
         if self.downlink is None:
-            down_bytes = self.model_bytes * len(clients)
+            per_client = self.model_bytes
+            receivers = clients
         else:
-            down_bytes = self._broadcast(rnd, st, start) * cfg.num_clients
+            per_client = self._broadcast(rnd, st, start)
+            receivers = list(range(cfg.num_clients))  # everyone must stay in sync
+        down_bytes = per_client * len(receivers)
         down_s = time.perf_counter() - t_dl
+        energy = {k: 0.0 for k in ("compute", "train_mem", "update", "tx", "rx")}
+        for c in receivers:
+            energy["rx"] += 8.0 * per_client * self.profiles[self.client_profile[c]].rx_j_per_bit
 
         agg = {n: np.zeros(self.shapes[n], np.float64) for n in self.param_names}
         buf_agg = {n: torch.zeros_like(start[n], dtype=torch.float64) for n in self.buffer_names}
-        totals = {"up": 0, "selected": 0, "e_update": 0.0, "e_tx": 0.0, "e_compute": 0.0, "compress_s": 0.0,
-                  "encode_s": 0.0,
-                  "decode_s": 0.0, "train_s": 0.0, "loss": 0.0}
+        totals = {"up": 0, "selected": 0, "compress_s": 0.0, "encode_s": 0.0, "decode_s": 0.0, "train_s": 0.0,
+                  "loss": 0.0}
         weight = 0
         it = tqdm(clients, desc=f"round {rnd}", unit="client", leave=False) if tqdm else clients
         for c in it:
             t_tr = time.perf_counter()
-            delta, buffers, loss, seen = self._local_train(c, rnd, start)
+            delta, buffers, loss, seen, steps = self._local_train(c, rnd, start)
             totals["train_s"] += time.perf_counter() - t_tr
+            prof_name = self.client_profile[c]
             t_c = time.perf_counter()
             fb = st["feedback"].setdefault(c, ErrorFeedback()) if self.ef else None
-            comp = self.uplink.compress(delta, seed=_seed(cfg.seed, rnd, c, 2), costs=self.cost_per_tensor,
-                                        feedback=fb)
+            comp = self.uplink.compress(delta, seed=_seed(cfg.seed, rnd, c, 2),
+                                        costs=self.cost_per_tensor_of[prof_name], feedback=fb)
             totals["compress_s"] += time.perf_counter() - t_c
             totals["encode_s"] += comp.encode_s
             t_d = time.perf_counter()
             sent = self.uplink.decompress(comp.payload, self.like)  # the server decodes the real bytes
             totals["decode_s"] += time.perf_counter() - t_d
-            n_i = len(self.parts[c])
+            # FedAvg weights by client size; gradient mode averages the clients' gradients
+            n_i = len(self.parts[c]) if cfg.mode == "fedavg" else 1
             for n in self.param_names:
                 agg[n] += n_i * sent[n]
             for k in self.buffer_names:
                 buf_agg[k] += n_i * buffers[k].double()
             weight += n_i
             sent_bytes = comp.nbytes + self.buffer_bytes
-            e_upd, e_tx = account(comp.selected, sent_bytes, self.costs, self.profile)
+            terms = client_account(selected=comp.selected, payload_bytes=sent_bytes, received_bytes=0, steps=steps,
+                                   flops=self.flops_per_sample * seen, sizes=self.sizes,
+                                   costs=self.costs_of[prof_name], profile=self.profiles[prof_name])
+            for k in ("compute", "train_mem", "update", "tx"):
+                energy[k] += terms[k]
             totals["up"] += sent_bytes
             totals["selected"] += sum(comp.selected.values())
-            totals["e_update"] += e_upd
-            totals["e_tx"] += e_tx
-            totals["e_compute"] += self.flops_per_sample * seen * self.profile.flop_j
             totals["loss"] += loss * n_i
 
         # ---- server: weighted FedAvg of the decoded updates, optional server momentum
@@ -370,16 +459,19 @@ class Simulation:
                 new_sd[k] = (buf_agg[k] / weight).to(start[k].dtype)
         self.model.load_state_dict(new_sd)
 
-        acc_, loss_ = (None, None)
+        acc_, loss_, vacc, vloss = None, None, None, None
         if rnd % cfg.eval_every == 0 or rnd == cfg.rounds:
             acc_, loss_ = self.evaluate()
+            if self.val is not None:
+                vacc, vloss = self.evaluate(self.val)
         round_s = time.perf_counter() - t0
-        return rec.make_row(st["totals"], cfg, rnd, clients=clients, test_acc=acc_, test_loss=loss_,
+        return rec.make_row(st["totals"], cfg, rnd, params=self.uplink.settings(), clients=clients, test_acc=acc_,
+                            test_loss=loss_, val_acc=vacc, val_loss=vloss,
                             train_loss=totals["loss"] / weight, uplink=totals["up"], downlink=down_bytes,
                             selected=totals["selected"], density=totals["selected"] / (self.dim * len(clients)),
-                            e_update=totals["e_update"], e_tx=totals["e_tx"], e_compute=totals["e_compute"],
-                            compress_s=totals["compress_s"], encode_s=totals["encode_s"], decode_s=totals["decode_s"], train_s=totals["train_s"],
-                            downlink_s=down_s, round_s=round_s)
+                            energy=energy, compress_s=totals["compress_s"], encode_s=totals["encode_s"],
+                            decode_s=totals["decode_s"], train_s=totals["train_s"], downlink_s=down_s,
+                            round_s=round_s)
 
     def _broadcast(self, rnd: int, st: Dict[str, Any], start: Dict[str, torch.Tensor]) -> int:
         """Compressed downlink: every client keeps the broadcast model; the server sends the
@@ -427,10 +519,69 @@ def _read_json(path: str) -> Dict[str, Any]:
     return data
 
 
+def _sha256(x: np.ndarray, y: np.ndarray) -> str:
+    """SHA-256 of images and labels (their bytes, shapes and dtypes): data are identified by
+    content, not by the folder they were read from."""
+    import hashlib
+    h = hashlib.sha256()
+    for a in (x, y):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
+def versions() -> Dict[str, str]:
+    """Versions of what decides a run's numbers."""
+    import platform
+    import gradsparse
+    return {"gradsparse": getattr(gradsparse, "__version__", "unknown"), "torch": torch.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def host() -> Dict[str, Any]:
+    import platform
+    return {"platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
+            "cpus": os.cpu_count()}
+
+
 def _dense_size(tensors: Dict[str, torch.Tensor]) -> int:
     """Bytes of the dense float32 message of `tensors` (gradsparse.encoded_size: no bytes built)."""
     import gradsparse as gs
     return gs.encoded_size({k: np.zeros(tuple(v.shape), np.float32) for k, v in tensors.items()})
+
+
+def run_result(rows, last_k: int) -> Dict[str, Any]:
+    """The summary of a finished run's records (what status.json and the result line hold):
+    final and last-k mean test accuracy, the round of the best validation accuracy and the
+    test accuracy there (model selection never looks at the test set), totals, timing."""
+    ev = [r for r in rows if r.get("test_acc") is not None]
+    last = rows[-1] if rows else {}
+    tail = [r["test_acc"] for r in ev[-last_k:]]
+    val = [r for r in ev if r.get("val_acc") is not None]
+    best = max(val, key=lambda r: (r["val_acc"], -r["round"])) if val else None
+    shares = sorted(r["compress_share"] for r in rows) if rows else [0.0]
+    return {"final_test_acc": ev[-1]["test_acc"] if ev else None,
+            "lastk_test_acc": float(np.mean(tail)) if tail else None, "k": len(tail),
+            "best_val_round": best["round"] if best else None,
+            "best_val_acc": best["val_acc"] if best else None,
+            "test_acc_at_best_val": best["test_acc"] if best else None,
+            "cum_uplink_bytes": last.get("cum_uplink_bytes"), "cum_energy_j": last.get("cum_energy_j"),
+            "cum_energy_client_j": last.get("cum_energy_client_j"),
+            "wall_s": float(sum(r["round_s"] for r in rows)),
+            "median_compress_share": float(shares[len(shares) // 2])}
+
+
+def result_line(res: Dict[str, Any]) -> str:
+    """One line of a run's result."""
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+    return (f"final test acc {f(res.get('final_test_acc'), '.4f')}, last-{res.get('k')} mean "
+            f"{f(res.get('lastk_test_acc'), '.4f')}, best val {f(res.get('best_val_acc'), '.4f')} at round "
+            f"{f(res.get('best_val_round'), 'd')} (test {f(res.get('test_acc_at_best_val'), '.4f')}), uplink "
+            f"{f((res.get('cum_uplink_bytes') or 0) / 1e6, '.2f')} MB, uplink energy {f(res.get('cum_energy_j'), '.4g')} J, "
+            f"client energy {f(res.get('cum_energy_client_j'), '.4g')} J, {f(res.get('wall_s'), '.0f')} s, "
+            f"compression {f(100 * (res.get('median_compress_share') or 0), '.2f')}% of a round (median)")
 
 
 def run(cfg: Config, *, resume: bool = False, log: Callable[[str], None] = print) -> str:
