@@ -33,7 +33,7 @@ def zero_totals() -> Dict[str, float]:
 
 def make_row(totals: Dict[str, float], cfg, rnd: int, *, params: Dict[str, Any], clients: List[int], test_acc,
              test_loss, val_acc, val_loss, train_loss, uplink: int, downlink: int, selected: int, density: float,
-             energy: Dict[str, float], compress_s: float, encode_s: float, decode_s: float, train_s: float,
+             selected_by_tensor: Dict[str, int], steps: int, energy: Dict[str, float], compress_s: float, encode_s: float, decode_s: float, train_s: float,
              downlink_s: float, round_s: float) -> Dict[str, Any]:
     """The record of round `rnd`; updates the cumulative `totals` in place. `energy` holds
     the round's terms summed over clients: compute, train_mem, update, tx, rx (joules);
@@ -53,7 +53,8 @@ def make_row(totals: Dict[str, float], cfg, rnd: int, *, params: Dict[str, Any],
         "uplink_bytes": int(uplink), "downlink_bytes": int(downlink),
         "cum_uplink_bytes": int(totals["up"]), "cum_downlink_bytes": int(totals["down"]),
         "cum_bytes": int(totals["up"] + totals["down"]),
-        "selected": int(selected), "density": density,
+        "selected": int(selected), "density": density, "selected_by_tensor": dict(selected_by_tensor),
+        "local_steps": int(steps),
         "energy_update_j": energy["update"], "energy_tx_j": energy["tx"], "energy_j": uplink_j,
         "energy_compute_j": energy["compute"], "energy_train_mem_j": energy["train_mem"],
         "energy_rx_j": energy["rx"], "energy_client_j": client_j,

@@ -412,6 +412,8 @@ class Simulation:
 
         agg = {n: np.zeros(self.shapes[n], np.float64) for n in self.param_names}
         buf_agg = {n: torch.zeros_like(start[n], dtype=torch.float64) for n in self.buffer_names}
+        by_tensor = {n: 0 for n in self.param_names}
+        steps_total = 0
         totals = {"up": 0, "selected": 0, "compress_s": 0.0, "encode_s": 0.0, "decode_s": 0.0, "train_s": 0.0,
                   "loss": 0.0}
         weight = 0
@@ -445,6 +447,9 @@ class Simulation:
                 energy[k] += terms[k]
             totals["up"] += sent_bytes
             totals["selected"] += sum(comp.selected.values())
+            for n, v in comp.selected.items():
+                by_tensor[n] += int(v)
+            steps_total += steps
             totals["loss"] += loss * n_i
 
         # ---- server: weighted FedAvg of the decoded updates, optional server momentum
@@ -469,7 +474,7 @@ class Simulation:
                             test_loss=loss_, val_acc=vacc, val_loss=vloss,
                             train_loss=totals["loss"] / weight, uplink=totals["up"], downlink=down_bytes,
                             selected=totals["selected"], density=totals["selected"] / (self.dim * len(clients)),
-                            energy=energy, compress_s=totals["compress_s"], encode_s=totals["encode_s"],
+                            selected_by_tensor=by_tensor, steps=steps_total, energy=energy, compress_s=totals["compress_s"], encode_s=totals["encode_s"],
                             decode_s=totals["decode_s"], train_s=totals["train_s"], downlink_s=down_s,
                             round_s=round_s)
 
