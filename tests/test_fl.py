@@ -451,5 +451,5 @@ def test_cli_run_summary_plot_and_sweep(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "cwmp ratio=0.05" in text and "topk ratio=0.1" in text
     assert cli(["plot", out, "--out", str(tmp_path / "figs")]) == 0
-    assert sorted(os.listdir(tmp_path / "figs")) == ["accuracy_vs_bytes.png", "accuracy_vs_energy.png",
-                                                    "accuracy_vs_round.png"]
+    assert sorted(os.listdir(tmp_path / "figs")) == ["accuracy_vs_bytes.png", "accuracy_vs_client_energy.png",
+                                                    "accuracy_vs_energy.png", "accuracy_vs_round.png"]

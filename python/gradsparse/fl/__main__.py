@@ -4,8 +4,10 @@ run      one experiment: a config file and/or options, ``--set key=value`` overr
          ``--resume`` to continue a killed run; prints where records and figures are
 sweep    methods x ratios (or energy fractions) x alphas x seeds, one run directory each;
          finished runs are skipped, interrupted ones resumed
-plot     PNG figures (accuracy vs cumulative energy / bytes with Pareto frontiers, vs round)
-summary  a markdown table of best accuracy per setting and frontier accuracy per budget
+plot     PNG figures: accuracy vs round (a colour per setting, seed bands), frontiers vs uplink
+         energy, client energy and bytes (bootstrap bands)
+summary  markdown tables per comparison: final / last-k / val-selected test accuracy with 95%
+         intervals over seeds and costs; --baseline paired differences, --frontier, --target
 """
 from __future__ import annotations
 
@@ -70,14 +72,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plot(paths: List[str], out: str) -> List[str]:
+def _plot(paths: List[str], out: str, pool: Optional[List[str]] = None) -> List[str]:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         print("figures: matplotlib is not installed (pip install 'gradsparse[fl]'); skipped", file=sys.stderr)
         return []
     from .analysis import load_runs, plot_runs
-    return plot_runs(load_runs(paths), out)
+    return plot_runs(load_runs(paths), out, pool=pool or [])
 
 
 def _floats(text: Optional[str], what: str) -> List[Optional[float]]:
@@ -129,9 +131,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pool(text: Optional[str]) -> List[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     out = args.out or os.path.join(args.runs[0], "figures")
-    figs = _plot(args.runs, out)
+    figs = _plot(args.runs, out, _pool(args.pool))
     for f in figs:
         print(f)
     return 0
@@ -139,7 +145,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 def _cmd_summary(args: argparse.Namespace) -> int:
     from .analysis import load_runs, summary_table
-    print(summary_table(load_runs(args.runs)))
+    print(summary_table(load_runs(args.runs), baseline=args.baseline, frontier=args.frontier, target=args.target,
+                        budgets=args.budgets, pool=_pool(args.pool)), end="")
     return 0
 
 
@@ -166,12 +173,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (each with 1 torch thread)")
     p.set_defaults(fn=_cmd_sweep)
-    p = sub.add_parser("plot", help="figures of finished runs")
+    pool_help = ("comma-separated settings a comparison may vary besides method, params and error feedback "
+                 "(e.g. lr: an lr grid in one table); by default every other difference makes its own group")
+    p = sub.add_parser("plot", help="figures of runs: accuracy vs round per setting (seed bands), frontiers "
+                                    "vs uplink energy, client energy and bytes (bootstrap bands)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("runs", nargs="+", help="run directories or folders of them")
     p.add_argument("--out", help="output folder (default: <first run>/figures)")
+    p.add_argument("--pool", help=pool_help)
     p.set_defaults(fn=_cmd_plot)
-    p = sub.add_parser("summary", help="a table of best accuracy per setting and budget")
+    p = sub.add_parser("summary", help="markdown tables: final / last-k / val-selected accuracy with 95%% "
+                                       "intervals over seeds, costs; paired differences, frontiers, time to accuracy",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("runs", nargs="+", help="run directories or folders of them")
+    p.add_argument("--baseline", metavar="METHOD_OR_LABEL",
+                   help="add paired per-seed differences of every setting of a group against this one")
+    p.add_argument("--frontier", choices=["energy", "client_energy", "bytes"],
+                   help="add frontier accuracy (val-selected) at budgets on this cost axis")
+    p.add_argument("--budgets", type=int, default=6, help="number of budgets of the frontier table")
+    p.add_argument("--target", type=float, metavar="ACC", help="add time to this test accuracy (0-1)")
+    p.add_argument("--pool", help=pool_help)
     p.set_defaults(fn=_cmd_summary)
     args = ap.parse_args(argv)
     try:
