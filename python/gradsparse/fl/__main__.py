@@ -1,8 +1,9 @@
 """``python -m gradsparse.fl {run,sweep,plot,summary}`` -- see docs/fl.md.
 
 run      one experiment: a config file and/or options, ``--set key=value`` overrides,
-         ``--resume`` to continue a killed run; prints where records and figures are
-sweep    methods x ratios (or energy fractions) x alphas x seeds, one run directory each;
+         ``--resume`` to continue a killed run; prints its result line and where records and
+         figures are
+sweep    methods x a grid over any settings (--grid KEY=V1,V2,...), one run directory each;
          finished runs are skipped, interrupted ones resumed
 plot     PNG figures: accuracy vs round (a colour per setting, seed bands), frontiers vs uplink
          energy, client energy and bytes (bootstrap bands)
@@ -14,33 +15,80 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from typing import Any, Dict, List, Optional
 
-from .config import load_config, parse_overrides
-from .sweep import one_sweep_run, sweep_configs
+from .config import Config, load_config, parse_overrides
 from ..errors import ArgumentError
+
+# the help's default of a setting when the Config default alone does not say it
+_DEFAULT_TEXT = {"data_dir": "none: with --download, ~/.cache/gradsparse/cifar10",
+                 "threads": "0: cores - 1, at least 1, at most 4; a resumed run: the count it started with"}
+_DICTS = ("params", "downlink_params", "energy_overrides")
+# sweep --help's description
+_SWEEP = ("Runs every method of --methods with every combination of the --grid axes (and of --ratios/--energies, "
+          "--alphas, --seeds), one run directory each. A params.X axis or --set params.X=V applies to the methods "
+          "whose compressor takes X; the others run once per the other axes. Finished runs are skipped, interrupted "
+          "ones resumed; each finished run prints a line, and the log (<out-dir>/sweep.log) prefixes every line "
+          "with the run's name.")
+
+
+def _default(name: str) -> str:
+    """The default of Config field `name` as the help shows it."""
+    if name in _DEFAULT_TEXT:
+        return _DEFAULT_TEXT[name]
+    v = getattr(Config(), name)
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _h(text: str, name: str) -> str:
+    """Help `text` with the default of Config field `name` (escaped for argparse's % formatting)."""
+    return f"{text} (default: {_default(name)})".replace("%", "%%")
+
+
+def _epilog() -> str:
+    """The energy profiles with their descriptions and the compressors with their parameters."""
+    import json
+    from ..compress import available_compressors, compressor_class
+    from .energy import load_profile, profile_names
+    wrap = textwrap.TextWrapper(width=100, initial_indent="  ", subsequent_indent=" " * 18,
+                                break_on_hyphens=False).wrap
+    lines = ["energy profiles (--energy-profile NAME; one constant: --set energy_overrides.NAME=VALUE):"]
+    for n in profile_names():
+        lines += wrap(f"{n:<15} {load_profile(n).description}")
+    lines += ["", "compressors (--method / --methods) and their parameters' defaults (--set params.NAME=VALUE):"]
+    for n in available_compressors():
+        ps = compressor_class(n).params
+        text = ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in ps.items())
+        lines += wrap(f"{n:<15} {text or 'no parameters'}")
+    return "\n".join(lines)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a JSON (or TOML) file of settings")
-    p.add_argument("--data", choices=["cifar10", "synthetic"], help="data source (default cifar10)")
-    p.add_argument("--data-dir", help="folder with the CIFAR-10 python-format files (cifar-10-batches-py)")
-    p.add_argument("--download", action="store_true", default=None, help="download CIFAR-10 with torchvision")
-    p.add_argument("--model", choices=["cnn", "resnet18", "tiny"])
-    p.add_argument("--rounds", type=int)
-    p.add_argument("--clients", type=int, dest="num_clients", help="number of clients")
-    p.add_argument("--fraction", type=float, dest="client_fraction", help="fraction of clients per round")
-    p.add_argument("--partition", choices=["dirichlet", "shards", "iid"])
-    p.add_argument("--alpha", type=float, help="Dirichlet concentration")
-    p.add_argument("--epochs", type=int, dest="local_epochs", help="local epochs")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--energy-profile")
-    p.add_argument("--threads", type=int, help="torch threads (default: cores - 1, at least 1, at most 4)")
-    p.add_argument("--out-dir", help="folder of run directories (default runs)")
-    p.add_argument("--progress", choices=["auto", "on", "off"], help="progress bars (auto: on a terminal)")
+    p.add_argument("--data", choices=["cifar10", "synthetic"], help=_h("data source", "data"))
+    p.add_argument("--data-dir", help=_h("folder with the CIFAR-10 python-format files (cifar-10-batches-py)",
+                                         "data_dir"))
+    p.add_argument("--download", action="store_true", default=None,
+                   help=_h("download CIFAR-10 with torchvision", "download"))
+    p.add_argument("--model", choices=["cnn", "resnet18", "tiny"], help=_h("model", "model"))
+    p.add_argument("--rounds", type=int, help=_h("communication rounds", "rounds"))
+    p.add_argument("--clients", type=int, dest="num_clients", help=_h("number of clients", "num_clients"))
+    p.add_argument("--fraction", type=float, dest="client_fraction",
+                   help=_h("fraction of clients per round", "client_fraction"))
+    p.add_argument("--partition", choices=["dirichlet", "shards", "iid"], help=_h("partition", "partition"))
+    p.add_argument("--alpha", type=float, help=_h("Dirichlet concentration", "alpha"))
+    p.add_argument("--epochs", type=int, dest="local_epochs", help=_h("local epochs", "local_epochs"))
+    p.add_argument("--batch-size", type=int, help=_h("local batch size", "batch_size"))
+    p.add_argument("--lr", type=float, help=_h("local learning rate", "lr"))
+    p.add_argument("--energy-profile", metavar="NAME", help=_h("device profile (listed below)", "energy_profile"))
+    p.add_argument("--threads", type=int, help=_h("torch threads", "threads"))
+    p.add_argument("--out-dir", help=_h("folder of run directories", "out_dir"))
+    p.add_argument("--progress", choices=["auto", "on", "off"], help=_h("progress bars (auto: on a terminal)",
+                                                                          "progress"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any setting, e.g. --set weight_decay=0 --set params.scope=layer")
+                   help="any setting, e.g. --set weight_decay=0 --set params.scope=layer "
+                        "--set energy_overrides.radio_j_per_bit=1e-9")
 
 
 def _overrides(args: argparse.Namespace, names: List[str]) -> Dict[str, Any]:
@@ -58,6 +106,7 @@ _COMMON = ["data", "data_dir", "download", "model", "rounds", "num_clients", "cl
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .sweep import read_result, result_line
     ov = _overrides(args, _COMMON + ["method", "seed", "run_name"])
     if args.ratio is not None:
         ov.setdefault("params", {})["ratio"] = args.ratio
@@ -65,6 +114,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from . import run
     run_dir = run(cfg, resume=args.resume)
     print(f"records: {os.path.join(run_dir, 'records.jsonl')} (and records.csv)")
+    print(f"result: {result_line(read_result(run_dir))}")
     if not args.no_plot:
         figs = _plot([run_dir], os.path.join(run_dir, "figures"))
         if figs:
@@ -82,52 +132,95 @@ def _plot(paths: List[str], out: str, pool: Optional[List[str]] = None) -> List[
     return plot_runs(load_runs(paths), out, pool=pool or [])
 
 
-def _floats(text: Optional[str], what: str) -> List[Optional[float]]:
+def _numbers(text: Optional[str], what: str, kind=float) -> list:
     if not text:
         return []
     try:
-        return [float(t) for t in text.split(",") if t.strip()]
+        return [kind(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise ArgumentError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+        raise ArgumentError(f"{what}: expected comma-separated {'integers' if kind is int else 'numbers'}, "
+                            f"got {text!r}") from None
 
 
-def _sweep_threads(c, jobs: int) -> int:
-    """torch threads of a sweep run: --threads when given; else the count an interrupted run
-    started with (0: read from its config.json, since the count changes torch's results);
-    else one per run when several run at a time (0: the default)."""
-    from .simulation import CONFIG
-    if c.threads or os.path.lexists(os.path.join(c.run_dir(), CONFIG)):
-        return c.threads
-    return 1 if jobs > 1 else 0
+def _sweep_base(args: argparse.Namespace):
+    """The sweep's base config and its compressor parameters (``params`` of the config file,
+    then ``--set params.X``): they belong to no single method, so they are kept apart and set
+    for the methods that take them. A config file's ``method`` is ignored (--methods)."""
+    from .config import _read_file
+    values = _read_file(args.config) if args.config else {}
+    values.pop("method", None)
+    params = values.pop("params", {})
+    if not isinstance(params, dict):
+        raise ArgumentError(f"params: expected an object of compressor parameters in {args.config!r}")
+    ov = _overrides(args, _COMMON)
+    for k in ("method", "run_name"):
+        if k in ov:
+            raise ArgumentError(f"{k}: a sweep sets it itself (--methods; a run directory per setting); "
+                                f"drop --set {k}")
+    params = {**params, **ov.pop("params", {})}
+    for k, v in ov.items():
+        values[k] = {**values.get(k, {}), **v} if k in _DICTS and isinstance(v, dict) else v
+    return load_config(None, values), params
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .simulation import STATUS, _read_json
-    base = load_config(args.config, _overrides(args, _COMMON))
+    from .sweep import (one_sweep_run, parse_grid, read_result, result_line, shorthand_axes,
+                        sweep_configs, sweep_threads)
+    if args.jobs < 1:
+        raise ArgumentError(f"jobs: must be >= 1, got {args.jobs}")
+    base, params = _sweep_base(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    cfgs = sweep_configs(base, methods, _floats(args.ratios, "ratios"), _floats(args.energies, "energies"),
-                         _floats(args.alphas, "alphas"), [int(s) for s in _floats(args.seeds, "seeds")])
+    axes = parse_grid(args.grid) + shorthand_axes(
+        _numbers(args.ratios, "ratios"), _numbers(args.energies, "energies"), _numbers(args.alphas, "alphas"),
+        _numbers(args.seeds, "seeds", int))
+    cfgs = sweep_configs(base, methods, axes, params)
     todo = []
     for c in cfgs:
+        c = c.replace(progress="off", threads=sweep_threads(c, args.jobs))
         st = os.path.join(c.run_dir(), STATUS)
         if os.path.lexists(st) and _read_json(st).get("rounds", 0) >= c.rounds:
-            print(f"skip (finished): {c.run_dir()}")
+            print(f"skip (finished): {c.run_dir()}: {result_line(read_result(c.run_dir()))}")
             continue
         todo.append(c)
-    print(f"sweep: {len(cfgs)} runs, {len(todo)} to do, {args.jobs} at a time")
+    n = len(todo)
+    print(f"sweep: {len(cfgs)} runs, {n} to do, {args.jobs} at a time", flush=True)
     os.makedirs(base.out_dir, exist_ok=True)
     log_path = os.path.join(base.out_dir, "sweep.log")
-    items = [(c.replace(progress="off", threads=_sweep_threads(c, args.jobs)).to_dict(), log_path) for c in todo]
-    if args.jobs > 1 and len(items) > 1:
-        from concurrent.futures import ProcessPoolExecutor
+    failed = 0
+
+    def report(i: int, run_dir: str, error: Optional[str]) -> None:
+        nonlocal failed
+        name = os.path.basename(run_dir)
+        if error is not None:
+            failed += 1
+            print(f"[{i}/{n}] FAILED {name}: {error}", flush=True)
+            return
+        try:
+            line = result_line(read_result(run_dir))
+        except ValueError as e:  # a damaged status.json: the run is done, its result unreadable
+            line = str(e)
+        print(f"[{i}/{n}] done {name}: {line}", flush=True)
+
+    items = [(c.to_dict(), log_path) for c in todo]
+    if args.jobs > 1 and n > 1:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
         import multiprocessing as mp
-        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as ex:
-            for d in ex.map(one_sweep_run, items):
-                print(f"done: {d}", flush=True)
+        with ProcessPoolExecutor(min(args.jobs, n), mp_context=mp.get_context("spawn")) as ex:
+            futures = {ex.submit(one_sweep_run, it): c for it, c in zip(items, todo)}
+            for i, fut in enumerate(as_completed(futures), 1):
+                try:
+                    run_dir, error = fut.result()
+                except Exception as e:  # noqa: BLE001 - a worker died (e.g. killed): the others go on
+                    run_dir, error = futures[fut].run_dir(), f"{type(e).__name__}: {e}"
+                report(i, run_dir, error)
     else:
-        for it in items:
-            print(f"done: {one_sweep_run(it)}", flush=True)
+        for i, it in enumerate(items, 1):
+            report(i, *one_sweep_run(it))
     print(f"runs under {base.out_dir}; log {log_path}")
+    if failed:
+        print(f"sweep: {failed} of {n} runs FAILED (see {log_path})", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -151,27 +244,36 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m gradsparse.fl", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    epilog = _epilog()
+    fmt = argparse.RawDescriptionHelpFormatter
+    ap = argparse.ArgumentParser(prog="python -m gradsparse.fl", description=__doc__, epilog=epilog,
+                                 formatter_class=fmt)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("run", help="run one experiment")
+    p = sub.add_parser("run", help="run one experiment", epilog=epilog, formatter_class=fmt)
     _common(p)
-    p.add_argument("--method", help="compressor (none, topk, cwmp, randomk, threshold, dgc, qsgd, terngrad, sign, "
-                                    "atomo-entry, atomo-svd, atomo-fourier)")
-    p.add_argument("--ratio", type=float, help="the compressor's ratio parameter")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--run-name")
+    p.add_argument("--method", metavar="NAME", help=_h("compressor (listed below)", "method"))
+    p.add_argument("--ratio", type=float, help="the compressor's ratio parameter (= --set params.ratio=R)")
+    p.add_argument("--seed", type=int, help=_h("seed", "seed"))
+    p.add_argument("--run-name", help="run directory name (default: derived from the settings)")
     p.add_argument("--resume", action="store_true", help="continue the run in its directory")
     p.add_argument("--no-plot", action="store_true", help="do not write figures")
     p.set_defaults(fn=_cmd_run)
-    p = sub.add_parser("sweep", help="methods x ratios x alphas x seeds")
+    p = sub.add_parser("sweep", help="a grid of runs: methods x any settings", epilog=epilog, formatter_class=fmt,
+                       description=textwrap.fill(_SWEEP, width=100, break_on_hyphens=False))
     _common(p)
-    p.add_argument("--methods", required=True, help="comma-separated compressor names")
-    p.add_argument("--ratios", help="comma-separated ratios (methods with a ratio parameter)")
-    p.add_argument("--energies", help="comma-separated energy fractions (cwmp)")
-    p.add_argument("--alphas", help="comma-separated Dirichlet alphas")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (each with 1 torch thread)")
+    p.add_argument("--methods", required=True, help="comma-separated compressor names (listed below)")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="an axis of the grid: KEY is any setting (lr, energy_profile, local_epochs, ...), "
+                        "params.X, downlink_params.X or energy_overrides.X; values parsed as by --set "
+                        "(repeat for more axes)")
+    p.add_argument("--ratios", help="comma-separated ratios (= --grid params.ratio=...; cwmp runs each ratio and "
+                                    "each of --energies)")
+    p.add_argument("--energies", help="comma-separated energy fractions (= --grid params.energy=..., cwmp)")
+    p.add_argument("--alphas", help="comma-separated Dirichlet alphas (= --grid alpha=...)")
+    p.add_argument("--seeds", help="comma-separated seeds (= --grid seed=...; default: the config's seed)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs in parallel, each with 1 torch thread unless --threads says otherwise "
+                        "(default: %(default)s)")
     p.set_defaults(fn=_cmd_sweep)
     pool_help = ("comma-separated settings a comparison may vary besides method, params and error feedback "
                  "(e.g. lr: an lr grid in one table); by default every other difference makes its own group")

@@ -75,14 +75,16 @@ def reset(run_dir: str) -> None:
 
 
 def append(run_dir: str, row: Dict[str, Any]) -> None:
+    """Appends the record `row` (fields in its own order, make_row's) and syncs the file."""
     with open(_path(run_dir), "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row, sort_keys=True) + "\n")
+        fh.write(json.dumps(row) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
 
 
 def read(run_dir: str) -> List[Dict[str, Any]]:
-    """The rounds recorded in `run_dir` (a partial last line from a crash is ignored)."""
+    """The rounds recorded in `run_dir`, each with its fields in the recorded order (a
+    partial last line from a crash is ignored)."""
     rows = []
     path = _path(run_dir)
     if not os.path.exists(path):
@@ -105,21 +107,24 @@ def truncate(run_dir: str, last_round: int) -> None:
     tmp = _path(run_dir) + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         for r in rows:
-            fh.write(json.dumps(r, sort_keys=True) + "\n")
+            fh.write(json.dumps(r) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, _path(run_dir))
 
 
 def export_csv(run_dir: str) -> str:
+    """Writes ``records.csv`` from the records: columns in record order (a field that first
+    appears in a later row comes after the earlier ones; missing cells are empty), lists and
+    dicts as JSON. Returns its path."""
     rows = read(run_dir)
     path = _path(run_dir, CSV)
     if not rows:
         open(path, "w").close()
         return path
-    fields = list(rows[0])
+    fields = list(dict.fromkeys(k for r in rows for k in r))
     with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
+        w = csv.DictWriter(fh, fieldnames=fields, restval="")
         w.writeheader()
         for r in rows:
             w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()})
