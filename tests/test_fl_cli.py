@@ -202,7 +202,7 @@ def test_sweep_per_method_param_from_set_and_config_file(tmp_path, capsys):
     assert cli(["sweep", *SMALL, "--threads", "1", "--out-dir", out, "--methods", "qsgd,terngrad",
                 "--set", "params.bits=2"]) == 0
     assert "sweep: 2 runs, 2 to do" in capsys.readouterr().out
-    assert sorted((c["method"], c["params"]) for c in _configs(out).values()) == [("qsgd", {"bits": 2}),
+    assert sorted((c["method"], c["params"]) for c in _configs(out).values()) == [("qsgd", {"bits": 2, "block": 512}),
                                                                                  ("terngrad", {})]
     # the same from a config file (its method is topk's: ignored, --methods decides)
     path = tmp_path / "cfg.json"

@@ -59,6 +59,9 @@ class Compressor:
 
     name = ""
     biased = True
+    #: whether what is sent depends on the per-tensor costs (then a run's energy cannot be
+    #: re-accounted under another profile: its selection would differ)
+    reads_costs = False
     params: Dict[str, Any] = {}
 
     def __init__(self, **kwargs: Any):

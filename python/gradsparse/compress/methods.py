@@ -62,6 +62,7 @@ class CWMP(Compressor):
     """Cost-weighted magnitude pruning with the run's per-tensor energy costs."""
 
     name = "cwmp"
+    reads_costs = True
     params = {"ratio": None, "energy": None, "budget": None, "q": 2.0, "alpha": 1.0, "value_codec": "float32"}
 
     def validate(self) -> None:

@@ -106,15 +106,13 @@ _COMMON = ["data", "data_dir", "download", "model", "rounds", "num_clients", "cl
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .sweep import read_result, result_line
     ov = _overrides(args, _COMMON + ["method", "seed", "run_name"])
     if args.ratio is not None:
         ov.setdefault("params", {})["ratio"] = args.ratio
     cfg = load_config(args.config, ov)
     from . import run
     run_dir = run(cfg, resume=args.resume)
-    print(f"records: {os.path.join(run_dir, 'records.jsonl')} (and records.csv)")
-    print(f"result: {result_line(read_result(run_dir))}")
+    print(f"records: {os.path.join(run_dir, 'records.jsonl')} (and records.csv)")  # the result line is above
     if not args.no_plot:
         figs = _plot([run_dir], os.path.join(run_dir, "figures"))
         if figs:
@@ -236,6 +234,14 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reaccount(args: argparse.Namespace) -> int:
+    from .analysis import find_runs
+    from .reaccount import reaccount
+    for d in find_runs(args.runs):
+        print(reaccount(d, args.energy_profile, args.out_dir))
+    return 0
+
+
 def _cmd_summary(args: argparse.Namespace) -> int:
     from .analysis import load_runs, summary_table
     print(summary_table(load_runs(args.runs), baseline=args.baseline, frontier=args.frontier, target=args.target,
@@ -284,6 +290,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", help="output folder (default: <first run>/figures)")
     p.add_argument("--pool", help=pool_help)
     p.set_defaults(fn=_cmd_plot)
+    p = sub.add_parser("reaccount", help="finished runs' energy under another profile, without rerunning them "
+                                         "(compressors that do not read costs)")
+    p.add_argument("runs", nargs="+", help="run directories or folders of them")
+    p.add_argument("--energy-profile", required=True, help="the profile to account under")
+    p.add_argument("--out-dir", required=True, help="folder of the new run directories")
+    p.set_defaults(fn=_cmd_reaccount)
     p = sub.add_parser("summary", help="markdown tables: final / last-k / val-selected accuracy with 95%% "
                                        "intervals over seeds, costs; paired differences, frontiers, time to accuracy",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -161,6 +161,14 @@ class Config:
             d["downlink_params"] = make_compressor(self.downlink, self.downlink_params).settings()
         return d
 
+    def resolved(self) -> "Config":
+        """This config with the compressors' parameters resolved (defaults filled in): what
+        config.json holds."""
+        from ..compress import make_compressor
+        down = (make_compressor(self.downlink, self.downlink_params).settings()
+                if self.downlink != "none" or self.downlink_params else dict(self.downlink_params))
+        return self.replace(params=make_compressor(self.method, self.params).settings(), downlink_params=down)
+
     def settings_hash(self, with_seed: bool = True) -> str:
         """16 hex digits of SHA-256 over :meth:`experiment_settings` (without the seed when
         `with_seed` is False)."""

@@ -17,9 +17,9 @@ from __future__ import annotations
 import csv
 import json
 import os
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Optional
 
-__all__ = ["make_row", "append", "read", "export_csv", "TIMING_FIELDS", "zero_totals"]
+__all__ = ["make_row", "append", "read", "export_csv", "TIMING_FIELDS", "zero_totals", "run_result", "result_line"]
 
 RECORDS = "records.jsonl"
 CSV = "records.csv"
@@ -134,3 +134,54 @@ def export_csv(run_dir: str) -> str:
 def strip_timing(rows: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Rows without the wall-clock fields (for comparing two runs)."""
     return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in rows]
+
+
+def run_result(rows, last_k: int) -> Dict[str, Any]:
+    """The summary of a finished run's records (what status.json and the result line hold):
+    final and last-k mean test accuracy, the round of the best validation accuracy and the
+    test accuracy there (model selection never looks at the test set), totals, timing."""
+    ev = [r for r in rows if r.get("test_acc") is not None]
+    last = rows[-1] if rows else {}
+    tail = [r["test_acc"] for r in ev[-last_k:]]
+    val = [r for r in ev if r.get("val_acc") is not None]
+    best = max(val, key=lambda r: (r["val_acc"], -r["round"])) if val else None
+    shares = sorted(r["compress_share"] for r in rows) if rows else [0.0]
+    return {"final_test_acc": ev[-1]["test_acc"] if ev else None,
+            "lastk_test_acc": sum(tail) / len(tail) if tail else None, "k": len(tail),
+            "best_val_round": best["round"] if best else None,
+            "best_val_acc": best["val_acc"] if best else None,
+            "test_acc_at_best_val": best["test_acc"] if best else None,
+            "cum_uplink_bytes": last.get("cum_uplink_bytes"), "cum_energy_j": last.get("cum_energy_j"),
+            "cum_energy_client_j": last.get("cum_energy_client_j"),
+            "wall_s": float(sum(r["round_s"] for r in rows)),
+            "median_compress_share": float(shares[len(shares) // 2])}
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def result_line(result: Optional[Dict[str, Any]]) -> str:
+    """One line of a finished run's result (status.json's ``result``); fields that are
+    missing or null are left out."""
+    if not result:
+        return "no result in status.json (a run of an older version)"
+    r = result
+    parts = []
+    if _num(r.get("final_test_acc")):
+        parts.append(f"final test acc {r['final_test_acc']:.4f}")
+    if _num(r.get("lastk_test_acc")):
+        parts.append(f"last-{r.get('k', 'k')} mean {r['lastk_test_acc']:.4f}")
+    if _num(r.get("test_acc_at_best_val")):
+        parts.append(f"test acc at best val (round {r.get('best_val_round')}) {r['test_acc_at_best_val']:.4f}")
+    if _num(r.get("cum_uplink_bytes")):
+        parts.append(f"uplink {r['cum_uplink_bytes'] / 1e6:.3f} MB")
+    if _num(r.get("cum_energy_j")):
+        parts.append(f"uplink energy {r['cum_energy_j']:.4g} J")
+    if _num(r.get("cum_energy_client_j")):
+        parts.append(f"client energy {r['cum_energy_client_j']:.4g} J")
+    if _num(r.get("wall_s")):
+        parts.append(f"{r['wall_s']:.1f} s")
+    if _num(r.get("median_compress_share")):
+        parts.append(f"compression {100 * r['median_compress_share']:.2f}% of a round (median)")
+    return ", ".join(parts) or "empty result in status.json"

@@ -177,7 +177,7 @@ class Simulation:
         cfg_path = os.path.join(self.dir, CONFIG)
         old = _read_json(cfg_path) if os.path.lexists(cfg_path) else None
         if old is not None:
-            mine = cfg.to_dict()
+            mine = cfg.resolved().to_dict()
             diff = [k for k in mine if k not in Config.NON_EXPERIMENT + ("threads",) and old.get(k) != mine[k]]
             if diff:
                 raise ArgumentError(f"run_name: {self.dir!r} holds a different experiment (differs in "
@@ -210,7 +210,7 @@ class Simulation:
         """Writes the config and loads the checkpoint's state (None: a fresh run)."""
         os.makedirs(self.dir, exist_ok=True)
         _atomic_write(os.path.join(self.dir, CONFIG),
-                      json.dumps(self.cfg.to_dict(), indent=2, sort_keys=True).encode())
+                      json.dumps(self.cfg.resolved().to_dict(), indent=2, sort_keys=True).encode())
         return self._load(payload) if payload is not None else None
 
     # ------------------------------------------------------------------ one client
@@ -334,7 +334,7 @@ class Simulation:
         if bar is not None:
             bar.close()
         rec.export_csv(self.dir)
-        result = run_result(rec.read(self.dir), cfg.last_k)
+        result = rec.run_result(rec.read(self.dir), cfg.last_k)
         _atomic_write(os.path.join(self.dir, STATUS),
                       json.dumps({"finished": True, "rounds": cfg.rounds, "result": result}, indent=1).encode())
         if cfg.checkpoint == "delete":
@@ -342,7 +342,7 @@ class Simulation:
                 os.unlink(os.path.join(self.dir, CHECKPOINT))
             except FileNotFoundError:
                 pass
-        self.log(f"result: {os.path.basename(self.dir)}: {result_line(result)}")
+        self.log(f"result: {os.path.basename(self.dir)}: {rec.result_line(result)}")
         return self.dir
 
     def _write_experiment(self) -> None:
@@ -374,6 +374,7 @@ class Simulation:
                 "costs": {n: c.as_dict() for n, c in self.costs.items()}, "profile": self.profile.as_dict(),
                 "profile_description": self.profile.description,
                 "client_profiles": self.client_profile,
+                "tensor_sizes": dict(self.sizes),
                 "costs_by_profile": {p: {n: c.as_dict() for n, c in cs.items()} for p, cs in self.costs_of.items()},
                 # each compressor's parameters with their defaults resolved (the config holds
                 # only those given)
@@ -554,39 +555,6 @@ def _dense_size(tensors: Dict[str, torch.Tensor]) -> int:
     """Bytes of the dense float32 message of `tensors` (gradsparse.encoded_size: no bytes built)."""
     import gradsparse as gs
     return gs.encoded_size({k: np.zeros(tuple(v.shape), np.float32) for k, v in tensors.items()})
-
-
-def run_result(rows, last_k: int) -> Dict[str, Any]:
-    """The summary of a finished run's records (what status.json and the result line hold):
-    final and last-k mean test accuracy, the round of the best validation accuracy and the
-    test accuracy there (model selection never looks at the test set), totals, timing."""
-    ev = [r for r in rows if r.get("test_acc") is not None]
-    last = rows[-1] if rows else {}
-    tail = [r["test_acc"] for r in ev[-last_k:]]
-    val = [r for r in ev if r.get("val_acc") is not None]
-    best = max(val, key=lambda r: (r["val_acc"], -r["round"])) if val else None
-    shares = sorted(r["compress_share"] for r in rows) if rows else [0.0]
-    return {"final_test_acc": ev[-1]["test_acc"] if ev else None,
-            "lastk_test_acc": float(np.mean(tail)) if tail else None, "k": len(tail),
-            "best_val_round": best["round"] if best else None,
-            "best_val_acc": best["val_acc"] if best else None,
-            "test_acc_at_best_val": best["test_acc"] if best else None,
-            "cum_uplink_bytes": last.get("cum_uplink_bytes"), "cum_energy_j": last.get("cum_energy_j"),
-            "cum_energy_client_j": last.get("cum_energy_client_j"),
-            "wall_s": float(sum(r["round_s"] for r in rows)),
-            "median_compress_share": float(shares[len(shares) // 2])}
-
-
-def result_line(res: Dict[str, Any]) -> str:
-    """One line of a run's result."""
-    def f(v, fmt):
-        return "-" if v is None else format(v, fmt)
-    return (f"final test acc {f(res.get('final_test_acc'), '.4f')}, last-{res.get('k')} mean "
-            f"{f(res.get('lastk_test_acc'), '.4f')}, best val {f(res.get('best_val_acc'), '.4f')} at round "
-            f"{f(res.get('best_val_round'), 'd')} (test {f(res.get('test_acc_at_best_val'), '.4f')}), uplink "
-            f"{f((res.get('cum_uplink_bytes') or 0) / 1e6, '.2f')} MB, uplink energy {f(res.get('cum_energy_j'), '.4g')} J, "
-            f"client energy {f(res.get('cum_energy_client_j'), '.4g')} J, {f(res.get('wall_s'), '.0f')} s, "
-            f"compression {f(100 * (res.get('median_compress_share') or 0), '.2f')}% of a round (median)")
 
 
 def run(cfg: Config, *, resume: bool = False, log: Callable[[str], None] = print) -> str:

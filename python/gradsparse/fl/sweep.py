@@ -15,6 +15,7 @@ import os
 import traceback
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from .records import result_line  # noqa: F401  (the sweep's lines)
 from .config import Config, parse_overrides
 from ..errors import ArgumentError
 
@@ -253,31 +254,3 @@ def read_result(run_dir: str) -> Optional[Dict[str, Any]]:
     return res if isinstance(res, dict) else None
 
 
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def result_line(result: Optional[Dict[str, Any]]) -> str:
-    """One line of a finished run's result (status.json's ``result``); fields that are
-    missing or null are left out."""
-    if not result:
-        return "no result in status.json (a run of an older version)"
-    r = result
-    parts = []
-    if _num(r.get("final_test_acc")):
-        parts.append(f"final test acc {r['final_test_acc']:.4f}")
-    if _num(r.get("lastk_test_acc")):
-        parts.append(f"last-{r.get('k', 'k')} mean {r['lastk_test_acc']:.4f}")
-    if _num(r.get("test_acc_at_best_val")):
-        parts.append(f"test acc at best val (round {r.get('best_val_round')}) {r['test_acc_at_best_val']:.4f}")
-    if _num(r.get("cum_uplink_bytes")):
-        parts.append(f"uplink {r['cum_uplink_bytes'] / 1e6:.3f} MB")
-    if _num(r.get("cum_energy_j")):
-        parts.append(f"uplink energy {r['cum_energy_j']:.4g} J")
-    if _num(r.get("cum_energy_client_j")):
-        parts.append(f"client energy {r['cum_energy_client_j']:.4g} J")
-    if _num(r.get("wall_s")):
-        parts.append(f"{r['wall_s']:.1f} s")
-    if _num(r.get("median_compress_share")):
-        parts.append(f"compression {100 * r['median_compress_share']:.2f}% of a round (median)")
-    return ", ".join(parts) or "empty result in status.json"
