@@ -81,6 +81,12 @@ def main_configs(data_dir: str, out: str, seeds, lr_f: float, lr_g: float):
     # run's re-accounted (Top-K's selection does not read costs)
     cf.append(_cfg("check", data_dir, out, seeds[0], **FEDAVG, lr=lr_f, method="topk", params={"ratio": 0.01},
                    energy_profile="edge-memory"))
+    # second round of runs: more CWMP budgets, TernGrad in FedAvg mode
+    cf += [_cfg("fedavg", data_dir, out, s, **FEDAVG, lr=lr_f, method="cwmp", params={"energy": 0.03},
+                energy_profile="edge-memory") for s in seeds]
+    cf += [_cfg("fedavg", data_dir, out, s, **FEDAVG, lr=lr_f, method="cwmp", params={"energy": 0.003},
+                energy_profile="edge-45nm") for s in seeds]
+    cf += [_cfg("fedavg", data_dir, out, s, **FEDAVG, lr=lr_f, method="terngrad") for s in seeds]
     return cf
 
 
