@@ -291,3 +291,18 @@ def test_qsgd_l2_rejects_bad_parameters_and_payloads():
         c.decompress(good, {"y": np.zeros(10, np.float32)})
     with pytest.raises(ValueError):
         c.decompress(good, {"x": np.zeros(12, np.float32)})
+
+
+def test_reaccount_command_skips_what_it_cannot_reaccount(tmp_path, capsys):
+    from gradsparse.fl.__main__ import main as cli
+    _run(tmp_path / "runs", method="topk", params={"ratio": 0.05})
+    _run(tmp_path / "runs", method="cwmp", params={"ratio": 0.05})
+    assert cli(["reaccount", str(tmp_path / "runs"), "--energy-profile", "datacenter",
+                "--out-dir", str(tmp_path / "out")]) == 0
+    io = capsys.readouterr()
+    assert "skipped" in io.err and "cwmp" in io.err and "1 run(s) written, 1 skipped" in io.err
+    (only,) = os.listdir(tmp_path / "out")
+    assert only.startswith("topk-") and "datacenter" in only
+    assert cli(["reaccount", str(tmp_path / "runs" / [d for d in os.listdir(tmp_path / "runs")
+                                                       if d.startswith("cwmp")][0]),
+                "--energy-profile", "datacenter", "--out-dir", str(tmp_path / "out2")]) == 2

@@ -237,9 +237,17 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 def _cmd_reaccount(args: argparse.Namespace) -> int:
     from .analysis import find_runs
     from .reaccount import reaccount
+    done, skipped = 0, 0
     for d in find_runs(args.runs):
-        print(reaccount(d, args.energy_profile, args.out_dir))
-    return 0
+        try:
+            print(reaccount(d, args.energy_profile, args.out_dir))
+            done += 1
+        except ValueError as e:  # e.g. a cwmp run among others: say so, go on
+            print(f"skipped: {e}", file=sys.stderr)
+            skipped += 1
+    if skipped:
+        print(f"reaccount: {done} run(s) written, {skipped} skipped", file=sys.stderr)
+    return 0 if done else 2
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
