@@ -11,6 +11,7 @@ run is a harness run directory; finished runs are skipped, so the script resumes
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -114,6 +115,8 @@ def main(argv=None) -> int:
     _run_all(grid, a.out_dir, a.jobs, "lr")
     lr_f, lr_g = pick_lr(grid, "fedavg"), pick_lr(grid, "gradient")
     print(f"chosen on validation: lr {lr_f:g} (FedAvg), {lr_g:g} (data-parallel)", flush=True)
+    with open(os.path.join(a.out_dir, "chosen_lr.json"), "w", encoding="utf-8") as fh:
+        json.dump({"fedavg": lr_f, "gradient": lr_g}, fh)
     _run_all(main_configs(a.data_dir, a.out_dir, seeds, lr_f, lr_g), a.out_dir, a.jobs, "main")
     return 0
 
