@@ -161,27 +161,23 @@ def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+#: the result line's parts: (field, text of its value); missing or null fields are left out
+_RESULT_PARTS = (
+    ("final_test_acc", lambda r, v: f"final test acc {v:.4f}"),
+    ("lastk_test_acc", lambda r, v: f"last-{r.get('k', 'k')} mean {v:.4f}"),
+    ("test_acc_at_best_val", lambda r, v: f"test acc at best val (round {r.get('best_val_round')}) {v:.4f}"),
+    ("cum_uplink_bytes", lambda r, v: f"uplink {v / 1e6:.3f} MB"),
+    ("cum_energy_j", lambda r, v: f"uplink energy {v:.4g} J"),
+    ("cum_energy_client_j", lambda r, v: f"client energy {v:.4g} J"),
+    ("wall_s", lambda r, v: f"{v:.1f} s"),
+    ("median_compress_share", lambda r, v: f"compression {100 * v:.2f}% of a round (median)"),
+)
+
+
 def result_line(result: Optional[Dict[str, Any]]) -> str:
     """One line of a finished run's result (status.json's ``result``); fields that are
     missing or null are left out."""
     if not result:
         return "no result in status.json (a run of an older version)"
-    r = result
-    parts = []
-    if _num(r.get("final_test_acc")):
-        parts.append(f"final test acc {r['final_test_acc']:.4f}")
-    if _num(r.get("lastk_test_acc")):
-        parts.append(f"last-{r.get('k', 'k')} mean {r['lastk_test_acc']:.4f}")
-    if _num(r.get("test_acc_at_best_val")):
-        parts.append(f"test acc at best val (round {r.get('best_val_round')}) {r['test_acc_at_best_val']:.4f}")
-    if _num(r.get("cum_uplink_bytes")):
-        parts.append(f"uplink {r['cum_uplink_bytes'] / 1e6:.3f} MB")
-    if _num(r.get("cum_energy_j")):
-        parts.append(f"uplink energy {r['cum_energy_j']:.4g} J")
-    if _num(r.get("cum_energy_client_j")):
-        parts.append(f"client energy {r['cum_energy_client_j']:.4g} J")
-    if _num(r.get("wall_s")):
-        parts.append(f"{r['wall_s']:.1f} s")
-    if _num(r.get("median_compress_share")):
-        parts.append(f"compression {100 * r['median_compress_share']:.2f}% of a round (median)")
+    parts = [text(result, result[k]) for k, text in _RESULT_PARTS if _num(result.get(k))]
     return ", ".join(parts) or "empty result in status.json"
