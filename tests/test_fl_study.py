@@ -54,6 +54,9 @@ def test_runs_that_differ_in_one_setting_get_different_keys_and_names(tmp_path):
         b = a.replace(**change).validate()
         assert b.settings_hash(False) != a.settings_hash(False), change
         assert b.default_run_name() != a.default_run_name(), change
+    # torch's thread count changes its numbers: another count is another setting (never averaged
+    # with this one); a resume with another count is refused (test_fl_checkpoint.py)
+    assert a.replace(threads=2).settings_hash(False) != a.settings_hash(False)
     # the same experiment spelled differently: given defaults, another data folder
     assert a.replace(params={"ratio": 0.01}).name_hash() == a.name_hash()
     assert a.replace(data_dir="x/..").settings_hash() == a.settings_hash()
