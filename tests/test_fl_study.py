@@ -259,7 +259,7 @@ def test_qsgd_l2_sends_exactly_the_quantized_values(levels, bucket):
             nrm = np.float32(np.linalg.norm(flat[j:j + b].astype(np.float64)))
             codes = np.abs(fd[j:j + b]) * levels / nrm
             assert np.allclose(codes, np.round(codes), atol=1e-4) and codes.max() <= levels + 1e-4
-    assert out.selected == {"w": 3200, "b": 7}
+    assert out.selected == {n: int(np.count_nonzero(dec[n])) for n in u}  # the coordinates it changes
 
 
 def test_qsgd_l2_is_unbiased_with_the_papers_variance():

@@ -229,7 +229,7 @@ class QSGDL2(Compressor):
         import time
         from .. import _core
         levels, bucket = int(self.p["levels"]), int(self.p["bucket"])
-        norms, codes_msg = {}, {}
+        norms, codes_msg, selected = {}, {}, {}
         for i, (name, a) in enumerate(update.items()):
             flat = np.ascontiguousarray(a, np.float32).reshape(-1)
             b = bucket or flat.size
@@ -243,6 +243,7 @@ class QSGDL2(Compressor):
                 scale[j] = nrm
             norms[f"{name}#norm"] = scale
             mag = np.abs(codes)
+            selected[name] = int(np.count_nonzero(mag))  # a zero code leaves its coordinate alone
             for lv in range(1, levels + 1):
                 idx = np.flatnonzero(mag == lv)
                 codes_msg[f"{name}#{lv}"] = Sparse(idx.astype(np.int64),
@@ -251,7 +252,6 @@ class QSGDL2(Compressor):
         head = _wire.encode(norms)
         body = _wire.encode(codes_msg, value_codec="sign")
         payload = len(head).to_bytes(4, "little") + head + body
-        selected = {n: int(a.size) for n, a in update.items()}  # a dense update touches every coordinate
         return Compressed(payload, selected, encode_s=time.perf_counter() - t1)
 
     def decompress(self, payload, like):
