@@ -324,8 +324,9 @@ def study(runs: Sequence[Run], pool: Sequence[str] = ()) -> Study:
             defaults = _defaults(method)
             for s in ms:
                 p = s.display_params()
-                shown = [k for k in sorted(p) if k == "ratio" or k in varying or defaults is None
-                         or k not in defaults or defaults[k] != p[k]]
+                # an unset alternative (cwmp's ratio when it has an energy budget) is not shown
+                shown = [k for k in sorted(p) if p[k] is not None and (k == "ratio" or k in varying or defaults is None
+                                                                       or k not in defaults or defaults[k] != p[k])]
                 lab = " ".join([method] + [f"{k}={_fmt_value(p[k])}" for k in shown])
                 ef = s.setting.get("error_feedback")
                 if ef not in (None, "auto"):
