@@ -71,7 +71,7 @@ def main_configs(data_dir: str, out: str, seeds, lr_f: float, lr_g: float):
                for s in seeds]
         if fedavg_too:
             cf += [_cfg("fedavg", data_dir, out, s, **FEDAVG, lr=lr_f, method=method, params=params) for s in seeds]
-    for r in (0.003, 0.01, 0.03):
+    for r in (0.003, 0.005, 0.01, 0.03):
         cf += [_cfg("fedavg", data_dir, out, s, **FEDAVG, lr=lr_f, method="topk", params={"ratio": r})
                for s in seeds]
     for prof, energies in (("edge-memory", (0.003, 0.01)), ("edge-45nm", (0.01,))):
@@ -85,8 +85,8 @@ def main_configs(data_dir: str, out: str, seeds, lr_f: float, lr_g: float):
     # second round of runs: more CWMP budgets, TernGrad in FedAvg mode
     cf += [_cfg("fedavg", data_dir, out, s, **FEDAVG, lr=lr_f, method="cwmp", params={"energy": 0.03},
                 energy_profile="edge-memory") for s in seeds]
-    cf += [_cfg("fedavg", data_dir, out, s, **FEDAVG, lr=lr_f, method="cwmp", params={"energy": 0.003},
-                energy_profile="edge-45nm") for s in seeds]
+    cf += [_cfg("fedavg", data_dir, out, s, **FEDAVG, lr=lr_f, method="cwmp", params={"energy": e},
+                energy_profile="edge-45nm") for e in (0.003, 0.03) for s in seeds]
     cf += [_cfg("fedavg", data_dir, out, s, **FEDAVG, lr=lr_f, method="terngrad") for s in seeds]
     return cf
 
