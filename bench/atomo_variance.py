@@ -7,8 +7,9 @@ CIFAR-10 files in DIR; then two updates are taken: a mini-batch gradient step
 (-lr * gradient, the data-parallel mode) and a one-epoch delta over 500 images (the FedAvg
 mode). For each compressor, over `draws` seeds: the mean payload bytes and the normalised
 variance E||Q(x) - x||^2 / ||x||^2 (the variance an unbiased estimator adds), and their product
-(smaller is better: at equal bytes, the lower variance wins). The bias ||E Q(x) - x|| / ||x||
-is printed too (it shrinks as 1/sqrt(draws) for an unbiased compressor).
+(smaller is better: at equal bytes, the lower variance wins), and the same variance per
+tensor. The bias ||E Q(x) - x|| / ||x|| is printed too (for an unbiased compressor it is
+sampling noise, about sqrt(variance / draws)).
 """
 from __future__ import annotations
 
@@ -69,11 +70,12 @@ def main(argv=None) -> int:
         dense = make_compressor("none").compress(u, seed=0).nbytes
         print(f"\n{what}: d = {sum(v.size for v in u.values()):,}, dense float32 payload {dense:,} bytes")
         print("| compressor | payload bytes (mean) | E||Q(x)-x||^2 / ||x||^2 | x bytes / dense bytes | "
-              "bias | compress ms |")
-        print("|---|---|---|---|---|---|")
+              "bias | compress ms | per tensor: E||Q(x_t)-x_t||^2 / ||x_t||^2 |")
+        print("|---|---|---|---|---|---|---|")
         for name, params in COMPRESSORS:
             c = make_compressor(name, params)
             err, nbytes, mean, secs = 0.0, 0, {n: np.zeros(v.shape) for n, v in u.items()}, 0.0
+            per = {n: 0.0 for n in u}
             for s in range(a.draws):
                 t = time.perf_counter()
                 out = c.compress(u, seed=s)
@@ -83,13 +85,16 @@ def main(argv=None) -> int:
                 for n in u:
                     diff = dec[n].astype(np.float64) - u[n]
                     err += float(np.sum(diff ** 2))
+                    per[n] += float(np.sum(diff ** 2))
                     mean[n] += dec[n]
             var = err / a.draws / norm2
             bias = np.sqrt(sum(float(np.sum((mean[n] / a.draws - u[n]) ** 2)) for n in u) / norm2)
             b = nbytes / a.draws
             label = f"{name} " + " ".join(f"{k}={v}" for k, v in params.items())
             print(f"| {label} | {b:,.0f} | {var:.4g} | {var * b / dense:.4g} | {bias:.3g} | "
-                  f"{1e3 * secs / a.draws:.1f} |", flush=True)
+                  f"{1e3 * secs / a.draws:.1f} | "
+                  + ", ".join(f"{n} {per[n] / a.draws / max(float(np.sum(u[n].astype(np.float64) ** 2)), 1e-300):.3g}"
+                              for n in u) + " |", flush=True)
     return 0
 
 

@@ -66,6 +66,7 @@ def main_configs(data_dir: str, out: str, seeds, lr_f: float, lr_g: float):
     cf = []
     # ATOMO first: its runs are the longest
     for method, params, fedavg_too in (("atomo-svd", {"ratio": ATOMO_RATIO}, True),
+                                       ("atomo-svd", {"ratio": ATOMO_RATIO, "vector": "dense"}, True),
                                        ("qsgd-l2", {"levels": 1, "bucket": 512}, True), ("terngrad", {}, False)):
         cf += [_cfg("atomo-gradient", data_dir, out, s, **GRADIENT, lr=lr_g, method=method, params=params)
                for s in seeds]

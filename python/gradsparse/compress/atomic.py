@@ -19,10 +19,14 @@ __all__ = ["AtomoEntry", "AtomoSVD", "AtomoFourier"]
 class _Atomo(Compressor):
     biased = False
     atoms = ""
-    params = {"ratio": 0.05, "svd": "exact", "rank": 8}
+    #: ``vector``: 1-D tensors (biases) under svd atoms are sampled element-wise ("entry") at
+    #: the same ratio, or sent dense ("dense": a few hundred floats, no added variance)
+    params = {"ratio": 0.05, "svd": "exact", "rank": 8, "vector": "entry"}
 
     def validate(self) -> None:
         self._ratio()
+        if self.p["vector"] not in ("entry", "dense"):
+            raise ArgumentError(f"vector: expected 'entry' or 'dense', got {self.p['vector']!r}")
         if self.p["svd"] not in ("exact", "randomized"):
             raise ArgumentError(f"svd: expected 'exact' or 'randomized', got {self.p['svd']!r}")
         r = self.p["rank"]
@@ -41,7 +45,7 @@ class _Atomo(Compressor):
         selected = {}
         for i, (name, a) in enumerate(update.items()):
             u = _atomo.sample(a, self.atoms, budget=self._budget(a), seed=(seed * 1000003 + i) % 2**63,
-                                  svd=self.p["svd"], rank=int(self.p["rank"]))
+                              svd=self.p["svd"], rank=int(self.p["rank"]), vector=self.p["vector"])
             msg.update(u.to_payload(name))
             # an element atom touches one coordinate; an svd or Fourier atom (dense in the
             # original basis) touches every coordinate of its tensor
