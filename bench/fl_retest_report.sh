@@ -52,11 +52,11 @@ PY
 
 # ATOMO vs QSGD (L2) vs TernGrad: data-parallel and FedAvg
 atg=("$out"/atomo-gradient/* $dense_g)
-fl summary "${atg[@]}" --baseline atomo-svd --frontier bytes --budgets 6 > "$rep/atomo-gradient.md"
+fl summary "${atg[@]}" --baseline "atomo-svd ratio=0.005 vector=dense" --frontier bytes --budgets 6 > "$rep/atomo-gradient.md"
 fl summary "${atg[@]}" --target 0.30 > "$rep/atomo-gradient-target.md"
 fl plot "${atg[@]}" --out "$figs/atomo-gradient"
 atf=("$out"/fedavg/atomo-svd-* "$out"/fedavg/qsgd-l2-* "$out"/fedavg/terngrad-* $dense_f)
-fl summary "${atf[@]}" --baseline atomo-svd --frontier bytes --budgets 6 > "$rep/atomo-fedavg.md"
+fl summary "${atf[@]}" --baseline "atomo-svd ratio=0.005 vector=dense" --frontier bytes --budgets 6 > "$rep/atomo-fedavg.md"
 fl summary "${atf[@]}" --target 0.30 > "$rep/atomo-fedavg-target.md"
 fl plot "${atf[@]}" --out "$figs/atomo-fedavg"
 
