@@ -162,7 +162,7 @@ def _sweep_base(args: argparse.Namespace):
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .simulation import STATUS, _read_json
+    from .records import STATUS, read_json as _read_json
     from .sweep import (one_sweep_run, parse_grid, read_result, result_line, shorthand_axes,
                         sweep_configs, sweep_threads)
     if args.jobs < 1:

@@ -19,9 +19,14 @@ import json
 import os
 from typing import Any, Dict, Iterable, List, Optional
 
+from ..errors import ArgumentError
+
 __all__ = ["make_row", "append", "read", "export_csv", "TIMING_FIELDS", "zero_totals", "run_result", "result_line"]
 
 RECORDS = "records.jsonl"
+CONFIG = "config.json"
+STATUS = "status.json"
+EXPERIMENT = "experiment.json"
 CSV = "records.csv"
 TIMING_FIELDS = ("compress_s", "select_s", "encode_s", "decode_s", "train_s", "downlink_s", "round_s", "compress_share")
 _TOTALS = ("up", "down", "energy", "energy_compute", "energy_client")
@@ -181,3 +186,19 @@ def result_line(result: Optional[Dict[str, Any]]) -> str:
         return "no result in status.json (a run of an older version)"
     parts = [text(result, result[k]) for k, text in _RESULT_PARTS if _num(result.get(k))]
     return ", ".join(parts) or "empty result in status.json"
+
+
+def read_json(path: str) -> Dict[str, Any]:
+    """A run directory's JSON file; a ValueError naming it when unreadable or damaged."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as e:
+        raise ArgumentError(f"run_name: cannot read {path!r} ({e.strerror or e})") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ArgumentError(f"run_name: {path!r} is damaged ({e}); move it away or choose another run_name") from None
+    if not isinstance(data, dict):
+        raise ArgumentError(f"run_name: {path!r} is damaged (not an object of settings)")
+    return data

@@ -16,6 +16,7 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from . import records as rec
+from .records import CONFIG, EXPERIMENT, STATUS, read_json as _read_json  # noqa: F401  (the old names)
 from ..compress import Compressor, ErrorFeedback, feedback_enabled, make_compressor
 from .config import Config
 from .data import ImageSet, load_cifar10, synthetic
@@ -27,9 +28,6 @@ from ..errors import ArgumentError
 __all__ = ["run", "Simulation"]
 
 CHECKPOINT = "checkpoint.pt"
-CONFIG = "config.json"
-STATUS = "status.json"
-EXPERIMENT = "experiment.json"
 
 
 def _seed(*parts: int) -> int:
@@ -507,22 +505,6 @@ def _feedback(residuals: Dict[str, Any]) -> ErrorFeedback:
     ef = ErrorFeedback()
     ef.load_state_dict(dict(residuals))
     return ef
-
-
-def _read_json(path: str) -> Dict[str, Any]:
-    """A run directory's JSON file; a ValueError naming it when unreadable or damaged."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError as e:
-        raise ArgumentError(f"run_name: cannot read {path!r} ({e.strerror or e})") from None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ArgumentError(f"run_name: {path!r} is damaged ({e}); move it away or choose another run_name") from None
-    if not isinstance(data, dict):
-        raise ArgumentError(f"run_name: {path!r} is damaged (not an object of settings)")
-    return data
 
 
 def _sha256(x: np.ndarray, y: np.ndarray) -> str:

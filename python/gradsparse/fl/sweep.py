@@ -200,7 +200,7 @@ def sweep_threads(cfg: Config, jobs: int) -> int:
     """torch threads of a sweep run: ``cfg.threads`` when given; else the count an interrupted
     run started with (0: read from its config.json, since the count changes torch's results);
     else one per run when several run at a time (0: the default)."""
-    from .simulation import CONFIG
+    from .records import CONFIG
     if cfg.threads or os.path.lexists(os.path.join(cfg.run_dir(), CONFIG)):
         return cfg.threads
     return 1 if jobs > 1 else 0
@@ -246,7 +246,7 @@ def one_sweep_run(item: Tuple[Dict[str, Any], str]) -> Tuple[str, Optional[str]]
 def read_result(run_dir: str) -> Optional[Dict[str, Any]]:
     """The ``result`` of the run's status.json, or None when the run has not finished or
     was written by a version without one."""
-    from .simulation import STATUS, _read_json
+    from .records import STATUS, read_json as _read_json
     path = os.path.join(run_dir, STATUS)
     if not os.path.lexists(path):
         return None
