@@ -309,3 +309,30 @@ def test_reaccount_command_skips_what_it_cannot_reaccount(tmp_path, capsys):
     assert cli(["reaccount", str(tmp_path / "runs" / [d for d in os.listdir(tmp_path / "runs")
                                                        if d.startswith("cwmp")][0]),
                 "--energy-profile", "datacenter", "--out-dir", str(tmp_path / "out2")]) == 2
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"val_fraction": 1.0}, "val_fraction"), ({"val_fraction": -0.1}, "val_fraction"),
+    ({"val_fraction": float("nan")}, "val_fraction"), ({"mode": "sgd"}, "mode"),
+    ({"checkpoint": "never"}, "checkpoint"), ({"checkpoint_every": 0}, "checkpoint_every"),
+    ({"partition_seed": -2}, "partition_seed"), ({"partition_seed": 1.5}, "partition_seed"),
+    ({"last_k": 0}, "last_k"), ({"client_profiles": ["edge-45nm", "nope"]}, "client_profiles"),
+    ({"client_profiles": "edge-45nm"}, "client_profiles"), ({"client_profiles": [3]}, "client_profiles"),
+    ({"method": "qsgd-l2", "params": {"levels": 0}}, "levels"),
+    ({"method": "atomo-svd", "params": {"vector": "sparse"}}, "vector"),
+])
+def test_new_settings_are_checked_before_anything_runs(change, match):
+    with pytest.raises(ValueError, match=match):
+        Config(**{**SMALL, **change}).validate()
+
+
+def test_reaccount_refuses_what_is_not_a_finished_run(tmp_path):
+    from gradsparse.fl.reaccount import reaccount
+    with pytest.raises(ValueError, match="cannot read"):
+        reaccount(str(tmp_path), "edge-memory", str(tmp_path / "out"))
+    d, _ = _run(tmp_path / "a")
+    with pytest.raises(ValueError, match="energy_profile"):
+        reaccount(d, "no-such-profile", str(tmp_path / "out"))
+    os.unlink(os.path.join(d, "status.json"))
+    with pytest.raises(ValueError, match="cannot read"):
+        reaccount(d, "edge-memory", str(tmp_path / "out"))

@@ -154,12 +154,7 @@ class Config:
         """The fields that define the experiment (not bookkeeping), compressor parameters
         with their defaults resolved; the data folder is left out (data are identified by
         content in experiment.json)."""
-        from ..compress import make_compressor
-        d = {k: v for k, v in self.to_dict().items() if k not in self.NON_EXPERIMENT}
-        d["params"] = make_compressor(self.method, self.params).settings()
-        if self.downlink != "none" or self.downlink_params:
-            d["downlink_params"] = make_compressor(self.downlink, self.downlink_params).settings()
-        return d
+        return {k: v for k, v in self.resolved().to_dict().items() if k not in self.NON_EXPERIMENT}
 
     def resolved(self) -> "Config":
         """This config with the compressors' parameters resolved (defaults filled in): what
