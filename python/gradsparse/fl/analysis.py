@@ -29,7 +29,6 @@ methods are compared per seed (paired differences) at each budget.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -40,6 +39,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import records as rec
+from .config import digest
 from .stats import Interval, bootstrap_band, bootstrap_interval, paired_difference, t_interval
 from ..errors import ArgumentError
 
@@ -65,11 +65,6 @@ OPTIMISTIC = "optimistic: selected on test"
 
 
 # ----------------------------------------------------------------------------- loading
-
-def _hash(obj: Any) -> str:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
 
 def _read_json(path: str) -> Optional[Dict[str, Any]]:
     if not os.path.isfile(path):
@@ -139,7 +134,7 @@ def load_run(path: str) -> Optional[Run]:
         seed = exp["setting"].get("seed", cfg.get("seed", 0))
     else:
         setting = {k: v for k, v in cfg.items() if k not in OLD_NON_EXPERIMENT and k != "seed"}
-        key, keyed_by = "cfg-" + _hash(setting), CONFIG
+        key, keyed_by = "cfg-" + digest(setting), CONFIG
         seed = cfg.get("seed", rows[0].get("seed", 0))
     return Run(path=path, config=cfg, setting=setting, setting_key=key, seed=int(seed), keyed_by=keyed_by,
                rows=rows, status=_read_json(os.path.join(path, STATUS)))
@@ -311,7 +306,7 @@ def study(runs: Sequence[Run], pool: Sequence[str] = ()) -> Study:
     shared: Dict[str, Dict[str, Any]] = {}
     for s in settings:
         g = {k: v for k, v in s.setting.items() if k not in METHOD_FIELDS and k not in pool}
-        s.group = _hash(g)
+        s.group = digest(g)
         shared[s.group] = g
         by_group[s.group].append(s)
     # labels: method + the parameters that matter, then what differs among equal labels

@@ -170,14 +170,14 @@ class Config:
         d = self.experiment_settings()
         if not with_seed:
             d.pop("seed")
-        return _digest(d)
+        return digest(d)
 
     def name_hash(self) -> str:
         """The hash in the default run name: the experiment without the thread count (which
         a sweep sets and a resume checks against config.json)."""
         d = self.experiment_settings()
         d.pop("threads")
-        return _digest(d)
+        return digest(d)
 
     def default_run_name(self) -> str:
         """A readable name -- method, its given parameters, model, partition, lr, profile,
@@ -201,10 +201,18 @@ class Config:
                       "checkpoint_every", "eval_batch_size", "last_k")
 
 
-def _digest(obj: Any) -> str:
+def digest(obj: Any) -> str:
+    """16 hex digits of SHA-256 over the canonical JSON of `obj` (sorted keys, no spaces;
+    values JSON cannot hold are written as text): the keys of experiments and settings."""
     import hashlib
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def experiment_keys(setting: Mapping[str, Any]) -> Dict[str, str]:
+    """``setting_key`` (the setting without its seed: equal for the seeds of one experiment)
+    and ``run_key`` (with it) of an experiment.json ``setting``."""
+    return {"setting_key": digest({k: v for k, v in setting.items() if k != "seed"}), "run_key": digest(dict(setting))}
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}

@@ -20,7 +20,7 @@ from typing import Any, Dict, List
 from ..errors import ArgumentError
 from . import records as rec
 from .checkpoint import atomic_write
-from .config import Config, _digest
+from .config import Config, experiment_keys
 from .energy import dense_update_energy, load_profile, tensor_costs
 
 __all__ = ["reaccount"]
@@ -65,8 +65,7 @@ def reaccount(run_dir: str, profile: str, out_dir: str) -> str:
     setting = dict(exp["setting"])
     setting["energy_profile"] = profile
     setting["profiles"] = {profile: new.as_dict()}
-    no_seed = {k: v for k, v in setting.items() if k != "seed"}
-    nexp = {"format": 1, "setting_key": _digest(no_seed), "run_key": _digest(setting), "setting": setting,
+    nexp = {"format": 1, **experiment_keys(setting), "setting": setting,
             "versions": exp.get("versions"), "host": exp.get("host"),
             "derived_from": {"run_key": exp.get("run_key"), "energy_profile": cfg.energy_profile,
                              "how": "gradsparse.fl.reaccount"}}

@@ -350,9 +350,8 @@ class Simulation:
         setting = cfg.experiment_settings()
         setting["profiles"] = {n: p.as_dict() for n, p in sorted(self.profiles.items())}
         setting["data"] = dict(self.data_id)
-        no_seed = {k: v for k, v in setting.items() if k != "seed"}
-        from .config import _digest
-        exp = {"format": 1, "setting_key": _digest(no_seed), "run_key": _digest(setting), "setting": setting,
+        from .config import experiment_keys
+        exp = {"format": 1, **experiment_keys(setting), "setting": setting,
                "versions": versions(), "host": host()}
         path = os.path.join(self.dir, EXPERIMENT)
         if os.path.lexists(path):
