@@ -48,7 +48,7 @@ set(_gs_avx2_files select/filter_avx2.cpp wire/wire_avx2.cpp decomp/fft_avx2.cpp
   evofed/noise_avx2.cpp)
 set(_gs_avx512_files select/filter_avx512.cpp wire/wire_avx512.cpp decomp/fft_avx512.cpp decomp/svd_avx512.cpp
   evofed/noise_avx512.cpp)
-set(_gs_neon_files select/filter_neon.cpp)
+set(_gs_neon_files select/filter_neon.cpp evofed/noise_neon.cpp)
 
 # Flags of each ISA, spelled once. -msse4.2/-mf16c: crc32 and half conversions (wire).
 # gcc 12 reports false maybe-uninitialized warnings inside its own AVX-512 headers.

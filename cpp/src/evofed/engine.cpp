@@ -23,7 +23,7 @@ namespace evofed {
 
 const NoiseKernels& active_noise_kernels() {
     static const Levels<NoiseKernels> levels{&noise_kernels_scalar, GS_IF_AVX2(noise_kernels_avx2),
-                                             GS_IF_AVX512(noise_kernels_avx512), nullptr};
+                                             GS_IF_AVX512(noise_kernels_avx512), GS_IF_NEON(noise_kernels_neon)};
     return dispatch(levels);
 }
 

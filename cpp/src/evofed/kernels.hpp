@@ -39,6 +39,9 @@ const NoiseKernels& noise_kernels_avx2();
 #if GRADSPARSE_HAVE_AVX512
 const NoiseKernels& noise_kernels_avx512();
 #endif
+#if GRADSPARSE_HAVE_NEON
+const NoiseKernels& noise_kernels_neon();
+#endif
 /// The table for the calling thread's SIMD level.
 const NoiseKernels& active_noise_kernels();
 
