@@ -16,17 +16,6 @@ from gradsparse.evofed import Adam, EvoFed, LaggedMomentum, Population, Shaping,
 
 import _evofed_ref as ref
 
-HAVE_CORE = hasattr(_core, "evofed_stats")
-
-
-@pytest.fixture(autouse=True)
-def _core_functions(monkeypatch):
-    """Until the build has the EvoFed core, its numpy stand-in (same semantics, other numbers)."""
-    if not HAVE_CORE:
-        for name in ("evofed_noise", "evofed_stats", "evofed_update"):
-            monkeypatch.setattr(_core, name, getattr(ref.StandIn, name), raising=False)
-
-
 # (d, N, P, shared_noise): d never divisible by P > 1
 CONFIGS = [(1000, 2, 1, True), (2000, 8, 3, True), (2000, 8, 3, False), (4999, 32, 7, True),
            (4999, 32, 7, False), (301, 32, 1, False)]
@@ -106,6 +95,16 @@ def test_fitness_equals_the_reference(cfg, shaping):
                      shaping.zscore, shaping.weight, ref.member_sq_means(Z, 0.4, theta, p))
     # z-scoring distances (spread ~1/sqrt(2m) of their mean) magnifies their ~1e-7 relative error
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
+
+
+def test_float64_float16_and_torch_inputs_are_read_as_float32():
+    pop = Population(4, 0.2, partitions=2)
+    deltas = _data(64, k=2)[1]
+    want = distances(pop, 0, deltas)
+    assert np.array_equal(distances(pop, 0, deltas.astype(np.float64)), want)
+    assert np.array_equal(distances(pop, 0, deltas[:, ::-1].copy()[:, ::-1]), want)  # strided
+    torch = pytest.importorskip("torch")
+    assert np.array_equal(distances(pop, 0, torch.from_numpy(deltas)), want)
 
 
 def test_weight_term_rewards_larger_members_as_in_the_official_code():
@@ -349,6 +348,9 @@ def test_bad_arguments_name_themselves():
         (lambda: distances(pop, 0, np.where(np.eye(2, 10) > 0, np.nan, deltas)), ArgumentError, "updates"),
         (lambda: distances(pop, 0, np.full(10, np.inf, np.float32)), ArgumentError, "updates"),
         (lambda: distances(pop, 0, np.zeros((2, 2, 10), np.float32)), ArgumentError, "updates"),
+        (lambda: distances(pop, 0, np.full(10, 1e300)), ArgumentError, "updates: values overflow"),
+        (lambda: distances(pop, 0, np.full(10, 1e30, np.float32)), ArgumentError, "updates"),
+        (lambda: fitness(pop, 0, deltas, np.full(10, 1e30, np.float32), Shaping(weight=1.0)), ArgumentError, "theta"),
         (lambda: distances(pop, 0, np.zeros(10, np.int32)), ArgumentTypeError, "updates"),
         (lambda: distances(pop, -1, deltas), ArgumentError, "round"),
         (lambda: fitness(pop, 0, deltas, theta[:9], Shaping(weight=1.0)), ArgumentError, "theta"),

@@ -62,12 +62,19 @@ def array(x: Any, name: str, *, ndims=(1,), dtype=np.float32, cols: Optional[int
         raise ArgumentError(f"{name}: must be non-empty, got shape {arr.shape}")
     if cols is not None and arr.shape[-1] != cols:
         raise ArgumentError(f"{name}: expected last dimension {cols}, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ArgumentError(f"{name}: contains NaN or infinity")
-    out = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(out).all():
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(arr, dtype=dtype)  # no copy when already in shape
+    if not all_finite(out):
+        if out is arr or not all_finite(np.ascontiguousarray(arr)):
+            raise ArgumentError(f"{name}: contains NaN or infinity")
         raise ArgumentError(f"{name}: values overflow {np.dtype(dtype).name}")
     return out
+
+
+def all_finite(a: np.ndarray, block: int = 1 << 16) -> bool:
+    """No NaN or infinity in the C-contiguous `a`, checked in blocks (O(block) memory)."""
+    flat = a.reshape(-1)
+    return all(np.isfinite(flat[i:i + block]).all() for i in range(0, flat.size, block))
 
 
 def mix(*words: int) -> int:

@@ -93,7 +93,11 @@ def _inputs(pop, updates, theta) -> Tuple[np.ndarray, Optional[np.ndarray], int]
 
 
 def _stats(pop: Population, round: int, deltas: np.ndarray, theta: Optional[np.ndarray]):
-    return _core.evofed_stats(deltas, theta, pop.seed, round, pop.half, pop.partitions, pop.shared_noise)
+    try:
+        return _core.evofed_stats(deltas, theta, pop.seed, round, pop.half, pop.partitions, pop.shared_noise)
+    except ArgumentError as e:  # the core names its own argument `deltas`: ours is `updates`
+        msg = str(e)
+        raise ArgumentError("updates:" + msg[len("deltas:"):] if msg.startswith("deltas:") else msg) from None
 
 
 def _distances(pop: Population, zd, zz, dd) -> np.ndarray:
@@ -159,6 +163,6 @@ def gradient(pop: Population, round: int, F: Any, d: int) -> np.ndarray:
         raise ArgumentError("F: too large for sigma: the coefficients overflow float32")
     out = np.empty(d, np.float32)
     _core.evofed_update(coef, d, pop.seed, round, pop.partitions, pop.shared_noise, out)
-    if not np.isfinite(out).all():
+    if not _args.all_finite(out):
         raise ArgumentError("F: too large: the update overflows float32")
     return out
