@@ -97,7 +97,7 @@ def test_fitness_equals_the_reference(cfg, shaping):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
 
 
-def test_float64_float16_and_torch_inputs_are_read_as_float32():
+def test_float64_strided_and_torch_inputs_are_read_as_float32():
     pop = Population(4, 0.2, partitions=2)
     deltas = _data(64, k=2)[1]
     want = distances(pop, 0, deltas)
