@@ -255,3 +255,28 @@ def test_analysis_labels_show_evofed_params(tmp_path):
     run(small(tmp_path, rounds=1, params={"preset": "fmnist", "population": 8, "sigma": 0.3}, out_dir=preset))
     assert [s.label for s in an.study(an.load_runs([preset])).settings] == [
         "evofed population=8 preset=fmnist sigma=0.3"]
+
+
+def test_reaccounted_evofed_run_equals_a_real_run_under_that_profile(tmp_path):
+    """Nothing of evofed reads the costs: its energy terms are functions of the records
+    (the EvoFed FLOPs scale with the FLOP energy like training's)."""
+    pytest.importorskip("torch")
+    import json
+    from gradsparse.fl import records as rec
+    from gradsparse.fl.reaccount import reaccount
+    from gradsparse.fl.simulation import Simulation
+    a = Simulation(small(tmp_path, out_dir=str(tmp_path / "a")), log=quiet).run()
+    real = Simulation(small(tmp_path, out_dir=str(tmp_path / "b"), energy_profile="phone-wifi"), log=quiet).run()
+    got = reaccount(a, "phone-wifi", str(tmp_path / "c"))
+
+    def key(d):
+        with open(os.path.join(d, "experiment.json")) as fh:
+            return json.load(fh)["setting_key"]
+
+    assert key(got) == key(real)
+    mine, theirs = rec.strip_timing(rec.read(got)), rec.strip_timing(rec.read(real))
+    assert len(mine) == len(theirs) == 2
+    for x, y in zip(mine, theirs):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert x[k] == (pytest.approx(y[k], rel=1e-12) if isinstance(x[k], float) else y[k]), k
