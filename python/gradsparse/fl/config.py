@@ -40,7 +40,7 @@ class Config:
     test_limit: int = 0                   #: evaluate on the first N test images (0: all)
     val_fraction: float = 0.1             #: training images held out (stratified) for model selection; 0: none
     # --- partition
-    partition: str = "dirichlet"          #: "dirichlet", "shards", "iid" or "class-pairs" (client i: classes c with c mod num_clients == i)
+    partition: str = "dirichlet"          #: "dirichlet", "shards", "iid" or "class-pairs" (EvoFed's split)
     num_clients: int = 10
     alpha: float = 0.5                    #: Dirichlet concentration (smaller: more skewed)
     min_partition_size: int = 10          #: Dirichlet: resample until every client has this many

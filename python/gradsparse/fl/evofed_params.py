@@ -73,7 +73,8 @@ def check_params(params: Mapping[str, Any]) -> None:
     if "weight" in p:
         _need(_is_real(p["weight"]), "weight", f"expected a finite number, got {p['weight']!r}")
     if p.get("opt_lr") is not None:
-        _need(_is_real(p["opt_lr"]) and p["opt_lr"] > 0, "opt_lr", f"expected null or a number > 0, got {p['opt_lr']!r}")
+        v = p["opt_lr"]
+        _need(_is_real(v) and v > 0, "opt_lr", f"expected null or a number > 0, got {v!r}")
     if "sigma_decay" in p:
         v = p["sigma_decay"]
         _need(_is_real(v) and 0 < v <= 1, "sigma_decay", f"expected a number in (0, 1], got {v!r}")

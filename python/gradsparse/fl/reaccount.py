@@ -44,7 +44,9 @@ def reaccount(run_dir: str, profile: str, out_dir: str) -> str:
     if not status.get("finished"):
         raise ArgumentError(f"runs: {run_dir!r} has not finished")
     cfg = Config(**cfg_d)
-    if (cfg.method != EVOFED and compressor_class(cfg.method).reads_costs) or (cfg.downlink != "none" and compressor_class(cfg.downlink).reads_costs):
+    reads = (cfg.method != EVOFED and compressor_class(cfg.method).reads_costs) or \
+        (cfg.downlink != "none" and compressor_class(cfg.downlink).reads_costs)
+    if reads:
         raise ArgumentError(f"runs: {run_dir!r} uses {cfg.method!r}, whose selection reads the costs: its energy "
                             "under another profile needs a new run")
     if cfg.client_profiles:
