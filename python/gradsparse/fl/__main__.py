@@ -18,7 +18,7 @@ import sys
 import textwrap
 from typing import Any, Dict, List, Optional
 
-from .config import Config, load_config, parse_overrides
+from .config import DATA_SOURCES, MODELS, PARTITIONS, Config, load_config, parse_overrides
 from ..errors import ArgumentError
 
 # the help's default of a setting when the Config default alone does not say it
@@ -61,22 +61,27 @@ def _epilog() -> str:
         ps = compressor_class(n).params
         text = ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in ps.items())
         lines += wrap(f"{n:<15} {text or 'no parameters'}")
+    from .evofed_params import DEFAULTS
+    text = ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in DEFAULTS.items())
+    lines += ["", "not a compressor: evofed (population-based fitness encoding, docs/fl.md; preset=fmnist|cifar "
+              "sets the official settings):"]
+    lines += wrap(f"{'evofed':<15} {text}")
     return "\n".join(lines)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a JSON (or TOML) file of settings")
-    p.add_argument("--data", choices=["cifar10", "synthetic"], help=_h("data source", "data"))
+    p.add_argument("--data", choices=list(DATA_SOURCES), help=_h("data source", "data"))
     p.add_argument("--data-dir", help=_h("folder with the CIFAR-10 python-format files (cifar-10-batches-py)",
                                          "data_dir"))
     p.add_argument("--download", action="store_true", default=None,
                    help=_h("download CIFAR-10 with torchvision", "download"))
-    p.add_argument("--model", choices=["cnn", "resnet18", "tiny"], help=_h("model", "model"))
+    p.add_argument("--model", choices=list(MODELS), help=_h("model", "model"))
     p.add_argument("--rounds", type=int, help=_h("communication rounds", "rounds"))
     p.add_argument("--clients", type=int, dest="num_clients", help=_h("number of clients", "num_clients"))
     p.add_argument("--fraction", type=float, dest="client_fraction",
                    help=_h("fraction of clients per round", "client_fraction"))
-    p.add_argument("--partition", choices=["dirichlet", "shards", "iid"], help=_h("partition", "partition"))
+    p.add_argument("--partition", choices=list(PARTITIONS), help=_h("partition", "partition"))
     p.add_argument("--alpha", type=float, help=_h("Dirichlet concentration", "alpha"))
     p.add_argument("--epochs", type=int, dest="local_epochs", help=_h("local epochs", "local_epochs"))
     p.add_argument("--batch-size", type=int, help=_h("local batch size", "batch_size"))

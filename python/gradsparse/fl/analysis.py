@@ -193,10 +193,15 @@ def _describe(flat: Mapping[str, Any], fields: Sequence[str], limit: int = 4) ->
     return ", ".join(parts)
 
 
-def _defaults(method: str) -> Optional[Dict[str, Any]]:
-    """The compressor's default parameters (None for a compressor this version lacks)."""
+def _defaults(method: str, params: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
+    """The compressor's default parameters (None for a compressor this version lacks); for
+    ``evofed``, every parameter resolved under the preset `params` name (so a preset's run
+    is labelled by its preset and what differs from it)."""
     from ..compress import compressor_class
+    from . import evofed_params
     try:
+        if method == evofed_params.METHOD:
+            return {**evofed_params.defaults((params or {}).get("preset") or ""), "preset": ""}
         return dict(compressor_class(method).params)
     except ValueError:
         return None
@@ -231,7 +236,7 @@ class Setting:
 
     def display_params(self) -> Dict[str, Any]:
         params = dict(self.setting.get("params") or {})
-        return {**(_defaults(self.method) or {}), **params}
+        return {**(_defaults(self.method, params) or {}), **params}
 
 
 @dataclass
@@ -316,9 +321,9 @@ def study(runs: Sequence[Run], pool: Sequence[str] = ()) -> Study:
             per_method[s.method].append(s)
         for method, ms in per_method.items():
             varying = set(_differing([m.display_params() for m in ms]))
-            defaults = _defaults(method)
             for s in ms:
                 p = s.display_params()
+                defaults = _defaults(method, p)
                 # an unset alternative (cwmp's ratio when it has an energy budget) is not shown
                 shown = [k for k in sorted(p) if p[k] is not None and (k == "ratio" or k in varying or defaults is None
                                                                        or k not in defaults or defaults[k] != p[k])]

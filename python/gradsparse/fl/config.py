@@ -14,12 +14,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 from ..errors import ArgumentError
+from . import evofed_params
 
 __all__ = ["Config", "load_config", "parse_overrides", "DATA_SOURCES", "PARTITIONS", "MODELS", "MODES"]
 
 DATA_SOURCES = ("cifar10", "synthetic")
-PARTITIONS = ("dirichlet", "shards", "iid")
-MODELS = ("cnn", "resnet18", "tiny")
+PARTITIONS = ("dirichlet", "shards", "iid", "class-pairs")
+MODELS = ("cnn", "resnet18", "tiny", "evofed-cnn")
+BATCHNORM_MODELS = ("resnet18",)  #: models with float buffers (BatchNorm statistics)
+NUM_CLASSES = 10                   #: classes of every data source
 MODES = ("fedavg", "gradient")
 
 
@@ -37,14 +40,14 @@ class Config:
     test_limit: int = 0                   #: evaluate on the first N test images (0: all)
     val_fraction: float = 0.1             #: training images held out (stratified) for model selection; 0: none
     # --- partition
-    partition: str = "dirichlet"          #: "dirichlet", "shards" or "iid"
+    partition: str = "dirichlet"          #: "dirichlet", "shards", "iid" or "class-pairs" (EvoFed's split)
     num_clients: int = 10
     alpha: float = 0.5                    #: Dirichlet concentration (smaller: more skewed)
     min_partition_size: int = 10          #: Dirichlet: resample until every client has this many
     shards_per_client: int = 2            #: shards: classes (shards) per client
     partition_seed: int = -1              #: seed of the partition and validation split (-1: seed)
     # --- model and local training
-    model: str = "cnn"                    #: "cnn", "resnet18" or "tiny"
+    model: str = "cnn"                    #: "cnn", "resnet18", "tiny" or "evofed-cnn"
     mode: str = "fedavg"                  #: "fedavg" (local epochs, deltas) or "gradient" (one mini-batch gradient per client and round)
     rounds: int = 20
     client_fraction: float = 1.0          #: fraction of clients sampled per round
@@ -56,8 +59,8 @@ class Config:
     server_lr: float = 1.0
     server_momentum: float = 0.0
     # --- compression
-    method: str = "topk"                  #: a compressor name (see gradsparse.compress)
-    params: Dict[str, Any] = field(default_factory=dict)  #: the compressor's parameters
+    method: str = "topk"                  #: a compressor name (see gradsparse.compress) or "evofed"
+    params: Dict[str, Any] = field(default_factory=dict)  #: the compressor's (or evofed's) parameters
     error_feedback: str = "auto"          #: "auto" (biased methods only), "on" or "off"
     downlink: str = "none"                #: downlink compressor ("none": dense float32)
     downlink_params: Dict[str, Any] = field(default_factory=dict)
@@ -124,7 +127,15 @@ class Config:
         need(self.progress in ("auto", "on", "off"), "progress", f"expected 'auto', 'on' or 'off', got {self.progress!r}")
         need(isinstance(self.params, dict), "params", "expected a dict of compressor parameters")
         need(isinstance(self.downlink_params, dict), "downlink_params", "expected a dict of compressor parameters")
-        check_compressor(self.method, self.params, "method")
+        if self.method == evofed_params.METHOD:
+            evofed_params.resolve(self.params)
+            evofed_params.check_config(self)
+        else:
+            check_compressor(self.method, self.params, "method")
+        if self.partition == "class-pairs":
+            need(self.num_clients <= NUM_CLASSES, "num_clients",
+                 f"the class-pairs partition gives each client the classes c with c mod num_clients == i: "
+                 f"at most {NUM_CLASSES} clients, got {self.num_clients}")
         check_compressor(self.downlink, self.downlink_params, "downlink")
         from .energy import load_profile
         load_profile(self.energy_profile, self.energy_overrides)  # raises on a bad name/override
@@ -157,12 +168,14 @@ class Config:
         return {k: v for k, v in self.resolved().to_dict().items() if k not in self.NON_EXPERIMENT}
 
     def resolved(self) -> "Config":
-        """This config with the compressors' parameters resolved (defaults filled in): what
-        config.json holds."""
+        """This config with the compressors' (or evofed's) parameters resolved (defaults filled
+        in): what config.json holds."""
         from ..compress import make_compressor
         down = (make_compressor(self.downlink, self.downlink_params).settings()
                 if self.downlink != "none" or self.downlink_params else dict(self.downlink_params))
-        return self.replace(params=make_compressor(self.method, self.params).settings(), downlink_params=down)
+        params = (evofed_params.resolve(self.params) if self.method == evofed_params.METHOD
+                  else make_compressor(self.method, self.params).settings())
+        return self.replace(params=params, downlink_params=down)
 
     def settings_hash(self, with_seed: bool = True) -> str:
         """16 hex digits of SHA-256 over :meth:`experiment_settings` (without the seed when

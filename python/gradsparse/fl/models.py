@@ -1,11 +1,12 @@
-"""Models: the standard FL CIFAR-10 CNN, a CIFAR ResNet-18, and a tiny model for tests."""
+"""Models: the standard FL CIFAR-10 CNN, a CIFAR ResNet-18, EvoFed's CIFAR-10 CNN, and a
+tiny model for tests."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 from ..errors import ArgumentError
 
-__all__ = ["CNN", "ResNet18", "Tiny", "build_model"]
+__all__ = ["CNN", "EvoFedCNN", "ResNet18", "Tiny", "build_model"]
 
 
 class CNN(nn.Module):
@@ -18,6 +19,26 @@ class CNN(nn.Module):
         self.pool = nn.MaxPool2d(2)
         self.fc1 = nn.Linear(c2 * 5 * 5, hidden)
         self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        x = torch.relu(self.fc1(x.flatten(1)))
+        return self.fc2(x)
+
+
+class EvoFedCNN(nn.Module):
+    """The CIFAR-10 network of EvoFed's official code (mahi97/EvoFL): conv5x5(64, SAME) -
+    ReLU - avgpool2 - conv5x5(128, SAME) - ReLU - avgpool2 - fc(256) - ReLU - fc(10);
+    2,309,770 parameters, no BatchNorm."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 5, padding=2)
+        self.conv2 = nn.Conv2d(64, 128, 5, padding=2)
+        self.pool = nn.AvgPool2d(2)
+        self.fc1 = nn.Linear(128 * 8 * 8, 256)
+        self.fc2 = nn.Linear(256, num_classes)
 
     def forward(self, x):
         x = self.pool(torch.relu(self.conv1(x)))
@@ -96,7 +117,9 @@ def build_model(name: str, num_classes: int = 10) -> nn.Module:
         return Tiny(num_classes)
     if name == "resnet18":
         return _torchvision_resnet18(num_classes) or ResNet18(num_classes)
-    raise ArgumentError(f"model: expected 'cnn', 'resnet18' or 'tiny', got {name!r}")
+    if name == "evofed-cnn":
+        return EvoFedCNN(num_classes)
+    raise ArgumentError(f"model: expected 'cnn', 'resnet18', 'tiny' or 'evofed-cnn', got {name!r}")
 
 
 def forward_flops(model: nn.Module, shape=(1, 3, 32, 32)) -> int:

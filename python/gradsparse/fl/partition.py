@@ -1,4 +1,5 @@
-"""Client partitions of a labelled dataset: Dirichlet label skew, shards, IID (numpy only).
+"""Client partitions of a labelled dataset: Dirichlet label skew, shards, IID, class pairs
+(numpy only).
 
 Every function takes the labels and a ``numpy.random.Generator`` and returns one sorted
 int64 index array per client; the same seed gives the same partition.
@@ -10,7 +11,7 @@ from typing import List
 import numpy as np
 from ..errors import ArgumentError
 
-__all__ = ["dirichlet", "shards", "iid", "partition", "label_histograms", "validation_split"]
+__all__ = ["dirichlet", "shards", "iid", "class_pairs", "partition", "label_histograms", "validation_split"]
 
 
 def dirichlet(labels: np.ndarray, num_clients: int, alpha: float, rng: np.random.Generator,
@@ -59,6 +60,23 @@ def iid(labels: np.ndarray, num_clients: int, rng: np.random.Generator) -> List[
     return [np.sort(p).astype(np.int64) for p in np.array_split(rng.permutation(labels.size), num_clients)]
 
 
+def class_pairs(labels: np.ndarray, num_clients: int) -> List[np.ndarray]:
+    """EvoFed's split: client ``i`` holds every sample whose label ``c`` has
+    ``c mod num_clients == i`` (10 classes, 5 clients: classes {i, i + 5}). Deterministic
+    (no seed); more clients than classes, or a client left without samples, is refused."""
+    classes = np.unique(labels)
+    if num_clients > classes.size:
+        raise ArgumentError(f"num_clients: the class-pairs partition needs at most one client per class; "
+                            f"{num_clients} clients > {classes.size} classes")
+    owner = np.asarray(labels, np.int64) % num_clients
+    out = [np.flatnonzero(owner == i).astype(np.int64) for i in range(num_clients)]
+    empty = [i for i, p in enumerate(out) if p.size == 0]
+    if empty:
+        raise ArgumentError(f"num_clients: with the class-pairs partition client(s) {empty} hold no sample "
+                            "(no label c with c mod num_clients == i in the training data)")
+    return out
+
+
 def partition(kind: str, labels: np.ndarray, num_clients: int, *, alpha: float = 0.5, min_size: int = 10,
               shards_per_client: int = 2, seed: int = 0) -> List[np.ndarray]:
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xA11CE]))
@@ -68,7 +86,9 @@ def partition(kind: str, labels: np.ndarray, num_clients: int, *, alpha: float =
         return shards(labels, num_clients, shards_per_client, rng)
     if kind == "iid":
         return iid(labels, num_clients, rng)
-    raise ArgumentError(f"partition: expected 'dirichlet', 'shards' or 'iid', got {kind!r}")
+    if kind == "class-pairs":
+        return class_pairs(labels, num_clients)
+    raise ArgumentError(f"partition: expected 'dirichlet', 'shards', 'iid' or 'class-pairs', got {kind!r}")
 
 
 def label_histograms(labels: np.ndarray, parts: List[np.ndarray], num_classes: int = 10) -> np.ndarray:

@@ -37,13 +37,16 @@ def _load(path: str) -> Dict[str, Any]:
 def reaccount(run_dir: str, profile: str, out_dir: str) -> str:
     """Writes ``out_dir/<name>`` holding `run_dir`'s run re-accounted under `profile`; returns it."""
     from ..compress import compressor_class
+    from .evofed_params import METHOD as EVOFED
     cfg_d = _load(os.path.join(run_dir, "config.json"))
     exp = _load(os.path.join(run_dir, "experiment.json"))
     status = _load(os.path.join(run_dir, "status.json"))
     if not status.get("finished"):
         raise ArgumentError(f"runs: {run_dir!r} has not finished")
     cfg = Config(**cfg_d)
-    if compressor_class(cfg.method).reads_costs or (cfg.downlink != "none" and compressor_class(cfg.downlink).reads_costs):
+    reads = (cfg.method != EVOFED and compressor_class(cfg.method).reads_costs) or \
+        (cfg.downlink != "none" and compressor_class(cfg.downlink).reads_costs)
+    if reads:
         raise ArgumentError(f"runs: {run_dir!r} uses {cfg.method!r}, whose selection reads the costs: its energy "
                             "under another profile needs a new run")
     if cfg.client_profiles:

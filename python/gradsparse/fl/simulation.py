@@ -1,5 +1,7 @@
 """The FedAvg simulation: clients, compressed uplink with error feedback, server, records,
-atomic checkpoints and exact resume."""
+atomic checkpoints and exact resume. The ``evofed`` method's round is
+:mod:`gradsparse.fl.evofed_round` (it reuses the clients' local training, the sampling,
+the evaluation, the records and the checkpoints here)."""
 from __future__ import annotations
 
 import json
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
+from . import evofed_params
 from . import records as rec
 from .records import CONFIG, EXPERIMENT, STATUS, read_json as _read_json  # noqa: F401  (the old names)
 from ..compress import Compressor, ErrorFeedback, feedback_enabled, make_compressor
@@ -63,10 +66,17 @@ class Simulation:
         self.cfg = cfg.validate()
         self.log = log
         self.dir = cfg.run_dir()
-        self.uplink: Compressor = make_compressor(cfg.method, cfg.params)
+        self.evofed = None  # the evofed protocol (gradsparse.fl.evofed_round), made with the model
+        if cfg.method == evofed_params.METHOD:
+            self.uplink: Optional[Compressor] = None
+            self.method_params = evofed_params.resolve(cfg.params)
+            self.ef = False  # error feedback does not apply (Config.validate refuses "on")
+        else:
+            self.uplink = make_compressor(cfg.method, cfg.params)
+            self.method_params = self.uplink.settings()
+            self.ef = feedback_enabled(self.uplink, cfg.error_feedback)
         self.downlink: Optional[Compressor] = (None if cfg.downlink == "none" and not cfg.downlink_params
                                                else make_compressor(cfg.downlink, cfg.downlink_params))
-        self.ef = feedback_enabled(self.uplink, cfg.error_feedback)
         self.down_ef = self.downlink is not None and feedback_enabled(self.downlink, "auto")
         self.profile = load_profile(cfg.energy_profile, cfg.energy_overrides)
         # the device of each client (a population of profiles, assigned round robin)
@@ -121,6 +131,10 @@ class Simulation:
         # downlink) and the BatchNorm statistics (sent beside every compressed update).
         self.model_bytes = _dense_size({k: v for k, v in sd.items() if v.is_floating_point()})
         self.buffer_bytes = _dense_size({k: sd[k] for k in self.buffer_names}) if self.buffer_names else 0
+        if cfg.method == evofed_params.METHOD:
+            from .evofed_round import EvofedRound
+            # the population's seed: derived from the run seed (every party knows it)
+            self.evofed = EvofedRound(self, seed=_seed(cfg.seed, 0xE70FED))
 
     def _fresh_state(self) -> Dict[str, Any]:
         zeros = {n: torch.zeros(self.shapes[n]) for n in self.param_names}
@@ -140,6 +154,8 @@ class Simulation:
         if self.downlink is not None:
             blob["broadcast"] = st["broadcast"]
             blob["down_residual"] = _residuals(st["down_feedback"])
+        if self.evofed is not None:
+            blob["evofed"] = self.evofed.state_dict()
         buf = io.BytesIO()
         torch.save(blob, buf)
         ckpt.write(os.path.join(self.dir, CHECKPOINT), buf.getvalue())  # atomic, with its SHA-256
@@ -158,6 +174,8 @@ class Simulation:
                   "totals": dict(blob["totals"])}
             if self.downlink is not None:
                 st["broadcast"], st["down_feedback"] = blob["broadcast"], _feedback(blob["down_residual"])
+            if self.evofed is not None:
+                self.evofed.load_state_dict(blob["evofed"])
             for n in self.param_names:
                 if tuple(st["server_momentum"][n].shape) != self.shapes[n]:
                     raise ArgumentError(f"server momentum of {n} has shape {tuple(st['server_momentum'][n].shape)}")
@@ -301,7 +319,7 @@ class Simulation:
             rec.reset(self.dir)
         else:
             rec.truncate(self.dir, st["round"])
-        self.log(f"gradsparse.fl: {cfg.method} {self.uplink.settings()} | {cfg.model} | {cfg.mode} | {cfg.partition}"
+        self.log(f"gradsparse.fl: {cfg.method} {self.method_params} | {cfg.model} | {cfg.mode} | {cfg.partition}"
                  f"{f' alpha={cfg.alpha:g}' if cfg.partition == 'dirichlet' else ''} | {cfg.num_clients} clients | "
                  f"{len(self.train)} train / {0 if self.val is None else len(self.val)} validation / "
                  f"{len(self.test)} test images | lr {cfg.lr:g} | error feedback {'on' if self.ef else 'off'} | "
@@ -314,9 +332,10 @@ class Simulation:
         bar = tqdm(total=cfg.rounds, initial=st["round"], desc="rounds", unit="round") if tqdm else None
         every = max(1, cfg.rounds // 10)
         self.setup_s = time.perf_counter() - t_setup
+        one_round = self._round if self.evofed is None else self.evofed.round
         while st["round"] < cfg.rounds:
             rnd = st["round"] + 1
-            row = self._round(rnd, m, st, tqdm)
+            row = one_round(rnd, m, st, tqdm)
             st["round"] = rnd
             rec.append(self.dir, row)
             if rnd % cfg.checkpoint_every == 0 or rnd == cfg.rounds:
@@ -375,7 +394,7 @@ class Simulation:
                 "costs_by_profile": {p: {n: c.as_dict() for n, c in cs.items()} for p, cs in self.costs_of.items()},
                 # each compressor's parameters with their defaults resolved (the config holds
                 # only those given)
-                "compression": {"uplink": {"method": self.cfg.method, "params": self.uplink.settings(),
+                "compression": {"uplink": {"method": self.cfg.method, "params": self.method_params,
                                            "error_feedback": self.ef},
                                 "downlink": None if self.downlink is None else
                                 {"method": self.cfg.downlink, "params": self.downlink.settings(),
@@ -386,11 +405,27 @@ class Simulation:
             lines.append(f"{c:>6d} {p.size:>5d}  " + " ".join(f"{v:>4d}" for v in h))
         self.log("label histogram per client:\n" + "\n".join(lines))
 
+    def _sample(self, rnd: int, m: int):
+        """The `m` clients of round `rnd`, sorted (drawn without replacement, seeded by the
+        run seed and the round)."""
+        rng = np.random.default_rng(_seed(self.cfg.seed, rnd, 0x5A3))
+        return sorted(int(c) for c in rng.choice(self.cfg.num_clients, size=m, replace=False))
+
+    def _evaluate_round(self, rnd: int):
+        """(test acc, test loss, validation acc, validation loss) of the global model after
+        round `rnd`; None where the round is not evaluated (or there is no validation set)."""
+        cfg = self.cfg
+        acc_, loss_, vacc, vloss = None, None, None, None
+        if rnd % cfg.eval_every == 0 or rnd == cfg.rounds:
+            acc_, loss_ = self.evaluate()
+            if self.val is not None:
+                vacc, vloss = self.evaluate(self.val)
+        return acc_, loss_, vacc, vloss
+
     def _round(self, rnd: int, m: int, st: Dict[str, Any], tqdm) -> Dict[str, Any]:
         cfg = self.cfg
         t0 = time.perf_counter()
-        rng = np.random.default_rng(_seed(cfg.seed, rnd, 0x5A3))
-        clients = sorted(int(c) for c in rng.choice(cfg.num_clients, size=m, replace=False))
+        clients = self._sample(rnd, m)
         global_sd = self.model.state_dict()
         start = {k: v.detach().clone() for k, v in global_sd.items()}
 
@@ -462,13 +497,9 @@ class Simulation:
                 new_sd[k] = (buf_agg[k] / weight).to(start[k].dtype)
         self.model.load_state_dict(new_sd)
 
-        acc_, loss_, vacc, vloss = None, None, None, None
-        if rnd % cfg.eval_every == 0 or rnd == cfg.rounds:
-            acc_, loss_ = self.evaluate()
-            if self.val is not None:
-                vacc, vloss = self.evaluate(self.val)
+        acc_, loss_, vacc, vloss = self._evaluate_round(rnd)
         round_s = time.perf_counter() - t0
-        return rec.make_row(st["totals"], cfg, rnd, params=self.uplink.settings(), clients=clients, test_acc=acc_,
+        return rec.make_row(st["totals"], cfg, rnd, params=self.method_params, clients=clients, test_acc=acc_,
                             test_loss=loss_, val_acc=vacc, val_loss=vloss,
                             train_loss=totals["loss"] / weight, uplink=totals["up"], downlink=down_bytes,
                             selected=totals["selected"], density=totals["selected"] / (self.dim * len(clients)),

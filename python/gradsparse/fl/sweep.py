@@ -139,12 +139,16 @@ def sweep_configs(base: Config, methods: Sequence[str], axes: Sequence[Axis] = (
     directory appear once; runs that would share a directory but differ in any setting are
     an error (they would be mixed in one directory)."""
     from ..compress import available_compressors, compressor_class
+    from . import evofed_params
     if not methods:
         raise ArgumentError("methods: expected at least one compressor name")
     takes = {}
     for m in methods:
+        if m == evofed_params.METHOD:
+            takes[m] = set(evofed_params.DEFAULTS)
+            continue
         if m not in available_compressors():
-            raise ArgumentError(f"methods: unknown compressor {m!r}; expected one of "
+            raise ArgumentError(f"methods: unknown compressor {m!r}; expected evofed or one of "
                                 f"{', '.join(available_compressors())}")
         takes[m] = set(compressor_class(m).params)
     params = dict(params or {})
