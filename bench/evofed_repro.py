@@ -67,7 +67,7 @@ def topk_ratio_for(target: int) -> float:
     lo, hi = 1.0 / d, 0.05
     for _ in range(40):
         mid = (lo * hi) ** 0.5
-        size = make_compressor("topk", {"ratio": mid}).compress(update).nbytes
+        size = make_compressor("topk", {"ratio": mid}).compress(update, seed=0).nbytes
         lo, hi = (mid, hi) if size < target else (lo, mid)
     return float(f"{lo:.3g}")
 

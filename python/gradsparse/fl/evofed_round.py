@@ -8,7 +8,9 @@ seed; all start from the same seed-initialised model, so nothing is sent before 
 One round:
 
 1. the sampled clients train locally from θ exactly as in FedAvg mode (local epochs of
-   momentum SGD) and each sends ``EvoFed.encode(θ, Δ_k)``: its fitness payload;
+   momentum SGD) and each sends ``EvoFed.encode(θ, Δ_k)``: its fitness payload (computed
+   with ``encode_many`` for runs of consecutive clients: one pass over the noise, the same
+   bytes);
 2. the server averages them (``EvoFed.aggregate``: unweighted, as the official code) and
    sends the aggregated payload to *every* client;
 3. every party applies ``θ ← EvoFed.step(θ, aggregated)`` (one call here: the parties'
@@ -58,6 +60,17 @@ def _from_saved(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_from_saved(v) for v in obj)
     return obj
+
+
+def _consecutive(clients: List[int]) -> List[List[int]]:
+    """`clients` (ascending) cut into runs of consecutive numbers."""
+    runs: List[List[int]] = []
+    for c in clients:
+        if runs and runs[-1][-1] + 1 == c:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    return runs
 
 
 class EvofedRound:
@@ -112,20 +125,28 @@ class EvofedRound:
         train_s = encode_s = loss_sum = 0.0
         weight = steps_total = selected = 0
         it = tqdm(clients, desc=f"round {rnd}", unit="client", leave=False) if tqdm else clients
+        deltas: Dict[int, np.ndarray] = {}
         for c in it:
             t = time.perf_counter()
             delta, _, loss, seen, steps = sim._local_train(c, rnd, start)
             train_s += time.perf_counter() - t
-            t = time.perf_counter()
-            payload = ev.encode(theta, self._flat(delta), rnd, client=c)
-            encode_s += time.perf_counter() - t
-            payloads.append(payload)
-            sent[c] = {"bytes": len(payload), "seen": seen, "steps": steps}
-            selected += ev.selected(payload)
+            deltas[c] = self._flat(delta)
+            sent[c] = {"seen": seen, "steps": steps}
             n_i = len(sim.parts[c])
             loss_sum += loss * n_i
             weight += n_i
             steps_total += steps
+        # one pass over the noise for each run of consecutive client numbers (the payloads
+        # equal per-client encode calls: EvoFed.encode_many)
+        t = time.perf_counter()
+        for run in _consecutive(clients):
+            block = np.stack([deltas.pop(c) for c in run])
+            for c, payload in zip(run, ev.encode_many(theta, block, rnd, first_client=run[0])):
+                payloads.append(payload)
+                sent[c]["bytes"] = len(payload)
+                selected += ev.selected(payload)
+            del block
+        encode_s += time.perf_counter() - t
 
         # ---- server aggregates; every party applies the same step
         t = time.perf_counter()
