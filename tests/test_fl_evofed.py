@@ -280,3 +280,20 @@ def test_reaccounted_evofed_run_equals_a_real_run_under_that_profile(tmp_path):
         assert x.keys() == y.keys()
         for k in x:
             assert x[k] == (pytest.approx(y[k], rel=1e-12) if isinstance(x[k], float) else y[k]), k
+
+
+def test_a_diverged_client_stops_the_run_with_a_clear_error(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from gradsparse.fl.simulation import Simulation
+    real = Simulation._local_train
+
+    def diverging(self, client, rnd, start):
+        delta, buffers, loss, seen, steps = real(self, client, rnd, start)
+        if rnd == 2 and client == 1:
+            name = next(iter(delta))
+            delta[name] = np.full_like(delta[name], np.nan)
+        return delta, buffers, loss, seen, steps
+
+    monkeypatch.setattr(Simulation, "_local_train", diverging)
+    with pytest.raises(ValueError, match="round 2: client 1's local training diverged"):
+        run(small(tmp_path))

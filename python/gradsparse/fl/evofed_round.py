@@ -131,6 +131,9 @@ class EvofedRound:
             delta, _, loss, seen, steps = sim._local_train(c, rnd, start)
             train_s += time.perf_counter() - t
             deltas[c] = self._flat(delta)
+            if not np.isfinite(deltas[c]).all():
+                raise ValueError(f"round {rnd}: client {c}'s local training diverged (its update holds NaN or "
+                                 "infinity); lower lr, or params.opt_lr (the EvoFed optimizer's rate)")
             sent[c] = {"seen": seen, "steps": steps}
             n_i = len(sim.parts[c])
             loss_sum += loss * n_i
