@@ -9,7 +9,8 @@
 # cpp/src/core: SIMD level and dispatch, threads, scratch buffers, counter RNGs;
 # cpp/src/select: the selection engine and its filter kernels; cpp/src/wire: the wire
 # format (codecs, messages); cpp/src/decomp: FFT/DCT and SVD; cpp/src/atomo: ATOMO
-# sampling and QSGD/TernGrad. Per-ISA kernel files are listed by ISA below.
+# sampling and QSGD/TernGrad; cpp/src/evofed: EvoFed's noise streams, fitness statistics
+# and update. Per-ISA kernel files are listed by ISA below.
 
 set(_gs_portable
   core/simd.cpp
@@ -38,12 +39,16 @@ set(_gs_portable
   decomp/svd.cpp
   decomp/svd_scalar.cpp
   atomo/probabilities.cpp
-  atomo/sampling.cpp)
+  atomo/sampling.cpp
+  evofed/engine.cpp
+  evofed/noise_scalar.cpp)
 
 # The kernel files of each instruction set (one ISA per translation unit).
-set(_gs_avx2_files select/filter_avx2.cpp wire/wire_avx2.cpp decomp/fft_avx2.cpp decomp/svd_avx2.cpp)
-set(_gs_avx512_files select/filter_avx512.cpp wire/wire_avx512.cpp decomp/fft_avx512.cpp decomp/svd_avx512.cpp)
-set(_gs_neon_files select/filter_neon.cpp)
+set(_gs_avx2_files select/filter_avx2.cpp wire/wire_avx2.cpp decomp/fft_avx2.cpp decomp/svd_avx2.cpp
+  evofed/noise_avx2.cpp)
+set(_gs_avx512_files select/filter_avx512.cpp wire/wire_avx512.cpp decomp/fft_avx512.cpp decomp/svd_avx512.cpp
+  evofed/noise_avx512.cpp)
+set(_gs_neon_files select/filter_neon.cpp evofed/noise_neon.cpp)
 
 # Flags of each ISA, spelled once. -msse4.2/-mf16c: crc32 and half conversions (wire).
 # gcc 12 reports false maybe-uninitialized warnings inside its own AVX-512 headers.

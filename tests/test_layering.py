@@ -14,7 +14,7 @@ INCLUDE = ROOT / "cpp" / "include"
 RANK = {"core": 0, "select": 1, "wire": 1, "decomp": 1, "atomo": 2, "evofed": 2}
 # public headers (cpp/include/gradsparse) by the family that implements them
 PUBLIC = {"common": "core", "parallel": "core", "simd": "core", "select": "select", "wire": "wire",
-          "decomp": "decomp", "atomo": "atomo"}
+          "decomp": "decomp", "atomo": "atomo", "evofed": "evofed"}
 PER_ISA = re.compile(r"_(avx2|avx512|neon|sve)\.cpp$")
 MAX_LINES = 600
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)

@@ -3,7 +3,7 @@
 Importing gradsparse never imports torch; torch tensors are accepted when torch is loaded.
 """
 from ._core import __version__
-from . import atomo, errors
+from . import atomo, errors, evofed
 from .config import (
     available_simd_levels,
     compiled_simd_levels,
@@ -40,6 +40,7 @@ __all__ = [
     "atomo",
     "ErrorFeedback",
     "errors",
+    "evofed",
     "PreparedCost",
     "Sparse",
     "StreamingSelector",

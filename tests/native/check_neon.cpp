@@ -12,7 +12,10 @@
 //  2. the public API (select, streaming, random_k, order_by_rank, add_inplace_f32,
 //     encode_cost_bounds, the wire codecs) run at every available SIMD level and thread
 //     counts 1, 2 and 3 (large cases really split over threads), bit-identical between
-//     levels and equal to a reference computed here from the documented semantics.
+//     levels and equal to a reference computed here from the documented semantics;
+//  3. EvoFed's Gaussian noise, fitness statistics and update (gradsparse/evofed.hpp) at every
+//     level and thread count: bit-identical to the scalar definition (core/gaussian.hpp) and
+//     to each other, and close to float64 references.
 //
 // Prints one line per failing check, a digest of all results (equal on every platform:
 // compare the x86-64 and AArch64 lines) and ends with "N passed, N failed".
@@ -29,7 +32,9 @@
 #include <string>
 #include <vector>
 
+#include "core/gaussian.hpp"
 #include "gradsparse/common.hpp"
+#include "gradsparse/evofed.hpp"
 #include "gradsparse/parallel.hpp"
 #include "gradsparse/select.hpp"
 #include "gradsparse/simd.hpp"
@@ -1358,6 +1363,98 @@ void check_wire() {
     reset_simd_level();
 }
 
+// ---- EvoFed: noise, statistics, update -----------------------------------------------------
+
+void check_evofed() {
+    // the noise against the scalar definition, at odd starts and lengths
+    const uint64_t starts[] = {0, 1, 63, 64, 65, 1000, (uint64_t(1) << 34) - 300};
+    const size_t counts[] = {0, 1, 15, 64, 100, 257};
+    for (SimdLevel l : g_levels) {
+        set_simd_level(l);
+        bool ok = true;
+        for (uint64_t st : starts)
+            for (size_t n : counts) {
+                std::vector<float> out(n + 1, 123.0f);
+                evofed_noise(0xDEADBEEFull, 77, 5, st, n, out.data());
+                for (size_t i = 0; i < n; ++i)
+                    ok = ok && bitcast<uint32_t>(out[i]) == bitcast<uint32_t>(gaussian::at(0xDEADBEEFull, 77, 5, st + i));
+                ok = ok && out[n] == 123.0f;  // canary
+            }
+        check(ok, fmt("evofed noise == definition at %s", simd_level_name(l)));
+    }
+    reset_simd_level();
+    // statistics and update: bit-identical across levels and threads, close to float64
+    struct Shape { size_t d, k, half, parts; bool shared; };
+    const Shape shapes[] = {{1, 1, 1, 1, true}, {333, 2, 3, 5, true}, {333, 2, 3, 5, false}, {70001, 3, 2, 1, true},
+                            {150000, 1, 2, 7, false}};
+    for (const Shape& sh : shapes) {
+        Rng rng(sh.d * 31 + sh.parts);
+        std::vector<float> delta(sh.k * sh.d), theta(sh.d);
+        for (float& v : delta) v = static_cast<float>(rng.unit() - 0.5);
+        for (float& v : theta) v = static_cast<float>(rng.unit() * 2 - 1);
+        std::vector<double> coef(sh.parts * sh.half);
+        for (double& v : coef) v = rng.unit() - 0.5;
+        NoiseSpec spec;
+        spec.seed = 42;
+        spec.round = 3;
+        spec.half = sh.half;
+        spec.partitions = sh.parts;
+        spec.shared = sh.shared;
+        std::vector<double> first;
+        std::vector<float> first_u;
+        for (SimdLevel l : g_levels)
+            for (int nt : {1, 2, 3}) {
+                set_simd_level(l);
+                set_num_threads(nt);
+                const size_t ph = sh.parts * sh.half;
+                std::vector<double> st(sh.k * ph + 2 * ph + sh.k * sh.parts + sh.parts);
+                double* zd = st.data();
+                double* zz = zd + sh.k * ph;
+                double* zt = zz + ph;
+                double* dd = zt + ph;
+                double* tt = dd + sh.k * sh.parts;
+                evofed_stats(delta.data(), sh.k, theta.data(), sh.d, spec, zd, zz, zt, dd, tt);
+                std::vector<float> u(sh.d);
+                evofed_update(coef.data(), sh.d, spec, u.data());
+                if (first.empty()) {
+                    first = st, first_u = u;
+                    digest_vec(st), digest_vec(u);
+                    // float64 references from the definition
+                    double worst = 0;
+                    std::vector<double> ref_u(sh.d, 0.0);
+                    for (size_t c = 0; c < sh.parts; ++c) {
+                        const size_t b = c * sh.d / sh.parts, e = (c + 1) * sh.d / sh.parts;
+                        for (size_t j = 0; j < sh.half; ++j) {
+                            double szz = 0, szt = 0;
+                            std::vector<double> szd(sh.k, 0.0);
+                            for (size_t t = b; t < e; ++t) {
+                                const double z = gaussian::at(42, 3, static_cast<uint32_t>(j), sh.shared ? t - b : t);
+                                szz += z * z;
+                                szt += z * theta[t];
+                                for (size_t r = 0; r < sh.k; ++r) szd[r] += z * delta[r * sh.d + t];
+                                ref_u[t] += coef[c * sh.half + j] * z;
+                            }
+                            const double scale = std::sqrt(static_cast<double>(e - b)) + 1;
+                            worst = std::max(worst, std::fabs(szz - zz[c * sh.half + j]) / (e - b));
+                            worst = std::max(worst, std::fabs(szt - zt[c * sh.half + j]) / scale);
+                            for (size_t r = 0; r < sh.k; ++r)
+                                worst = std::max(worst, std::fabs(szd[r] - zd[(r * sh.parts + c) * sh.half + j]) / scale);
+                        }
+                    }
+                    for (size_t t = 0; t < sh.d; ++t) worst = std::max(worst, std::fabs(ref_u[t] - u[t]));
+                    check(worst < 1e-5, fmt("evofed d=%zu k=%zu half=%zu P=%zu %s: close to float64 (%.2g)", sh.d, sh.k,
+                                            sh.half, sh.parts, sh.shared ? "shared" : "independent", worst));
+                } else {
+                    check(st == first && u == first_u,
+                          fmt("evofed d=%zu P=%zu %s at %s, %d threads: same bits", sh.d, sh.parts,
+                              sh.shared ? "shared" : "independent", simd_level_name(l), nt));
+                }
+            }
+        reset_simd_level();
+        set_num_threads(3);
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1390,6 +1487,7 @@ int main(int argc, char** argv) {
         {"select", check_select_api},
         {"streaming, random_k, order_by_rank", check_streaming_random_order},
         {"wire", check_wire},
+        {"evofed", check_evofed},
         {"threads", [large] { if (large) check_threads_api(large); }},
     };
     for (const Part& p : parts) {
