@@ -42,7 +42,9 @@ the population's last member. A mismatch aborts.
 
 Per case and implementation: wall time and process CPU time (``time.process_time``: all
 threads) per call, medians; gradsparse and the floor at each thread count, timed
-round-robin; numpy/BLAS at its own default threads. Peak extra memory: each implementation
+round-robin; numpy/BLAS at its own default threads; every timing starts after a short
+pause (BLAS worker threads spin for a while after a call: their CPU time would be billed to
+whatever is timed next). Peak extra memory: each implementation
 runs once in a fresh subprocess after a tiny warm-up of the same implementation; its peak
 RSS is reset (``/proc/self/clear_refs``) once the inputs (theta, deltas) exist, and the
 figure is the peak RSS (VmHWM) minus the RSS at that point -- so (a) and (b) include the
@@ -87,6 +89,7 @@ F_ATOL = 1e-3  # |F - F_gradsparse|: F is z-scored (O(1))
 G_RTOL = 1e-3  # ||g - g_gradsparse|| / ||g_gradsparse||
 TARGET_CASE = "cifar"
 TARGETS = {"cpu_s": 0.2, "vs_official": 20.0, "vs_numpy": 1.0, "vs_floor": 2.0, "memory_vectors": 4}
+SETTLE_S = 0.2  # pause before timing: numpy's BLAS threads spin a while after a call (billed as CPU time)
 IMPLS = ("gradsparse", "official", "numpy", "floor")
 LABELS = {"gradsparse": "gradsparse", "official": "(a) official-style numpy", "numpy": "(b) best numpy",
           "floor": "(c) floor: noise + read + write"}
@@ -302,6 +305,7 @@ def measure(fns: Dict[str, Callable[[], Any]], repeats: int, attempts: int) -> D
     best: Optional[Tuple[Dict[str, Dict[str, List[float]]], float, float]] = None
     made = 0
     for made in range(1, attempts + 1):
+        time.sleep(SETTLE_S)
         samples = {k: {"wall": [], "cpu": []} for k in names}
         busy0, own0, w0 = busy_cpu_s(), own_cpu_s(), time.perf_counter()
         enabled = gc.isenabled()
