@@ -308,8 +308,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if background is not None:
         warn = "  WARNING: other processes competed for the CPU; timings are noisy" if background > 0.15 else ""
         out(f"\nbackground load (other processes) during the run: {background:.2f} cores on average{warn}")
-    out(f"re-timings because other processes were busy: {bench.attempts_total - bench.groups}; rows still "
-        f"disturbed after {bench.max_attempts} attempts (marked *): {bench.disturbed_rows}")
+    retimings = bench.attempts_total - bench.groups + evofed_res.get("retimings", 0)
+    out(f"re-timings because other processes were busy: {retimings}; rows still disturbed after "
+        f"{bench.max_attempts} attempts (marked *): {bench.disturbed_rows + evofed_res.get('disturbed_rows', 0)}")
     out(f"{len(bench.verified) + len(wire.get('verified', [])) + len(atomo_res.get('verified', [])) + len(compress_res.get('verified', [])) + len(evofed_res.get('verified', []))} results verified; total time {elapsed:.0f} s; JSON: {args.json or '-'}")
     return 0
 

@@ -461,7 +461,9 @@ def run_case(out: Out, case: Case, threads: Sequence[int], repeats: int, attempt
     out(f"  checked before timing: (a) max |dF| {errors['official']['max_abs_dF']:.2g}, relative |dg| "
         f"{errors['official']['rel_dg']:.2g}; (b) {errors['numpy']['max_abs_dF']:.2g}, {errors['numpy']['rel_dg']:.2g} "
         f"(tolerances {F_ATOL:g}, {G_RTOL:g}); (c) the same noise")
-    return {"case": dataclasses.asdict(case), "rows": rows, "errors": errors}
+    groups = {(r["impl"] if r["threads"] == "numpy" else r["threads"]): r for r in rows}.values()  # one per timing
+    return {"case": dataclasses.asdict(case), "rows": rows, "errors": errors,
+            "retimings": sum(r["attempts"] - 1 for r in groups), "disturbed_rows": sum(r["disturbed"] for r in rows)}
 
 
 def targets(out: Out, case_res: Dict[str, Any], top: int, target_case: bool) -> Dict[str, Any]:
@@ -526,4 +528,5 @@ def run(out: Out, *, quick: bool = False, repeats: int = 7, threads: Sequence[in
         gs.set_num_threads(default_threads)
     return {"cases": results, "noise_normals_per_s_per_core": speed, "targets": verdict,
             "targets_case": target["case"]["name"], "tolerances": {"F_atol": F_ATOL, "g_rtol": G_RTOL},
-            "verified": verified}
+            "retimings": sum(r["retimings"] for r in results),
+            "disturbed_rows": sum(r["disturbed_rows"] for r in results), "verified": verified}
