@@ -30,6 +30,11 @@ Cases (float32 data, numpy RNG seeded):
 benchmark of :mod:`gradsparse.bench_atomo` instead -- SVD vs numpy/torch, real FFT vs
 numpy.fft.rfft, end-to-end spectral ATOMO vs plain numpy; it is not part of ``all``.)
 
+(``--suite evofed`` runs the EvoFed benchmark of :mod:`gradsparse.bench.evofed`: encode +
+decode for 5 clients at the official FMNIST and CIFAR sizes against an official-style numpy
+implementation, the best materialising numpy and the noise-generation floor, with CPU time
+and peak extra memory; ``--threads`` applies to gradsparse and the floor. Not part of ``all``.)
+
 (``--suite dropin`` times ``gradsparse.topk`` itself against ``torch.topk`` as a drop-in
 replacement -- 1-D, 2-D row-wise, 3-D/4-D along dim=1, k in {1, 0.1%, 1%, 10%}, sorted and
 unsorted, float32 and bfloat16, and the fused ``key="abs"`` path -- see
@@ -95,6 +100,7 @@ import numpy as np
 import gradsparse as gs
 
 from . import atomo as bench_atomo, compress as bench_compress, dropin as bench_dropin, wire as bench_wire
+from . import evofed as bench_evofed
 from .common import (
     BLOCK,
     SEED,
@@ -138,11 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default="bench-results/bench.json", metavar="PATH",
                    help="where to write all measurements (default bench-results/bench.json)")
     p.add_argument("--no-torch", action="store_true", help="skip the torch baselines")
-    p.add_argument("--suite", choices=("all", "select", "wire", "dropin", "atomo", "compress"), default="all",
+    p.add_argument("--suite", choices=("all", "select", "wire", "dropin", "atomo", "compress", "evofed"), default="all",
                    help="which benchmarks: selection (top-k, CWMP, global), wire format, gradsparse.topk as a "
                         "drop-in for torch.topk (dropin: the full grid; all runs its quick subset), all three "
-                        "(all, the default), the ATOMO benchmark (SVD, FFT, end to end; not part of all), or "
-                        "every compressor of gradsparse.compress on a ResNet-18 update (not part of all)")
+                        "(all, the default), the ATOMO benchmark (SVD, FFT, end to end; not part of all), "
+                        "every compressor of gradsparse.compress on a ResNet-18 update (not part of all), or "
+                        "EvoFed encode + decode against materialising numpy and the noise floor (not part of all)")
     return p
 
 
@@ -214,6 +221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     wire: Dict[str, Any] = {}
     atomo_res: Dict[str, Any] = {}
     compress_res: Dict[str, Any] = {}
+    evofed_res: Dict[str, Any] = {}
     dropin_res: Dict[str, Any] = {}
     try:
         if args.suite in ("all", "select"):
@@ -238,8 +246,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                         torch=torch if torch is not None else None)
         if args.suite == "compress":
             compress_res = bench_compress.run(out, quick=args.quick, repeats=args.repeats)
+        if args.suite == "evofed":
+            evofed_res = bench_evofed.run(out, quick=args.quick, repeats=args.repeats, threads=args.threads)
     except (VerificationError, bench_wire.WireVerificationError, bench_atomo.AtomoVerificationError,
-            bench_compress.CompressVerificationError) as exc:
+            bench_compress.CompressVerificationError, bench_evofed.EvofedVerificationError) as exc:
         status = "verification failed"
         error = str(exc)
     finally:
@@ -279,6 +289,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "wire": wire,
         "atomo": atomo_res,
         "compress": compress_res,
+        "evofed": evofed_res,
         "dropin": dropin_res,
         "elapsed_s": elapsed,
         "printed": out.lines,
@@ -297,8 +308,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if background is not None:
         warn = "  WARNING: other processes competed for the CPU; timings are noisy" if background > 0.15 else ""
         out(f"\nbackground load (other processes) during the run: {background:.2f} cores on average{warn}")
-    out(f"re-timings because other processes were busy: {bench.attempts_total - bench.groups}; rows still "
-        f"disturbed after {bench.max_attempts} attempts (marked *): {bench.disturbed_rows}")
-    out(f"{len(bench.verified) + len(wire.get('verified', [])) + len(atomo_res.get('verified', [])) + len(compress_res.get('verified', []))} results verified; total time {elapsed:.0f} s; JSON: {args.json or '-'}")
+    retimings = bench.attempts_total - bench.groups + evofed_res.get("retimings", 0)
+    out(f"re-timings because other processes were busy: {retimings}; rows still disturbed after "
+        f"{bench.max_attempts} attempts (marked *): {bench.disturbed_rows + evofed_res.get('disturbed_rows', 0)}")
+    out(f"{len(bench.verified) + len(wire.get('verified', [])) + len(atomo_res.get('verified', [])) + len(compress_res.get('verified', [])) + len(evofed_res.get('verified', []))} results verified; total time {elapsed:.0f} s; JSON: {args.json or '-'}")
     return 0
 

@@ -350,8 +350,10 @@ def disturbed(other_cpu_s: float, wall_s: float) -> bool:
 
 
 def own_cpu_s() -> float:
+    """CPU seconds of this process and of its children that have ended (a suite's
+    measurement subprocesses are not other processes' load)."""
     t = os.times()
-    return t.user + t.system
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def load_torch(disabled: bool):
