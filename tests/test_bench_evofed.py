@@ -88,15 +88,16 @@ def test_quick_suite_runs_and_verifies():
     assert res["verified"] == [f"evofed:{n}:{i}" for n in names for i in ("official", "numpy", "floor")]
     for case_res in res["cases"]:
         rows = {(r["impl"], r["threads"]) for r in case_res["rows"]}
-        assert rows == {("official", "numpy"), ("numpy", "numpy")} | {(i, t) for i in ("gradsparse", "floor")
+        assert rows == {("official", "numpy"), ("numpy", "numpy"), ("numpy-given", "numpy")} | {(i, t) for i in ("gradsparse", "floor")
                                                                        for t in (1, 2)}
         for r in case_res["rows"]:
             assert r["wall_s"] > 0 and r["cpu_s"] >= 0 and r["extra_bytes"] >= 0
         official = next(r for r in case_res["rows"] if r["impl"] == "official")
         assert official["extra_bytes"] >= 2 * be.K * case_res["case"]["n"] * case_res["case"]["d"] * 4 * 0.9
-    assert set(res["targets"]) == {"cpu_s", "vs_official", "vs_numpy", "vs_floor", "memory"}
+    assert set(res["targets"]) == {"cpu_s", "vs_official", "vs_numpy", "vs_floor", "memory", "info_vs_numpy_given"}
     assert res["targets_case"] == "quick" and set(res["noise_normals_per_s_per_core"]) == {1, 2}
     assert sum(line.lstrip().startswith(("PASS", "FAIL")) for line in out.lines) == 5
+    assert sum(line.lstrip().startswith("INFO") for line in out.lines) == 1
 
 
 def test_cli_knows_the_suite():
