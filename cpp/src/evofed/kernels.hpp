@@ -20,6 +20,11 @@ struct NoiseKernels {
     void (*dots)(const float* x, const float* const* rows, size_t nrows, size_t n, double* out);
     /// acc[t] = acc[t] + c * z[t] for t < n (float).
     void (*axpy)(float* acc, float c, const float* z, size_t n);
+    /// out[n] = sum over j < members, ascending, of coef[j] * z(seed, round, j, start + n), for
+    /// n < count, summed in float from 0.0f (acc = acc + coef[j] * z): the same bits as a
+    /// zeroed buffer updated by fill + axpy member by member, with the noise kept in registers.
+    void (*combine)(uint64_t seed, uint64_t round, const float* coef, size_t members, uint64_t start, size_t count,
+                    float* out);
 };
 
 /// The fixed combination of 16 lane partial sums: halves added pairwise (l + 8, then l + 4,

@@ -94,7 +94,7 @@ void dots_avx2(const float* x, const float* const* rows, size_t nrows, size_t n,
 }  // namespace
 
 const NoiseKernels& noise_kernels_avx2() {
-    static const NoiseKernels table{generic::fill<V256>, dots_avx2, generic::axpy<V256>};
+    static const NoiseKernels table{generic::fill<V256>, dots_avx2, generic::axpy<V256>, generic::combine<V256>};
     return table;
 }
 

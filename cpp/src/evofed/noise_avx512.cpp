@@ -86,7 +86,7 @@ void dots_avx512(const float* x, const float* const* rows, size_t nrows, size_t 
 }  // namespace
 
 const NoiseKernels& noise_kernels_avx512() {
-    static const NoiseKernels table{generic::fill<V512>, dots_avx512, generic::axpy<V512>};
+    static const NoiseKernels table{generic::fill<V512>, dots_avx512, generic::axpy<V512>, generic::combine<V512>};
     return table;
 }
 

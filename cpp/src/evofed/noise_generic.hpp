@@ -67,10 +67,12 @@ inline void cos_sin(typename V::U w, typename V::F& c, typename V::F& s) {
     s = V::floats(V::xoru(s0, negs));
 }
 
-// The 64 normals of group g (elements 64 g .. 64 g + 63) of (seed, round, member).
+// The 64 normals of group g (elements 64 g .. 64 g + 63) of (seed, round, member), as
+// 64 / W vectors in element order.
 template <class V>
-inline void group(uint64_t seed, uint64_t round, uint32_t member, uint64_t g, float* out) {
+inline void group_regs(uint64_t seed, uint64_t round, uint32_t member, uint64_t g, typename V::F* v) {
     using namespace philox;
+    constexpr uint32_t per_word = 16 / V::W;  // vectors per word row of 16 elements
     const uint32_t rlo = static_cast<uint32_t>(round), rhi = static_cast<uint32_t>(round >> 32);
     for (uint32_t h = 0; h < 16; h += V::W) {
         auto c0 = V::iota(static_cast<uint32_t>(16 * g) + h);
@@ -90,15 +92,23 @@ inline void group(uint64_t seed, uint64_t round, uint32_t member, uint64_t g, fl
             k1 += kWeyl1;
         }
         typename V::F c, s;
+        const uint32_t at = h / V::W;
         const auto ra = radius<V>(c0);
         cos_sin<V>(c1, c, s);
-        V::store(out + h, V::mul(ra, c));
-        V::store(out + 16 + h, V::mul(ra, s));
+        v[at] = V::mul(ra, c);
+        v[per_word + at] = V::mul(ra, s);
         const auto rb = radius<V>(c2);
         cos_sin<V>(c3, c, s);
-        V::store(out + 32 + h, V::mul(rb, c));
-        V::store(out + 48 + h, V::mul(rb, s));
+        v[2 * per_word + at] = V::mul(rb, c);
+        v[3 * per_word + at] = V::mul(rb, s);
     }
+}
+
+template <class V>
+inline void group(uint64_t seed, uint64_t round, uint32_t member, uint64_t g, float* out) {
+    typename V::F v[64 / V::W];
+    group_regs<V>(seed, round, member, g, v);
+    for (uint32_t i = 0; i < 64 / V::W; ++i) V::store(out + i * V::W, v[i]);
 }
 
 template <class V>
@@ -126,6 +136,27 @@ void axpy(float* acc, float c, const float* z, size_t n) {
     size_t t = 0;
     for (; t + V::W <= n; t += V::W) V::storeu(acc + t, V::addf(V::loadu(acc + t), V::mul(cv, V::loadu(z + t))));
     for (; t < n; ++t) acc[t] = acc[t] + c * z[t];
+}
+
+template <class V>
+void combine(uint64_t seed, uint64_t round, const float* coef, size_t members, uint64_t start, size_t count,
+             float* out) {
+    constexpr uint32_t nv = 64 / V::W;
+    alignas(64) float tmp[64];
+    for (uint64_t i = start; i < start + count;) {
+        const uint64_t g = i / 64, off = i % 64, take = std::min<uint64_t>(64 - off, start + count - i);
+        typename V::F acc[nv], z[nv];
+        for (uint32_t k = 0; k < nv; ++k) acc[k] = V::set1f(0.0f);
+        for (size_t j = 0; j < members; ++j) {
+            group_regs<V>(seed, round, static_cast<uint32_t>(j), g, z);
+            const auto c = V::set1f(coef[j]);
+            for (uint32_t k = 0; k < nv; ++k) acc[k] = V::addf(acc[k], V::mul(c, z[k]));
+        }
+        float* dst = (off == 0 && take == 64) ? out + (i - start) : tmp;
+        for (uint32_t k = 0; k < nv; ++k) V::storeu(dst + k * V::W, acc[k]);
+        if (dst == tmp) std::copy(tmp + off, tmp + off + take, out + (i - start));
+        i += take;
+    }
 }
 
 }  // namespace

@@ -74,7 +74,7 @@ void dots_neon(const float* x, const float* const* rows, size_t nrows, size_t n,
 }  // namespace
 
 const NoiseKernels& noise_kernels_neon() {
-    static const NoiseKernels table{generic::fill<V128>, dots_neon, generic::axpy<V128>};
+    static const NoiseKernels table{generic::fill<V128>, dots_neon, generic::axpy<V128>, generic::combine<V128>};
     return table;
 }
 

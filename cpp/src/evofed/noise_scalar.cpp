@@ -35,10 +35,25 @@ void axpy_scalar(float* acc, float c, const float* z, size_t n) {
     for (size_t t = 0; t < n; ++t) acc[t] = acc[t] + c * z[t];
 }
 
+void combine_scalar(uint64_t seed, uint64_t round, const float* coef, size_t members, uint64_t start, size_t count,
+                    float* out) {
+    float z[64];
+    for (uint64_t i = start; i < start + count;) {
+        const uint64_t g = i / 64, off = i % 64, take = std::min<uint64_t>(64 - off, start + count - i);
+        float acc[64] = {0};
+        for (size_t j = 0; j < members; ++j) {
+            fill_scalar(seed, round, static_cast<uint32_t>(j), 64 * g, 64, z);
+            for (size_t t = 0; t < 64; ++t) acc[t] = acc[t] + coef[j] * z[t];
+        }
+        std::copy(acc + off, acc + off + take, out + (i - start));
+        i += take;
+    }
+}
+
 }  // namespace
 
 const NoiseKernels& noise_kernels_scalar() {
-    static const NoiseKernels table{fill_scalar, dots_scalar, axpy_scalar};
+    static const NoiseKernels table{fill_scalar, dots_scalar, axpy_scalar, combine_scalar};
     return table;
 }
 
