@@ -44,10 +44,14 @@ def round_number(value: Any) -> int:
     return integer(value, "round", 0, U64 - 1)
 
 
-def array(x: Any, name: str, *, ndims=(1,), dtype=np.float32, cols: Optional[int] = None) -> np.ndarray:
+def array(x: Any, name: str, *, ndims=(1,), dtype=np.float32, cols: Optional[int] = None,
+          core_checks_finite: bool = False) -> np.ndarray:
     """`x` as a C-contiguous array of `dtype` with one of `ndims` dimensions, non-empty and
     finite; with `cols`, its last dimension must be `cols` (a float array of another float
-    dtype is converted; integer and other dtypes are refused)."""
+    dtype is converted; integer and other dtypes are refused). `core_checks_finite`: the
+    caller passes the array to a core function that refuses NaN and infinity itself (naming
+    it), so an array used as given is not scanned twice (a converted one still is, to tell
+    an overflow from a NaN)."""
     if is_tensor(x):
         x = tensor_to_numpy(x, name)
     if not isinstance(x, (np.ndarray, list, tuple)):
@@ -64,7 +68,7 @@ def array(x: Any, name: str, *, ndims=(1,), dtype=np.float32, cols: Optional[int
         raise ArgumentError(f"{name}: expected last dimension {cols}, got shape {arr.shape}")
     with np.errstate(over="ignore"):
         out = np.ascontiguousarray(arr, dtype=dtype)  # no copy when already in shape
-    if not all_finite(out):
+    if (out is not arr or not core_checks_finite) and not all_finite(out):
         if out is arr or not all_finite(np.ascontiguousarray(arr)):
             raise ArgumentError(f"{name}: contains NaN or infinity")
         raise ArgumentError(f"{name}: values overflow {np.dtype(dtype).name}")

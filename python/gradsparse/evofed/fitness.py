@@ -79,8 +79,10 @@ def _check_pop(pop: Any) -> Population:
     return pop
 
 
-def _inputs(pop, updates, theta) -> Tuple[np.ndarray, Optional[np.ndarray], int]:
-    deltas = _args.array(updates, "updates", ndims=(1, 2))
+def _inputs(pop, updates, theta, theta_to_core: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray], int]:
+    """The updates (K, d) and theta, checked; the core checks what it is given for NaN and
+    infinity (theta when `theta_to_core`), so those are not scanned here a second time."""
+    deltas = _args.array(updates, "updates", ndims=(1, 2), core_checks_finite=True)
     deltas = deltas.reshape(-1, deltas.shape[-1])
     d = deltas.shape[1]
     try:
@@ -88,7 +90,7 @@ def _inputs(pop, updates, theta) -> Tuple[np.ndarray, Optional[np.ndarray], int]
     except ArgumentError as e:
         raise ArgumentError(f"updates: {e}") from None
     if theta is not None:
-        theta = _args.array(theta, "theta", cols=d)
+        theta = _args.array(theta, "theta", cols=d, core_checks_finite=theta_to_core)
     return deltas, theta, d
 
 
@@ -129,7 +131,7 @@ def fitness(pop: Population, round: int, updates: Any, theta: Any = None,
     round = _args.round_number(round)
     if not isinstance(shaping, Shaping):
         raise ArgumentTypeError(f"shaping: expected a Shaping, got {type(shaping).__name__}")
-    deltas, theta, d = _inputs(pop, updates, theta)
+    deltas, theta, d = _inputs(pop, updates, theta, theta_to_core=shaping.weight != 0.0)
     if shaping.weight != 0.0 and theta is None:
         raise ArgumentError("theta: needed when shaping.weight != 0")
     use_theta = theta if shaping.weight != 0.0 else None
