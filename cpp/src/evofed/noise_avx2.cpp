@@ -3,6 +3,8 @@
 // flags only; chosen at run time.
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "evofed/noise_generic.hpp"
 
 namespace gradsparse {
@@ -86,9 +88,15 @@ void dots_rows(const float* x, const float* const* rows, size_t n, double* out) 
 }
 
 void dots_avx2(const float* x, const float* const* rows, size_t nrows, size_t n, double* out) {
-    size_t r = 0;
-    for (; r + 4 <= nrows; r += 4) dots_rows<4>(x, rows + r, n, out + r);
-    for (; r < nrows; ++r) dots_rows<1>(x, rows + r, n, out + r);
+    // up to four rows per pass (two registers each): independent accumulator chains
+    for (size_t r = 0; r < nrows; r += 4) {
+        switch (std::min<size_t>(4, nrows - r)) {
+            case 4: dots_rows<4>(x, rows + r, n, out + r); break;
+            case 3: dots_rows<3>(x, rows + r, n, out + r); break;
+            case 2: dots_rows<2>(x, rows + r, n, out + r); break;
+            default: dots_rows<1>(x, rows + r, n, out + r); break;
+        }
+    }
 }
 
 }  // namespace
