@@ -129,7 +129,7 @@ class Config:
         need(isinstance(self.downlink_params, dict), "downlink_params", "expected a dict of compressor parameters")
         if self.method == evofed_params.METHOD:
             evofed_params.resolve(self.params)
-            evofed_params.check_config(self)
+            evofed_params.check_config(self, BATCHNORM_MODELS)
         else:
             check_compressor(self.method, self.params, "method")
         if self.partition == "class-pairs":

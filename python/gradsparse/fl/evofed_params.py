@@ -150,12 +150,13 @@ def build(resolved: Mapping[str, Any], seed: int):
         raise ArgumentError(f"params: {e}") from None
 
 
-def check_config(cfg) -> None:
+def check_config(cfg, batchnorm_models=()) -> None:
     """The settings that do not apply to evofed, refused with an ArgumentError naming them:
     gradient mode, a downlink compressor (the downlink is the averaged fitness), error
     feedback on, server momentum or a server learning rate (the step is the EvoFed
-    optimizer's), and models with BatchNorm statistics (only parameters are encoded)."""
-    from .config import BATCHNORM_MODELS
+    optimizer's), and models with BatchNorm statistics (only parameters are encoded):
+    `batchnorm_models` names them (config.BATCHNORM_MODELS, passed in because config
+    imports this module)."""
 
     def need(cond: bool, name: str, msg: str) -> None:
         if not cond:
@@ -168,6 +169,6 @@ def check_config(cfg) -> None:
     need(cfg.server_momentum == 0, "server_momentum",
          "does not apply to evofed (its server step is params.optimizer); leave it at 0")
     need(cfg.server_lr == 1, "server_lr", "does not apply to evofed (use params.opt_lr); leave it at 1")
-    need(cfg.model not in BATCHNORM_MODELS, "model",
+    need(cfg.model not in batchnorm_models, "model",
          f"{cfg.model!r} has BatchNorm statistics, which evofed cannot carry (it encodes parameters only); "
          "use a model without float buffers (cnn, evofed-cnn, tiny)")
