@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 
 from gradsparse.fl.config import Config, load_config
-from gradsparse.fl.sweep import one_sweep_run, read_result, result_line
+from gradsparse.fl.sweep import run_configs
 
 BASE = dict(model="cnn", num_clients=5, client_fraction=1.0, local_epochs=1, batch_size=32, lr=0.02,
             mode="fedavg", threads=1, progress="off")
@@ -139,12 +137,7 @@ def configs(data_dir: str, out: str, seeds, rounds: int, lrs=None):
 def _run_all(cfgs, out: str, jobs: int, tag: str) -> None:
     todo = [c for c in cfgs if not os.path.exists(os.path.join(c.run_dir(), "status.json"))]
     print(f"{tag}: {len(cfgs)} runs, {len(todo)} to do, {jobs} at a time", flush=True)
-    log = os.path.join(out, f"{tag}.log")
-    items = [(c.to_dict(), log) for c in todo]
-    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
-        for i, (d, err) in enumerate(ex.map(one_sweep_run, items), 1):
-            what = f"FAILED: {err}" if err else read_result(d) and result_line(read_result(d))
-            print(f"[{i}/{len(items)}] {os.path.relpath(d, out)}: {what}", flush=True)
+    run_configs(todo, os.path.join(out, f"{tag}.log"), jobs)
 
 
 def main(argv=None) -> int:

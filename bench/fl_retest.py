@@ -14,11 +14,9 @@ import argparse
 import json
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
-import multiprocessing as mp
 
 from gradsparse.fl.config import Config, load_config
-from gradsparse.fl.sweep import one_sweep_run, read_result, result_line
+from gradsparse.fl.sweep import run_configs
 
 # FedAvg: 10 clients, half of them per round, 1 local epoch, 30 rounds (docs/results.md says
 # why these sizes); data-parallel (ATOMO's setting): 4 workers on IID shards, one
@@ -95,12 +93,7 @@ def main_configs(data_dir: str, out: str, seeds, lr_f: float, lr_g: float):
 def _run_all(cfgs, out: str, jobs: int, tag: str) -> None:
     todo = [c for c in cfgs if not os.path.exists(os.path.join(c.run_dir(), "status.json"))]
     print(f"{tag}: {len(cfgs)} runs, {len(todo)} to do, {jobs} at a time", flush=True)
-    log = os.path.join(out, f"{tag}.log")
-    items = [(c.to_dict(), log) for c in todo]
-    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
-        for i, (d, err) in enumerate(ex.map(one_sweep_run, items), 1):
-            what = f"FAILED: {err}" if err else read_result(d) and result_line(read_result(d))
-            print(f"[{i}/{len(items)}] {os.path.relpath(d, out)}: {what}", flush=True)
+    run_configs(todo, os.path.join(out, f"{tag}.log"), jobs)
 
 
 def main(argv=None) -> int:

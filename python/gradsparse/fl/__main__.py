@@ -168,8 +168,8 @@ def _sweep_base(args: argparse.Namespace):
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .records import STATUS, read_json as _read_json
-    from .sweep import (one_sweep_run, parse_grid, read_result, result_line, shorthand_axes,
-                        sweep_configs, sweep_threads)
+    from .sweep import (parse_grid, read_result, result_line, run_configs, shorthand_axes, sweep_configs,
+                        sweep_threads)
     if args.jobs < 1:
         raise ArgumentError(f"jobs: must be >= 1, got {args.jobs}")
     base, params = _sweep_base(args)
@@ -190,36 +190,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print(f"sweep: {len(cfgs)} runs, {n} to do, {args.jobs} at a time", flush=True)
     os.makedirs(base.out_dir, exist_ok=True)
     log_path = os.path.join(base.out_dir, "sweep.log")
-    failed = 0
-
-    def report(i: int, run_dir: str, error: Optional[str]) -> None:
-        nonlocal failed
-        name = os.path.basename(run_dir)
-        if error is not None:
-            failed += 1
-            print(f"[{i}/{n}] FAILED {name}: {error}", flush=True)
-            return
-        try:
-            line = result_line(read_result(run_dir))
-        except ValueError as e:  # a damaged status.json: the run is done, its result unreadable
-            line = str(e)
-        print(f"[{i}/{n}] done {name}: {line}", flush=True)
-
-    items = [(c.to_dict(), log_path) for c in todo]
-    if args.jobs > 1 and n > 1:
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        import multiprocessing as mp
-        with ProcessPoolExecutor(min(args.jobs, n), mp_context=mp.get_context("spawn")) as ex:
-            futures = {ex.submit(one_sweep_run, it): c for it, c in zip(items, todo)}
-            for i, fut in enumerate(as_completed(futures), 1):
-                try:
-                    run_dir, error = fut.result()
-                except Exception as e:  # noqa: BLE001 - a worker died (e.g. killed): the others go on
-                    run_dir, error = futures[fut].run_dir(), f"{type(e).__name__}: {e}"
-                report(i, run_dir, error)
-    else:
-        for i, it in enumerate(items, 1):
-            report(i, *one_sweep_run(it))
+    failed = run_configs(todo, log_path, args.jobs)
     print(f"runs under {base.out_dir}; log {log_path}")
     if failed:
         print(f"sweep: {failed} of {n} runs FAILED (see {log_path})", file=sys.stderr)

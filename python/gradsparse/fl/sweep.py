@@ -20,7 +20,7 @@ from .config import Config, parse_overrides
 from ..errors import ArgumentError
 
 __all__ = ["Axis", "parse_grid", "sweep_configs", "sweep_threads", "one_sweep_run", "run_label",
-           "read_result", "result_line"]
+           "read_result", "result_line", "run_configs"]
 
 #: one axis of a grid: its label (for messages) and its options
 Axis = Tuple[str, List[Dict[str, Any]]]
@@ -245,6 +245,45 @@ def one_sweep_run(item: Tuple[Dict[str, Any], str]) -> Tuple[str, Optional[str]]
         log("FAILED:\n" + traceback.format_exc().rstrip())
         return cfg.run_dir(), f"{type(e).__name__}: {e}"
     return cfg.run_dir(), None
+
+
+def run_configs(todo: Sequence[Config], log_path: str, jobs: int) -> int:
+    """Runs (or resumes) every config of `todo`, `jobs` at a time in spawned processes,
+    logging to `log_path` and printing ``[i/n] done <run>: <result line>`` (or ``FAILED``)
+    as each ends; a run that fails, or whose worker dies, does not stop the others.
+    Returns the number of failed runs."""
+    n = len(todo)
+    failed = 0
+
+    def report(i: int, run_dir: str, error: Optional[str]) -> None:
+        nonlocal failed
+        name = os.path.basename(run_dir)
+        if error is not None:
+            failed += 1
+            print(f"[{i}/{n}] FAILED {name}: {error}", flush=True)
+            return
+        try:
+            line = result_line(read_result(run_dir))
+        except ValueError as e:  # a damaged status.json: the run is done, its result unreadable
+            line = str(e)
+        print(f"[{i}/{n}] done {name}: {line}", flush=True)
+
+    items = [(c.to_dict(), log_path) for c in todo]
+    if jobs > 1 and n > 1:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        import multiprocessing as mp
+        with ProcessPoolExecutor(min(jobs, n), mp_context=mp.get_context("spawn")) as ex:
+            futures = {ex.submit(one_sweep_run, it): c for it, c in zip(items, todo)}
+            for i, fut in enumerate(as_completed(futures), 1):
+                try:
+                    run_dir, error = fut.result()
+                except Exception as e:  # noqa: BLE001 - a worker died (e.g. killed): the others go on
+                    run_dir, error = futures[fut].run_dir(), f"{type(e).__name__}: {e}"
+                report(i, run_dir, error)
+    else:
+        for i, it in enumerate(items, 1):
+            report(i, *one_sweep_run(it))
+    return failed
 
 
 def read_result(run_dir: str) -> Optional[Dict[str, Any]]:
