@@ -22,7 +22,7 @@ from .config import DATA_SOURCES, MODELS, PARTITIONS, Config, load_config, parse
 from ..errors import ArgumentError
 
 # the help's default of a setting when the Config default alone does not say it
-_DEFAULT_TEXT = {"data_dir": "none: with --download, ~/.cache/gradsparse/cifar10",
+_DEFAULT_TEXT = {"data_dir": "none: with --download, ~/.cache/gradsparse/cifar10 (fmnist: .../fmnist)",
                  "threads": "0: cores - 1, at least 1, at most 4; a resumed run: the count it started with"}
 _DICTS = ("params", "downlink_params", "energy_overrides")
 # sweep --help's description
@@ -72,10 +72,11 @@ def _epilog() -> str:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a JSON (or TOML) file of settings")
     p.add_argument("--data", choices=list(DATA_SOURCES), help=_h("data source", "data"))
-    p.add_argument("--data-dir", help=_h("folder with the CIFAR-10 python-format files (cifar-10-batches-py)",
+    p.add_argument("--data-dir", help=_h("folder with the CIFAR-10 python-format files (cifar-10-batches-py) or "
+                                         "the Fashion-MNIST IDX files (raw or .gz; or FashionMNIST/raw below it)",
                                          "data_dir"))
     p.add_argument("--download", action="store_true", default=None,
-                   help=_h("download CIFAR-10 with torchvision", "download"))
+                   help=_h("download CIFAR-10 / Fashion-MNIST with torchvision", "download"))
     p.add_argument("--model", choices=list(MODELS), help=_h("model", "model"))
     p.add_argument("--rounds", type=int, help=_h("communication rounds", "rounds"))
     p.add_argument("--clients", type=int, dest="num_clients", help=_h("number of clients", "num_clients"))

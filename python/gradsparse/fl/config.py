@@ -16,11 +16,17 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional
 from ..errors import ArgumentError
 from . import evofed_params
 
-__all__ = ["Config", "load_config", "parse_overrides", "DATA_SOURCES", "PARTITIONS", "MODELS", "MODES"]
+__all__ = ["Config", "load_config", "parse_overrides", "DATA_SOURCES", "PARTITIONS", "MODELS", "MODES",
+           "DATA_SHAPES", "MODEL_INPUTS"]
 
-DATA_SOURCES = ("cifar10", "synthetic")
+DATA_SOURCES = ("cifar10", "synthetic", "fmnist")
 PARTITIONS = ("dirichlet", "shards", "iid", "class-pairs")
-MODELS = ("cnn", "resnet18", "tiny", "evofed-cnn")
+MODELS = ("cnn", "resnet18", "tiny", "evofed-cnn", "evofed-fmnist")
+#: the (channels, height, width) of one image of each data source
+DATA_SHAPES = {"cifar10": (3, 32, 32), "synthetic": (3, 32, 32), "fmnist": (1, 28, 28)}
+#: the image shape each model takes (None: any; ``tiny`` adapts its input channels)
+MODEL_INPUTS = {"cnn": (3, 32, 32), "resnet18": (3, 32, 32), "tiny": None, "evofed-cnn": (3, 32, 32),
+                "evofed-fmnist": (1, 28, 28)}
 BATCHNORM_MODELS = ("resnet18",)  #: models with float buffers (BatchNorm statistics)
 NUM_CLASSES = 10                   #: classes of every data source
 MODES = ("fedavg", "gradient")
@@ -29,11 +35,11 @@ MODES = ("fedavg", "gradient")
 @dataclass
 class Config:
     # --- data
-    data: str = "cifar10"                 #: "cifar10" (python-format files or torchvision) or "synthetic"
-    data_dir: Optional[str] = None        #: folder holding cifar-10-batches-py (or its parent)
-    download: bool = False                #: let torchvision download CIFAR-10 into data_dir
+    data: str = "cifar10"                 #: "cifar10" (python-format files or torchvision), "fmnist" (IDX files or torchvision) or "synthetic"
+    data_dir: Optional[str] = None        #: folder holding cifar-10-batches-py / the Fashion-MNIST IDX files (or their parent)
+    download: bool = False                #: let torchvision download CIFAR-10 / Fashion-MNIST into data_dir
     normalize: bool = True                #: per-channel mean/std normalisation
-    augment: bool = True                  #: random crop (pad 4) + horizontal flip while training
+    augment: bool = True                  #: random crop (pad 4) + horizontal flip while training (never for fmnist)
     synthetic_train: int = 2000           #: synthetic data: training images
     synthetic_test: int = 500             #: synthetic data: test images
     train_limit: int = 0                  #: use only the first N training images (0: all)
@@ -47,7 +53,7 @@ class Config:
     shards_per_client: int = 2            #: shards: classes (shards) per client
     partition_seed: int = -1              #: seed of the partition and validation split (-1: seed)
     # --- model and local training
-    model: str = "cnn"                    #: "cnn", "resnet18", "tiny" or "evofed-cnn"
+    model: str = "cnn"                    #: "cnn", "resnet18", "tiny", "evofed-cnn" or "evofed-fmnist"
     mode: str = "fedavg"                  #: "fedavg" (local epochs, deltas) or "gradient" (one mini-batch gradient per client and round)
     rounds: int = 20
     client_fraction: float = 1.0          #: fraction of clients sampled per round
@@ -103,6 +109,11 @@ class Config:
         need(self.data in DATA_SOURCES, "data", f"expected one of {', '.join(DATA_SOURCES)}, got {self.data!r}")
         need(self.partition in PARTITIONS, "partition", f"expected one of {', '.join(PARTITIONS)}, got {self.partition!r}")
         need(self.model in MODELS, "model", f"expected one of {', '.join(MODELS)}, got {self.model!r}")
+        takes = MODEL_INPUTS[self.model]
+        need(takes is None or takes == DATA_SHAPES[self.data], "model",
+             f"{self.model!r} takes {'x'.join(map(str, takes or ()))} (CxHxW) images, but data {self.data!r} has "
+             f"{'x'.join(map(str, DATA_SHAPES[self.data]))}; models for it: "
+             f"{', '.join(m for m, t in MODEL_INPUTS.items() if t in (None, DATA_SHAPES[self.data]))}")
         for name in ("synthetic_train", "synthetic_test", "num_clients", "rounds", "local_epochs",
                      "batch_size", "eval_every", "eval_batch_size", "shards_per_client", "last_k", "checkpoint_every"):
             integer(name, 1)
@@ -149,6 +160,9 @@ class Config:
         if self.data == "cifar10":
             from .data import check_cifar_source
             check_cifar_source(self.data_dir, self.download)
+        elif self.data == "fmnist":
+            from .data import check_fmnist_source
+            check_fmnist_source(self.data_dir, self.download)
         need(isinstance(self.out_dir, str) and self.out_dir != "", "out_dir", "expected a folder name")
         need(isinstance(self.run_name, str) and "/" not in self.run_name and self.run_name not in (".", ".."),
              "run_name", f"expected a plain folder name, got {self.run_name!r}")
@@ -169,13 +183,15 @@ class Config:
 
     def resolved(self) -> "Config":
         """This config with the compressors' (or evofed's) parameters resolved (defaults filled
-        in): what config.json holds."""
+        in), and ``augment`` false for data that are never augmented (fmnist): what
+        config.json holds."""
         from ..compress import make_compressor
         down = (make_compressor(self.downlink, self.downlink_params).settings()
                 if self.downlink != "none" or self.downlink_params else dict(self.downlink_params))
         params = (evofed_params.resolve(self.params) if self.method == evofed_params.METHOD
                   else make_compressor(self.method, self.params).settings())
-        return self.replace(params=params, downlink_params=down)
+        augment = self.augment and self.data != "fmnist"
+        return self.replace(params=params, downlink_params=down, augment=augment)
 
     def settings_hash(self, with_seed: bool = True) -> str:
         """16 hex digits of SHA-256 over :meth:`experiment_settings` (without the seed when

@@ -171,4 +171,4 @@ def check_config(cfg, batchnorm_models=()) -> None:
     need(cfg.server_lr == 1, "server_lr", "does not apply to evofed (use params.opt_lr); leave it at 1")
     need(cfg.model not in batchnorm_models, "model",
          f"{cfg.model!r} has BatchNorm statistics, which evofed cannot carry (it encodes parameters only); "
-         "use a model without float buffers (cnn, evofed-cnn, tiny)")
+         "use a model without float buffers (cnn, evofed-cnn, evofed-fmnist, tiny)")

@@ -1,12 +1,15 @@
-"""Models: the standard FL CIFAR-10 CNN, a CIFAR ResNet-18, EvoFed's CIFAR-10 CNN, and a
-tiny model for tests."""
+"""Models: the standard FL CIFAR-10 CNN, a CIFAR ResNet-18, EvoFed's CIFAR-10 and
+Fashion-MNIST CNNs, and a tiny model for tests. Which data each takes is
+:data:`gradsparse.fl.config.MODEL_INPUTS` (checked by ``Config.validate``)."""
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 from torch import nn
 from ..errors import ArgumentError
 
-__all__ = ["CNN", "EvoFedCNN", "ResNet18", "Tiny", "build_model"]
+__all__ = ["CNN", "EvoFedCNN", "EvoFedFMNIST", "ResNet18", "Tiny", "build_model"]
 
 
 class CNN(nn.Module):
@@ -45,6 +48,26 @@ class EvoFedCNN(nn.Module):
         x = self.pool(torch.relu(self.conv2(x)))
         x = torch.relu(self.fc1(x.flatten(1)))
         return self.fc2(x)
+
+
+class EvoFedFMNIST(nn.Module):
+    """The Fashion-MNIST network of EvoFed's official code (mahi97/EvoFL, evosax's ``CNN``
+    with features 8/16, 5x5 kernels and no hidden linear layer): conv5x5(8, SAME) - ReLU -
+    avgpool2 - conv5x5(16, SAME) - ReLU - avgpool2 - fc(10) on 1x28x28 images; 11,274
+    parameters (208 + 3,216 + 7,850). The official code flattens channels-last, so its fc
+    weights are a row permutation of these."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 5, padding=2)
+        self.conv2 = nn.Conv2d(8, 16, 5, padding=2)
+        self.pool = nn.AvgPool2d(2)
+        self.fc = nn.Linear(16 * 7 * 7, num_classes)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        return self.fc(x.flatten(1))
 
 
 class _Block(nn.Module):
@@ -86,11 +109,12 @@ class ResNet18(nn.Module):
 
 
 class Tiny(nn.Module):
-    """A few thousand parameters: conv3x3(8, stride 2) - pool - fc(10). For tests."""
+    """About 1.5k parameters: conv3x3(8, stride 2) - adaptive pool 4x4 - fc(10), for images
+    of any size with `in_channels` channels. For tests."""
 
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3):
         super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, 2, 1)
+        self.conv = nn.Conv2d(in_channels, 8, 3, 2, 1)
         self.pool = nn.AdaptiveAvgPool2d(4)
         self.fc = nn.Linear(8 * 16, num_classes)
 
@@ -110,16 +134,24 @@ def _torchvision_resnet18(num_classes: int):
     return m
 
 
-def build_model(name: str, num_classes: int = 10) -> nn.Module:
+def build_model(name: str, num_classes: int = 10, in_channels: Optional[int] = None) -> nn.Module:
+    """Model `name` for images with `in_channels` channels (None: the model's own; 3 for
+    ``tiny``). Only ``tiny`` adapts; the others take the one input shape of
+    :data:`gradsparse.fl.config.MODEL_INPUTS` and refuse another channel count."""
+    if name == "tiny":
+        return Tiny(num_classes, 3 if in_channels is None else in_channels)
+    own = 1 if name == "evofed-fmnist" else 3
+    if in_channels is not None and in_channels != own:
+        raise ArgumentError(f"in_channels: model {name!r} takes {own}-channel images, got {in_channels}")
     if name == "cnn":
         return CNN(num_classes)
-    if name == "tiny":
-        return Tiny(num_classes)
     if name == "resnet18":
         return _torchvision_resnet18(num_classes) or ResNet18(num_classes)
     if name == "evofed-cnn":
         return EvoFedCNN(num_classes)
-    raise ArgumentError(f"model: expected 'cnn', 'resnet18', 'tiny' or 'evofed-cnn', got {name!r}")
+    if name == "evofed-fmnist":
+        return EvoFedFMNIST(num_classes)
+    raise ArgumentError(f"model: expected 'cnn', 'resnet18', 'tiny', 'evofed-cnn' or 'evofed-fmnist', got {name!r}")
 
 
 def forward_flops(model: nn.Module, shape=(1, 3, 32, 32)) -> int:

@@ -21,8 +21,8 @@ from . import evofed_params
 from . import records as rec
 from .records import CONFIG, EXPERIMENT, STATUS, read_json as _read_json  # noqa: F401  (the old names)
 from ..compress import Compressor, ErrorFeedback, feedback_enabled, make_compressor
-from .config import Config
-from .data import ImageSet, load_cifar10, synthetic
+from .config import DATA_SHAPES, Config
+from .data import ImageSet, load_cifar10, load_fmnist, synthetic
 from .energy import client_account, load_profile, tensor_costs
 from .models import build_model, forward_flops
 from .partition import label_histograms, partition, validation_split
@@ -89,18 +89,20 @@ class Simulation:
         cfg = self.cfg
         if cfg.data == "synthetic":
             tx, ty, vx, vy = synthetic(cfg.synthetic_train, cfg.synthetic_test, cfg.seed)
+        elif cfg.data == "fmnist":
+            tx, ty, vx, vy = load_fmnist(cfg.data_dir, cfg.download)
         else:
             tx, ty, vx, vy = load_cifar10(cfg.data_dir, cfg.download)
         if cfg.train_limit:
             tx, ty = tx[:cfg.train_limit], ty[:cfg.train_limit]
         if cfg.test_limit:
             vx, vy = vx[:cfg.test_limit], vy[:cfg.test_limit]
-        self.data_id = {"train_sha256": _sha256(tx, ty), "test_sha256": _sha256(vx, vy)}
+        self.data_id = {"source": cfg.data, "train_sha256": _sha256(tx, ty), "test_sha256": _sha256(vx, vy)}
         pseed = cfg.seed if cfg.partition_seed < 0 else cfg.partition_seed
         keep, held = validation_split(ty, cfg.val_fraction, pseed)
-        self.train = ImageSet(tx[keep], ty[keep], cfg.normalize)
-        self.val = ImageSet(tx[held], ty[held], cfg.normalize) if held.size else None
-        self.test = ImageSet(vx, vy, cfg.normalize)
+        self.train = ImageSet.for_source(cfg.data, tx[keep], ty[keep], cfg.normalize)
+        self.val = ImageSet.for_source(cfg.data, tx[held], ty[held], cfg.normalize) if held.size else None
+        self.test = ImageSet.for_source(cfg.data, vx, vy, cfg.normalize)
         ty = ty[keep]
         self.parts = partition(cfg.partition, ty, cfg.num_clients, alpha=cfg.alpha, min_size=cfg.min_partition_size,
                                shards_per_client=cfg.shards_per_client, seed=pseed)
@@ -110,8 +112,9 @@ class Simulation:
     def _build(self) -> None:
         cfg = self.cfg
         torch.manual_seed(_seed(cfg.seed, 0x30DE1))
-        self.model = build_model(cfg.model)
-        self.worker = build_model(cfg.model)
+        shape = DATA_SHAPES[cfg.data]
+        self.model = build_model(cfg.model, in_channels=shape[0])
+        self.worker = build_model(cfg.model, in_channels=shape[0])
         self.param_names = [n for n, _ in self.model.named_parameters()]
         sd = self.model.state_dict()
         # float buffers (BatchNorm statistics) are averaged and sent dense
@@ -123,7 +126,7 @@ class Simulation:
         self.costs = tensor_costs(sizes, self.profile)
         self.cost_per_tensor = {n: c.total for n, c in self.costs.items()}
         self.cost_per_tensor_of = {name: {n: c.total for n, c in cs.items()} for name, cs in self.costs_of.items()}
-        self.flops_per_sample = 3 * forward_flops(self.model)  # forward + backward ~ 3x forward
+        self.flops_per_sample = 3 * forward_flops(self.model, (1,) + shape)  # forward + backward ~ 3x forward
         self.dim = sum(sizes.values())
         # decoding target: names and shapes of the parameters
         self.like = OrderedDict((n, np.zeros(s, np.float32)) for n, s in self.shapes.items())
