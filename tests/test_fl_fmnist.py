@@ -186,5 +186,5 @@ def test_cli_runs_evofed_on_fmnist_end_to_end(tmp_path, capsys):
     with open(os.path.join(run_dir, "experiment.json")) as fh:
         setting = json.load(fh)["setting"]
     assert setting["model"] == "evofed-fmnist" and setting["augment"] is False
-    assert setting["data"]["source"] == "fmnist" and setting["data"]["train"] == 100
+    assert setting["data"]["train"] == 100
     assert setting["data"]["test"] == 30

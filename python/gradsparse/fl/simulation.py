@@ -97,7 +97,7 @@ class Simulation:
             tx, ty = tx[:cfg.train_limit], ty[:cfg.train_limit]
         if cfg.test_limit:
             vx, vy = vx[:cfg.test_limit], vy[:cfg.test_limit]
-        self.data_id = {"source": cfg.data, "train_sha256": _sha256(tx, ty), "test_sha256": _sha256(vx, vy)}
+        self.data_id = {"train_sha256": _sha256(tx, ty), "test_sha256": _sha256(vx, vy)}
         pseed = cfg.seed if cfg.partition_seed < 0 else cfg.partition_seed
         keep, held = validation_split(ty, cfg.val_fraction, pseed)
         self.train = ImageSet.for_source(cfg.data, tx[keep], ty[keep], cfg.normalize)
