@@ -28,5 +28,5 @@ fl summary "$out/pairs"/evofed-*-opt_lr*-optimizeradam-population128-* "$out/pai
 fl summary "$out/pairs"/evofed-*-optimizeradam-population128-* "$out/pairs"/evofed-*-keep128-* \
   --baseline "evofed opt_lr=0.003 population=128 weight=0.0152" > "$rep/pairs-keep-claim.md"
 fl summary "$out/pairs"/evofed-*partitions200* \
-  --baseline "evofed centered_ranks=True opt_lr=0.01 optimizer=momentum partitions=200 population=32 sigma=0.4204 weight=0.0692" \
+  --baseline "evofed centered_ranks=True opt_lr=0.01 optimizer=momentum partitions=200 population=32 shared_noise=False sigma=0.4204 weight=0.0692" \
   > "$rep/pairs-shared-vs-independent.md"
