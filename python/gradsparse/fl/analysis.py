@@ -743,6 +743,12 @@ def _cost_curve(s: Setting, fld: str) -> Tuple[np.ndarray, np.ndarray]:
     return np.asarray(cols), acc[:, keep].mean(0) if keep else np.zeros(0)
 
 
+def _legend_below(ax, ncol: int = 1) -> None:
+    """The legend under the axes (long setting labels would cover the curves inside them);
+    the figure is saved with bbox_inches="tight" so that it is kept."""
+    ax.legend(fontsize=6, ncol=ncol, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
+
+
 def plot_runs(runs: Sequence[Run], out_dir: str, pool: Sequence[str] = (), points: int = 200) -> List[str]:
     """Writes accuracy_vs_round.png (one colour per setting, mean over seeds with a
     min–max band), accuracy_vs_energy.png, accuracy_vs_client_energy.png and
@@ -777,10 +783,9 @@ def plot_runs(runs: Sequence[Run], out_dir: str, pool: Sequence[str] = (), point
         ax.set_ylabel("test accuracy")
         ax.set_title(f"{g.title}\nmean over seeds; band: min–max over seeds", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, ncol=1 if len(g.settings) <= 8 else 2)
-    fig.tight_layout()
+        _legend_below(ax, ncol=1 if len(g.settings) <= 8 else 2)
     p = os.path.join(out_dir, "accuracy_vs_round.png")
-    fig.savefig(p, dpi=110)
+    fig.savefig(p, dpi=110, bbox_inches="tight")
     plt.close(fig)
     paths.append(p)
 
@@ -826,10 +831,9 @@ def plot_runs(runs: Sequence[Run], out_dir: str, pool: Sequence[str] = (), point
             ax.set_title(f"{g.title}\nfrontier: mean over seeds, band: 95% bootstrap over seeds", fontsize=9)
             ax.grid(alpha=0.3)
             if drawn or ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=6)
-        fig.tight_layout()
+                _legend_below(ax)
         p = os.path.join(out_dir, f"accuracy_vs_{axis}.png")
-        fig.savefig(p, dpi=110)
+        fig.savefig(p, dpi=110, bbox_inches="tight")
         plt.close(fig)
         paths.append(p)
     return paths
