@@ -43,7 +43,10 @@ class CompressedStrategy(Strategy):
     ``rounds`` records each aggregated round: bytes (the payloads' own lengths, Flower's
     serialised record sizes, and the dense float32 size), decode seconds, per reply what the
     client's metrics report, the rejected replies and the failed ones (Error replies, e.g.
-    from the client mod). ``last_updates`` maps node id -> the decoded update of
+    from the client mod), and the round's times: ``configure_s`` (this wrapper and the
+    wrapped strategy building the messages, downlink compression included), ``exchange_s``
+    (from then until the replies are handed to ``aggregate_train``: Flower's transport and
+    the clients' work), ``decode_s`` and ``aggregate_s`` (the wrapped strategy's). ``last_updates`` maps node id -> the decoded update of
     the last round. Thread safety: one instance drives one run; calls must not overlap
     (Flower's ServerApp calls a strategy from one thread).
     """
@@ -80,6 +83,7 @@ class CompressedStrategy(Strategy):
         self.last_updates: Dict[int, Dict[str, np.ndarray]] = {}
         self._sent: Dict[int, Tuple[Settings, Dict[str, np.ndarray]]] = {}
         self._down_bytes = 0
+        self._times = (0.0, 0.0)  # (configure_train's seconds, when it returned)
 
     def __repr__(self) -> str:
         s = self.settings
@@ -107,6 +111,13 @@ class CompressedStrategy(Strategy):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Any
                         ) -> Iterable[Message]:
+        t0 = time.perf_counter()
+        messages = list(self._configure_train(server_round, arrays, config, grid))
+        self._times = (time.perf_counter() - t0, time.perf_counter())
+        return messages
+
+    def _configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Any
+                         ) -> Iterable[Message]:
         settings = self.round_settings(server_round)
         glob = {name: a.numpy() for name, a in arrays.items()}
         missing = [n for n in settings.dense if n not in glob]
@@ -142,6 +153,8 @@ class CompressedStrategy(Strategy):
         if server_round not in self._sent:
             raise ArgumentError(f"server_round: round {server_round} was not configured by this strategy")
         settings, glob = self._sent.pop(server_round)
+        configure_s, sent_at = self._times
+        exchange_s = time.perf_counter() - sent_at
         comp = settings.compressor()
         ordered = sorted(replies, key=lambda m: m.metadata.src_node_id)
         entry: Dict[str, Any] = {"round": int(server_round), "uplink_bytes": 0, "raw_bytes": 0, "message_bytes": 0,
@@ -175,8 +188,11 @@ class CompressedStrategy(Strategy):
                 entry[k] += info[k.replace("uplink", "payload")]
             self.last_updates[node] = update
             handed.append(Message(content=content, metadata=msg.metadata))
+        t0 = time.perf_counter()
+        result = self.strategy.aggregate_train(server_round, handed)
+        entry.update(configure_s=configure_s, exchange_s=exchange_s, aggregate_s=time.perf_counter() - t0)
         self.rounds.append(entry)
-        return self.strategy.aggregate_train(server_round, handed)
+        return result
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Any
                            ) -> Iterable[Message]:
