@@ -447,3 +447,33 @@ def test_downlink_out_of_sync_node_recovers():
     assert [f["node_id"] for f in strategy.rounds[1]["failed"]] == [3]
     assert "out of sync" in strategy.rounds[1]["failed"][0]["reason"]
     assert strategy.rounds[2]["failed"] == [] and len(strategy.rounds[2]["replies"]) == 3
+
+
+@pytest.mark.parametrize("kind", ["sparse-base", "garbage-base", "garbage-step", "names", "nan-base"])
+def test_hostile_downlink_is_an_error_reply(kind):
+    from gradsparse.integrations.flower import downlink as down
+    g = initial()
+    app = make_app(fl.compression_mod("topk", {"ratio": 0.1}))
+    grid = LocalGrid(app, 1)
+    config = {down.ROUND: 1, down.FROM: -1, down.METHOD: "topk", down.PARAMS: "{\"ratio\": 0.1}",
+              down.NAMES: "[\"w\", \"b\"]"}
+    base = gs.encode(g)
+    if kind == "sparse-base":  # a sparse record claiming a huge shape: never densified
+        base = gs.encode({"w": gs.Sparse(np.array([0], np.int64), np.ones(1, np.float32), (1 << 40,)),
+                          "b": g["b"]})
+    elif kind == "garbage-base":
+        base = bytes(len(base))
+    elif kind == "nan-base":
+        base = gs.encode({"w": np.full_like(g["w"], np.nan), "b": g["b"]})
+    elif kind == "names":
+        config[down.NAMES] = "[\"w\", \"b\", \"missing\"]"
+    arrays = {down.BASE_KEY: fl.payload_array(base)}
+    if kind == "garbage-step":
+        config[down.FROM] = 0
+        grid.contexts[2].state[down.STATE_KEY] = as_record(g)
+        grid.contexts[2].state[down.STATE_ROUND] = ConfigRecord({"round": 0})
+        arrays = {f"{down.STEP_PREFIX}1": fl.payload_array(b"\x00" * 40)}
+    msg = grid.create_message(RecordDict({"arrays": ArrayRecord(arrays), "config": ConfigRecord(config)}),
+                              "train", 2, "1")
+    reply = list(grid.send_and_receive([msg]))[0]
+    assert reply.has_error() and reply.error.reason.startswith("gradsparse compression_mod:"), reply

@@ -130,10 +130,7 @@ def apply_on_node(msg: Message, context: Context) -> None:
     down = Settings(config.get(METHOD), json.loads(config.get(PARAMS, "{}"))).check()
     array_key, record = next(iter(content.array_records.items()))
     if start < 0:
-        got = decode(payload_bytes(record[BASE_KEY], "downlink base model"))
-        if not isinstance(got, dict):
-            raise ArgumentError("downlink base model: expected a multi-tensor message")
-        model = {n: np.array(getattr(v, "to_dense", lambda: v)(), dtype=np.float32) for n, v in got.items()}
+        model = _dense_message(record[BASE_KEY], "downlink base model")
     else:
         stored_round = context.state.config_records.get(STATE_ROUND, {}).get("round")
         stored = context.state.array_records.get(STATE_KEY)
@@ -151,10 +148,7 @@ def apply_on_node(msg: Message, context: Context) -> None:
     full: Dict[str, Array] = {}
     dense_values: Dict[str, np.ndarray] = {}
     if DENSE_KEY in record:
-        got = decode(payload_bytes(record[DENSE_KEY], "downlink dense arrays"))
-        if not isinstance(got, dict):
-            raise ArgumentError("downlink dense arrays: expected a multi-tensor message")
-        dense_values = {n: np.asarray(v, dtype=np.float32) for n, v in got.items()}
+        dense_values = _dense_message(record[DENSE_KEY], "downlink dense arrays")
     for n in names:
         if n in model:
             full[n] = Array(model[n])
@@ -167,3 +161,17 @@ def apply_on_node(msg: Message, context: Context) -> None:
     content[array_key] = ArrayRecord(full)
     context.state[STATE_KEY] = ArrayRecord({n: Array(a) for n, a in model.items()})
     context.state[STATE_ROUND] = ConfigRecord({"round": int(target)})
+
+
+def _dense_message(array: Array, what: str) -> Dict[str, np.ndarray]:
+    """The dense float32 arrays of a multi-tensor payload; a sparse record (whose claimed
+    shape would be allocated by densifying it) is refused."""
+    got = decode(payload_bytes(array, what))
+    if not isinstance(got, dict):
+        raise ArgumentError(f"{what}: expected a multi-tensor message")
+    out = {}
+    for n, v in got.items():
+        if not isinstance(v, np.ndarray):
+            raise ArgumentError(f"{what}: array {n!r} is not a dense record")
+        out[n] = np.asarray(v, dtype=np.float32)
+    return out
