@@ -62,3 +62,8 @@ def _engine_state_restored():
     yield
     assert gradsparse.get_simd_level() == level
     assert gradsparse.get_num_threads() == nthreads
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: runs Flower's real runtimes (tens of seconds); deselect with "
+                                       "-m 'not slow'")

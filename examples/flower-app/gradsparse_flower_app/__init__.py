@@ -1,0 +1,1 @@
+"""A Flower App using gradsparse: see ../README.md."""
