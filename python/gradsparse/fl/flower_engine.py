@@ -126,7 +126,7 @@ def _train(cfg_json: str, msg, context):
         out[k] = Array(np.ascontiguousarray(value))
     weight = len(sim.parts[c]) if sim.cfg.mode == "fedavg" else 1
     metrics = MetricRecord({_WEIGHT: weight, _LOSS: float(loss), _SEEN: int(seen), _STEPS: int(steps),
-                               _TRAIN_S: train_s})
+                            _TRAIN_S: train_s})
     return Message(RecordDict({"arrays": ArrayRecord(out), "metrics": metrics}), reply_to=msg)
 
 
@@ -312,21 +312,20 @@ class FlowerSimulation(Simulation):
     def _train(self, st: Dict[str, Any], m: int) -> None:
         cfg = self.cfg
         self._bar = None
-        if st["round"]:
-            raise ArgumentError("engine: the flower engine cannot continue a run from a checkpoint")
         state = {}
 
         def main(grid, context) -> None:
             torch.set_num_threads(cfg.threads)  # the server thread's own OpenMP setting
             inner = HarnessStrategy(self, st, m, _node_map(grid, cfg.num_clients))
             strategy = CompressedStrategy(inner, method=cfg.method, params=dict(self.method_params),
-                                              error_feedback=cfg.error_feedback, dense=list(self.buffer_names),
-                                              seed=cfg.seed, reconstruct="update")
+                                          error_feedback=cfg.error_feedback, dense=list(self.buffer_names),
+                                          seed=cfg.seed, reconstruct="update")
             inner.wrapper = strategy
             initial = ArrayRecord({k: Array(np.ascontiguousarray(v.detach().numpy()))
                                    for k, v in self.model.state_dict().items()})
             state["start"] = time.perf_counter()
             strategy.start(grid=grid, initial_arrays=initial, num_rounds=cfg.rounds, evaluate_fn=inner.evaluate)
+            state["message_bytes"] = sum(r["message_bytes"] for r in strategy.rounds)
 
         server = ServerApp()
         server.main()(main)
@@ -349,4 +348,5 @@ class FlowerSimulation(Simulation):
         self.flower_startup_s = state.get("start", t0) - t0
         if st["round"] < cfg.rounds:
             raise RuntimeError(f"the Flower simulation ended after {st['round']} of {cfg.rounds} rounds")
-        self.log(f"flower engine: {self.flower_startup_s:.1f} s to start Ray and map {cfg.num_clients} nodes")
+        self.log(f"flower engine: {self.flower_startup_s:.1f} s to start Ray and map {cfg.num_clients} nodes; "
+                 f"the replies' records as Flower counts them: {state['message_bytes'] / 1e6:.3f} MB")
