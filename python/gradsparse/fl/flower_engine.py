@@ -23,6 +23,7 @@ restarts from round 0; downlink compression and the evofed method are refused
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ import torch
 
 from . import records as rec
 from .config import Config
-from .simulation import CHECKPOINT, Simulation, _seed
+from .simulation import CHECKPOINT, Simulation, _progress, _seed
 from ..errors import ArgumentError
 
 __all__ = ["FlowerSimulation", "HarnessStrategy", "client_app", "ENV_DEFAULTS"]
@@ -49,6 +50,9 @@ ENV_DEFAULTS = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
 
 for _k, _v in ENV_DEFAULTS.items():  # before Flower (and Ray) are imported
     os.environ.setdefault(_k, _v)
+
+if importlib.util.find_spec("ray") is None:  # plain flwr: its simulation would exit the process
+    raise ImportError("the flower engine needs Flower's simulation extra (Ray): pip install \"gradsparse[flower]\"")
 
 from ..integrations.flower import CompressedStrategy, compression_mod  # noqa: E402  (needs the environment)
 from ..integrations.flower._flwr import (Array, ArrayRecord, ConfigRecord, Message, MessageType,  # noqa: E402
@@ -311,7 +315,8 @@ class FlowerSimulation(Simulation):
 
     def _train(self, st: Dict[str, Any], m: int) -> None:
         cfg = self.cfg
-        self._bar = None
+        tqdm = _progress(cfg)
+        self._bar = tqdm(total=cfg.rounds, desc="rounds", unit="round") if tqdm else None
         state = {}
 
         def main(grid, context) -> None:
@@ -345,6 +350,8 @@ class FlowerSimulation(Simulation):
         finally:
             flwr_log.removeFilter(quiet)
             flwr_log.setLevel(level)
+            if self._bar is not None:
+                self._bar.close()
         self.flower_startup_s = state.get("start", t0) - t0
         if st["round"] < cfg.rounds:
             raise RuntimeError(f"the Flower simulation ended after {st['round']} of {cfg.rounds} rounds")
