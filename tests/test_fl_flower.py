@@ -58,6 +58,18 @@ def test_cli_refuses_what_flower_cannot_run(tmp_path, capsys):
     assert not os.listdir(tmp_path)
 
 
+def test_sweep_runs_on_the_configured_engine(tmp_path, monkeypatch):
+    """A sweep's run goes through gradsparse.fl.run, which picks the engine (not the builtin
+    Simulation regardless)."""
+    import gradsparse.fl as fl
+    from gradsparse.fl.sweep import one_sweep_run
+    seen = []
+    monkeypatch.setattr(fl, "run", lambda cfg, resume=False, log=print: seen.append((cfg.engine, resume)))
+    cfg = Config(data="synthetic", engine="flower", out_dir=str(tmp_path))
+    assert one_sweep_run((cfg.to_dict(), str(tmp_path / "sweep.log")))[1] is None
+    assert seen == [("flower", True)]
+
+
 @pytest.fixture(scope="module")
 def flower():
     """The flower engine's module, imported under ENV with private FLWR_HOME and RAY_TMPDIR

@@ -599,8 +599,9 @@ def _dense_size(tensors: Dict[str, torch.Tensor]) -> int:
 
 
 def run(cfg: Config, *, resume: bool = False, log: Callable[[str], None] = print) -> str:
-    """Runs (or resumes) the experiment `cfg` on its engine; returns its run directory."""
-    if cfg.engine == "flower":
-        from .flower_engine import FlowerSimulation
-        return FlowerSimulation(cfg, log=log).run(resume=resume)
+    """Runs (or resumes) the experiment `cfg` on the builtin engine; returns its run directory
+    (:func:`gradsparse.fl.run` runs it on the engine the config names)."""
+    if cfg.engine != "builtin":
+        raise ArgumentError(f"engine: gradsparse.fl.simulation.run is the builtin engine; run engine "
+                            f"{cfg.engine!r} with gradsparse.fl.run")
     return Simulation(cfg, log=log).run(resume=resume)
