@@ -345,3 +345,135 @@ def test_strategy_arguments_are_checked():
         fl.CompressedStrategy(fedavg(2), reconstruct="both")
     with pytest.raises(ValueError, match="method"):
         fl.CompressedStrategy(fedavg(2), method="nope")
+
+
+# ----------------------------------------------------------------------------- compressed downlink
+
+def reference_downlink(rounds, ratio, down_ratio, nodes=3):
+    """`reference` with a compressed downlink: the server compresses (global - broadcast)
+    with its own error feedback; clients train from the broadcast model."""
+    def topk_ef(acc_parts, k):
+        flat = np.concatenate([a.ravel() for a in acc_parts.values()])
+        order = np.lexsort((np.arange(flat.size), -np.abs(flat)))
+        keep = np.zeros(flat.size, bool)
+        keep[order[:k]] = True
+        sent_flat = np.where(keep, flat, np.float32(0))
+        out, at = {}, 0
+        for name, a in acc_parts.items():
+            out[name] = sent_flat[at:at + a.size].reshape(a.shape)
+            at += a.size
+        return out
+
+    g = initial()
+    n = g["w"].size + g["b"].size
+    k, kd = (max(1, int(np.floor(r * n + 0.5))) for r in (ratio, down_ratio))
+    bc = {name: a.copy() for name, a in g.items()}
+    server_res = {name: np.zeros_like(a) for name, a in g.items()}
+    res = {p: {name: np.zeros_like(a) for name, a in g.items()} for p in range(nodes)}
+    total = sum(SIZES[:nodes])
+    for _ in range(rounds):
+        acc = {name: (g[name] - bc[name]) + server_res[name] for name in g}
+        sent = topk_ef(acc, kd)
+        for name in g:
+            server_res[name] = acc[name] - sent[name]
+            bc[name] = bc[name] + sent[name]
+        agg = None
+        for p in range(nodes):
+            local = local_train(bc, p)
+            up_acc = {name: (local[name] - bc[name]) + res[p][name] for name in g}
+            up = topk_ef(up_acc, k)
+            for name in g:
+                res[p][name] = up_acc[name] - up[name]
+            wgt = SIZES[p] / total
+            contrib = {name: (bc[name] + up[name]) * wgt for name in g}
+            agg = contrib if agg is None else {name: agg[name] + contrib[name] for name in g}
+        g = agg
+    return g, bc
+
+
+def test_compressed_downlink_matches_numpy_reference():
+    strategy = fl.CompressedStrategy(fedavg(3), method="topk", params={"ratio": 0.1}, downlink="topk",
+                                     downlink_params={"ratio": 0.2})
+    result, grid = run(strategy, make_app(fl.compression_mod()), rounds=4)
+    want, bc = reference_downlink(4, 0.1, 0.2)
+    for name in ("w", "b"):
+        np.testing.assert_array_equal(result.arrays[name].numpy(), want[name])
+        for ctx in grid.contexts.values():  # every node holds the broadcast model of the last round
+            np.testing.assert_array_equal(ctx.state["gradsparse.broadcast"][name].numpy(), bc[name])
+    first, later = strategy.rounds[0], strategy.rounds[1:]
+    dense = gs.encoded_size({"w": initial()["w"], "b": initial()["b"]})
+    assert first["downlink_bytes"] == 3 * dense  # first contact: the whole model
+    assert all(0 < e["downlink_bytes"] < 3 * dense / 2 for e in later)
+    assert all(e["failed"] == [] and e["rejected"] == [] for e in strategy.rounds)
+
+
+def test_downlink_catches_up_nodes_that_skipped_rounds():
+    strategy = fl.CompressedStrategy(
+        FedAvg(fraction_train=0.5, fraction_evaluate=0.0, min_train_nodes=2, min_available_nodes=4),
+        method="topk", params={"ratio": 0.1}, downlink="topk", downlink_params={"ratio": 0.3})
+    seen = {}
+
+    def check_mod(msg, context, call_next):  # after the compression mod has rebuilt the model
+        seen.setdefault(int(msg.content["config"]["server-round"]), {})[context.node_id] = \
+            {k: a.numpy() for k, a in msg.content["arrays"].items()}
+        return call_next(msg, context)
+
+    import random
+    random.seed(3)  # Flower samples nodes with the random module
+    run(strategy, make_app(fl.compression_mod(), check_mod), rounds=6, nodes=4)
+    assert all(e["failed"] == [] and e["rejected"] == [] for e in strategy.rounds)
+    participated = {}
+    for rnd in sorted(seen):
+        models = list(seen[rnd].values())
+        for m in models[1:]:  # every node of a round trains from the same model
+            for name in ("w", "b"):
+                np.testing.assert_array_equal(m[name], models[0][name])
+        for node in seen[rnd]:
+            participated.setdefault(node, []).append(rnd)
+    assert any(len(r) >= 2 and any(b - a > 1 for a, b in zip(r, r[1:])) for r in participated.values()), \
+        "no node skipped a round: the catch-up path was not exercised"
+
+
+def test_downlink_out_of_sync_node_recovers():
+    def forget_mod(msg, context, call_next):
+        if context.node_id == 3 and msg.content["config"]["server-round"] == 2:
+            del context.state["gradsparse.broadcast"]
+        return call_next(msg, context)
+
+    strategy = fl.CompressedStrategy(fedavg(3), method="topk", params={"ratio": 0.1}, downlink="topk",
+                                     downlink_params={"ratio": 0.2})
+    run(strategy, make_app(forget_mod, fl.compression_mod()), rounds=3)
+    assert strategy.rounds[0]["failed"] == []
+    assert [f["node_id"] for f in strategy.rounds[1]["failed"]] == [3]
+    assert "out of sync" in strategy.rounds[1]["failed"][0]["reason"]
+    assert strategy.rounds[2]["failed"] == [] and len(strategy.rounds[2]["replies"]) == 3
+
+
+@pytest.mark.parametrize("kind", ["sparse-base", "garbage-base", "garbage-step", "names", "nan-base"])
+def test_hostile_downlink_is_an_error_reply(kind):
+    from gradsparse.integrations.flower import downlink as down
+    g = initial()
+    app = make_app(fl.compression_mod("topk", {"ratio": 0.1}))
+    grid = LocalGrid(app, 1)
+    config = {down.ROUND: 1, down.FROM: -1, down.METHOD: "topk", down.PARAMS: "{\"ratio\": 0.1}",
+              down.NAMES: "[\"w\", \"b\"]"}
+    base = gs.encode(g)
+    if kind == "sparse-base":  # a sparse record claiming a huge shape: never densified
+        base = gs.encode({"w": gs.Sparse(np.array([0], np.int64), np.ones(1, np.float32), (1 << 40,)),
+                          "b": g["b"]})
+    elif kind == "garbage-base":
+        base = bytes(len(base))
+    elif kind == "nan-base":
+        base = gs.encode({"w": np.full_like(g["w"], np.nan), "b": g["b"]})
+    elif kind == "names":
+        config[down.NAMES] = "[\"w\", \"b\", \"missing\"]"
+    arrays = {down.BASE_KEY: fl.payload_array(base)}
+    if kind == "garbage-step":
+        config[down.FROM] = 0
+        grid.contexts[2].state[down.STATE_KEY] = as_record(g)
+        grid.contexts[2].state[down.STATE_ROUND] = ConfigRecord({"round": 0})
+        arrays = {f"{down.STEP_PREFIX}1": fl.payload_array(b"\x00" * 40)}
+    msg = grid.create_message(RecordDict({"arrays": ArrayRecord(arrays), "config": ConfigRecord(config)}),
+                              "train", 2, "1")
+    reply = list(grid.send_and_receive([msg]))[0]
+    assert reply.has_error() and reply.error.reason.startswith("gradsparse compression_mod:"), reply

@@ -14,6 +14,9 @@ Two pieces, used together::
   feedback kept in the node's ``Context.state``) and reports its cost in the reply metrics.
 * :class:`CompressedStrategy`: wraps any Flower strategy; sends the settings, decodes each
   reply as untrusted input, sorts replies, and gives the wrapped strategy what it expects.
+* :class:`EvoFedStrategy` and :class:`EvoFedMod`: EvoFed (:mod:`gradsparse.evofed`) through
+  Flower, fitness vectors as the payload both ways (a strategy of its own: EvoFed replaces
+  aggregation).
 
 Payloads travel as ``Array(dtype="uint8", stype=PAYLOAD_STYPE)``. See docs/flower.md.
 ``gradsparse.integrations.flower.testing.LocalGrid`` runs apps in-process for tests.
@@ -21,6 +24,7 @@ Payloads travel as ``Array(dtype="uint8", stype=PAYLOAD_STYPE)``. See docs/flowe
 from __future__ import annotations
 
 from ._flwr import SUPPORTED as FLOWER_VERSION
+from .evofed import EVOFED_METRIC_KEYS, FITNESS_KEY, EvoFedMod, EvoFedStrategy
 from .mod import METRIC_KEYS, RESIDUAL_KEY, CompressionMod, compression_mod
 from .payload import DENSE_KEY, PAYLOAD_STYPE, UPDATE_KEY, is_payload, payload_array, payload_bytes
 from .settings import Settings, derive_seed
@@ -28,4 +32,4 @@ from .strategy import CompressedStrategy
 
 __all__ = ["CompressedStrategy", "CompressionMod", "compression_mod", "Settings", "derive_seed", "PAYLOAD_STYPE",
            "UPDATE_KEY", "DENSE_KEY", "RESIDUAL_KEY", "METRIC_KEYS", "payload_array", "payload_bytes", "is_payload",
-           "FLOWER_VERSION"]
+           "FLOWER_VERSION", "EvoFedStrategy", "EvoFedMod", "FITNESS_KEY", "EVOFED_METRIC_KEYS"]

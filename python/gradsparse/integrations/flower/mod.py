@@ -16,6 +16,7 @@ from ...wire import encode
 from ...compress import ErrorFeedback, feedback_enabled
 from ...errors import ArgumentError, ArgumentTypeError
 from ._flwr import Array, ArrayRecord, Context, Error, ErrorCode, Message, MessageType, MetricRecord, check_version
+from . import downlink as down
 from .payload import DENSE_KEY, UPDATE_KEY, payload_array
 from .settings import Settings, names, derive_seed
 
@@ -74,6 +75,8 @@ class CompressionMod:
         if msg.metadata.message_type.split(".", 1)[0] != MessageType.TRAIN:
             return call_next(msg, context)
         try:
+            if any(down.ROUND in c for c in msg.content.config_records.values()):
+                down.apply_on_node(msg, context)  # the model, rebuilt from the compressed downlink
             settings, received = self._incoming(msg)
         except (ValueError, TypeError) as e:
             return _error(msg, e)

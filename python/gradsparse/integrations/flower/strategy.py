@@ -19,7 +19,8 @@ from ...compress import Compressor, decode_dense
 from ...errors import ArgumentError, ArgumentTypeError
 from ._flwr import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict, Strategy, check_version, failed
 from .mod import METRIC_KEYS
-from .payload import DENSE_KEY, UPDATE_KEY, payload_bytes
+from .payload import DENSE_KEY, UPDATE_KEY, payload_array, payload_bytes
+from .downlink import ServerDownlink
 from .settings import Settings, names
 
 __all__ = ["CompressedStrategy"]
@@ -42,7 +43,10 @@ class CompressedStrategy(Strategy):
     ``rounds`` records each aggregated round: bytes (the payloads' own lengths, Flower's
     serialised record sizes, and the dense float32 size), decode seconds, per reply what the
     client's metrics report, the rejected replies and the failed ones (Error replies, e.g.
-    from the client mod). ``last_updates`` maps node id -> the decoded update of
+    from the client mod), and the round's times: ``configure_s`` (this wrapper and the
+    wrapped strategy building the messages, downlink compression included), ``exchange_s``
+    (from then until the replies are handed to ``aggregate_train``: Flower's transport and
+    the clients' work), ``decode_s`` and ``aggregate_s`` (the wrapped strategy's). ``last_updates`` maps node id -> the decoded update of
     the last round. Thread safety: one instance drives one run; calls must not overlap
     (Flower's ServerApp calls a strategy from one thread).
     """
@@ -50,7 +54,8 @@ class CompressedStrategy(Strategy):
     def __init__(self, strategy: Strategy, method: str = "topk", params: Optional[Mapping[str, Any]] = None, *,
                  error_feedback: str = "auto", dense: Sequence[str] = (),
                  params_fn: Optional[Callable[[int], Mapping[str, Any]]] = None, seed: int = 0,
-                 reconstruct: str = "model"):
+                 reconstruct: str = "model", downlink: Optional[str] = None,
+                 downlink_params: Optional[Mapping[str, Any]] = None, downlink_feedback: str = "auto"):
         check_version()
         if not isinstance(strategy, Strategy):
             raise ArgumentTypeError(f"strategy: expected a flwr.serverapp.strategy.Strategy, got "
@@ -68,9 +73,17 @@ class CompressedStrategy(Strategy):
         self.settings = Settings(method, dict(params or {}), error_feedback, seed, names(dense, "dense")).check()
         self.params_fn = params_fn
         self.reconstruct = reconstruct
+        if downlink_params is not None and not isinstance(downlink_params, Mapping):
+            raise ArgumentTypeError(f"downlink_params: expected a dict, got {type(downlink_params).__name__}")
+        if downlink is None and downlink_params:
+            raise ArgumentError("downlink_params: given without a downlink compressor (downlink=...)")
+        self._down = None if downlink is None else ServerDownlink(
+            Settings(downlink, dict(downlink_params or {}), downlink_feedback, seed).check())
         self.rounds: List[Dict[str, Any]] = []
         self.last_updates: Dict[int, Dict[str, np.ndarray]] = {}
         self._sent: Dict[int, Tuple[Settings, Dict[str, np.ndarray]]] = {}
+        self._down_bytes = 0
+        self._times = (0.0, 0.0)  # (configure_train's seconds, when it returned)
 
     def __repr__(self) -> str:
         s = self.settings
@@ -98,31 +111,62 @@ class CompressedStrategy(Strategy):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Any
                         ) -> Iterable[Message]:
+        t0 = time.perf_counter()
+        messages = list(self._configure_train(server_round, arrays, config, grid))
+        self._times = (time.perf_counter() - t0, time.perf_counter())
+        return messages
+
+    def _configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Any
+                         ) -> Iterable[Message]:
         settings = self.round_settings(server_round)
         glob = {name: a.numpy() for name, a in arrays.items()}
         missing = [n for n in settings.dense if n not in glob]
         if missing:
             raise ArgumentError(f"dense: no array named {missing[0]!r} in the model")
-        self._sent = {server_round: (settings, glob)}  # only the round in flight is kept
         cfg = ConfigRecord(dict(config))
         for k, v in settings.to_config().items():
             cfg[k] = v
-        return self.strategy.configure_train(server_round, arrays, cfg, grid)
+        if self._down is None:
+            self._sent = {server_round: (settings, glob)}  # only the round in flight is kept
+            self._down_bytes = 0
+            return self.strategy.configure_train(server_round, arrays, cfg, grid)
+        # compressed downlink: the wrapped strategy's global model is the broadcast model
+        compressed = [n for n, a in glob.items() if a.dtype.kind == "f" and n not in settings.dense]
+        broadcast = self._down.advance(server_round, glob, compressed)
+        handed = {n: broadcast.get(n, a) for n, a in glob.items()}
+        self._sent = {server_round: (settings, handed)}
+        extra: Dict[str, Array] = {n: a for n, a in arrays.items() if glob[n].dtype.kind != "f"}
+        if settings.dense:
+            from ...wire import encode
+            extra[DENSE_KEY] = payload_array(encode({n: np.asarray(glob[n], np.float32) for n in settings.dense}))
+        record = ArrayRecord({n: Array(np.ascontiguousarray(a)) for n, a in handed.items()})
+        out = []
+        self._down_bytes = 0
+        for msg in self.strategy.configure_train(server_round, record, cfg, grid):
+            msg, nbytes = self._down.message_for(msg, server_round, list(glob), extra)
+            out.append(msg)
+            self._down_bytes += nbytes
+        return out
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> Tuple[Optional[ArrayRecord], Optional[MetricRecord]]:
         if server_round not in self._sent:
             raise ArgumentError(f"server_round: round {server_round} was not configured by this strategy")
         settings, glob = self._sent.pop(server_round)
+        configure_s, sent_at = self._times
+        exchange_s = time.perf_counter() - sent_at
         comp = settings.compressor()
         ordered = sorted(replies, key=lambda m: m.metadata.src_node_id)
         entry: Dict[str, Any] = {"round": int(server_round), "uplink_bytes": 0, "raw_bytes": 0, "message_bytes": 0,
-                                 "decode_s": 0.0, "replies": [], "rejected": [], "failed": []}
+                                 "decode_s": 0.0, "replies": [], "rejected": [], "failed": [],
+                                 "downlink_bytes": int(self._down_bytes) if self._down is not None else None}
         self.last_updates = {}
         handed: List[Message] = []
         for msg in ordered:
             if msg.has_error():
                 entry["failed"].append({"node_id": int(msg.metadata.src_node_id), "reason": msg.error.reason})
+                if self._down is not None:
+                    self._down.forget(msg.metadata.src_node_id)
                 handed.append(msg)
                 continue
             node = int(msg.metadata.src_node_id)
@@ -133,6 +177,8 @@ class CompressedStrategy(Strategy):
                 from flwr.supercore import log
                 log(WARNING, "gradsparse: rejected the reply of node %d: %s", node, e)
                 entry["rejected"].append({"node_id": node, "reason": str(e)})
+                if self._down is not None:
+                    self._down.forget(node)
                 handed.append(failed(msg.metadata, f"gradsparse: rejected the reply: {e}"))
                 continue
             entry["decode_s"] += time.perf_counter() - t0
@@ -142,8 +188,11 @@ class CompressedStrategy(Strategy):
                 entry[k] += info[k.replace("uplink", "payload")]
             self.last_updates[node] = update
             handed.append(Message(content=content, metadata=msg.metadata))
+        t0 = time.perf_counter()
+        result = self.strategy.aggregate_train(server_round, handed)
+        entry.update(configure_s=configure_s, exchange_s=exchange_s, aggregate_s=time.perf_counter() - t0)
         self.rounds.append(entry)
-        return self.strategy.aggregate_train(server_round, handed)
+        return result
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Any
                            ) -> Iterable[Message]:
