@@ -126,10 +126,16 @@ class Config:
         need(self.mode in MODES, "mode", f"expected one of {', '.join(MODES)}, got {self.mode!r}")
         need(self.engine in ENGINES, "engine", f"expected one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.engine == "flower":
+            # the harness sends every client the round's downlink (compressed model change,
+            # aggregated fitness); Flower's wrapper and EvoFedStrategy send each sampled node
+            # the rounds it missed: other bytes and energy, so not the same records
             need(self.method != evofed_params.METHOD, "engine",
-                 "the evofed method runs on the builtin engine only (its fitness exchange has no Flower round yet)")
+                 "the evofed method runs on the builtin engine only (it sends the aggregated fitness to every "
+                 "client each round; in a Flower app of your own use gradsparse.integrations.flower's "
+                 "EvoFedStrategy, docs/flower.md)")
             need(self.downlink == "none" and not self.downlink_params, "engine",
-                 "downlink compression runs on the builtin engine only (the flower engine sends the dense model)")
+                 "downlink compression runs on the builtin engine only (it charges every client each round's "
+                 "broadcast; the flower engine sends the sampled clients the dense model)")
         need(self.checkpoint in ("delete", "keep"), "checkpoint", f"expected 'delete' or 'keep', got {self.checkpoint!r}")
         v = real("val_fraction")
         need(0 <= v < 1, "val_fraction", f"must be in [0, 1), got {v}")
