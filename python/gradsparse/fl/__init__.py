@@ -16,10 +16,14 @@ __all__ = ["Config", "Compressor", "available_compressors", "load_config", "load
 
 
 def run(cfg: Config, *, resume: bool = False, log=print) -> str:
-    """Runs (or resumes, with ``resume=True``) the experiment; returns its run directory."""
+    """Runs (or resumes, with ``resume=True``) the experiment on the engine ``cfg.engine``
+    names (``builtin``, or ``flower``: Flower's simulation engine); returns its run directory."""
     try:
         import torch  # noqa: F401
     except ImportError:
         raise ImportError("gradsparse.fl needs torch to run experiments: pip install 'gradsparse[fl]'") from None
-    from .simulation import run as _run
-    return _run(cfg, resume=resume, log=log)
+    if cfg.engine == "flower":
+        from .flower_engine import FlowerSimulation as engine
+    else:
+        from .simulation import Simulation as engine
+    return engine(cfg, log=log).run(resume=resume)

@@ -18,7 +18,7 @@ import sys
 import textwrap
 from typing import Any, Dict, List, Optional
 
-from .config import DATA_SOURCES, MODELS, PARTITIONS, Config, load_config, parse_overrides
+from .config import DATA_SOURCES, ENGINES, MODELS, PARTITIONS, Config, load_config, parse_overrides
 from ..errors import ArgumentError
 
 # the help's default of a setting when the Config default alone does not say it
@@ -112,7 +112,7 @@ _COMMON = ["data", "data_dir", "download", "model", "rounds", "num_clients", "cl
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    ov = _overrides(args, _COMMON + ["method", "seed", "run_name"])
+    ov = _overrides(args, _COMMON + ["method", "seed", "run_name", "engine"])
     if args.ratio is not None:
         ov.setdefault("params", {})["ratio"] = args.ratio
     cfg = load_config(args.config, ov)
@@ -246,6 +246,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--ratio", type=float, help="the compressor's ratio parameter (= --set params.ratio=R)")
     p.add_argument("--seed", type=int, help=_h("seed", "seed"))
     p.add_argument("--run-name", help="run directory name (default: derived from the settings)")
+    p.add_argument("--engine", choices=list(ENGINES),
+                   help=_h("what runs the rounds: the builtin loop or Flower's simulation engine (Ray; needs "
+                           "gradsparse[flower]; same records, no checkpoints)", "engine"))
     p.add_argument("--resume", action="store_true", help="continue the run in its directory")
     p.add_argument("--no-plot", action="store_true", help="do not write figures")
     p.set_defaults(fn=_cmd_run)

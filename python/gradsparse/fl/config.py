@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional
 from ..errors import ArgumentError
 from . import evofed_params
 
-__all__ = ["Config", "load_config", "parse_overrides", "DATA_SOURCES", "PARTITIONS", "MODELS", "MODES",
+__all__ = ["Config", "load_config", "parse_overrides", "DATA_SOURCES", "PARTITIONS", "MODELS", "MODES", "ENGINES",
            "DATA_SHAPES", "MODEL_INPUTS"]
 
 DATA_SOURCES = ("cifar10", "synthetic", "fmnist")
@@ -30,6 +30,7 @@ MODEL_INPUTS = {"cnn": (3, 32, 32), "resnet18": (3, 32, 32), "tiny": None, "evof
 BATCHNORM_MODELS = ("resnet18",)  #: models with float buffers (BatchNorm statistics)
 NUM_CLASSES = 10                   #: classes of every data source
 MODES = ("fedavg", "gradient")
+ENGINES = ("builtin", "flower")   #: what runs the rounds (the records are the same)
 
 
 @dataclass
@@ -85,6 +86,7 @@ class Config:
     progress: str = "auto"                #: tqdm bars: "auto" (only on a terminal), "on", "off"
     checkpoint: str = "delete"            #: "delete" checkpoint.pt when the run finishes, or "keep" it
     checkpoint_every: int = 1             #: rounds between checkpoints (a resume repeats the rounds since the last)
+    engine: str = "builtin"               #: "builtin" (the in-process loop) or "flower" (Flower's simulation engine on Ray; docs/fl.md)
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "Config":
@@ -122,6 +124,18 @@ class Config:
         need(isinstance(self.partition_seed, int) and not isinstance(self.partition_seed, bool)
              and self.partition_seed >= -1, "partition_seed", f"expected an integer >= -1, got {self.partition_seed!r}")
         need(self.mode in MODES, "mode", f"expected one of {', '.join(MODES)}, got {self.mode!r}")
+        need(self.engine in ENGINES, "engine", f"expected one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.engine == "flower":
+            # the harness sends every client the round's downlink (compressed model change,
+            # aggregated fitness); Flower's wrapper and EvoFedStrategy send each sampled node
+            # the rounds it missed: other bytes and energy, so not the same records
+            need(self.method != evofed_params.METHOD, "engine",
+                 "the evofed method runs on the builtin engine only (it sends the aggregated fitness to every "
+                 "client each round; in a Flower app of your own use gradsparse.integrations.flower's "
+                 "EvoFedStrategy, docs/flower.md)")
+            need(self.downlink == "none" and not self.downlink_params, "engine",
+                 "downlink compression runs on the builtin engine only (it charges every client each round's "
+                 "broadcast; the flower engine sends the sampled clients the dense model)")
         need(self.checkpoint in ("delete", "keep"), "checkpoint", f"expected 'delete' or 'keep', got {self.checkpoint!r}")
         v = real("val_fraction")
         need(0 <= v < 1, "val_fraction", f"must be in [0, 1), got {v}")
@@ -226,8 +240,9 @@ class Config:
     # Fields whose change does not change the experiment (a resumed run may differ in them).
     # Not `threads`: torch's thread count changes its numerics, so a run is resumed with the
     # count it started with (0 there: the run's recorded count; see Simulation._check_dir).
+    # `engine` is one: both engines write the same records (experiment.json says which ran).
     NON_EXPERIMENT = ("out_dir", "run_name", "progress", "rounds", "data_dir", "download", "checkpoint",
-                      "checkpoint_every", "eval_batch_size", "last_k")
+                      "checkpoint_every", "eval_batch_size", "last_k", "engine")
 
 
 def digest(obj: Any) -> str:

@@ -331,28 +331,8 @@ class Simulation:
         if st["round"]:
             self.log(f"resuming after round {st['round']}")
         m = max(1, int(math.floor(cfg.client_fraction * cfg.num_clients + 0.5)))
-        tqdm = _progress(cfg)
-        bar = tqdm(total=cfg.rounds, initial=st["round"], desc="rounds", unit="round") if tqdm else None
-        every = max(1, cfg.rounds // 10)
         self.setup_s = time.perf_counter() - t_setup
-        one_round = self._round if self.evofed is None else self.evofed.round
-        while st["round"] < cfg.rounds:
-            rnd = st["round"] + 1
-            row = one_round(rnd, m, st, tqdm)
-            st["round"] = rnd
-            rec.append(self.dir, row)
-            if rnd % cfg.checkpoint_every == 0 or rnd == cfg.rounds:
-                self._save(st)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(acc=f"{row['test_acc']:.3f}" if row["test_acc"] is not None else "-")
-            elif rnd % every == 0 or rnd == cfg.rounds:
-                acc = "-" if row["test_acc"] is None else f"{row['test_acc']:.4f}"
-                self.log(f"round {rnd}/{cfg.rounds}: acc {acc}, uplink {row['cum_uplink_bytes'] / 1e6:.2f} MB, "
-                         f"energy {row['cum_energy_j']:.4g} J, compression {100 * row['compress_share']:.2f}% "
-                         f"of {row['round_s']:.2f} s")
-        if bar is not None:
-            bar.close()
+        self._train(st, m)
         rec.export_csv(self.dir)
         result = rec.run_result(rec.read(self.dir), cfg.last_k)
         _atomic_write(os.path.join(self.dir, STATUS),
@@ -365,6 +345,36 @@ class Simulation:
         self.log(f"result: {os.path.basename(self.dir)}: {rec.result_line(result)}")
         return self.dir
 
+    def _train(self, st: Dict[str, Any], m: int) -> None:
+        """Runs the rounds after ``st["round"]`` up to ``cfg.rounds``, `m` clients each."""
+        cfg = self.cfg
+        tqdm = _progress(cfg)
+        self._bar = tqdm(total=cfg.rounds, initial=st["round"], desc="rounds", unit="round") if tqdm else None
+        one_round = self._round if self.evofed is None else self.evofed.round
+        while st["round"] < cfg.rounds:
+            rnd = st["round"] + 1
+            self._finish_round(st, one_round(rnd, m, st, tqdm))
+        if self._bar is not None:
+            self._bar.close()
+
+    def _finish_round(self, st: Dict[str, Any], row: Dict[str, Any]) -> None:
+        """After round ``row["round"]``: appends its record, checkpoints when due, reports progress."""
+        cfg = self.cfg
+        rnd = row["round"]
+        st["round"] = rnd
+        rec.append(self.dir, row)
+        if rnd % cfg.checkpoint_every == 0 or rnd == cfg.rounds:
+            self._save(st)
+        every = max(1, cfg.rounds // 10)
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(acc=f"{row['test_acc']:.3f}" if row["test_acc"] is not None else "-")
+        elif rnd % every == 0 or rnd == cfg.rounds:
+            acc = "-" if row["test_acc"] is None else f"{row['test_acc']:.4f}"
+            self.log(f"round {rnd}/{cfg.rounds}: acc {acc}, uplink {row['cum_uplink_bytes'] / 1e6:.2f} MB, "
+                     f"energy {row['cum_energy_j']:.4g} J, compression {100 * row['compress_share']:.2f}% "
+                     f"of {row['round_s']:.2f} s")
+
     def _write_experiment(self) -> None:
         """experiment.json: the resolved experiment, its keys, versions and host. A resumed
         run must be the same experiment on the same data (the data are compared by content)."""
@@ -374,7 +384,7 @@ class Simulation:
         setting["data"] = dict(self.data_id)
         from .config import experiment_keys
         exp = {"format": 1, **experiment_keys(setting), "setting": setting,
-               "versions": versions(), "host": host()}
+               "versions": versions(), "host": host(), "engine": self.engine_info()}
         path = os.path.join(self.dir, EXPERIMENT)
         if os.path.lexists(path):
             old = _read_json(path)
@@ -387,6 +397,10 @@ class Simulation:
                 self.log(f"warning: resuming a run started with {old.get('versions')} under {exp['versions']}")
                 exp["versions_at_start"] = old.get("versions")
         _atomic_write(path, json.dumps(exp, indent=1, sort_keys=True).encode())
+
+    def engine_info(self) -> Dict[str, Any]:
+        """What ran the rounds (experiment.json's ``engine``; not part of the experiment's key)."""
+        return {"name": "builtin"}
 
     def _write_partition(self) -> None:
         info = {"sizes": [int(p.size) for p in self.parts], "label_histograms": self.hist.tolist(),
@@ -476,11 +490,7 @@ class Simulation:
                 buf_agg[k] += n_i * buffers[k].double()
             weight += n_i
             sent_bytes = comp.nbytes + self.buffer_bytes
-            terms = client_account(selected=comp.selected, payload_bytes=sent_bytes, received_bytes=0, steps=steps,
-                                   flops=self.flops_per_sample * seen, sizes=self.sizes,
-                                   costs=self.costs_of[prof_name], profile=self.profiles[prof_name])
-            for k in ("compute", "train_mem", "update", "tx"):
-                energy[k] += terms[k]
+            self._add_client_energy(energy, c, comp.selected, sent_bytes, steps, seen)
             totals["up"] += sent_bytes
             totals["selected"] += sum(comp.selected.values())
             for n, v in comp.selected.items():
@@ -488,7 +498,33 @@ class Simulation:
             steps_total += steps
             totals["loss"] += loss * n_i
 
-        # ---- server: weighted FedAvg of the decoded updates, optional server momentum
+        self._server_update(st, start, agg, buf_agg, weight)
+        acc_, loss_, vacc, vloss = self._evaluate_round(rnd)
+        round_s = time.perf_counter() - t0
+        return rec.make_row(st["totals"], cfg, rnd, params=self.method_params, clients=clients, test_acc=acc_,
+                            test_loss=loss_, val_acc=vacc, val_loss=vloss,
+                            train_loss=totals["loss"] / weight, uplink=totals["up"], downlink=down_bytes,
+                            selected=totals["selected"], density=totals["selected"] / (self.dim * len(clients)),
+                            selected_by_tensor=by_tensor, steps=steps_total, energy=energy, compress_s=totals["compress_s"], encode_s=totals["encode_s"],
+                            decode_s=totals["decode_s"], train_s=totals["train_s"], downlink_s=down_s,
+                            round_s=round_s)
+
+    def _add_client_energy(self, energy: Dict[str, float], c: int, selected: Dict[str, int], sent_bytes: int,
+                           steps: int, seen: int) -> None:
+        """Adds client `c`'s compute and uplink energy terms of one round to `energy`."""
+        prof_name = self.client_profile[c]
+        terms = client_account(selected=selected, payload_bytes=sent_bytes, received_bytes=0, steps=steps,
+                               flops=self.flops_per_sample * seen, sizes=self.sizes,
+                               costs=self.costs_of[prof_name], profile=self.profiles[prof_name])
+        for k in ("compute", "train_mem", "update", "tx"):
+            energy[k] += terms[k]
+
+    def _server_update(self, st: Dict[str, Any], start: Dict[str, torch.Tensor], agg: Dict[str, np.ndarray],
+                       buf_agg: Dict[str, torch.Tensor], weight: int) -> None:
+        """The server's step: the weighted mean of the decoded updates (`agg`: their float64
+        weighted sums) through the optional server momentum and server lr, the BatchNorm
+        buffers' weighted mean; loads the new global model."""
+        cfg = self.cfg
         new_sd = dict(start)
         with torch.no_grad():
             for n in self.param_names:
@@ -499,16 +535,6 @@ class Simulation:
             for k in self.buffer_names:
                 new_sd[k] = (buf_agg[k] / weight).to(start[k].dtype)
         self.model.load_state_dict(new_sd)
-
-        acc_, loss_, vacc, vloss = self._evaluate_round(rnd)
-        round_s = time.perf_counter() - t0
-        return rec.make_row(st["totals"], cfg, rnd, params=self.method_params, clients=clients, test_acc=acc_,
-                            test_loss=loss_, val_acc=vacc, val_loss=vloss,
-                            train_loss=totals["loss"] / weight, uplink=totals["up"], downlink=down_bytes,
-                            selected=totals["selected"], density=totals["selected"] / (self.dim * len(clients)),
-                            selected_by_tensor=by_tensor, steps=steps_total, energy=energy, compress_s=totals["compress_s"], encode_s=totals["encode_s"],
-                            decode_s=totals["decode_s"], train_s=totals["train_s"], downlink_s=down_s,
-                            round_s=round_s)
 
     def _broadcast(self, rnd: int, st: Dict[str, Any], start: Dict[str, torch.Tensor]) -> int:
         """Compressed downlink: every client keeps the broadcast model; the server sends the
@@ -573,5 +599,9 @@ def _dense_size(tensors: Dict[str, torch.Tensor]) -> int:
 
 
 def run(cfg: Config, *, resume: bool = False, log: Callable[[str], None] = print) -> str:
-    """Runs (or resumes) the experiment `cfg`; returns its run directory."""
+    """Runs (or resumes) the experiment `cfg` on the builtin engine; returns its run directory
+    (:func:`gradsparse.fl.run` runs it on the engine the config names)."""
+    if cfg.engine != "builtin":
+        raise ArgumentError(f"engine: gradsparse.fl.simulation.run is the builtin engine; run engine "
+                            f"{cfg.engine!r} with gradsparse.fl.run")
     return Simulation(cfg, log=log).run(resume=resume)

@@ -236,8 +236,8 @@ def one_sweep_run(item: Tuple[Dict[str, Any], str]) -> Tuple[str, Optional[str]]
     cfg = Config(**cfg_dict)
     log = _RunLog(log_path, run_label(cfg))
     try:
-        from .simulation import Simulation
-        Simulation(cfg.validate(), log=log).run(resume=True)
+        from . import run
+        run(cfg.validate(), resume=True, log=log)
     except ValueError as e:  # a bad setting or a damaged run directory: the message says which
         log(f"FAILED: {e}")
         return cfg.run_dir(), str(e)
