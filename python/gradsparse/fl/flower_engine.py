@@ -231,7 +231,7 @@ class HarnessStrategy(Strategy):
         for c in clients:  # every sampled client receives the dense model
             energy["rx"] += 8.0 * sim.model_bytes * sim.profiles[sim.client_profile[c]].rx_j_per_bit
         by_tensor = {n: 0 for n in sim.param_names}
-        up, selected, steps, loss, compress_s, train_s = 0, 0, 0, 0.0, 0.0, 0.0
+        up, selected, steps, loss, compress_s, encode_s, train_s = 0, 0, 0, 0.0, 0.0, 0.0, 0.0
         for c in clients:
             r, met = sent[c], metrics[c]
             chosen = dict(zip(sim.param_names, (int(v) for v in r["selected_by_tensor"])))
@@ -243,6 +243,7 @@ class HarnessStrategy(Strategy):
             steps += int(met[_STEPS])
             loss += float(met[_LOSS]) * int(met[_WEIGHT])
             compress_s += float(r["compress_s"])
+            encode_s += float(r["encode_s"])
             train_s += float(met[_TRAIN_S])
         round_s = time.perf_counter() - info["t0"]
         row = rec.make_row(self.st["totals"], cfg, server_round, params=sim.method_params, clients=clients,
@@ -250,7 +251,7 @@ class HarnessStrategy(Strategy):
                            train_loss=loss / info["weight"], uplink=up, downlink=sim.model_bytes * len(clients),
                            selected=selected, density=selected / (sim.dim * len(clients)),
                            selected_by_tensor=by_tensor, steps=steps, energy=energy, compress_s=compress_s,
-                           encode_s=float(counted.get("encode_s", 0.0)), decode_s=float(counted["decode_s"]),
+                           encode_s=encode_s, decode_s=float(counted["decode_s"]),
                            train_s=train_s, downlink_s=0.0, round_s=round_s)
         sim._finish_round(self.st, row)
         return MetricRecord({k: v for k, v in (("test-acc", acc_), ("test-loss", loss_)) if v is not None})

@@ -25,7 +25,7 @@ __all__ = ["CompressionMod", "compression_mod", "RESIDUAL_KEY", "METRIC_KEYS"]
 RESIDUAL_KEY = "gradsparse.residual"  #: the Context.state record holding the error-feedback residuals
 #: the metrics the mod adds to each train reply
 METRIC_KEYS = ("gradsparse.payload-bytes", "gradsparse.raw-bytes", "gradsparse.compress-s", "gradsparse.selected",
-               "gradsparse.selected-by-tensor")
+               "gradsparse.selected-by-tensor", "gradsparse.encode-s")
 _RETURNS = ("model", "update")
 
 
@@ -158,7 +158,8 @@ class CompressionMod:
         by_tensor = [int(c.selected.get(n, 0)) for n in update]
         metrics = {METRIC_KEYS[0]: int(nbytes),
                    METRIC_KEYS[1]: 4 * int(sum(a.size for a in update.values()) + sum(a.size for a in dense.values())),
-                   METRIC_KEYS[2]: float(seconds), METRIC_KEYS[3]: int(sum(by_tensor)), METRIC_KEYS[4]: by_tensor}
+                   METRIC_KEYS[2]: float(seconds), METRIC_KEYS[3]: int(sum(by_tensor)), METRIC_KEYS[4]: by_tensor,
+                   METRIC_KEYS[5]: float(c.encode_s)}
         records = list(content.metric_records.values())
         target = records[0] if len(records) == 1 else None
         if target is None:

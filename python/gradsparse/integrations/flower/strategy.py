@@ -249,7 +249,7 @@ class CompressedStrategy(Strategy):
         info = {"payload_bytes": int(nbytes), "message_bytes": message_bytes,
                 "raw_bytes": 4 * int(sum(a.size for a in compressed.values()) + sum(a.size for a in dense_like.values())),
                 "compress_s": metrics.get(METRIC_KEYS[2]), "selected": metrics.get(METRIC_KEYS[3]),
-                "selected_by_tensor": metrics.get(METRIC_KEYS[4])}
+                "selected_by_tensor": metrics.get(METRIC_KEYS[4]), "encode_s": metrics.get(METRIC_KEYS[5])}
         return handed, update, info
 
 
