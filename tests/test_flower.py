@@ -12,54 +12,24 @@ import pytest
 
 fl = pytest.importorskip("gradsparse.integrations.flower", reason="Flower (flwr) is not installed: "
                          "pip install \"gradsparse[flower]\"")
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict  # noqa: E402
-from flwr.clientapp import ClientApp  # noqa: E402
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict  # noqa: E402
 from flwr.serverapp.strategy import FedAdam, FedAvg  # noqa: E402
 
 import gradsparse as gs  # noqa: E402
 from gradsparse.integrations.flower.testing import LocalGrid  # noqa: E402
 
+from flower_lsq import LeastSquares  # noqa: E402
+
 N_IN, N_OUT = 12, 5
 SIZES = (30, 50, 40, 20)  # examples per node (FedAvg weights)
 
 
-def node_data(pid: int):
-    rng = np.random.default_rng(100 + pid)
-    x = rng.standard_normal((SIZES[pid], N_IN)).astype(np.float32)
-    w_true = rng.standard_normal((N_IN, N_OUT)).astype(np.float32)
-    return x, (x @ w_true + 0.1 * pid).astype(np.float32)
-
-
-def local_train(arrays, pid, steps=3, lr=np.float32(0.05)):
-    """Plain gradient descent on a least-squares loss, all in float32."""
-    w, b = arrays["w"].copy(), arrays["b"].copy()
-    x, y = node_data(pid)
-    for _ in range(steps):
-        err = x @ w + b - y
-        w = w - lr * (x.T @ err) / np.float32(len(x))
-        b = b - lr * err.mean(axis=0)
-    out = {"w": w.astype(np.float32), "b": b.astype(np.float32)}
-    if "count" in arrays:
-        out["count"] = arrays["count"] + 1
-    return out
+LSQ = LeastSquares(N_IN, N_OUT, SIZES)
+local_train = LSQ.local_train
 
 
 def make_app(*mods):
-    app = ClientApp(mods=list(mods))
-
-    @app.train()
-    def train(msg, context):
-        arrays = {k: a.numpy() for k, a in msg.content["arrays"].items()}
-        pid = int(context.node_config["partition-id"])
-        out = local_train(arrays, pid)
-        return Message(RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in out.items()}),
-                                   "metrics": MetricRecord({"num-examples": SIZES[pid]})}), reply_to=msg)
-
-    @app.evaluate()
-    def evaluate(msg, context):
-        return Message(RecordDict({"metrics": MetricRecord({"num-examples": 1, "loss": 0.5})}), reply_to=msg)
-
-    return app
+    return LSQ.client_app(*mods)
 
 
 def initial(count=False):
@@ -326,7 +296,7 @@ def test_evaluate_messages_pass_through():
     msg = grid.create_message(RecordDict({"arrays": as_record(initial()), "config": ConfigRecord({})}),
                               "evaluate", 2, "1")
     reply = list(grid.send_and_receive([msg]))[0]
-    assert reply.content["metrics"]["loss"] == 0.5 and fl.RESIDUAL_KEY not in grid.contexts[2].state
+    assert reply.content["metrics"]["loss"] == LSQ.loss(initial(), 0) and fl.RESIDUAL_KEY not in grid.contexts[2].state
 
 
 @pytest.mark.parametrize("kwargs, match", [({"returns": "delta"}, "returns"), ({"error_feedback": "yes"}, "error_feedback"),

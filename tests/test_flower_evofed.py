@@ -19,6 +19,8 @@ from gradsparse.evofed import EvoFed, Population, Shaping  # noqa: E402
 from gradsparse.integrations.flower.evofed import BASE_KEY, STATE_ARRAYS, STATE_INFO, STEP_PREFIX  # noqa: E402
 from gradsparse.integrations.flower.testing import LocalGrid  # noqa: E402
 
+from flower_lsq import LeastSquares  # noqa: E402
+
 N_IN, N_OUT = 100, 5
 D = N_IN * N_OUT + N_OUT
 P, N = 2, 8  # partitions, population size
@@ -29,48 +31,12 @@ def make(**kw):
     return lambda: EvoFed(Population(N, 0.05, seed=11, partitions=P), Shaping(zscore=True), **kw)
 
 
-def node_data(pid):
-    rng = np.random.default_rng(100 + pid)
-    x = rng.standard_normal((25 + 5 * pid, N_IN)).astype(np.float32)
-    w_true = rng.standard_normal((N_IN, N_OUT)).astype(np.float32)
-    return x, (x @ w_true + 0.1 * pid).astype(np.float32)
-
-
-def local_train(arrays, pid, steps=3, lr=np.float32(0.05)):
-    """Plain gradient descent on a least-squares loss, all in float32."""
-    w, b = arrays["w"].copy(), arrays["b"].copy()
-    x, y = node_data(pid)
-    for _ in range(steps):
-        err = x @ w + b - y
-        w = w - lr * (x.T @ err) / np.float32(len(x))
-        b = b - lr * err.mean(axis=0)
-    return {"w": w.astype(np.float32), "b": b.astype(np.float32)}
-
-
-def loss(arrays, pid):
-    x, y = node_data(pid)
-    return float(np.mean((x @ arrays["w"] + arrays["b"] - y) ** 2))
+LSQ = LeastSquares(N_IN, N_OUT, [25 + 5 * pid for pid in range(8)])
+node_data, local_train, loss = LSQ.node_data, LSQ.local_train, LSQ.loss
 
 
 def make_app(*mods):
-    app = ClientApp(mods=list(mods))
-
-    @app.train()
-    def train(msg, context):
-        arrays = {k: a.numpy() for k, a in msg.content["arrays"].items()}
-        pid = int(context.node_config["partition-id"])
-        out = local_train(arrays, pid)
-        return Message(RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in out.items()}),
-                                   "metrics": MetricRecord({"num-examples": 10})}), reply_to=msg)
-
-    @app.evaluate()
-    def evaluate(msg, context):
-        arrays = {k: a.numpy() for k, a in msg.content["arrays"].items()}
-        pid = int(context.node_config["partition-id"])
-        return Message(RecordDict({"metrics": MetricRecord({"num-examples": 1, "loss": loss(arrays, pid)})}),
-                       reply_to=msg)
-
-    return app
+    return LSQ.client_app(*mods)
 
 
 def initial():

@@ -17,7 +17,7 @@ Config keys of a train message: ``gradsparse.down-round`` (the round the node en
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import copy
 import itertools
-import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
-from ._flwr import Context, Error, ErrorCode, Grid, Message, Metadata, RecordDict
+from ._flwr import Context, Error, ErrorCode, Grid, Message, RecordDict
 from ...errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["LocalGrid"]
