@@ -156,7 +156,8 @@ class HarnessStrategy(Strategy):
     """The harness's server as a Flower strategy (for ``CompressedStrategy(...,
     reconstruct="update")``): samples the harness's clients, aggregates their decoded
     updates exactly like the builtin engine, and writes each round's record after the
-    central evaluation (:meth:`evaluate`, Strategy.start's ``evaluate_fn``)."""
+    central evaluation (:meth:`evaluate`, Strategy.start's ``evaluate_fn``). Not thread-safe:
+    one instance drives one run (Flower calls a strategy from the ServerApp's thread)."""
 
     def __init__(self, sim: Simulation, st: Dict[str, Any], m: int, node_of: Dict[int, int]):
         self.sim, self.st, self.m = sim, st, m
