@@ -447,3 +447,20 @@ def test_hostile_downlink_is_an_error_reply(kind):
                               "train", 2, "1")
     reply = list(grid.send_and_receive([msg]))[0]
     assert reply.has_error() and reply.error.reason.startswith("gradsparse compression_mod:"), reply
+
+
+def test_downlink_node_that_did_not_reply_gets_the_whole_model():
+    class Lossy(LocalGrid):  # node 3's round-2 message is lost: it never runs, never replies
+        def push_messages(self, messages):
+            keep = [m for m in messages
+                    if not (m.metadata.dst_node_id == 3 and m.content["config"]["server-round"] == 2)]
+            return super().push_messages(keep)
+
+    strategy = fl.CompressedStrategy(fedavg(2), method="topk", params={"ratio": 0.1}, downlink="topk",
+                                     downlink_params={"ratio": 0.2})
+    grid = Lossy(make_app(fl.compression_mod()), 3)
+    strategy.start(grid=grid, initial_arrays=as_record(initial()), num_rounds=3)
+    assert [len(e["replies"]) for e in strategy.rounds] == [3, 2, 3]
+    assert all(e["failed"] == [] and e["rejected"] == [] for e in strategy.rounds)
+    dense = gs.encoded_size({"w": initial()["w"], "b": initial()["b"]})
+    assert dense < strategy.rounds[2]["downlink_bytes"] < 2 * dense  # node 3: the whole model again

@@ -17,7 +17,7 @@ Config keys of a train message: ``gradsparse.down-round`` (the round the node en
 from __future__ import annotations
 
 import json
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 
@@ -48,6 +48,7 @@ class ServerDownlink:
         self.broadcast: Optional[Dict[str, np.ndarray]] = None
         self.history: Dict[int, bytes] = {}
         self.node_round: Dict[int, int] = {}
+        self.awaiting: Set[int] = set()  # nodes sent a message this round, not yet answered
 
     def advance(self, server_round: int, glob: Mapping[str, np.ndarray], compressed: List[str]) -> Dict[str, np.ndarray]:
         """Compresses this round's change of the `compressed` arrays; returns the broadcast
@@ -102,12 +103,21 @@ class ServerDownlink:
                           for k, r in content.items()})
         if config_key not in content:
             new[config_key] = config
-        self.node_round[node] = server_round  # optimistic; a failed reply resets it (forget)
+        self.node_round[node] = server_round  # optimistic: settle() undoes it for nodes that did not reply
+        self.awaiting.add(node)
         return Message(content=new, metadata=msg.metadata), nbytes
 
     def forget(self, node: int) -> None:
         """The node failed or was rejected: it gets the whole model next time."""
         self.node_round.pop(int(node), None)
+        self.awaiting.discard(int(node))
+
+    def settle(self, replied: Iterable[int]) -> None:
+        """After a round: nodes that were sent a message but did not reply (timed out, lost)
+        may or may not have applied it; they get the whole model next time."""
+        for node in self.awaiting - {int(n) for n in replied}:
+            self.node_round.pop(node, None)
+        self.awaiting = set()
 
 
 def _dense_size(arrays: Mapping[str, np.ndarray]) -> int:

@@ -188,6 +188,8 @@ class CompressedStrategy(Strategy):
                 entry[k] += info[k.replace("uplink", "payload")]
             self.last_updates[node] = update
             handed.append(Message(content=content, metadata=msg.metadata))
+        if self._down is not None:
+            self._down.settle(m.metadata.src_node_id for m in ordered)
         t0 = time.perf_counter()
         result = self.strategy.aggregate_train(server_round, handed)
         entry.update(configure_s=configure_s, exchange_s=exchange_s, aggregate_s=time.perf_counter() - t0)
