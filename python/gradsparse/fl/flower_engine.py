@@ -52,7 +52,8 @@ for _k, _v in ENV_DEFAULTS.items():  # before Flower (and Ray) are imported
     os.environ.setdefault(_k, _v)
 
 if importlib.util.find_spec("ray") is None:  # plain flwr: its simulation would exit the process
-    raise ImportError("the flower engine needs Flower's simulation extra (Ray): pip install \"gradsparse[flower]\"")
+    raise ModuleNotFoundError("the flower engine needs Flower's simulation extra (Ray): "
+                              "pip install \"gradsparse[flower]\"", name="ray")
 
 from ..integrations.flower import CompressedStrategy, compression_mod  # noqa: E402  (needs the environment)
 from ..integrations.flower._flwr import (Array, ArrayRecord, ConfigRecord, Message, MessageType,  # noqa: E402
