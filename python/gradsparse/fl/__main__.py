@@ -299,7 +299,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = ap.parse_args(argv)
     try:
         return args.fn(args)
-    except ValueError as e:
+    except (ValueError, ImportError) as e:  # ImportError: an optional dependency is missing (torch, flwr)
         print(f"error: {e}", file=sys.stderr)
         return 2
 
