@@ -104,6 +104,5 @@ def _json(text: Any, kind: type, key: str) -> Any:
 
 def derive_seed(seed: int, server_round: int, node_id: int) -> int:
     """The compressor's seed for one node in one round: a 63-bit hash of the three."""
-    ss = np.random.SeedSequence([int(seed), int(server_round) & (2**64 - 1), int(node_id) & (2**64 - 1), 0xF1]
-                                )
+    ss = np.random.SeedSequence([int(seed), int(server_round) & (2**64 - 1), int(node_id) & (2**64 - 1), 0xF1])
     return int(ss.generate_state(1, np.uint64)[0]) >> 1

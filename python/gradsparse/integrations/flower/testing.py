@@ -36,7 +36,8 @@ class LocalGrid(Grid):
     `run_config` every node's run_config. ``sent_bytes``/``received_bytes`` add up the
     serialised messages each way; ``replies_bytes`` lists (node id, bytes) of the last
     replies. A ClientApp that raises yields an Error reply, as Flower's runtime does.
-    Not thread-safe: one strategy drives it.
+    Not thread-safe: one strategy drives it. Like a ServerApp process, it sets Flower's
+    process-wide ``TaskIdentity`` (run id, node id 1), which ``Message(...)`` reads.
     """
 
     def __init__(self, client_app: Any, num_nodes: int, *, node_ids: Optional[Sequence[int]] = None,
