@@ -1,9 +1,10 @@
 """EvoFed through Flower with an in-process grid (no Ray, no network): EvoFedStrategy and
 EvoFedMod against a direct loop over EvoFed.encode/aggregate/step, partial participation
 and catch-up, hostile replies, a node that lost its state, byte counts, fitness
-sparsification."""
+sparsification, resynchronisation by the server's state."""
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -15,8 +16,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.clientapp import ClientApp  # noqa: E402
 
 import gradsparse as gs  # noqa: E402
-from gradsparse.evofed import EvoFed, Population, Shaping  # noqa: E402
-from gradsparse.integrations.flower.evofed import BASE_KEY, STATE_ARRAYS, STATE_INFO, STEP_PREFIX  # noqa: E402
+from gradsparse.evofed import EvoFed, LaggedMomentum, Population, Shaping  # noqa: E402
+from gradsparse.integrations.flower.evofed import (BASE_KEY, OPTIMIZER, ROUNDS, STATE_ARRAYS, STATE_INFO,  # noqa: E402
+                                                   STATE_PREFIX, STEP_PREFIX)
 from gradsparse.integrations.flower.testing import LocalGrid  # noqa: E402
 
 from flower_lsq import LeastSquares  # noqa: E402
@@ -56,13 +58,17 @@ def as_record(arrays):
     return ArrayRecord({k: Array(v) for k, v in arrays.items()})
 
 
-def reference(make_evofed, participants):
+def reference(make_evofed, participants, lsq=LSQ, start=None):
     """EvoFed by hand: per round, the participants' payloads (node id order, client = node
     id, partition = node id - 2), the server's mean, the step. The model after each round
     (index 0: the start) and each round's server payload."""
     evo = make_evofed()
-    theta = flat(initial())
+    theta = flat(start or initial())
     thetas, downs = [theta], {}
+    local_train = lsq.local_train
+
+    def unflat(t):
+        return {"w": t[:lsq.n_in * lsq.n_out].reshape(lsq.n_in, lsq.n_out), "b": t[lsq.n_in * lsq.n_out:]}
     for rnd, nodes in enumerate(participants, 1):
         if not nodes:
             thetas.append(theta)
@@ -368,3 +374,198 @@ def test_update_returning_apps():
     result, _ = run(strategy, app, rounds=2)
     thetas, _ = reference(make(), [[2, 3, 4]] * 2)
     assert_model(result.arrays, thetas[2])
+
+
+# ----------------------------------------------------------------------------- resync by the server's state
+
+TINY = LeastSquares(4, 4, [25 + 5 * pid for pid in range(8)])  # d = 20: a few rounds of fitness outweigh the state
+
+
+def tiny_initial():
+    return {"w": (0.1 * np.random.default_rng(8).standard_normal((4, 4))).astype(np.float32),
+            "b": np.zeros(4, np.float32)}
+
+
+def make_tiny(optimizer=None):
+    return lambda: EvoFed(Population(N, 0.05, seed=11, partitions=P), Shaping(zscore=True),
+                          None if optimizer is None else optimizer())
+
+
+class Recording(fl.EvoFedStrategy):
+    """Keeps the server's state (model, optimizer) as each round is configured."""
+
+    def configure_train(self, server_round, arrays, config, grid):
+        out = super().configure_train(server_round, arrays, config, grid)
+        self.at_configure = getattr(self, "at_configure", {})
+        self.at_configure[server_round] = (self.theta.copy(), self.evo.state_dict()["optimizer"])
+        return out
+
+
+class Spy(LocalGrid):
+    """Records the arrays of every train message: (round, node) -> {key: bytes}."""
+
+    def push_messages(self, messages):
+        messages = list(messages)
+        self.sent = getattr(self, "sent", {})
+        for m in messages:
+            if m.metadata.message_type == "train":
+                self.sent[(int(m.content["config"]["server-round"]), int(m.metadata.dst_node_id))] = \
+                    {k: len(a.data) for k, a in m.content["arrays"].items()}
+        return super().push_messages(messages)
+
+
+def state_sizes(theta, opt):
+    """The bytes of the server's state as sent: the dense model and buffers."""
+    return len(gs.encode(theta)) + sum(len(gs.encode(v)) for v in opt.values() if isinstance(v, np.ndarray))
+
+
+def run_tiny(strategy, *mods, rounds, nodes):
+    app = TINY.client_app(*mods)
+    grid = Spy(app, nodes)
+    result = strategy.start(grid=grid, initial_arrays=as_record(tiny_initial()), num_rounds=rounds)
+    return result, grid
+
+
+@pytest.mark.parametrize("optimizer", [None, LaggedMomentum], ids=["adam", "lagged-momentum"])
+def test_late_joiners_get_the_servers_state_when_smaller(optimizer):
+    seen = {}
+
+    def check_mod(msg, context, call_next):  # inside EvoFedMod: the model and the node's state after catching up
+        seen[(int(msg.content["config"]["server-round"]), context.node_id)] = (
+            {k: a.numpy() for k, a in msg.content["arrays"].items()},
+            {k: a.numpy().copy() for k, a in context.state[STATE_ARRAYS].items()},
+            dict(context.state[STATE_INFO]))
+        return call_next(msg, context)
+
+    strategy = Recording(make_tiny(optimizer), fraction_train=0.5, min_train_nodes=2, min_available_nodes=4,
+                         fraction_evaluate=0.0)
+    random.seed(3)
+    result, grid = run_tiny(strategy, fl.EvoFedMod(make_tiny(optimizer)), check_mod, rounds=10, nodes=4)
+    assert all(e["failed"] == [] and e["rejected"] == [] for e in strategy.rounds)
+    participants = [[r["node_id"] for r in e["replies"]] for e in strategy.rounds]
+    thetas, downs = reference(make_tiny(optimizer), participants, TINY, tiny_initial())
+    final = np.concatenate([result.arrays["w"].numpy().ravel(), result.arrays["b"].numpy().ravel()])
+    np.testing.assert_array_equal(final, thetas[10])
+    assert strategy.history == downs
+    base = len(gs.encode(thetas[0]))
+    last = {}
+    paths = set()
+    for e in strategy.rounds:
+        rnd = e["round"]
+        theta, opt = strategy.at_configure[rnd]
+        np.testing.assert_array_equal(theta, thetas[rnd - 1])
+        for d in e["downlink"]:
+            nid = d["node_id"]
+            prev = last.get(nid)
+            # a node holds the model it trained from: round prev - 1 (prev's step comes next time)
+            replay = (base if prev is None else 0) + sum(len(downs[r]) for r in downs if (prev or 1) <= r < rnd)
+            state = state_sizes(theta, opt)
+            assert d["state"] == (state < replay), (rnd, nid, state, replay)
+            assert d["base"] == (prev is None and not d["state"])
+            assert d["bytes"] == (state if d["state"] else replay)
+            keys = grid.sent[(rnd, nid)]
+            assert sum(keys.values()) == d["bytes"]  # what was recorded is what was sent
+            if d["state"]:
+                assert sorted(keys) == sorted(STATE_PREFIX + k for k in
+                                              ["theta"] + [f"optimizer.{b}" for b, v in opt.items()
+                                                           if isinstance(v, np.ndarray)])
+            paths.add("state" if d["state"] else "base" if d["base"] else "rounds")
+            model, arrays, info = seen[(rnd, nid)]  # the node trains from, and holds, exactly the server's state
+            np.testing.assert_array_equal(np.concatenate([model["w"].ravel(), model["b"].ravel()]), thetas[rnd - 1])
+            np.testing.assert_array_equal(arrays["theta"], theta)
+            assert sorted(arrays) == sorted(["theta"] + [f"optimizer.{b}" for b, v in opt.items()
+                                                         if isinstance(v, np.ndarray)])
+            for b, v in opt.items():
+                if isinstance(v, np.ndarray):
+                    np.testing.assert_array_equal(arrays[f"optimizer.{b}"], v)
+            assert info["round"] == rnd - 1
+            assert json.loads(info["optimizer"]) == {k: v for k, v in opt.items() if not isinstance(v, np.ndarray)}
+            last[nid] = rnd
+    assert paths == {"state", "base", "rounds"}, paths
+    assert sum(e["downlink_bytes"] for e in strategy.rounds) == sum(sum(k.values()) for k in grid.sent.values())
+
+
+def _fail_until(rounds):
+    """Node 3 answers with an Error in `rounds` (it then needs a full resync)."""
+    from flwr.app import Error
+
+    def mod(msg, context, call_next):
+        if context.node_id == 3 and int(msg.content["config"]["server-round"]) in rounds:
+            return Message(Error(code=0, reason="down"), reply_to=msg)
+        return call_next(msg, context)
+    return mod
+
+
+def _tamper_state(kind, at):
+    """Outside EvoFedMod: damages the state node 3 is sent in round `at`."""
+    d = 20
+
+    def mod(msg, context, call_next):
+        if context.node_id != 3 or int(msg.content["config"]["server-round"]) != at:
+            return call_next(msg, context)
+        rec, config = msg.content["arrays"], msg.content["config"]
+        assert OPTIMIZER in config, "the state path was not taken"
+        theta = gs.decode(rec[STATE_PREFIX + "theta"].data)
+        scalars = json.loads(config[OPTIMIZER])
+        if kind == "truncated":
+            data = rec[STATE_PREFIX + "theta"].data
+            rec[STATE_PREFIX + "theta"] = fl.payload_array(data[:len(data) // 2])
+        elif kind == "short":
+            rec[STATE_PREFIX + "theta"] = fl.payload_array(gs.encode(theta[:-1]))
+        elif kind == "long":
+            rec[STATE_PREFIX + "optimizer.m"] = fl.payload_array(gs.encode(np.zeros(d + 1, np.float32)))
+        elif kind == "nan":
+            theta[3] = np.nan
+            rec[STATE_PREFIX + "theta"] = fl.payload_array(gs.encode(theta))
+        elif kind == "nan-moment":
+            rec[STATE_PREFIX + "optimizer.v"] = fl.payload_array(gs.encode(np.full(d, np.nan, np.float32)))
+        elif kind == "float64":
+            rec[STATE_PREFIX + "theta"] = fl.payload_array(gs.encode(theta.astype(np.float64)))
+        elif kind == "sparse":
+            rec[STATE_PREFIX + "theta"] = fl.payload_array(gs.encode(gs.Sparse(np.array([1]), theta[:1], (d,))))
+        elif kind == "named":
+            rec[STATE_PREFIX + "theta"] = fl.payload_array(gs.encode({"theta": theta}))
+        elif kind == "stype":
+            rec[STATE_PREFIX + "theta"] = Array(theta)
+        elif kind == "missing-buffer":
+            del rec[STATE_PREFIX + "optimizer.v"]
+        elif kind == "extra-array":
+            rec[STATE_PREFIX + "evil"] = fl.payload_array(gs.encode(theta))
+        elif kind == "kind":
+            config[OPTIMIZER] = json.dumps({**scalars, "kind": "lagged_momentum"})
+        elif kind == "steps":
+            config[OPTIMIZER] = json.dumps({**scalars, "steps": -1})
+        elif kind == "list":
+            config[OPTIMIZER] = json.dumps({**scalars, "steps": [1]})
+        elif kind == "json":
+            config[OPTIMIZER] = "{" * 100000
+        elif kind == "with-rounds":
+            config[ROUNDS] = "[1]"
+        return call_next(msg, context)
+    return mod
+
+
+STATE_KINDS = ["none", "truncated", "short", "long", "nan", "nan-moment", "float64", "sparse", "named", "stype",
+               "missing-buffer", "extra-array", "kind", "steps", "list", "json", "with-rounds"]
+
+
+@pytest.mark.parametrize("kind", STATE_KINDS)
+def test_hostile_state_is_an_error_reply(kind):
+    strategy = strategy_for(3, make_tiny())
+    result, grid = run_tiny(strategy, _fail_until({1, 2, 3}), _tamper_state(kind, 4), fl.EvoFedMod(make_tiny()),
+                            rounds=5, nodes=3)
+    fourth, fifth = strategy.rounds[3:]
+    assert {d["node_id"]: d["state"] for d in fourth["downlink"]} == {2: False, 3: True, 4: False}
+    if kind == "none":
+        assert fourth["failed"] == [] and [r["node_id"] for r in fourth["replies"]] == [2, 3, 4]
+        participants = [[2, 4]] * 3 + [[2, 3, 4]] * 2
+    else:
+        assert [f["node_id"] for f in fourth["failed"]] == [3]
+        assert "gradsparse EvoFedMod" in fourth["failed"][0]["reason"], fourth["failed"][0]["reason"]
+        assert {d["node_id"]: d["state"] for d in fifth["downlink"]} == {2: False, 3: True, 4: False}
+        participants = [[2, 4]] * 4 + [[2, 3, 4]]
+    assert fifth["failed"] == [] and [r["node_id"] for r in fifth["replies"]] == [2, 3, 4]
+    thetas, _ = reference(make_tiny(), participants, TINY, tiny_initial())
+    final = np.concatenate([result.arrays["w"].numpy().ravel(), result.arrays["b"].numpy().ravel()])
+    np.testing.assert_array_equal(final, thetas[5])
+    np.testing.assert_array_equal(grid.contexts[3].state[STATE_ARRAYS]["theta"].numpy(), thetas[4])

@@ -9,17 +9,22 @@ run starts: EvoFed cannot train it).
 
 A round ``r``: the server sends each sampled node the aggregated fitness of every round
 the node has not applied yet (on first contact, or after the node failed, the start model
-too: the node replays every round so far, since EvoFed's optimizer has state); the node
+too: the node replays every round so far, since EvoFed's optimizer has state) -- or,
+whenever that is fewer bytes, its current state instead: the model and the optimizer's
+buffers as dense payloads, which every synchronised party holds bit for bit. The node
 brings its copy of the model and the optimizer state (kept in ``Context.state``) up to
 date, the app trains from that model unchanged, and the mod replies with
 ``evo.encode(theta, local - theta, r)``; the server decodes each reply as untrusted input,
 averages the valid ones (``evo.aggregate``) and applies ``evo.step``, as every node will.
 
 Train message: config ``gradsparse.evofed-from`` (the round the node's copy must be at;
--1: the start model is in the message), ``gradsparse.evofed-to`` (the round it ends at),
-``gradsparse.evofed-rounds`` (JSON list of the rounds whose fitness is in the message),
-``gradsparse.evofed-model`` (JSON ``[[name, dtype, shape], ...]``: the model's layout) and
-Flower's ``server-round``; arrays :data:`BASE_KEY` and :data:`STEP_PREFIX` + round. Reply:
+-1: the node starts over from what the message carries), ``gradsparse.evofed-to`` (the
+round it ends at), ``gradsparse.evofed-rounds`` (JSON list of the rounds whose fitness is in
+the message), ``gradsparse.evofed-model`` (JSON ``[[name, dtype, shape], ...]``: the model's
+layout), only with the server's state ``gradsparse.evofed-optimizer`` (JSON: the optimizer's
+scalars, e.g. ``{"kind": "adam", "steps": 7}``) and Flower's ``server-round``; arrays
+:data:`BASE_KEY` and :data:`STEP_PREFIX` + round, or the state: :data:`STATE_PREFIX` +
+``theta`` and :data:`STATE_PREFIX` + ``optimizer.`` + buffer (``m``, ``v``). Reply:
 one Array :data:`FITNESS_KEY` (a wire-format fitness payload, stype PAYLOAD_STYPE).
 """
 from __future__ import annotations
@@ -43,13 +48,16 @@ from flwr.serverapp.exception import InconsistentMessageReplies
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import validate_message_reply_consistency
 
-__all__ = ["EvoFedStrategy", "EvoFedMod", "FITNESS_KEY", "BASE_KEY", "STEP_PREFIX", "EVOFED_METRIC_KEYS"]
+__all__ = ["EvoFedStrategy", "EvoFedMod", "FITNESS_KEY", "BASE_KEY", "STEP_PREFIX", "STATE_PREFIX",
+           "EVOFED_METRIC_KEYS"]
 
 FITNESS_KEY = "gradsparse.fitness"  #: reply: the node's fitness payload
 BASE_KEY = "gradsparse.evofed.base"  #: train message: the start model (dense float32 wire payload)
 STEP_PREFIX = "gradsparse.evofed.step."  #: + round: that round's aggregated fitness (evo.aggregate)
-FROM, TO, ROUNDS, MODEL = ("gradsparse.evofed-from", "gradsparse.evofed-to", "gradsparse.evofed-rounds",
-                           "gradsparse.evofed-model")
+#: + "theta" / "optimizer." + buffer: the server's model and optimizer buffers (dense float32 wire payloads)
+STATE_PREFIX = "gradsparse.evofed.state."
+FROM, TO, ROUNDS, MODEL, OPTIMIZER = ("gradsparse.evofed-from", "gradsparse.evofed-to", "gradsparse.evofed-rounds",
+                                      "gradsparse.evofed-model", "gradsparse.evofed-optimizer")
 STATE_ARRAYS = "gradsparse.evofed.theta"  #: Context.state: the node's model and optimizer buffers
 STATE_INFO = "gradsparse.evofed.state"  #: Context.state: its round and the optimizer's scalars
 #: the metrics the mod adds to each train reply
@@ -147,13 +155,16 @@ class EvoFedStrategy(FedAvg):
     corrupted, another shape, NaN, another stype) is turned into a failed reply and listed
     in ``rounds[-1]["rejected"]``; a round without a valid reply leaves the model unchanged.
     A node that failed, was rejected or did not answer gets the start model and every
-    round's fitness next time (``history``, round -> payload).
+    round's fitness next time (``history``, round -> payload), a node that missed rounds
+    their fitness -- or either gets the server's current state (model and optimizer
+    buffers, dense) when that is fewer bytes, so a late joiner costs at most the state.
 
     ``rounds``: one dict per round: ``uplink_bytes`` (the accepted payloads' lengths),
     ``raw_bytes`` (4 * d per accepted reply: a dense float32 update), ``message_bytes``
     (Flower's count of the replies' records), ``downlink_bytes`` (the payload bytes of every
-    train message: start models and fitness), ``downlink`` (per node: bytes, whether the
-    start model was sent, how many rounds), ``step_s``, ``replies``, ``rejected``,
+    train message: start models, fitness and states), ``downlink`` (per node: bytes, whether
+    the start model was sent, whether the state was, how many rounds), ``step_s``,
+    ``replies``, ``rejected``,
     ``failed``. Not thread-safe: one instance drives one run.
     """
 
@@ -202,22 +213,38 @@ class EvoFedStrategy(FedAvg):
         cfg = ConfigRecord(dict(config))
         layout = json.dumps([[n, t, list(s)] for n, t, s in self.layout])
         out, pending, downlink = [], {}, []
+        state: Optional[Tuple[Dict[str, bytes], str]] = None  # encoded once per round, when needed
         for msg in super().configure_train(server_round, ArrayRecord(), cfg, grid):
             node = int(msg.metadata.dst_node_id)
             have = self._node_round.get(node)
             rounds = [r for r in sorted(self.history) if have is None or r > have]
-            sent = {BASE_KEY: payload_array(self._base)} if have is None else {}
-            for r in rounds:
-                sent[f"{STEP_PREFIX}{r}"] = payload_array(self.history[r])
+            replay = (len(self._base) if have is None else 0) + sum(len(self.history[r]) for r in rounds)
+            if state is None and replay > 4 * self.theta.size:  # the state is at least the dense model
+                state = self._state()
             c = ConfigRecord(dict(msg.content[self.configrecord_key]))
-            c[FROM], c[TO], c[ROUNDS], c[MODEL] = -1 if have is None else have, self._at, json.dumps(rounds), layout
+            use_state = state is not None and sum(len(b) for b in state[0].values()) < replay
+            if use_state:
+                sent = {k: payload_array(b) for k, b in state[0].items()}
+                rounds, c[OPTIMIZER] = [], state[1]
+            else:
+                sent = {BASE_KEY: payload_array(self._base)} if have is None else {}
+                for r in rounds:
+                    sent[f"{STEP_PREFIX}{r}"] = payload_array(self.history[r])
+            c[FROM] = -1 if have is None or use_state else have
+            c[TO], c[ROUNDS], c[MODEL] = self._at, json.dumps(rounds), layout
             content = RecordDict({self.arrayrecord_key: ArrayRecord(sent), self.configrecord_key: c})
             out.append(Message(content=content, metadata=msg.metadata))
             pending[node] = self._at
             downlink.append({"node_id": node, "bytes": sum(len(a.data) for a in sent.values()),
-                             "base": have is None, "rounds": len(rounds)})
+                             "base": BASE_KEY in sent, "state": use_state, "rounds": len(rounds)})
         self._pending = {server_round: (pending, sorted(downlink, key=lambda d: d["node_id"]))}
         return out
+
+    def _state(self) -> Tuple[Dict[str, bytes], str]:
+        """The current state as a node receives it: {array key: dense float32 payload} (the
+        model, then the optimizer's buffers) and the optimizer's other entries as JSON."""
+        arrays, scalars = _split(self.theta, self.evo)
+        return {f"{STATE_PREFIX}{k}": encode(v) for k, v in arrays.items()}, json.dumps(scalars)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> Tuple[Optional[ArrayRecord], Optional[MetricRecord]]:
@@ -311,13 +338,15 @@ class EvoFedMod:
 
     On a train message it rebuilds the model (the start model, or the copy in
     ``Context.state``) and applies the rounds it missed, in order, with its own
-    ``make_evofed()`` object (optimizer state kept in ``Context.state`` too); puts the model
+    ``make_evofed()`` object (optimizer state kept in ``Context.state`` too) -- or loads the
+    server's state when the message carries it (decoded as untrusted input: dense float32
+    payloads of the layout's size, finite, the optimizer's own keys); puts the model
     into the message under the server's names, shapes and order for the unchanged train
     function; and turns the function's reply (``returns="model"``: the trained model;
     ``"update"``: local - received) into the fitness payload of this round, with metrics
     (payload bytes, dense bytes, encode seconds, fitness values sent, catch-up seconds and
-    rounds). Anything wrong (a node out of sync, a bad message or reply) becomes an Error
-    reply: the server then sends the start model and every round next time. Other
+    rounds). Anything wrong (a node out of sync, a bad message, state or reply) becomes an
+    Error reply: the server then resynchronises the node next time. Other
     message types pass through. Holds no mutable state (one instance may serve any nodes).
     """
 
@@ -375,10 +404,16 @@ class EvoFedMod:
         if len(msg.content.array_records) != 1:
             raise ArgumentError(f"message: expected one ArrayRecord, got {len(msg.content.array_records)}")
         record = next(iter(msg.content.array_records.values()))
+        d = sum(int(np.prod(s)) for _, _, s in layout)
+        if OPTIMIZER in config:
+            if start != -1 or rounds:
+                raise ArgumentError(f"config: the server's state comes with {FROM!r} -1 and no rounds")
+            theta = _receive_state(record, config.get(OPTIMIZER), evo, d)
+            _store(context, evo, theta, target)
+            return theta, 0
         keys = [f"{STEP_PREFIX}{r}" for r in rounds]
         if sorted(record.keys()) != sorted(keys + ([BASE_KEY] if start < 0 else [])):
             raise ArgumentError(f"message: arrays {sorted(record.keys())} do not match rounds {rounds}")
-        d = sum(int(np.prod(s)) for _, _, s in layout)
         if start < 0:
             theta = decode(payload_bytes(record[BASE_KEY], "start model"))
             if not isinstance(theta, np.ndarray) or theta.dtype != np.float32 or theta.shape != (d,) \
@@ -437,15 +472,48 @@ class EvoFedMod:
             target[k] = v
 
 
-def _store(context: Context, evo: EvoFed, theta: np.ndarray, at: int) -> None:
-    """The node's model and optimizer state into Context.state (arrays; scalars as JSON)."""
-    arrays = {"theta": Array(np.ascontiguousarray(theta, dtype=np.float32))}
+def _split(theta: np.ndarray, evo: EvoFed) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
+    """A party's state: {"theta", "optimizer." + buffer: float32 arrays} and the optimizer's
+    other entries (its kind, step count, buffers not yet made)."""
+    arrays = {"theta": np.ascontiguousarray(theta, dtype=np.float32)}
     scalars = {}
     for k, v in evo.state_dict()["optimizer"].items():
         if isinstance(v, np.ndarray):
-            arrays[f"optimizer.{k}"] = Array(np.ascontiguousarray(v))
+            arrays[f"optimizer.{k}"] = np.ascontiguousarray(v, dtype=np.float32)
         else:
             scalars[k] = v
+    return arrays, scalars
+
+
+def _receive_state(record: ArrayRecord, scalars_text: Any, evo: EvoFed, d: int) -> np.ndarray:
+    """The server's model, with its optimizer state loaded into `evo` (untrusted: ValueError
+    or TypeError for anything that is not a dense finite float32 state of `d` values)."""
+    try:
+        scalars = json.loads(scalars_text) if isinstance(scalars_text, str) else None
+    except (ValueError, RecursionError):
+        scalars = None
+    if not isinstance(scalars, dict) or any(isinstance(v, (list, dict)) for v in scalars.values()):
+        raise ArgumentError(f"config[{OPTIMIZER!r}]: expected a JSON object of the optimizer's scalars")
+    names = [k[len(STATE_PREFIX):] for k in record.keys() if k.startswith(STATE_PREFIX)]
+    buffers = [n[len("optimizer."):] for n in names if n.startswith("optimizer.")]
+    if len(names) != len(record.keys()) or "theta" not in names or len(buffers) != len(names) - 1 \
+            or set(buffers) & set(scalars):
+        raise ArgumentError(f"server state: arrays {sorted(record.keys())}, expected {STATE_PREFIX}theta and "
+                            f"{STATE_PREFIX}optimizer.<buffer> for the buffers not in the scalars")
+    arrays = {}
+    for name in names:
+        x = decode(payload_bytes(record[STATE_PREFIX + name], f"server state {name!r}"))
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.shape != (d,) or not np.isfinite(x).all():
+            raise ArgumentError(f"server state {name!r}: expected a dense finite float32 vector of {d} values")
+        arrays[name] = x
+    evo.load_state_dict({"optimizer": {**scalars, **{b: arrays[f"optimizer.{b}"] for b in buffers}}})
+    return arrays["theta"]
+
+
+def _store(context: Context, evo: EvoFed, theta: np.ndarray, at: int) -> None:
+    """The node's model and optimizer state into Context.state (arrays; scalars as JSON)."""
+    values, scalars = _split(theta, evo)
+    arrays = {k: Array(v) for k, v in values.items()}
     context.state[STATE_ARRAYS] = ArrayRecord(arrays)
     context.state[STATE_INFO] = ConfigRecord({"round": int(at), "optimizer": json.dumps(scalars)})
 
