@@ -12,8 +12,10 @@ import pytest
 
 fl = pytest.importorskip("gradsparse.integrations.flower", reason="Flower (flwr) is not installed: "
                          "pip install \"gradsparse[flower]\"")
-from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict  # noqa: E402
-from flwr.serverapp.strategy import FedAdam, FedAvg  # noqa: E402
+from gradsparse.integrations.flower._flwr import Array, ArrayRecord, ConfigRecord, RecordDict  # noqa: E402
+
+_strategies = pytest.importorskip("flwr.serverapp.strategy")
+FedAdam, FedAvg = _strategies.FedAdam, _strategies.FedAvg
 
 import gradsparse as gs  # noqa: E402
 from gradsparse.integrations.flower.testing import LocalGrid  # noqa: E402

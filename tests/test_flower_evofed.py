@@ -12,8 +12,8 @@ import pytest
 
 fl = pytest.importorskip("gradsparse.integrations.flower", reason="Flower (flwr) is not installed: "
                          "pip install \"gradsparse[flower]\"")
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict  # noqa: E402
-from flwr.clientapp import ClientApp  # noqa: E402
+from gradsparse.integrations.flower._flwr import (Array, ArrayRecord, ConfigRecord, Message,  # noqa: E402
+                                                  MetricRecord, RecordDict)
 
 import gradsparse as gs  # noqa: E402
 from gradsparse.evofed import EvoFed, LaggedMomentum, Population, Shaping  # noqa: E402
@@ -361,6 +361,7 @@ def test_arguments_are_checked():
 
 
 def test_update_returning_apps():
+    from flwr.clientapp import ClientApp
     app = ClientApp(mods=[fl.EvoFedMod(make(), returns="update")])
 
     @app.train()
