@@ -40,7 +40,7 @@ from gradsparse.integrations.flower import CompressedStrategy, compression_mod  
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict  # noqa: E402
+    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict  # noqa: E402
     from flwr.clientapp import ClientApp  # noqa: E402
     from flwr.serverapp import ServerApp  # noqa: E402
     from flwr.serverapp.strategy import FedAvg  # noqa: E402
