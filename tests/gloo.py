@@ -1,5 +1,5 @@
-"""Two-process gloo groups for the DDP tests: ``spawn(body, *args)`` runs
-``body(rank, *args)`` on each rank of a fresh group and re-raises a rank's failure; and
+"""Gloo groups for the DDP tests: ``spawn(body, *args, world=2)`` runs ``body(rank, *args)``
+on each rank of a fresh group of `world` processes and re-raises a rank's failure; and
 ``topk_sum_reference``, the numpy reference of the top-k hook's bucket sum.
 
 On success a worker leaves with ``os._exit(0)`` after an orderly shutdown: with this torch,
@@ -21,12 +21,12 @@ import numpy as np
 WORLD = 2
 
 
-def _worker(rank: int, init_file: str, body, *args) -> None:
+def _worker(rank: int, init_file: str, world: int, body, *args) -> None:
     import torch
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=60))
     try:
         body(rank, *args)
@@ -38,12 +38,12 @@ def _worker(rank: int, init_file: str, body, *args) -> None:
     os._exit(0)
 
 
-def spawn(body, *args) -> None:
-    """Runs body(rank, *args) on WORLD processes in one gloo group."""
+def spawn(body, *args, world: int = WORLD) -> None:
+    """Runs body(rank, *args) on `world` processes (default WORLD) in one gloo group."""
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory() as d:
-        mp.spawn(_worker, args=(os.path.join(d, "init"), body) + args, nprocs=WORLD, join=True)
+        mp.spawn(_worker, args=(os.path.join(d, "init"), world, body) + args, nprocs=world, join=True)
 
 
 def topk_sum_reference(ins, residual, layout, ks, dtype, ef: bool = True) -> np.ndarray:

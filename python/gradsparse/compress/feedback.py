@@ -199,6 +199,16 @@ class ErrorFeedback:
                 self._res.pop(name, None)
                 self._meta.pop(name, None)
 
+    def load_residual(self, name: str, value: Any) -> None:
+        """Sets the residual of one name to a copy of `value` (float32 or float64, flat or
+        shaped like the tensors it will meet); the others stay."""
+        if not isinstance(name, str):
+            raise ArgumentTypeError(f"name: expected a str, got {type(name).__name__}")
+        one = ErrorFeedback()
+        one.load_state_dict({name: value})
+        with self._name_lock(name), self._lock:
+            self._res[name], self._meta[name] = one._res[name], one._meta[name]
+
     def state_dict(self) -> Dict[str, Any]:
         """Copies of every residual (numpy, or torch for tensors fed as torch)."""
         out = {name: self.residual(name) for name in self.names()}

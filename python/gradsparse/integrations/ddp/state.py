@@ -1,0 +1,401 @@
+"""`TopKState`: the hook's settings, its per-bucket plans and residuals, and their checkpoint."""
+from __future__ import annotations
+
+import collections
+import math
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ...compress import ErrorFeedback
+from ...errors import ArgumentError, ArgumentTypeError
+from ...selection import k_from_ratio
+from .buckets import BucketPlan
+from .link import Link, choose, measure_link, scheme_costs
+
+__all__ = ["TopKState"]
+
+METHODS = ("topk", "cwmp", "threshold")
+SCHEME_CHOICES = ("auto", "allgather", "dense", "split")
+VALUE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+_STATE_VERSION = 1
+
+
+def _positive_int(v: Any, what: str, low: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise ArgumentError(f"{what}: must be an integer >= {low}, got {v!r}")
+    return v
+
+
+class TopKState:
+    """Settings, persistent buffers and residuals of :func:`topk_hook` (see the package
+    docstring for the whole story).
+
+    * ``ratio`` (the fraction of each bucket a rank keeps, in (0, 1]) or ``k`` (elements per
+      bucket and rank): exactly one. For ``method="threshold"`` it is the bound a payload
+      carries (a rank over it raises on every rank).
+    * ``method``: ``"topk"`` (magnitude), ``"cwmp"`` (score |x|^q / cost^alpha; ``cost`` is a
+      number or a callable ``cost(parameter) -> number or tensor of its shape``, evaluated
+      once per bucket layout), ``"threshold"`` (every |x + e| >= ``tau``).
+    * ``scheme``: ``"auto"`` (per bucket, the cheapest of the three under the link model),
+      ``"allgather"``, ``"dense"`` or ``"split"``; ``link=(alpha, beta)`` gives the model's
+      figures, otherwise ``"auto"`` measures them once (`measure_link`) at the first step.
+    * ``value_dtype``: ``"float32"`` or ``"bfloat16"`` values on the wire (the rounding
+      error stays in the residual).
+    * ``threads``: threads of the selection; default ``torch.get_num_threads()`` at each
+      call, never more.
+    * ``module``: the model (or its DDP wrapper): names the parameters for `state_dict`.
+
+    Thread safety: one state serves one DDP model; DDP calls the hook from its autograd
+    thread and the combines run on gloo's threads, each on its own bucket's buffers. Do
+    not share a state between models or call `state_dict` during a backward pass.
+    """
+
+    def __init__(self, ratio: Optional[float] = None, *, k: Optional[int] = None, method: str = "topk",
+                 cost: Any = None, tau: Optional[float] = None, q: float = 2.0, alpha: float = 1.0,
+                 scheme: str = "auto", value_dtype: str = "float32", error_feedback: bool = True,
+                 start_iter: int = 1, link: Any = None, threads: Optional[int] = None, module: Any = None,
+                 process_group: Any = None) -> None:
+        if (ratio is None) == (k is None):
+            raise ArgumentError("ratio, k: give exactly one of them")
+        if ratio is not None:
+            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < float(ratio) <= 1.0:
+                raise ArgumentError(f"ratio: must be in (0, 1], got {ratio!r}")
+            ratio = float(ratio)
+        if k is not None:
+            _positive_int(k, "k")
+        if method not in METHODS:
+            raise ArgumentError(f"method: expected one of {METHODS}, got {method!r}")
+        if (cost is not None) != (method == "cwmp"):
+            raise ArgumentError("cost: give it with method='cwmp' (and only then)")
+        if cost is not None and not callable(cost):
+            if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not (math.isfinite(cost) and cost > 0):
+                raise ArgumentError(f"cost: expected a number > 0 or a callable, got {cost!r}")
+        if (tau is not None) != (method == "threshold"):
+            raise ArgumentError("tau: give it with method='threshold' (and only then)")
+        if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau >= 0
+                                or not math.isfinite(tau)):
+            raise ArgumentError(f"tau: must be a finite number >= 0, got {tau!r}")
+        for what, v in (("q", q), ("alpha", alpha)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ArgumentError(f"{what}: must be a finite number, got {v!r}")
+        if scheme not in SCHEME_CHOICES:
+            raise ArgumentError(f"scheme: expected one of {SCHEME_CHOICES}, got {scheme!r}")
+        if value_dtype not in VALUE_DTYPES:
+            raise ArgumentError(f"value_dtype: expected one of {tuple(VALUE_DTYPES)}, got {value_dtype!r}")
+        if not isinstance(error_feedback, bool):
+            raise ArgumentTypeError("error_feedback: must be a bool")
+        _positive_int(start_iter, "start_iter", 0)
+        if threads is not None:
+            _positive_int(threads, "threads")
+        self.ratio, self.k = ratio, k
+        self.method, self.cost, self.tau, self.q, self.alpha = method, cost, tau, float(q), float(alpha)
+        self.scheme = scheme
+        self.value_dtype = value_dtype
+        self.error_feedback = error_feedback
+        self.start_iter = start_iter
+        self.link: Optional[Link] = None if link is None else Link.of(link)
+        self.threads = threads
+        self.process_group = process_group
+        self.iteration = 0
+        #: the residuals, one per bucket layout (gradsparse's one error feedback)
+        self.feedback = ErrorFeedback()
+        #: bytes this rank sent (ring model of each collective) and those plain DDP's
+        #: all-reduce would have sent, over the compressed iterations
+        self.sent_bytes = 0
+        self.dense_bytes = 0
+        #: how often each scheme was used (bucket-steps)
+        self.schemes_used: "collections.Counter[str]" = collections.Counter()
+        self._names: Dict[int, str] = {}
+        if module is not None:
+            self.attach(module)
+        self._plans: Dict[Tuple[int, ...], BucketPlan] = {}
+        self._layouts: Dict[Tuple[int, ...], Tuple[Tuple[int, int], ...]] = {}  # key -> ((param id, size), ...)
+        # residuals and owner residuals restored by parameter name, not yet placed
+        self._pending: Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]] = ({}, {})
+        self._restored: Optional[Dict[str, Any]] = None
+        self._checked = False
+        self._groups: Dict[int, Any] = {}
+        self._used: set = set()  # plan keys used in the current iteration
+        self._local: Dict[Any, BucketPlan] = {}  # local_pass's plans
+
+    # ------------------------------------------------------------------ settings
+
+    def attach(self, module: Any) -> None:
+        """Names the parameters (for `state_dict`) after `module` (a model or its DDP wrapper)."""
+        if not hasattr(module, "named_parameters"):
+            raise ArgumentTypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+        inner = getattr(module, "module", module)
+        self._names = {id(p): name for name, p in inner.named_parameters()}
+
+    def k_for(self, n: int) -> int:
+        """Elements a rank keeps from a bucket of n elements (the payload bound for a threshold)."""
+        return k_from_ratio(self.ratio, n) if self.ratio is not None else min(self.k, n)
+
+    def fingerprint(self) -> torch.Tensor:
+        """The settings every rank must share, as float64 numbers (checked at the first step)."""
+        return torch.tensor([
+            _STATE_VERSION, METHODS.index(self.method), -1.0 if self.ratio is None else self.ratio,
+            -1.0 if self.k is None else float(self.k), -1.0 if self.tau is None else self.tau, self.q, self.alpha,
+            SCHEME_CHOICES.index(self.scheme), list(VALUE_DTYPES).index(self.value_dtype), float(self.error_feedback),
+            float(self.start_iter), -1.0 if self.link is None else self.link.alpha,
+            -1.0 if self.link is None else self.link.beta], dtype=torch.float64)
+
+    _FIELDS = ("version", "method", "ratio", "k", "tau", "q", "alpha", "scheme", "value_dtype", "error_feedback",
+               "start_iter", "link alpha", "link beta")
+
+    def check_ranks(self, group: Any) -> None:
+        """Compares the settings of every rank (one blocking all-gather, once): a rank that
+        differs makes every rank raise the same error, naming the settings."""
+        mine = self.fingerprint()
+        world = dist.get_world_size(group)
+        got = torch.zeros((world, mine.numel()), dtype=torch.float64)
+        dist.all_gather(list(got.unbind(0)), mine, group=group)
+        differ = [f for j, f in enumerate(self._FIELDS) if not bool(torch.all(got[:, j] == got[0, j]))]
+        if differ:
+            raise ArgumentError(f"TopKState: the ranks disagree on {', '.join(differ)}: every rank must use the same "
+                                "settings (per rank: " + "; ".join(
+                                    f"rank {r}: " + ", ".join(f"{f}={got[r, self._FIELDS.index(f)].item():g}" for f in differ)
+                                    for r in range(world)) + ")")
+        if self._restored is not None and self._restored["world_size"] != world:
+            raise ArgumentError(f"state: the residuals were saved by a group of {self._restored['world_size']} ranks, "
+                                f"this one has {world}; residuals are per rank and do not map to another world size "
+                                "(start without them: reset() or a fresh TopKState)")
+        if self.scheme == "auto" and self.link is None:
+            self.link = measure_link(group)
+        self._checked = True
+
+    # ------------------------------------------------------------------ plans
+
+    def plan(self, bucket: Any, buf: torch.Tensor, group: Any, world: int) -> BucketPlan:
+        """The bucket's plan, made on first sight of its layout (residuals carried over
+        from the previous layouts parameter by parameter: DDP rebuilds its buckets once)."""
+        params = bucket.parameters()
+        key = tuple(id(p) for p in params) + (buf.numel(),)
+        plan = self._plans.get(key)
+        if plan is None:
+            layout = tuple((id(p), p.numel()) for p in params)
+            rest = buf.numel() - sum(s for _, s in layout)
+            if rest:
+                layout = layout + ((-1, rest),)  # a tail DDP gave no parameter
+            plan = self.make_plan(key, layout, buf.numel(), buf.dtype, world, dist.get_rank(group),
+                                  f"bucket:{bucket.index()}:{hash(key) & 0xffffffff:08x}")
+            if plan.scheme == "split":
+                plan.group = self._group_for(bucket.index(), group)
+            if plan.costs is None and self.method == "cwmp":
+                plan.costs = self._costs(params, plan.n)
+            self._carry_residuals(plan)
+            self._plans[key] = plan
+        return plan
+
+    def make_plan(self, key: Any, layout: Any, n: int, dtype: torch.dtype, world: int, rank: int, name: str,
+                  scheme: Optional[str] = None) -> BucketPlan:
+        """A bucket plan: k from the settings, the scheme given or chosen by the link model."""
+        if n >= 2 ** 31:
+            raise ArgumentError(f"bucket: {n} elements; the hook's int32 indices need fewer than 2**31")
+        k = self.k_for(n)
+        vdt = VALUE_DTYPES[self.value_dtype]
+        fast = dtype == torch.float32
+        scheme = scheme or self.scheme
+        if scheme == "auto":
+            vb = torch.empty((), dtype=vdt if fast else dtype).element_size()
+            costs = scheme_costs(self.link or Link(0.0, 0.0), world, n, k, vb + 4)
+            if not fast:
+                costs.pop("split")
+            scheme = choose(costs) if fast else min(("allgather", "dense"), key=lambda s: costs[s])
+        if not fast and (scheme == "split" or self.method != "topk"):
+            raise ArgumentError(f"bucket: a {dtype} bucket takes method='topk' with scheme 'allgather' or 'dense'"
+                                f" (got method={self.method!r}, scheme={scheme!r}); float32 buckets take every setting")
+        plan = BucketPlan(key, name, n, dtype, world, rank, k, scheme, vdt, layout)
+        if self.method == "cwmp" and not callable(self.cost):
+            plan.costs = np.full(n, self.cost, dtype=np.float32)
+        return plan
+
+    def _group_for(self, index: int, group: Any) -> Any:
+        """The process group of a split bucket's second collective: one per bucket index, so
+        collectives issued from gloo's callback threads never interleave with another
+        bucket's on one group (all ranks create them in the same bucket order)."""
+        if index not in self._groups:
+            ranks = None if group is None or group is dist.group.WORLD else dist.get_process_group_ranks(group)
+            self._groups[index] = dist.new_group(ranks=ranks, backend="gloo")
+        return self._groups[index]
+
+    def _costs(self, params: Any, n: int) -> np.ndarray:
+        out = np.ones(n, dtype=np.float32)
+        off = 0
+        for p in params:
+            c = self.cost(p) if callable(self.cost) else self.cost
+            if isinstance(c, torch.Tensor):
+                c = c.detach().to(torch.float32).cpu().numpy()
+            out[off:off + p.numel()] = np.broadcast_to(np.asarray(c, dtype=np.float32).reshape(-1) if np.ndim(c)
+                                                       else np.float32(c), (p.numel(),))
+            off += p.numel()
+        if not np.all(np.isfinite(out) & (out > 0)):
+            raise ArgumentError("cost: every cost must be finite and > 0")
+        return out
+
+    def _vectors(self, plan: BucketPlan) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+        """The plan's residual (n) and, for split, its owner residual placed in a zero vector
+        of n (None where there is none)."""
+        res = self.feedback.residual(plan.name)
+        res = None if res is None else np.asarray(res).reshape(-1).copy()
+        owner = self.feedback.residual(plan.name + ":owner") if plan.scheme == "split" else None
+        if owner is not None:
+            full = np.zeros(plan.n, np.float32)
+            lo = plan.rank * plan.m
+            full[lo:lo + owner.size] = np.asarray(owner).reshape(-1)
+            owner = full
+        return res, owner
+
+    def _carry_residuals(self, plan: BucketPlan) -> None:
+        """Builds the new layout's residuals from those of its parameters in the old layouts
+        (or restored by name); a parameter without one starts at zero. The owner residual of
+        a split bucket keeps the part in this rank's region; the rest joins the rank's
+        residual (the same mass reaches the update)."""
+        if not self.error_feedback:
+            return
+        rdt = np.float64 if plan.dtype == torch.float64 else np.float32
+        olds = [(p, self._vectors(p)) for p in self._plans.values()]
+        res = np.zeros(plan.n, rdt)
+        owner = np.zeros(plan.n, np.float32)
+        have = False
+        off = 0
+        for pid, size in plan.layout:
+            for kind, into in ((0, res), (1, owner)):
+                got = self._param_residual(olds, pid, size, kind)
+                if got is not None:
+                    into[off:off + size] = got
+                    have = True
+            off += size
+        if not have:
+            return
+        if plan.scheme == "split":
+            lo, hi = plan.rank * plan.m, min(plan.rank * plan.m + plan.m, plan.n)
+            if hi > lo:
+                self.feedback.load_residual(plan.name + ":owner", owner[lo:hi].copy())
+            owner[lo:max(lo, hi)] = 0
+        res += owner
+        self.feedback.load_residual(plan.name, res)
+
+    def _param_residual(self, olds: Any, pid: int, size: int, kind: int) -> Optional[np.ndarray]:
+        for plan, vectors in olds:
+            off = 0
+            for q, s in plan.layout:
+                if q == pid and s == size and q != -1:
+                    v = vectors[kind]
+                    return None if v is None else v[off:off + s]
+                off += s
+        name = self._names.get(pid)
+        pending = self._pending[kind]
+        if name is not None and name in pending:
+            got = pending.pop(name)
+            if got.size != size:
+                raise ArgumentError(f"state: the residual of {name!r} has {got.size} elements, the parameter {size}")
+            return got
+        return None
+
+    # ------------------------------------------------------------------ checkpoint
+
+    def state_dict(self) -> Dict[str, Any]:
+        """This rank's residuals by parameter name (each rank saves its own: they differ),
+        with the world size, rank, iteration and settings; ``owner_residuals`` holds what a
+        split bucket's re-selection kept back, by parameter."""
+        if not self._names:
+            raise ArgumentError("module: state_dict names the residuals by parameter; give TopKState(module=model) "
+                                "or call state.attach(model)")
+        out: Dict[str, torch.Tensor] = {}
+        owners: Dict[str, torch.Tensor] = {}
+        for plan in self._plans.values():
+            res, owner = self._vectors(plan)
+            off = 0
+            for pid, size in plan.layout:
+                if pid in self._names:
+                    if res is not None:
+                        out[self._names[pid]] = torch.from_numpy(res[off:off + size].copy())
+                    if owner is not None:
+                        owners[self._names[pid]] = torch.from_numpy(owner[off:off + size].copy())
+                off += size
+        group = self.process_group if self.process_group is not None else dist.group.WORLD
+        return {"version": _STATE_VERSION, "world_size": dist.get_world_size(group), "rank": dist.get_rank(group),
+                "iteration": self.iteration, "settings": self.fingerprint().tolist(), "residuals": out,
+                "owner_residuals": owners}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores what `state_dict` saved (on the same rank of a group of the same size;
+        the check runs at the next step if no group exists yet). Residuals are placed into
+        the buckets as they appear, whatever their layout."""
+        if not isinstance(state, Mapping) or not isinstance(state.get("residuals"), Mapping):
+            raise ArgumentTypeError("state: expected the dict TopKState.state_dict() returned")
+        if state.get("version") != _STATE_VERSION:
+            raise ArgumentError(f"state: version {state.get('version')!r}, this gradsparse reads {_STATE_VERSION}")
+        for what in ("world_size", "rank", "iteration"):
+            if isinstance(state.get(what), bool) or not isinstance(state.get(what), int) or state[what] < 0:
+                raise ArgumentError(f"state: {what} must be an integer >= 0, got {state.get(what)!r}")
+        if list(state.get("settings", [])) != self.fingerprint().tolist():
+            raise ArgumentError("state: saved with other settings (method, ratio/k, scheme, value_dtype, ...) than "
+                                "this TopKState's")
+        if dist.is_initialized():
+            group = self.process_group if self.process_group is not None else dist.group.WORLD
+            if state["world_size"] != dist.get_world_size(group):
+                raise ArgumentError(f"state: saved by a group of {state['world_size']} ranks, this one has "
+                                    f"{dist.get_world_size(group)}; residuals are per rank and do not map to another "
+                                    "world size")
+            if state["rank"] != dist.get_rank(group):
+                raise ArgumentError(f"state: saved by rank {state['rank']}, loaded on rank {dist.get_rank(group)}")
+        pending: Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]] = ({}, {})
+        for kind, part in enumerate(("residuals", "owner_residuals")):
+            got = state.get(part, {})
+            if not isinstance(got, Mapping):
+                raise ArgumentTypeError(f"state: {part} must be a dict parameter name -> tensor")
+            for name, r in got.items():
+                if not isinstance(name, str) or not isinstance(r, torch.Tensor) or r.dtype not in (torch.float32,
+                                                                                                     torch.float64):
+                    raise ArgumentTypeError(f"state: {part}[{name!r}] must be a float32/float64 tensor")
+                r = r.detach().cpu().reshape(-1)
+                if not bool(torch.all(torch.isfinite(r))):
+                    raise ArgumentError(f"state: {part}[{name!r}] is not finite")
+                pending[kind][name] = r.numpy().copy()
+        self.reset()
+        self._pending = pending
+        self._restored = {"world_size": state["world_size"]}
+        self.iteration = state["iteration"]
+        self._checked = False
+
+    def reset(self) -> None:
+        """Forgets every residual and plan (the next step starts from zero residuals)."""
+        self.feedback.reset()
+        self._plans.clear()
+        self._used = set()
+        self._pending = ({}, {})
+        self._restored = None
+
+    @property
+    def residuals(self) -> Dict[Tuple[int, ...], torch.Tensor]:
+        """Bucket layout (parameter ids, in order) -> a copy of its residual (flat)."""
+        out = {}
+        for plan in self._plans.values():
+            r = self.feedback.residual(plan.name)
+            if r is not None:
+                out[tuple(pid for pid, _ in plan.layout if pid != -1)] = torch.as_tensor(np.asarray(r)).reshape(-1)
+        return out
+
+    def threads_now(self) -> int:
+        """Threads the selection may use in this call."""
+        avail = max(1, torch.get_num_threads())
+        return avail if self.threads is None else min(self.threads, avail)
+
+    def local_pass(self, buf: torch.Tensor, world: int, scheme: Optional[str] = None) -> torch.Tensor:
+        """The hook's CPU work on one bucket, no communication (`hook.local_pass`)."""
+        from .hook import local_pass
+
+        return local_pass(self, buf, world, scheme)
+
+    def end_iteration(self, used: Any) -> None:
+        """Drops the plans (and residuals) of layouts this iteration did not use: after DDP's
+        bucket rebuild the old layouts' residuals live on in the new ones."""
+        for key in [key for key in self._plans if key not in used]:
+            plan = self._plans.pop(key)
+            self.feedback.reset(plan.name)
+            self.feedback.reset(plan.name + ":owner")

@@ -1,0 +1,76 @@
+"""Plain numpy references of the DDP hook's traffic schemes (float32 buckets), written from
+the package docstring, one loop at a time: a rank's selection with error feedback, the
+allgather and dense sums, and the split scheme's regions, reduction and re-selection."""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+
+def top(acc: np.ndarray, k: int) -> np.ndarray:
+    """Ascending positions of the k largest |acc| (ties by the lower index)."""
+    return np.sort(np.argsort(-np.abs(acc.astype(np.float64)), kind="stable")[:min(k, acc.size)])
+
+
+def bf16(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 (round to nearest even) -> float32."""
+    b = x.astype(np.float32).view(np.uint32).astype(np.uint64)
+    r = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint32) << 16
+    return r.astype(np.uint32).view(np.float32)
+
+
+def mean_into(n: int, parts: Sequence[Tuple[np.ndarray, np.ndarray]], world: int) -> np.ndarray:
+    """out[i] += v / W over the parts in order (float32, one addition at a time)."""
+    out = np.zeros(n, np.float32)
+    w = np.float32(world)
+    for idx, vals in parts:
+        for i, v in zip(idx, vals):
+            out[i] = np.float32(out[i] + np.float32(v) / w)
+    return out
+
+
+class Ranks:
+    """Every rank's residual per bucket (by bucket name) and the split owners' residuals."""
+
+    def __init__(self, world: int) -> None:
+        self.world = world
+        self.e: List[Dict[str, np.ndarray]] = [{} for _ in range(world)]
+        self.owner: List[Dict[str, np.ndarray]] = [{} for _ in range(world)]
+
+    def acc(self, r: int, name: str, x: np.ndarray) -> np.ndarray:
+        e = self.e[r].setdefault(name, np.zeros(x.size, np.float32))
+        e += x
+        return e
+
+    def allgather(self, name: str, ins: Sequence[np.ndarray], k: int, value_dtype: str = "float32") -> np.ndarray:
+        parts = []
+        for r, x in enumerate(ins):
+            e = self.acc(r, name, x)
+            sel = top(e, k)
+            sent = bf16(e[sel]) if value_dtype == "bfloat16" else e[sel].copy()
+            e[sel] -= sent
+            parts.append((sel, sent))
+        return mean_into(ins[0].size, parts, self.world)
+
+    def split(self, name: str, ins: Sequence[np.ndarray], k: int) -> np.ndarray:
+        n, w = ins[0].size, self.world
+        m, cap = -(-n // w), -(-k // w)
+        shares: List[List[Tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(w)]  # owner -> parts
+        for r, x in enumerate(ins):
+            e = self.acc(r, name, x)
+            for o in range(w):
+                lo, hi = min(o * m, n), min((o + 1) * m, n)
+                sel = top(e[lo:hi], cap) + lo
+                shares[o].append((sel, e[sel].copy()))
+                e[sel] = 0
+        final = []
+        for o in range(w):
+            lo, hi = min(o * m, n), min((o + 1) * m, n)
+            region = mean_into(n, shares[o], 1)[lo:hi]
+            oe = self.owner[o].setdefault(name, np.zeros(hi - lo, np.float32))
+            oe += region
+            sel = top(oe, cap)
+            final.append((sel + lo, oe[sel].copy()))
+            oe[sel] = 0
+        return mean_into(n, final, w)
