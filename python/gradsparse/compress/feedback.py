@@ -118,6 +118,7 @@ class ErrorFeedback:
         largest). A region whose tau/budget selection exceeds cap sends nothing, changes
         nothing beyond e += x, and reports its true count (> cap): check ``counts[r] > cap``.
         `threads`: None for the engine's default, or a limit >= 1. Returns the count per region.
+        `cap` must hold min(k, m) for a count (the default).
         """
         if not isinstance(name, str):
             raise ArgumentTypeError(f"name: expected a str, got {type(name).__name__}")
@@ -145,15 +146,20 @@ class ErrorFeedback:
             if cost is not None:
                 raise ArgumentError("cost: a tau threshold compares |x| alone; give no cost")
             kind, kk, energy = _THRESHOLD, 0, 0.0
+        elif k is not None:  # per region: min(k, its length)
+            kind, kk, energy = _COUNT, as_count(k, "k"), 0.0
+            if kk < 1:
+                raise ArgumentError(f"k: must be >= 1, got {kk}")
         else:
-            kind, kk, energy = _budget(m, k, ratio, budget)
+            kind, kk, energy = _budget(m, None, ratio, budget)
         qq, aa = _score_params(q, alpha)
         c = as_cost(cost, flat)
+        least = min(kk, m) if kind == _COUNT else 0
         if cap is None:
-            cap = kk if kind == _COUNT else m
+            cap = least if kind == _COUNT else m
         cap = as_count(cap, "cap")
-        if cap < 0 or (kind == _COUNT and cap < kk):
-            raise ArgumentError(f"cap: must be >= {kk if kind == _COUNT else 0}, got {cap}")
+        if cap < least:
+            raise ArgumentError(f"cap: must be >= {least}, got {cap}")
         if value_dtype not in ("float32", "bfloat16"):
             raise ArgumentError(f"value_dtype: must be 'float32' or 'bfloat16', got {value_dtype!r}")
         vals = _out_buffer(values, "values", regions * cap, (np.float32,) if value_dtype == "float32"
