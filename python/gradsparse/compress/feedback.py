@@ -4,7 +4,7 @@ For each named tensor the residual e is kept between calls, in place: e += x, so
 sent, and e keeps ``(x + e) - sent``. Residuals are float32 for float16/bfloat16/float32
 updates and float64 for float64 ones, so the rounding of what is sent is fed back too.
 
-Three ways in, one residual store:
+Four ways in, one residual store:
 
 * ``compress(name, x, ...)``: selection fused with error feedback, one tensor (like
   `sparsify`);
