@@ -315,3 +315,29 @@ def test_scatter_mean_errors_leave_out_untouched():
         scatter_mean(out, [(good[0], good[1].astype(np.int64))], 2)
     with pytest.raises(ArgumentError, match="world"):
         scatter_mean(out, [good], 0)
+
+
+def _sampled_mask(total: int) -> np.ndarray:
+    """The positions the engine samples to bracket the k-th key (sampling.cpp)."""
+    m = min(65536, max(4096, total // 64))
+    blocks = max(1, m // 16)
+    mask = np.zeros(total, bool)
+    for b in range(blocks):
+        centre = (2 * b + 1) * total // (2 * blocks)
+        start = min(max(centre - 8, 0), total - 16)
+        mask[start:start + 16] = True
+    return mask
+
+
+@pytest.mark.parametrize("sample_large", [False, True], ids=["sample-low", "sample-high"])
+def test_sample_misses_add_exactly_once(simd, sample_large):
+    # The accumulate is fused into the first filter pass: when the sample misses (too many
+    # candidates, or too few) the selection retries or falls back to the radix path, and
+    # every element must still be accumulated exactly once.
+    n, k = 300000, 3000
+    rng = np.random.default_rng(4)
+    mask = _sampled_mask(n)
+    big = rng.uniform(10, 20, n).astype(np.float32)
+    small = rng.uniform(0, 1, n).astype(np.float32)
+    g = np.where(mask == sample_large, big, small).astype(np.float32)
+    _check_steps([g, g[::-1].copy(), g], 1, k, k=k)

@@ -1,6 +1,7 @@
 // gradsparse — error feedback fused with exact selection into caller-owned buffers, and the
-// combine of such payloads (scatter_mean). The selection of each region is select() itself;
-// this file adds the accumulate before it and the residual/output pass after it.
+// combine of such payloads (scatter_mean). The selection of each region is the engine's
+// (select_accumulating: e += g done chunk by chunk inside its first filter pass, so e is
+// filtered while the chunk is still in cache); this file adds the output and residual pass.
 #include <string>
 
 #include "gradsparse/parallel.hpp"
@@ -96,51 +97,43 @@ std::vector<size_t> feedback_select(const float* g, float* e, size_t n, const Se
     const size_t regions = out.regions, cap = out.cap;
     const size_t m = (n + regions - 1) / regions;
     const bool bf16 = out.value_dtype == DType::BF16;
-    const Kernels& kern = active_kernels();
     std::vector<size_t> counts(regions, 0);
-    ScratchPool::Buffer local = ScratchPool::acquire(std::max<size_t>(1, std::min(cap, m)) * sizeof(int64_t));
+    const size_t most = std::max<size_t>(1, std::min(cap, m));  // the most a region writes
+    ScratchPool::Buffer local = ScratchPool::acquire(most * sizeof(int64_t));
+    ScratchPool::Buffer acc_buf = bf16 ? ScratchPool::acquire(most * sizeof(float)) : ScratchPool::Buffer();
     int64_t* local_idx = reinterpret_cast<int64_t*>(local.get());
     for (size_t r = 0; r < regions; ++r) {
         const size_t lo = std::min(n, r * m), hi = std::min(n, lo + m), len = hi - lo;
-        // the accumulate of this region just before its selection: cached when regions are small
-        const int auto_nt = threads_for(len, kMinPerThread);
-        const int nt = nthreads > 0 ? std::min(nthreads, auto_nt) : auto_nt;
-        parallel_for(len, nt, [&](int, size_t a, size_t b) { kern.add_f32(e + lo + a, g + lo + a, b - a); });
-        size_t count = 0;
-        Budget b = budget;
+        int32_t* io = out.indices + r * out.istride;
+        float* vo32 = bf16 ? reinterpret_cast<float*>(acc_buf.get()) : static_cast<float*>(out.values) + r * out.vstride;
+        size_t kept = 0;
         if (len > 0) {
+            Budget b = budget;
             if (b.kind == Budget::Count) b.k = std::min(b.k, len);
-            Selection sel = select({region_segment(cost, e, lo, len)}, spec, b, nthreads);
-            count = sel.counts()[0];
-            if (count <= cap) {
+            // e += g fused into the selection's filter pass (done first where it cannot be)
+            Selection sel = select_accumulating(region_segment(cost, e, lo, len), e + lo, g + lo, spec, b, nthreads);
+            counts[r] = sel.counts()[0];
+            if (counts[r] <= cap) {
                 int64_t* ip[1] = {local_idx};
-                sel.emit(ip, nullptr);
+                void* vp[1] = {vo32};
+                sel.emit(ip, vp);  // the accumulated values: no second read of e
+                kept = counts[r];
             }
         }
-        counts[r] = count;
-        int32_t* io = out.indices + r * out.istride;
-        const size_t kept = count <= cap ? count : 0;
+        for (size_t j = 0; j < kept; ++j) io[j] = static_cast<int32_t>(lo + static_cast<size_t>(local_idx[j]));
         if (bf16) {
             uint16_t* vo = static_cast<uint16_t*>(out.values) + r * out.vstride;
             for (size_t j = 0; j < kept; ++j) {
-                const size_t i = lo + static_cast<size_t>(local_idx[j]);
-                const uint32_t u = bits_of(e[i]);
-                const uint16_t h = to_bf16_saturated(u);
+                const float a = vo32[j];
+                const uint16_t h = to_bf16_saturated(bits_of(a));
                 vo[j] = h;
-                io[j] = static_cast<int32_t>(i);
                 // acc - sent is exact in float32 (sent is acc rounded to 8 significand bits)
-                e[i] = std::isfinite(e[i]) ? e[i] - f32_of_bits(static_cast<uint32_t>(h) << 16) : 0.0f;
+                e[io[j]] = std::isfinite(a) ? a - f32_of_bits(static_cast<uint32_t>(h) << 16) : 0.0f;
             }
             std::fill(vo + kept, vo + cap, uint16_t(0));
         } else {
-            float* vo = static_cast<float*>(out.values) + r * out.vstride;
-            for (size_t j = 0; j < kept; ++j) {
-                const size_t i = lo + static_cast<size_t>(local_idx[j]);
-                vo[j] = e[i];
-                io[j] = static_cast<int32_t>(i);
-                e[i] = 0.0f;
-            }
-            std::fill(vo + kept, vo + cap, 0.0f);
+            for (size_t j = 0; j < kept; ++j) e[io[j]] = 0.0f;
+            std::fill(vo32 + kept, vo32 + cap, 0.0f);
         }
         std::fill(io + kept, io + cap, int32_t(-1));
     }
