@@ -24,6 +24,7 @@ set(_gs_portable
   select/budgets.cpp
   select/select.cpp
   select/streaming.cpp
+  select/feedback.cpp
   select/random_k.cpp
   select/rows.cpp
   select/cost_bounds.cpp

@@ -213,6 +213,99 @@ py::array_t<int64_t> random_k_py(size_t n, size_t k, uint64_t seed) {
     return out;
 }
 
+// A writable C-contiguous 1-D output buffer of at least `need` items; returns its data.
+void* output_buffer(py::array& a, const char* name, size_t need) {
+    if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + ": array must be C-contiguous");
+    if (!a.writeable()) throw py::value_error(std::string(name) + ": array must be writable");
+    if (static_cast<size_t>(a.size()) < need)
+        throw py::value_error(std::string(name) + ": has " + std::to_string(a.size()) + " elements, needs " +
+                              std::to_string(need));
+    return a.mutable_data();
+}
+
+// The value dtype of a payload buffer: float32, or bfloat16 bits held as (u)int16.
+DType value_dtype_of(const py::array& a, const char* name) {
+    if (dtype_is<float>(a.dtype())) return DType::F32;
+    if (dtype_is<uint16_t>(a.dtype()) || dtype_is<int16_t>(a.dtype())) return DType::BF16;
+    throw py::type_error(std::string(name) + ": values must be float32 or bfloat16 bits (uint16/int16), got " +
+                         std::string(py::str(a.dtype())));
+}
+
+// Error feedback fused with selection into caller-owned buffers (feedback_select).
+std::vector<size_t> feedback_select_py(const py::array& g, py::array& e, const py::object& cost, double q,
+                                       double alpha, int kind, size_t k, double energy, double tau, size_t regions,
+                                       size_t cap, py::array& values, size_t vstride, py::array& indices,
+                                       size_t istride, int threads) {
+    if (!dtype_is<float>(g.dtype()) || !dtype_is<float>(e.dtype()))
+        throw py::type_error("x: feedback_select takes float32 x and residual");
+    if (g.size() != e.size())
+        throw py::value_error("residual: has " + std::to_string(e.size()) + " elements, x has " +
+                              std::to_string(g.size()));
+    if (!e.writeable()) throw py::value_error("residual: array must be writable");
+    if (threads < 0) throw py::value_error("threads: must be >= 0");
+    if (regions < 1) throw py::value_error("regions: must be >= 1");
+    const float* gp = static_cast<const float*>(data_of(g, DType::F32, "x"));
+    Segment seg = make_segment(e, static_cast<int>(DType::F32), cost);
+    FeedbackOut out;
+    out.regions = regions;
+    out.cap = cap;
+    out.value_dtype = value_dtype_of(values, "values");
+    if (!dtype_is<int32_t>(indices.dtype())) throw py::type_error("indices: must be an int32 array");
+    if (vstride < cap || istride < cap) throw py::value_error("cap: region strides must be >= cap");
+    out.vstride = vstride;
+    out.istride = istride;
+    out.values = output_buffer(values, "values", cap ? (regions - 1) * vstride + cap : 0);
+    out.indices = static_cast<int32_t*>(output_buffer(indices, "indices", cap ? (regions - 1) * istride + cap : 0));
+    ScoreSpec spec{KeyMode::Magnitude, q, alpha};
+    Budget budget = make_budget(kind, k, energy, tau);
+    float* ep = static_cast<float*>(e.mutable_data());
+    GilRelease release;
+    return feedback_select(gp, ep, static_cast<size_t>(g.size()), seg, spec, budget, out, threads);
+}
+
+// The combine (scatter_mean): out is zeroed at `clear`, then every part is added / world.
+void scatter_mean_py(py::array& out, const py::object& clear, const py::list& values, const py::list& indices,
+                     double world) {
+    if (!dtype_is<float>(out.dtype())) throw py::type_error("out: must be a float32 array");
+    float* op = static_cast<float*>(output_buffer(out, "out", 0));
+    const int32_t* cp = nullptr;
+    size_t nclear = 0;
+    py::array clear_arr;
+    if (!clear.is_none()) {
+        clear_arr = clear.cast<py::array>();
+        if (!dtype_is<int32_t>(clear_arr.dtype())) throw py::type_error("clear: must be an int32 array");
+        cp = static_cast<const int32_t*>(data_of(clear_arr, DType::F32, "clear"));  // 4-byte items
+        nclear = static_cast<size_t>(clear_arr.size());
+    }
+    if (values.size() != indices.size()) throw py::value_error("parts: as many value arrays as index arrays");
+    std::vector<py::array> keep;
+    std::vector<const void*> vp;
+    std::vector<const int32_t*> ip;
+    DType vd = DType::F32;
+    size_t len = 0;
+    for (size_t p = 0; p < values.size(); ++p) {
+        py::array v = values[p].cast<py::array>(), i = indices[p].cast<py::array>();
+        const std::string vn = "parts[" + std::to_string(p) + "] values", in = "parts[" + std::to_string(p) + "] indices";
+        const DType d = value_dtype_of(v, vn.c_str());
+        if (!dtype_is<int32_t>(i.dtype())) throw py::type_error(in + ": must be an int32 array");
+        if (p == 0) {
+            vd = d;
+            len = static_cast<size_t>(i.size());
+        }
+        if (d != vd) throw py::type_error(vn + ": every part must have the same value dtype");
+        if (static_cast<size_t>(v.size()) != len || static_cast<size_t>(i.size()) != len)
+            throw py::value_error("parts: every part must have " + std::to_string(len) + " values and indices");
+        vp.push_back(data_of(v, d, vn.c_str()));
+        ip.push_back(static_cast<const int32_t*>(data_of(i, DType::F32, in.c_str())));
+        keep.push_back(v);
+        keep.push_back(i);
+    }
+    const size_t n = static_cast<size_t>(out.size());
+    const float w = static_cast<float>(world);
+    GilRelease release;
+    scatter_mean(op, n, cp, nclear, vp, ip, len, vd, w);
+}
+
 }  // namespace
 
 void register_select(py::module_& m) {
@@ -235,6 +328,15 @@ void register_select(py::module_& m) {
               add_inplace_f32(ep, xp, n);
           },
           py::arg("residual"), py::arg("x"), "residual += x (float32, in place).");
+
+    m.def("feedback_select", &feedback_select_py, py::arg("x"), py::arg("residual"), py::arg("cost"), py::arg("q"),
+          py::arg("alpha"), py::arg("kind"), py::arg("k"), py::arg("energy"), py::arg("tau"), py::arg("regions"),
+          py::arg("cap"), py::arg("values"), py::arg("vstride"), py::arg("indices"), py::arg("istride"),
+          py::arg("threads"),
+          "residual += x, then per region the exact selection into the caller's values/indices buffers; "
+          "returns the count per region.");
+    m.def("scatter_mean", &scatter_mean_py, py::arg("out"), py::arg("clear"), py::arg("values"), py::arg("indices"),
+          py::arg("world"), "out[clear] = 0, then out[idx] += v / world for every part in order (-1: padding).");
 
     // Test hooks (tests/test_cost_kernels.py): one call of the active level's cost kernels.
     using F32In = py::array_t<float, py::array::c_style | py::array::forcecast>;

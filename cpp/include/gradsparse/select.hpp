@@ -99,6 +99,42 @@ void topk_axis(DType dtype, KeyMode mode, const void* x, size_t outer, size_t n,
 /// e[i] += x[i] for float32 (error-feedback accumulation), SIMD and threaded.
 void add_inplace_f32(float* e, const float* x, size_t n);
 
+/// Where feedback_select writes: `regions` regions of `cap` slots; region r writes its
+/// values to values[r * vstride + j] (float32, or bfloat16 bits as uint16) and its global
+/// int32 indices to indices[r * istride + j], j < cap (strides >= cap).
+struct FeedbackOut {
+    size_t regions = 1;
+    size_t cap = 0;
+    DType value_dtype = DType::F32;  // F32 or BF16
+    void* values = nullptr;
+    size_t vstride = 0;
+    int32_t* indices = nullptr;
+    size_t istride = 0;
+};
+
+/// Error feedback fused with exact selection over one float32 buffer: e += g (float32),
+/// then, in each region r = [r*m, min((r+1)*m, n)) with m = ceil(n / regions), the exact
+/// selection of `budget` over e by `spec` and the costs of `cost` (its data and n are
+/// ignored; cost arrays cover all n elements) -- the same as select() on that region; a
+/// Count budget keeps min(k, len) -- written in ascending index order as (value, global
+/// index), the rest of the region's slots padded with (0, -1). Selected elements keep
+/// e[i] = acc[i] - sent[i]: 0 for float32 values; for bfloat16 the rounding error of
+/// round-to-nearest-even (finite values saturate at the largest bfloat16; an infinite or
+/// NaN accumulation is sent as it is and leaves 0). A region whose selection holds more than `cap` elements (Threshold or
+/// Energy budgets) writes padding only and changes nothing beyond the accumulate; its
+/// count is the true number (> cap). Returns the count per region. n < 2^31. The same
+/// bits for every SIMD level and thread count; nthreads = 0: get_num_threads().
+std::vector<size_t> feedback_select(const float* g, float* e, size_t n, const Segment& cost, const ScoreSpec& spec,
+                                    const Budget& budget, const FeedbackOut& out, int nthreads = 0);
+
+/// The combine of sparse payloads: out[clear[j]] = 0 for every clear index (-1 skipped),
+/// then for p = 0..P-1, j = 0..len-1: out[i] += v / world (float32 division, then sum),
+/// i = idx[p][j], v = vals[p][j] (float32, or bfloat16 bits when value_dtype is BF16);
+/// index -1 is padding. Every index is checked before out is written: one outside
+/// [0, n) throws "clear: ..." or "payload: ...".
+void scatter_mean(float* out, size_t n, const int32_t* clear, size_t nclear, const std::vector<const void*>& vals,
+                  const std::vector<const int32_t*>& idx, size_t len, DType value_dtype, float world);
+
 /// k distinct indices of [0, n), uniform, ascending; the same for the same seed everywhere.
 std::vector<int64_t> random_k(size_t n, size_t k, uint64_t seed);
 

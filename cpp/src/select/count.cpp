@@ -120,7 +120,7 @@ void plan_count(SelectionImpl& impl, size_t total, size_t k, int nt) {
         compute_keys(impl, 0);
         return finish_count(impl, k, compute_count_total(impl), ~uint64_t(0));
     }
-    Sample smp = take_sample(impl.segs, total, sample_size(total), false, nt);
+    Sample smp = take_sample(impl.segs, total, sample_size(total), false, nt, impl.add_src);
     const size_t m = smp.m;
     const uint64_t* sample = smp.key();  // block order, kept for the variance estimate
     ScratchPool::Buffer sorted_buf = ScratchPool::acquire(m * 8);

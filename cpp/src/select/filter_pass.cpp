@@ -69,7 +69,43 @@ size_t filter_piece(const ScoredSegment& s, size_t begin, size_t len, uint64_t t
     return count;
 }
 
-// Runs the filter with threshold t on every piece; false when a buffer overflowed.
+namespace {
+
+// add_dst += add_src over one piece (what is left of a pending accumulate after an overflow).
+void kern_add(const SelectionImpl& impl, const Piece& p) {
+    if (impl.add_src) active_kernels().add_f32(impl.add_dst + p.begin, impl.add_src + p.begin, p.len);
+}
+
+constexpr size_t kAddChunk = 8192;  // fused accumulate: 32 KB of e, filtered while in L1/L2
+
+// The filter of one piece with add_dst += add_src done chunk by chunk just before each
+// chunk is filtered (positions relative to the piece, as filter_piece gives them). After an
+// overflow the remaining chunks are still added, and kFilterOverflow is returned.
+size_t filter_piece_adding(const SelectionImpl& impl, const Piece& p, uint64_t t, uint32_t* out, void* vals,
+                           uint64_t* key_out, size_t cap, bool* bad_cost) {
+    const Kernels& kern = active_kernels();
+    const ScoredSegment& s = impl.segs[p.seg];
+    size_t count = 0;
+    for (size_t off = 0; off < p.len; off += kAddChunk) {
+        const size_t len = std::min(kAddChunk, p.len - off), at = p.begin + off;
+        kern.add_f32(impl.add_dst + at, impl.add_src + at, len);
+        if (count == kFilterOverflow) continue;
+        const size_t got = filter_piece(s, at, len, t, impl.t_sure, out + count, static_cast<uint32_t*>(vals) + count,
+                                        key_out ? key_out + count : nullptr, cap - count, bad_cost);
+        if (got == kFilterOverflow) {
+            count = kFilterOverflow;
+            continue;
+        }
+        for (size_t j = 0; j < got; ++j) out[count + j] += static_cast<uint32_t>(off);
+        count += got;
+    }
+    return count;
+}
+
+}  // namespace
+
+// Runs the filter with threshold t on every piece; false when a buffer overflowed. A
+// pending fused accumulate (impl.add_src) is done by this pass, on every piece.
 bool run_filter(SelectionImpl& impl, uint64_t t, size_t cap) {
     std::vector<ThreadWork>& work = impl.work;
     std::vector<uint8_t> bad(work.size(), 0), overflow(work.size(), 0);
@@ -87,12 +123,18 @@ bool run_filter(SelectionImpl& impl, uint64_t t, size_t cap) {
         w.count = 0;
         bool b = false;
         for (Piece& p : w.pieces) {
-            size_t got = filter_piece(impl.segs[p.seg], p.begin, p.len, t, impl.t_sure, w.idx() + w.count,
-                                      w.raw() + w.count * slot, costs ? w.key() + w.count : nullptr,
-                                      w.cap - w.count, &b);
+            if (overflow[static_cast<size_t>(ti)]) {  // only the pending accumulate is left
+                kern_add(impl, p);
+                continue;
+            }
+            size_t got = impl.add_src ? filter_piece_adding(impl, p, t, w.idx() + w.count, w.raw() + w.count * slot,
+                                                            costs ? w.key() + w.count : nullptr, w.cap - w.count, &b)
+                                      : filter_piece(impl.segs[p.seg], p.begin, p.len, t, impl.t_sure,
+                                                     w.idx() + w.count, w.raw() + w.count * slot,
+                                                     costs ? w.key() + w.count : nullptr, w.cap - w.count, &b);
             if (got == kFilterOverflow) {
                 overflow[static_cast<size_t>(ti)] = 1;
-                break;
+                continue;
             }
             const size_t width = dtype_size(impl.segs[p.seg].seg.dtype);
             if (width < slot) {  // mixed dtypes: spread to one value per slot, back to front
@@ -105,6 +147,8 @@ bool run_filter(SelectionImpl& impl, uint64_t t, size_t cap) {
         }
         bad[static_cast<size_t>(ti)] = b;
     });
+    impl.add_dst = nullptr;
+    impl.add_src = nullptr;
     for (uint8_t b : bad) GS_CHECK(!b, kBadCostMessage);
     size_t total = 0;
     for (size_t ti = 0; ti < work.size(); ++ti) {

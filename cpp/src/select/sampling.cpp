@@ -13,8 +13,13 @@ size_t block_start(size_t b, size_t blocks, size_t total) {
 }
 
 
-// Blocks are split over nt threads (each writes its own range of the sample).
-Sample take_sample(const std::vector<ScoredSegment>& segs, size_t total, size_t m, bool with_cost, int nt) {
+// Blocks are split over nt threads (each writes its own range of the sample). With `add`
+// (one float32 segment, native or cost-kernel keys) the keys are those of data + add,
+// computed on the fly as the filter pass will store them.
+Sample take_sample(const std::vector<ScoredSegment>& segs, size_t total, size_t m, bool with_cost, int nt,
+                   const float* add) {
+    GS_ASSERT(!add || (segs.size() == 1 && segs[0].seg.dtype == DType::F32 &&
+                       (segs[0].native || cost_kernel_f32(segs[0])) && !with_cost));
     const size_t blocks = std::max<size_t>(1, m / kSampleBlock);
     GS_ASSERT(total >= kSampleBlock);  // every block holds kSampleBlock keys
     Sample smp;
@@ -35,6 +40,11 @@ Sample take_sample(const std::vector<ScoredSegment>& segs, size_t total, size_t 
             const size_t bytes = len * dtype_size(g.dtype);
             for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
             __builtin_prefetch(p + bytes - 1);  // a block need not start on a cache line
+            if (add) {
+                const char* a = reinterpret_cast<const char*>(add + start);
+                for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(a + off);
+                __builtin_prefetch(a + bytes - 1);
+            }
             if (g.cost_kind == CostKind::Array) {
                 const size_t cw = dtype_size(g.cost_dtype);
                 const char* q = static_cast<const char*>(g.cost_data) + (start - seg_start) * cw;
@@ -52,7 +62,16 @@ Sample take_sample(const std::vector<ScoredSegment>& segs, size_t total, size_t 
                 const ScoredSegment& s = segs[seg];
                 const size_t local = g - seg_start;
                 const size_t len = std::min(start + kSampleBlock - g, s.seg.n - local);
-                if (s.native && s.seg.dtype == DType::F32) {
+                if (add) {  // the accumulated values, as add_f32 will store them
+                    float acc[kSampleBlock];
+                    const float* x = static_cast<const float*>(s.seg.data) + local;
+                    for (size_t i = 0; i < len; ++i) acc[i] = x[i] + add[local + i];
+                    if (s.native)
+                        native_keys<keys::F32>(reinterpret_cast<const uint8_t*>(acc), len, s.mode, key + o);
+                    else
+                        active_kernels().cost_keys_f32(acc, static_cast<const float*>(s.seg.cost_data) + local, len,
+                                                       key + o);
+                } else if (s.native && s.seg.dtype == DType::F32) {
                     const uint32_t* bits = static_cast<const uint32_t*>(s.seg.data) + local;
                     native_keys<keys::F32>(reinterpret_cast<const uint8_t*>(bits), len, s.mode, key + o);
                 } else if (cost_kernel_f32(s)) {  // s.key() without its dispatch: fl(x*x / c)

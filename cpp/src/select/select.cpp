@@ -29,7 +29,12 @@ const char* Selection::path() const { return impl->path; }
 
 // ---------------------------------------------------------------- public entry points
 
-Selection select(const std::vector<Segment>& segments, const ScoreSpec& spec, const Budget& budget, int nthreads) {
+namespace {
+
+// select() and select_accumulating(): checks every argument, then (with add_src) does or
+// schedules add_dst += add_src, then plans the selection.
+Selection plan_selection(const std::vector<Segment>& segments, const ScoreSpec& spec, const Budget& budget,
+                         int nthreads, float* add_dst, const float* add_src) {
     GS_CHECK(spec.mode == KeyMode::Magnitude || spec.mode == KeyMode::Largest || spec.mode == KeyMode::Smallest,
              "mode: unknown ranking mode for a selection");
     for (const Segment& s : segments)
@@ -51,19 +56,51 @@ Selection select(const std::vector<Segment>& segments, const ScoreSpec& spec, co
         case Budget::Count:
             GS_CHECK(budget.k >= 1 && budget.k <= total,
                      "k: must be in [1, " + std::to_string(total) + "], got " + std::to_string(budget.k));
-            plan_count(impl, total, budget.k, nt);
             break;
         case Budget::Energy:
             GS_CHECK(std::isfinite(budget.energy) && budget.energy > 0.0, "budget: must be finite and > 0");
-            plan_energy(impl, total, budget.energy, nt);
             break;
         case Budget::Threshold:
             GS_CHECK(budget.tau >= 0.0 && !std::isnan(budget.tau), "tau: must be >= 0 and not NaN");
-            plan_threshold(impl, total, budget.tau, nt);
             break;
     }
+    if (add_src) {
+        const ScoredSegment& s = impl.segs[0];
+        const bool fused = budget.kind == Budget::Threshold ||
+                           (budget.kind == Budget::Count && total >= kFullBelow && (s.native || cost_kernel_f32(s)));
+        if (fused) {
+            impl.add_dst = add_dst;
+            impl.add_src = add_src;
+        } else {
+            const Kernels& kern = active_kernels();
+            parallel_for(total, nt, [&](int, size_t lo, size_t hi) { kern.add_f32(add_dst + lo, add_src + lo, hi - lo); });
+        }
+    }
+    switch (budget.kind) {
+        case Budget::Count: plan_count(impl, total, budget.k, nt); break;
+        case Budget::Energy: plan_energy(impl, total, budget.energy, nt); break;
+        case Budget::Threshold: plan_threshold(impl, total, budget.tau, nt); break;
+    }
+    GS_ASSERT(impl.add_src == nullptr);  // the first filter pass did the add
     return sel;
 }
+
+}  // namespace
+
+Selection select(const std::vector<Segment>& segments, const ScoreSpec& spec, const Budget& budget, int nthreads) {
+    return plan_selection(segments, spec, budget, nthreads, nullptr, nullptr);
+}
+
+namespace detail {
+
+Selection select_accumulating(const Segment& seg, float* e, const float* g, const ScoreSpec& spec,
+                              const Budget& budget, int nthreads) {
+    GS_CHECK(seg.dtype == DType::F32 && seg.data == e && (seg.n == 0 || g != nullptr),
+             "x: an accumulating selection takes one float32 segment over e");
+    return plan_selection({seg}, spec, budget, nthreads, e, g);
+}
+
+}  // namespace detail
 
 namespace {
 

@@ -61,6 +61,12 @@ struct SelectionImpl {
     uint64_t t_sure = ~uint64_t(0);               // prepared costs: keys proven above it may be kSureKey
     bool list_form = false;
     std::vector<std::vector<int64_t>> lists;      // list form (radix fallback)
+    // Accumulate fused into the first filter pass (feedback_select): the one float32
+    // segment's data is add_dst, and add_dst += add_src is still to be done. The sample
+    // reads add_dst + add_src; the first run_filter adds chunk by chunk, each chunk just
+    // before it is filtered, and clears these.
+    float* add_dst = nullptr;
+    const float* add_src = nullptr;
 };
 
 namespace detail {
@@ -79,6 +85,14 @@ void native_keys(const uint8_t* raw, size_t n, KeyMode mode, uint64_t* key) {
             for (size_t c = 0; c < n; ++c) key[c] = keys::smallest<F>(v[c]);
     }
 }
+
+// select.cpp
+/// select() over one float32 segment whose data is e, after e += g (elementwise float32):
+/// the add is fused into the filter pass where the budget allows (count budgets of
+/// native or cost-kernel float32 segments, threshold budgets), else done first. Arguments
+/// are checked before e changes.
+Selection select_accumulating(const Segment& seg, float* e, const float* g, const ScoreSpec& spec,
+                              const Budget& budget, int nthreads);
 
 // prepare.cpp
 /// Checks a segment's data pointer and cost argument (not the cost array's elements).
@@ -102,7 +116,9 @@ struct Sample {
     uint64_t* key() const { return reinterpret_cast<uint64_t*>(key_buf.get()); }
     double* cost() const { return reinterpret_cast<double*>(cost_buf.get()); }
 };
-Sample take_sample(const std::vector<ScoredSegment>& segs, size_t total, size_t m, bool with_cost, int nt);
+/// add: null, or (fused accumulate) the float32 source added to the one segment's data.
+Sample take_sample(const std::vector<ScoredSegment>& segs, size_t total, size_t m, bool with_cost, int nt,
+                   const float* add = nullptr);
 size_t sample_size(size_t total);
 size_t rank_margin(size_t rank);
 size_t sample_top(const uint64_t* s, size_t m, size_t need, uint64_t* out);

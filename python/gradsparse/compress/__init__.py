@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from .base import (Compressed, Compressor, available_compressors, check_compressor, check_update, compressor_class,
                    decode_dense, feedback_enabled, make_compressor, register)
+from .combine import scatter_mean
 from .feedback import ErrorFeedback
 from . import methods as _methods  # noqa: F401  (registers the built-in compressors)
 from . import atomic as _atomic  # noqa: F401
 
 __all__ = ["Compressed", "Compressor", "ErrorFeedback", "available_compressors", "check_compressor", "check_update",
-           "compressor_class", "decode_dense", "feedback_enabled", "make_compressor", "register"]
+           "compressor_class", "decode_dense", "feedback_enabled", "make_compressor", "register", "scatter_mean"]

@@ -4,12 +4,15 @@ For each named tensor the residual e is kept between calls, in place: e += x, so
 sent, and e keeps ``(x + e) - sent``. Residuals are float32 for float16/bfloat16/float32
 updates and float64 for float64 ones, so the rounding of what is sent is fed back too.
 
-Three ways in, one residual store:
+Four ways in, one residual store:
 
 * ``compress(name, x, ...)``: selection fused with error feedback, one tensor (like
   `sparsify`);
 * ``compress_many(update, ...)``: the same with one global selection over several named
-  tensors (like `sparsify_many`; the DDP hook uses it per bucket);
+  tensors (like `sparsify_many`);
+* ``compress_into(name, x, ..., values=, indices=)``: one float32 tensor (a DDP bucket),
+  selection per region fused with the accumulate in C++, written into caller-owned
+  (persistent) buffers with int32 indices and float32 or bfloat16 values;
 * ``apply(update, send)``: error feedback around any compressor -- `send` gets the
   accumulated update and says what the receiver got (``Compressor.compress(...,
   feedback=ef)`` and the FL harness use it).
@@ -17,16 +20,17 @@ Three ways in, one residual store:
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .. import _core
-from .._convert import (BF16, F16, F32, Flat, as_flat, bf16_to_f32, f32_to_bf16, is_tensor, plain_tensor,
-                        tensor_to_numpy, torch_module)
+from .._convert import (BF16, F16, F32, Flat, as_count, as_flat, as_real, bf16_to_f32, f32_to_bf16, is_tensor,
+                        plain_tensor, tensor_to_numpy, torch_module)
 from ..costs import as_cost
-from ..selection import _MAGNITUDE, _budget, _resolve_one, _score_params, _select_one
+from ..selection import _COUNT, _MAGNITUDE, _THRESHOLD, _budget, _resolve_one, _score_params, _select_one
 from ..sparse import Sparse
 from ..errors import ArgumentError, ArgumentTypeError
 
@@ -91,6 +95,87 @@ class ErrorFeedback:
         _accumulate(res, flat)
         idx, vals = _select_one(res, _acc_code(flat), args)
         return Sparse(flat.wrap_index(idx), flat.wrap(_settle_selected(res, idx, vals, flat.code)), flat.shape)
+
+    def compress_into(self, name: str, x: Any, *, k: Any = None, ratio: Any = None, cost: Any = None,
+                      budget: Any = None, tau: Any = None, q: Any = 2.0, alpha: Any = 1.0, regions: Any = 1,
+                      cap: Any = None, values: Any, indices: Any, value_dtype: str = "float32",
+                      threads: Any = None) -> List[int]:
+        """Error feedback fused with selection, written into caller-owned buffers (one C++ pass
+        setup per call, no n-sized allocation): e += x for the residual of `name` (float32 x
+        only), then x's flat range is cut into `regions` regions of m = ceil(n / regions)
+        elements (the last ones may be short or empty) and each gets its own exact selection
+        from e, like `sparsify` on that region: `k` (or ``ratio``: k from m) best by |e| or by
+        the CWMP score with `cost` (q, alpha); an energy `budget`; or ``tau``: every |e| >= tau.
+        Exactly one of k / ratio / budget / tau. A count keeps min(k, region length).
+
+        Region r writes its (value, global index) pairs in ascending index order to
+        ``values[r*cap : (r+1)*cap]`` and ``indices[...]`` and pads the rest with (0, -1).
+        `values`: float32, or bfloat16 (torch.bfloat16, or its bits as int16/uint16) when
+        ``value_dtype="bfloat16"``; `indices`: int32; both C-contiguous, writable, of exactly
+        regions*cap elements. `cap` defaults to k for a count and to m otherwise. The residual
+        keeps what was not sent: 0 where float32 values were sent, the rounding error of
+        round-to-nearest-even where bfloat16 ones were (finite values saturate at bfloat16's
+        largest). A region whose tau/budget selection exceeds cap sends nothing, changes
+        nothing beyond e += x, and reports its true count (> cap): check ``counts[r] > cap``.
+        `threads`: None for the engine's default, or a limit >= 1. Returns the count per region.
+        `cap` must hold min(k, m) for a count (the default).
+        """
+        if not isinstance(name, str):
+            raise ArgumentTypeError(f"name: expected a str, got {type(name).__name__}")
+        flat = as_flat(x)
+        if flat.code != F32:
+            raise ArgumentTypeError(f"x: compress_into takes float32, got {flat.out_dtype}")
+        if flat.size == 0:
+            raise ArgumentError("x: input is empty")
+        n = flat.size
+        if n >= 2 ** 31:
+            raise ArgumentError(f"x: compress_into takes at most 2^31 - 1 elements (int32 indices), got {n}")
+        regions = as_count(regions, "regions")
+        if regions < 1:
+            raise ArgumentError(f"regions: must be >= 1, got {regions}")
+        m = -(-n // regions)
+        given = [a for a, v in (("k", k), ("ratio", ratio), ("budget", budget), ("tau", tau)) if v is not None]
+        if len(given) != 1:
+            raise ArgumentError("k, ratio, budget, tau: give exactly one of them" +
+                                (f" (got {', '.join(given)})" if given else ""))
+        t = 0.0
+        if tau is not None:
+            t = as_real(tau, "tau")
+            if math.isnan(t) or t < 0:
+                raise ArgumentError(f"tau: must be >= 0, got {t}")
+            if cost is not None:
+                raise ArgumentError("cost: a tau threshold compares |x| alone; give no cost")
+            kind, kk, energy = _THRESHOLD, 0, 0.0
+        elif k is not None:  # per region: min(k, its length)
+            kind, kk, energy = _COUNT, as_count(k, "k"), 0.0
+            if kk < 1:
+                raise ArgumentError(f"k: must be >= 1, got {kk}")
+        else:
+            kind, kk, energy = _budget(m, None, ratio, budget)
+        qq, aa = _score_params(q, alpha)
+        c = as_cost(cost, flat)
+        least = min(kk, m) if kind == _COUNT else 0
+        if cap is None:
+            cap = least if kind == _COUNT else m
+        cap = as_count(cap, "cap")
+        if cap < least:
+            raise ArgumentError(f"cap: must be >= {least}, got {cap}")
+        if value_dtype not in ("float32", "bfloat16"):
+            raise ArgumentError(f"value_dtype: must be 'float32' or 'bfloat16', got {value_dtype!r}")
+        vals = _out_buffer(values, "values", regions * cap, (np.float32,) if value_dtype == "float32"
+                           else (np.uint16, np.int16), value_dtype)
+        idx = _out_buffer(indices, "indices", regions * cap, (np.int32,), "int32")
+        if threads is None:
+            nt = 0
+        else:
+            nt = as_count(threads, "threads")
+            if nt < 1:
+                raise ArgumentError(f"threads: must be None or >= 1, got {nt}")
+        with self._name_lock(name):
+            res = self._residual_for(name, flat)
+            got = _core.feedback_select(flat.array, res, c, qq, aa, kind, kk, energy, t, regions, cap,
+                                        vals, cap, idx, cap, nt)
+        return [int(v) for v in got]
 
     def compress_many(self, update: Mapping[str, Any], k: Any = None, *, ratio: Any = None, costs: Any = None,
                       budget: Any = None, q: Any = 2.0, alpha: Any = 1.0) -> Dict[str, Sparse]:
@@ -240,6 +325,24 @@ class ErrorFeedback:
             meta[name] = (tuple(arr.shape), kind)
         with self._lock:
             self._res, self._meta = res, meta
+
+
+def _out_buffer(a: Any, what: str, size: int, dtypes: Tuple[Any, ...], want: str) -> np.ndarray:
+    """A flat writable numpy view of a caller-owned C-contiguous buffer of `size` items of
+    one of `dtypes` (torch CPU tensors included; torch.bfloat16 as its bits)."""
+    if is_tensor(a):
+        arr = tensor_to_numpy(a, what, bfloat16="bits", writable=True, contiguous=False)
+    elif isinstance(a, np.ndarray):
+        arr = a
+    else:
+        raise ArgumentTypeError(f"{what}: expected a numpy array or torch tensor, got {type(a).__name__}")
+    if arr.dtype not in [np.dtype(d) for d in dtypes]:
+        raise ArgumentTypeError(f"{what}: expected {want} items, got {a.dtype}")
+    if not arr.flags.c_contiguous or not arr.flags.writeable:
+        raise ArgumentError(f"{what}: must be C-contiguous and writable")
+    if arr.size != size:
+        raise ArgumentError(f"{what}: must have regions * cap = {size} elements, got {arr.size}")
+    return arr.reshape(-1)
 
 
 def _check_update(update: Any) -> Tuple[List[str], List[Flat]]:
