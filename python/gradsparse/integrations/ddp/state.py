@@ -243,9 +243,10 @@ class TopKState:
         res = None if res is None else np.asarray(res).reshape(-1).copy()
         owner = self.feedback.residual(plan.name + ":owner") if plan.scheme == "split" else None
         if owner is not None:
+            owner = np.asarray(owner).reshape(-1)
             full = np.zeros(plan.n, np.float32)
             lo = plan.rank * plan.m
-            full[lo:lo + owner.size] = np.asarray(owner).reshape(-1)
+            full[lo:lo + owner.size] = owner
             owner = full
         return res, owner
 
