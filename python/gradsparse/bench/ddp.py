@@ -2,8 +2,8 @@
 loopback,1gbit,10gbit,veth] [--models resnet18,mlp] [--rounds R] [--steps S] [--json PATH]``.
 
 Two processes on gloo, one torch thread each, train the models of
-:mod:`gradsparse.bench.ddp_methods` (CIFAR ResNet-18 with DDP's 25 MB buckets; an MLP with
-one 42.7 MB bucket) with every method: plain DDP, a no-op hook (the floor: no
+:mod:`gradsparse.bench.ddp_methods` (CIFAR ResNet-18 with DDP's default buckets, 3 of them;
+an MLP with one 42.7 MB bucket) with every method: plain DDP, a no-op hook (the floor: no
 communication), torch's bf16 hook, torch's PowerSGD rank 1 (one gloo group per bucket:
 on one group it aborts or hangs with several buckets), and gradsparse's top-k hook at 1% and
 0.1% with each traffic scheme. All models are built once per process from one

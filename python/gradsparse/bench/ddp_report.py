@@ -90,7 +90,8 @@ def print_model_table(out: Callable[[str], None], name: str, model: Dict[str, An
     meths = model["methods"]
     mb = " / ".join(f"{4 * n / 1e6:.1f}" for n in model["buckets"])
     out(f"-- {name}: {model['params']:,} parameters, {len(model['buckets'])} bucket(s) of {mb} MB, batch "
-        f"{model['batch']}, bucket_cap_mb {model['bucket_cap_mb']:g}")
+        f"{model['batch']}, bucket_cap_mb " + (f"{model['bucket_cap_mb']:g}" if model["bucket_cap_mb"] is not None
+                                              else "default (25 MiB, first bucket 1 MiB)"))
     floor = summ.get("noop", {}).get("step")
     out(f"   floor (no-op hook, no communication): step {_iqr(floor)} ms; floor pass e += g alone "
         f"{_cpu(cpu_of(model, 'floor-pass'))} ms of CPU per step")
