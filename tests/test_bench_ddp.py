@@ -45,3 +45,31 @@ def test_quick_run_on_loopback(tmp_path):
                 assert summ[mname]["vs_noop"]["median"] == pytest.approx((diffs[0] + diffs[1]) / 2)
         assert model["hook_cpu"]["plain"]["2"]["median_s"] > 0 and model["hook_cpu"]["bf16"]["2"]["median_s"] > 0
     assert any("MODEL" in line for line in res["printed"])
+
+
+def test_alpha_beta_model_by_hand():
+    """The model's communication terms against hand computations (no torch needed)."""
+    from gradsparse.bench import ddp_report as rep
+
+    a, b = 1e-4, 1e-9
+    buckets = [1000, 250_000]
+    plain = {"kind": "plain"}
+    # ring all-reduce: 2 (W-1) alpha + 2 (W-1)/W bytes beta per bucket
+    assert rep.comm_model(plain, buckets, 8, a, b) == pytest.approx(
+        2 * 14 * a + 2 * 7 / 8 * 4 * 251_000 * b)
+    gather = {"kind": "gradsparse", "ratio": 0.01, "scheme": "allgather", "value_dtype": "float32"}
+    # all-gather of k (4 + 4) bytes per rank: (W-1) alpha + (W-1) bytes beta; k = 10 and 2500
+    assert rep.comm_model(gather, buckets, 64, a, b) == pytest.approx(2 * 63 * a + 63 * 8 * 2510 * b)
+    auto = dict(gather, scheme="auto", value_dtype="bfloat16")
+    per = [min((63 * a + 63 * 6 * k * b), 2 * 63 * a + 2 * 63 / 64 * 2 * n * b, 2 * 63 * a + 2 * 63 / 64 * 6 * k * b)
+           for n, k in zip(buckets, (10, 2500))]
+    assert rep.comm_model(auto, buckets, 64, a, b) == pytest.approx(sum(per))
+    # versus bf16: with no hook CPU difference, plain (twice bf16's bytes) is never ahead
+    model = {"buckets": buckets, "methods": {"plain": plain, "bf16": {"kind": "bf16"}},
+             "hook_cpu": {"plain": {"2": {"median_s": 1e-3}}, "bf16": {"2": {"median_s": 1e-3}}}}
+    assert rep.versus_bf16(model, "plain", 8, a) == "never"
+    model["hook_cpu"]["bf16"]["2"]["median_s"] = 5e-3  # bf16's casts cost 4 ms more: plain wins on fast links
+    bytes_gap = 2 * 7 / 8 * 2 * 251_000  # plain's extra bytes at W = 8
+    cross = 8 * bytes_gap / 4e-3 / 1e9  # Gb/s where the 4 ms equal the extra bytes' time
+    got = rep.versus_bf16(model, "plain", 8, a)
+    assert got.startswith(">") and float(got[1:]) == pytest.approx(cross, rel=0.03)

@@ -217,7 +217,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"rounds {args.rounds} x steps {args.steps} per method, warm-up {args.warmup} | cpu {cpu_model()} "
         f"({os.cpu_count()} logical) | load avg {load_avg()}")
     out("step = forward + backward + optimizer step (the slower rank's), barrier before each; +floor = paired "
-        "difference to the no-op hook in the same round (median [p25..p75] over rounds)")
+        "difference to the no-op hook in the same round (median [p25..p75] over rounds); -plain / -bf16 the same "
+        "against plain DDP / bf16")
+    out("bf16 = torch's bf16_compress_hook (called through a function of another name: DDP refuses the name on CPU); "
+        "PowerSGD = torch's powerSGD_hook, rank 1, from iteration 2, with ONE GLOO PROCESS GROUP PER BUCKET (on one "
+        "group its all-reduce chains of several buckets interleave differently on the ranks: abort or hang)")
+    out("hook CPU = the hook's CPU work per step alone on the captured buckets, no communication (rank 0): plain = "
+        "the division, bf16 = casts + division, PowerSGD = torch's hook on a one-rank group, gradsparse = "
+        "TopKState.local_pass; e+=g = one read of g, one read + write of e (the floor of the fused pass)")
     results: Dict[str, Any] = {"meta": {"timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                                         "platform": platform.platform(), "cpu": cpu_model(),
                                         "argv": list(argv) if argv is not None else sys.argv[1:]},
