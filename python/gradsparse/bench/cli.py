@@ -35,6 +35,11 @@ decode for 5 clients at the official FMNIST and CIFAR sizes against an official-
 implementation, the best materialising numpy and the noise-generation floor, with CPU time
 and peak extra memory; ``--threads`` applies to gradsparse and the floor. Not part of ``all``.)
 
+(``python -m gradsparse.bench ddp [...]`` runs the DDP step-time benchmark of
+:mod:`gradsparse.bench.ddp` instead -- two gloo ranks training ResNet-18 and an MLP with plain
+DDP, bf16, PowerSGD and gradsparse's hook, on loopback and on shaped veth links; its own
+options, see ``python -m gradsparse.bench ddp --help``. Not part of ``all``.)
+
 (``--suite dropin`` times ``gradsparse.topk`` itself against ``torch.topk`` as a drop-in
 replacement -- 1-D, 2-D row-wise, 3-D/4-D along dim=1, k in {1, 0.1%, 1%, 10%}, sorted and
 unsorted, float32 and bfloat16, and the fused ``key="abs"`` path -- see
@@ -154,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["ddp"]:  # the DDP step-time suite has options of its own
+        from . import ddp as bench_ddp
+
+        return bench_ddp.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.sizes is None:
         args.sizes = [100_000, 1_000_000] if args.quick else [1_000_000, 10_000_000, 25_000_000]
