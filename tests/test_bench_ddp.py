@@ -32,9 +32,10 @@ def test_quick_run_on_loopback(tmp_path):
         assert model["dense_bytes"] == dense and meths["plain"]["bytes_per_step"] == dense
         assert meths["bf16"]["bytes_per_step"] == dense // 2
         # gradsparse sends k values and k int32 indices per bucket (float32: 8 bytes a pair)
+        # after an 8-byte header (bucket size, count)
         for r, tag in ((0.01, "1%"), (0.001, "0.1%")):
             pairs = sum(k_from_ratio(r, n) for n in model["buckets"])
-            assert meths[f"gs-{tag}-allgather"]["bytes_per_step"] == 8 * pairs
+            assert meths[f"gs-{tag}-allgather"]["bytes_per_step"] == 8 * pairs + 8 * len(model["buckets"])
         assert 0 < meths["powersgd"]["bytes_per_step"] < dense
         summ = run["summary"][name]
         for mname in meths:
@@ -58,10 +59,13 @@ def test_alpha_beta_model_by_hand():
     assert rep.comm_model(plain, buckets, 8, a, b) == pytest.approx(
         2 * 14 * a + 2 * 7 / 8 * 4 * 251_000 * b)
     gather = {"kind": "gradsparse", "ratio": 0.01, "scheme": "allgather", "value_dtype": "float32"}
-    # all-gather of k (4 + 4) bytes per rank: (W-1) alpha + (W-1) bytes beta; k = 10 and 2500
-    assert rep.comm_model(gather, buckets, 64, a, b) == pytest.approx(2 * 63 * a + 63 * 8 * 2510 * b)
+    # all-gather of an 8-byte header + k (4 + 4) bytes per rank: (W-1) (alpha + bytes beta);
+    # k = 10 and 2500
+    assert rep.comm_model(gather, buckets, 64, a, b) == pytest.approx(2 * 63 * a + 63 * (16 + 8 * 2510) * b)
     auto = dict(gather, scheme="auto", value_dtype="bfloat16")
-    per = [min((63 * a + 63 * 6 * k * b), 2 * 63 * a + 2 * 63 / 64 * 2 * n * b, 2 * 63 * a + 2 * 63 / 64 * 6 * k * b)
+    # bf16 pairs: 6 bytes; split: 2 (W-1) steps of ceil(k/W) reduced float32 pairs (8 bytes);
+    # dense: the float32 update all-reduced
+    per = [min(63 * (a + (8 + 6 * k) * b), 2 * 63 * (a + (8 + 8 * -(-k // 64)) * b), 2 * 63 * (a + 4 * n / 64 * b))
            for n, k in zip(buckets, (10, 2500))]
     assert rep.comm_model(auto, buckets, 64, a, b) == pytest.approx(sum(per))
     # versus bf16: with no hook CPU difference, plain (twice bf16's bytes) is never ahead

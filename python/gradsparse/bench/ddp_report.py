@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from ..compress.traffic import Link, choose, scheme_costs
 from ..selection import k_from_ratio
 
 MODEL_WORLDS = (2, 8, 64)
@@ -131,14 +132,6 @@ def _allreduce(nbytes: float, w: int, a: float, b: float) -> float:
     return 2 * (w - 1) * a + 2 * (w - 1) / w * nbytes * b
 
 
-def _allgather(nbytes: float, w: int, a: float, b: float) -> float:
-    return (w - 1) * a + (w - 1) * nbytes * b
-
-
-def _split(nbytes: float, w: int, a: float, b: float) -> float:
-    return 2 * (w - 1) * a + 2 * (w - 1) / w * nbytes * b
-
-
 def comm_model(m: Dict[str, Any], buckets: List[int], w: int, a: float, b: float) -> float:
     """Modelled communication seconds per step of method `m` at world size `w`."""
     kind = m["kind"]
@@ -149,13 +142,12 @@ def comm_model(m: Dict[str, Any], buckets: List[int], w: int, a: float, b: float
         return sum(_allreduce(n * width, w, a, b) for n in buckets)
     if kind == "powersgd":
         return 3 * len(buckets) * 2 * (w - 1) * a + 2 * (w - 1) / w * m["bytes_per_step"] * b
+    # the hook's own model (gradsparse.compress.traffic), the one its "auto" chooses by
     vbytes = 2 if m["value_dtype"] == "bfloat16" else 4
     total = 0.0
     for n in buckets:
-        pairs = k_from_ratio(m["ratio"], n) * (vbytes + 4)
-        costs = {"allgather": _allgather(pairs, w, a, b), "dense": _allreduce(n * vbytes, w, a, b),
-                 "split": _split(pairs, w, a, b)}
-        total += min(costs.values()) if m["scheme"] == "auto" else costs[m["scheme"]]
+        costs = scheme_costs(Link(a, b), w, n, k_from_ratio(m["ratio"], n), vbytes + 4)
+        total += costs[choose(costs) if m["scheme"] == "auto" else m["scheme"]]
     return total
 
 

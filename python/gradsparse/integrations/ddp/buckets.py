@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from ...compress import scatter_mean
 from ...errors import ArgumentError
-from .link import HEADER
+from ...compress.traffic import HEADER
 
 _HDR_INTS = HEADER // 4
 

@@ -13,7 +13,8 @@ from ...compress import ErrorFeedback
 from ...errors import ArgumentError, ArgumentTypeError
 from ...selection import k_from_ratio
 from .buckets import BucketPlan
-from .link import Link, choose, measure_link, scheme_costs
+from ...compress.traffic import Link, choose, scheme_costs
+from .link import measure_link
 
 __all__ = ["TopKState"]
 
