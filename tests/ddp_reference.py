@@ -31,12 +31,11 @@ def mean_into(n: int, parts: Sequence[Tuple[np.ndarray, np.ndarray]], world: int
 
 
 class Ranks:
-    """Every rank's residual per bucket (by bucket name) and the split owners' residuals."""
+    """Every rank's residual per bucket (by bucket name)."""
 
     def __init__(self, world: int) -> None:
         self.world = world
         self.e: List[Dict[str, np.ndarray]] = [{} for _ in range(world)]
-        self.owner: List[Dict[str, np.ndarray]] = [{} for _ in range(world)]
 
     def acc(self, r: int, name: str, x: np.ndarray) -> np.ndarray:
         e = self.e[r].setdefault(name, np.zeros(x.size, np.float32))
@@ -66,11 +65,14 @@ class Ranks:
                 e[sel] = 0
         final = []
         for o in range(w):
-            lo, hi = min(o * m, n), min((o + 1) * m, n)
-            region = mean_into(n, shares[o], 1)[lo:hi]
-            oe = self.owner[o].setdefault(name, np.zeros(hi - lo, np.float32))
-            oe += region
-            sel = top(oe, cap)
-            final.append((sel + lo, oe[sel].copy()))
-            oe[sel] = 0
+            sums: Dict[int, np.float32] = {}
+            for sel, vals in shares[o]:  # rank order
+                for i, v in zip(sel, vals):
+                    sums[int(i)] = np.float32(sums.get(int(i), np.float32(0)) + v)
+            where = np.array(sorted(sums), dtype=np.int64)
+            s = np.array([sums[i] for i in where], dtype=np.float32)
+            keep = top(s, cap)
+            final.append((where[keep], s[keep]))
+            dropped = np.setdiff1d(np.arange(where.size), keep)
+            self.e[o][name][where[dropped]] += s[dropped]  # back to the owner's own residual
         return mean_into(n, final, w)

@@ -211,7 +211,7 @@ def _check_checkpoint(rank: int, scheme: str) -> None:
 
 def _check_split_placement(state, model, saved) -> None:
     """The split scheme's regions follow the layout (the fresh DDP's initial one differs from
-    the rebuilt one): what each parameter holds, residual + owner residual, is carried exactly."""
+    the rebuilt one, so the run differs): each parameter's residual is placed exactly."""
     params = list(model.module.parameters())  # DDP's initial order differs from the rebuilt one
 
     class Bucket:
@@ -223,11 +223,10 @@ def _check_split_placement(state, model, saved) -> None:
 
     buf = torch.zeros(sum(p.numel() for p in params))
     plan = state.plan(Bucket(), buf, dist.group.WORLD, dist.get_world_size())
-    res, owner = state._vectors(plan)
-    placed = res + (0 if owner is None else owner)
+    placed = state._residual_of(plan)
     off = 0
     for name, p in model.module.named_parameters():
-        want = saved["residuals"][name].numpy() + saved["owner_residuals"].get(name, torch.zeros(p.numel())).numpy()
+        want = saved["residuals"][name].numpy()
         np.testing.assert_array_equal(placed[off:off + p.numel()], want)
         off += p.numel()
     assert np.any(want != 0)

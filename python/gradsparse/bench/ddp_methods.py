@@ -26,7 +26,6 @@ torch is imported by the functions that need it (the bench package loads without
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 SCHEMES = ("allgather", "dense", "split", "auto")
@@ -139,40 +138,12 @@ def model_specs(quick: bool) -> Dict[str, ModelSpec]:
 
 # ----------------------------------------------------------------------------- hooks
 
-def topk_api() -> Dict[str, bool]:
-    """What this gradsparse's DDP hook offers: the contract's ``scheme``/``value_dtype``
-    arguments, ``local_pass``, ``schemes_used`` and ``measure_link``."""
-    from ..integrations import ddp
-
-    params = inspect.signature(ddp.TopKState.__init__).parameters
-    return {"scheme": "scheme" in params, "value_dtype": "value_dtype" in params,
-            "local_pass": hasattr(ddp.TopKState, "local_pass"), "measure_link": hasattr(ddp, "measure_link")}
-
-
-def unsupported(method: Method, api: Dict[str, bool]) -> Optional[str]:
-    """Why this gradsparse cannot run `method` (None if it can). Without the contract's
-    ``scheme`` argument the hook is the plain all-gather."""
-    if method.kind != "gradsparse":
-        return None
-    if not api["scheme"] and method.scheme != "allgather":
-        return "this gradsparse's TopKState has no scheme argument (only the all-gather)"
-    if not api["value_dtype"] and method.value_dtype != "float32":
-        return "this gradsparse's TopKState has no value_dtype argument"
-    return None
-
-
-def topk_state(method: Method, api: Dict[str, bool], link: Optional[Tuple[float, float]] = None):
-    """A TopKState for `method` (the contract's arguments where this gradsparse has them)."""
+def topk_state(method: Method, link: Optional[Tuple[float, float]] = None):
+    """A TopKState for `method` (the link model's figures given, so every rank chooses alike)."""
     from ..integrations.ddp import TopKState
 
-    kwargs: Dict[str, Any] = {}
-    if api["scheme"]:
-        kwargs["scheme"] = method.scheme
-        if link is not None:
-            kwargs["link"] = link
-    if api["value_dtype"]:
-        kwargs["value_dtype"] = method.value_dtype
-    return TopKState(ratio=method.ratio, start_iter=TOPK_START, **kwargs)
+    return TopKState(ratio=method.ratio, start_iter=TOPK_START, scheme=method.scheme, value_dtype=method.value_dtype,
+                     link=link)
 
 
 class Floor:

@@ -116,8 +116,6 @@ def print_model_table(out: Callable[[str], None], name: str, model: Dict[str, An
             f"{_x(m['bytes_per_step'], plain_b):<7} {m['params']}")
         if note and cpu is None and m["kind"] != "noop":
             out(f"      ({n}: hook CPU {note})")
-    for n, why in model.get("skipped", {}).items():
-        out(f"   {n:<22} skipped: {why}")
     return summ
 
 

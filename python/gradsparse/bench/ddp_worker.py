@@ -83,19 +83,14 @@ class Entry:
         return {}
 
 
-def build(torch, dist, spec: dm.ModelSpec, methods: List[dm.Method], api, groups, link) -> tuple:
-    """Every method's DDP model (one initialisation, deep-copied), the floor's state, and the
-    methods this gradsparse cannot run (name -> reason)."""
+def build(torch, dist, spec: dm.ModelSpec, methods: List[dm.Method], groups, link) -> tuple:
+    """Every method's DDP model (one initialisation, deep-copied) and the floor's state."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     torch.manual_seed(0)
     base = spec.build()
-    entries, skipped, floor = [], {}, None
+    entries, floor = [], None
     for m in methods:
-        why = dm.unsupported(m, api)
-        if why:
-            skipped[m.name] = why
-            continue
         net = copy.deepcopy(base)
         ddp = DDP(net, bucket_cap_mb=spec.bucket_cap_mb)
         state: Any = None
@@ -110,14 +105,14 @@ def build(torch, dist, spec: dm.ModelSpec, methods: List[dm.Method], api, groups
         elif m.kind == "gradsparse":
             from ..integrations.ddp import topk_hook
 
-            state = dm.topk_state(m, api, link)
+            state = dm.topk_state(m, link)
             ddp.register_comm_hook(state, topk_hook)
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
         entries.append(Entry(m, ddp, opt, state))
-    return entries, skipped, floor, base
+    return entries, floor, base
 
 
-def hook_cpu(torch, entries: List[Entry], buckets: List[dm.CapturedBucket], api, own_group,
+def hook_cpu(torch, entries: List[Entry], buckets: List[dm.CapturedBucket], own_group,
              repeats: int) -> Dict[str, Dict[str, Any]]:
     """The hooks' CPU work alone on the captured buckets, per step (all buckets), without
     communication: plain = DDP's division by the world size; bf16 = the cast to bfloat16,
@@ -149,11 +144,8 @@ def hook_cpu(torch, entries: List[Entry], buckets: List[dm.CapturedBucket], api,
             fns[m.name] = lambda st=local.state: [powerSGD_hook(st, b).wait() for b in buckets]
             notes[m.name] = "torch's hook on a one-rank group"
         elif m.kind == "gradsparse":
-            if not api["local_pass"]:
-                notes[m.name] = "not measured: this gradsparse's TopKState has no local_pass"
-                continue
             for w in WORLDS:
-                st = dm.topk_state(m, api)
+                st = dm.topk_state(m, (0.0, 0.0) if m.scheme == "auto" else None)
                 fns[f"{m.name}@{w}"] = lambda st=st, w=w: [st.local_pass(b.work, w) for b in buckets]
     names = list(fns)
     samples: Dict[str, List[float]] = {n: [] for n in names}
@@ -200,12 +192,12 @@ def params_check(torch, dist, entries: List[Entry]) -> Dict[str, str]:
     return out
 
 
-def run_model(torch, dist, args, spec: dm.ModelSpec, methods, api, groups, own_group, link) -> Dict[str, Any]:
+def run_model(torch, dist, args, spec: dm.ModelSpec, methods, groups, own_group, link) -> Dict[str, Any]:
     """Builds, warms up, times and checks every method on one model."""
     import torch.nn.functional as F
 
     rank = dist.get_rank()
-    entries, skipped, floor, base = build(torch, dist, spec, methods, api, groups, link)
+    entries, floor, base = build(torch, dist, spec, methods, groups, link)
     gen = torch.Generator().manual_seed(1000 + rank)
     data = [(torch.randn(spec.batch, 3, 32, 32, generator=gen), torch.randint(0, 10, (spec.batch,), generator=gen))
             for _ in range(4)]
@@ -241,7 +233,7 @@ def run_model(torch, dist, args, spec: dm.ModelSpec, methods, api, groups, own_g
     res: Dict[str, Any] = {"params": sum(p.numel() for p in base.parameters()), "batch": spec.batch,
                            "bucket_cap_mb": spec.bucket_cap_mb,
                            "buckets": [b.data.numel() for b in buckets], "dense_bytes": dense,
-                           "skipped": skipped, "methods": {}}
+                           "methods": {}}
     every: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(every, {e.method.name: e.times for e in entries})
     checks = params_check(torch, dist, entries)
@@ -265,7 +257,7 @@ def run_model(torch, dist, args, spec: dm.ModelSpec, methods, api, groups, own_g
         res["methods"][m.name] = info
     if rank == 0:
         log(rank, f"{spec.name}: hook CPU alone on the {len(buckets)} captured buckets")
-        cpu = hook_cpu(torch, entries, buckets, api, own_group, args.cpu_repeats)
+        cpu = hook_cpu(torch, entries, buckets, own_group, args.cpu_repeats)
         res["hook_cpu"] = cpu
     dist.barrier()
     return res
@@ -298,29 +290,23 @@ def main(argv: Optional[List[str]] = None) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=args.init, rank=args.rank, world_size=2,
                             timeout=datetime.timedelta(seconds=args.timeout))
-    api = dm.topk_api()
-    if not api["scheme"]:
-        import gradsparse as gs
-
-        gs.set_num_threads(1)  # the hook has no threads argument: hold it to the process's one thread
     rank = args.rank
     groups = [dist.new_group([0, 1]) for _ in range(8)]  # PowerSGD: one per bucket index
     own = [dist.new_group([q]) for q in range(2)][rank]  # PowerSGD's local pass
     link = measure_link(torch, dist, 3 if args.quick else args.link_reps)
-    if api["measure_link"]:
-        from ..integrations.ddp import measure_link as gs_measure_link
+    from ..integrations.ddp import measure_link as gs_measure_link
 
-        link["gradsparse"] = list(gs_measure_link())
-        link["alpha_s"], link["beta_s_per_byte"] = link["gradsparse"]
-        link["source"] = "gradsparse.integrations.ddp.measure_link"
+    link["gradsparse"] = list(gs_measure_link())
+    link["alpha_s"], link["beta_s_per_byte"] = link["gradsparse"]
+    link["source"] = "gradsparse.integrations.ddp.measure_link"
     log(rank, f"link: all-reduce 1 KB {link['small_s'] * 1e3:.3f} ms, 16 MB {link['big_s'] * 1e3:.1f} ms")
     specs = dm.model_specs(args.quick)
     methods = dm.select_methods([m for m in args.methods.split(",") if m])
-    out: Dict[str, Any] = {"link": link, "api": api, "torch": torch.__version__, "models": {},
+    out: Dict[str, Any] = {"link": link, "torch": torch.__version__, "models": {},
                            "settings": {k: getattr(args, k) for k in ("rounds", "steps", "warmup", "cpu_repeats",
                                                                       "quick")}}
     for name in [m for m in args.models.split(",") if m]:
-        out["models"][name] = run_model(torch, dist, args, specs[name], methods, api, groups, own,
+        out["models"][name] = run_model(torch, dist, args, specs[name], methods, groups, own,
                                         (link["alpha_s"], link["beta_s_per_byte"]))
     if rank == 0 and args.out:
         with open(args.out, "w") as f:

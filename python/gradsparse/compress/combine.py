@@ -3,7 +3,7 @@ no n-sized temporary, and only the positions written last time are cleared."""
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 

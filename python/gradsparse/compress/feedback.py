@@ -294,6 +294,24 @@ class ErrorFeedback:
         with self._name_lock(name), self._lock:
             self._res[name], self._meta[name] = one._res[name], one._meta[name]
 
+    def add_at(self, name: str, indices: Any, values: Any) -> None:
+        """Adds `values` at flat positions `indices` of the residual of `name` (in order,
+        repeated positions summed): mass a later stage hands back, e.g. what the DDP hook's
+        split re-selection did not keep."""
+        idx = np.asarray(indices).reshape(-1)
+        vals = np.asarray(values).reshape(-1)
+        if idx.dtype.kind not in "iu":
+            raise ArgumentTypeError(f"indices: expected integers, got {idx.dtype}")
+        if vals.dtype not in (np.float32, np.float64) or vals.size != idx.size:
+            raise ArgumentError(f"values: expected {idx.size} float32/float64 values, got {vals.size} of {vals.dtype}")
+        with self._name_lock(name):
+            res = self._res.get(name)
+            if res is None:
+                raise ArgumentError(f"name: no residual named {name!r}")
+            if idx.size and (idx.min() < 0 or idx.max() >= res.size):
+                raise ArgumentError(f"indices: positions must lie in [0, {res.size})")
+            np.add.at(res, idx, vals.astype(res.dtype))
+
     def state_dict(self) -> Dict[str, Any]:
         """Copies of every residual (numpy, or torch for tensors fed as torch)."""
         out = {name: self.residual(name) for name in self.names()}

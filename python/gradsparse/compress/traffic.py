@@ -18,7 +18,7 @@ Works without torch.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple
 
 from ..errors import ArgumentError, ArgumentTypeError
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -74,10 +73,9 @@ class BucketPlan:
     """The persistent state of one bucket layout: see the module docstring."""
 
     def __init__(self, key: Any, name: str, n: int, dtype: torch.dtype, world: int, rank: int, k: int,
-                 scheme: str, value_dtype: torch.dtype, layout: Any) -> None:
+                 scheme: str, value_dtype: torch.dtype, layout: Any, threshold: bool = False) -> None:
         self.key, self.rank, self.layout = key, rank, layout
         self.costs: Any = None  # cwmp: the bucket's float32 costs
-        self.touched: Optional[torch.Tensor] = None  # split: positions of the region written last time
         self.name, self.n, self.dtype, self.world, self.k, self.scheme = name, n, dtype, world, k, scheme
         self.fast = dtype == torch.float32  # the fused C++ pass (other dtypes: the generic one)
         self.value_dtype = value_dtype if self.fast else dtype
@@ -93,13 +91,12 @@ class BucketPlan:
             self.recv = Payloads(world, self.cap, self.value_dtype)
             self.stage_values = torch.zeros(world * self.cap, dtype=self.value_dtype)
             self.stage_indices = torch.zeros(world * self.cap, dtype=torch.int32)
-            # the reduction of this rank's region and the re-selection's persistent buffers
-            self.reduced = torch.zeros(self.m, dtype=torch.float32)
+            # the re-selection's persistent buffers (sums of the region: float32)
             self.send2 = Payloads(1, self.cap, torch.float32)
             self.recv2 = Payloads(world, self.cap, torch.float32)
         else:
             self.regions = 1
-            self.cap = n if scheme == "dense" else k
+            self.cap = n if threshold and scheme == "dense" else k  # a dense step takes any count
             self.send = Payloads(1, self.cap, self.value_dtype)
             self.recv = Payloads(world, self.cap, self.value_dtype) if scheme == "allgather" else None
 

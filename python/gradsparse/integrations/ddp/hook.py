@@ -3,11 +3,12 @@ buffers, one of three traffic schemes, and the combine into a persistent output.
 # (no `from __future__ import annotations`: DDP checks the hook's annotations as objects)
 from typing import Any, Dict, List, Tuple
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
-from ...compress import scatter_mean
 from ...errors import ArgumentError
+from ...selection import sparsify
 from .buckets import BucketPlan, _gather_into, fill_header
 from .state import TopKState
 
@@ -81,29 +82,29 @@ def _allgather(state: TopKState, plan: BucketPlan, buf: torch.Tensor, group: Any
 
 
 def _reselect(state: TopKState, plan: BucketPlan, parts: List[Tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Split scheme, on the region's owner: the received pairs summed (in rank order) into
-    the region, then the best `cap` of the sum kept (the rest stays in the owner's residual
-    of the region) and written to send2 with global indices."""
+    """Split scheme, on the region's owner: the received pairs summed per position (in rank
+    order), the best `cap` of the sums written to send2, and the sums it drops handed back
+    to this rank's residual (they reach the update later through its own selection)."""
     lo = plan.rank * plan.m
     hi = min(lo + plan.m, plan.n)
-    shifted = [(v, torch.where(i >= 0, i - lo, i)) for v, i in parts]
-    for _, i in shifted:
-        if bool(torch.any((i >= hi - lo) | (i < -1))):
-            raise ArgumentError(f"payload: a pair outside region [{lo}, {hi}) of rank {plan.rank}")
-    region = plan.reduced[:hi - lo]
-    scatter_mean(region, shifted, 1, clear=plan.touched)
-    plan.touched = torch.cat([i for _, i in shifted])
-    if hi <= lo:
-        count = 0
-        plan.send2.values[0].zero_()
-        plan.send2.indices[0].fill_(-1)
-    else:
-        count = int(state.feedback.compress_into(
-            plan.name + ":owner", region, k=min(plan.cap, hi - lo), regions=1, cap=plan.cap,
-            values=plan.send2.values[0], indices=plan.send2.indices[0], value_dtype="float32",
-            threads=state.threads_now())[0])
-        idx = plan.send2.indices[0]
-        idx[:count] += lo
+    idx = torch.cat([i[i >= 0] for _, i in parts])
+    if bool(torch.any((idx < lo) | (idx >= hi))):
+        raise ArgumentError(f"payload: a pair outside region [{lo}, {hi}) of rank {plan.rank}")
+    vals = torch.cat([v[i >= 0].to(torch.float32) for v, i in parts]).numpy()
+    where, slot = np.unique(idx.numpy(), return_inverse=True)  # ascending positions
+    sums = np.zeros(where.size, np.float32)
+    np.add.at(sums, slot, vals)  # in rank order, one addition at a time
+    count = min(plan.cap, where.size)
+    keep = sparsify(sums, count).indices if count else np.zeros(0, np.int64)
+    out_v, out_i = plan.send2.values[0], plan.send2.indices[0]
+    out_v[:count] = torch.from_numpy(sums[keep])
+    out_i[:count] = torch.from_numpy(where[keep].astype(np.int32))
+    out_v[count:] = 0
+    out_i[count:] = -1
+    if where.size > count and state.error_feedback:
+        dropped = np.ones(where.size, bool)
+        dropped[keep] = False
+        state.feedback.add_at(plan.name, where[dropped], sums[dropped])
     fill_header(plan.send2.header[0], plan.n, count, plan.cap)
 
 

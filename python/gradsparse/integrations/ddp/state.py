@@ -114,8 +114,7 @@ class TopKState:
             self.attach(module)
         self._plans: Dict[Tuple[int, ...], BucketPlan] = {}
         self._layouts: Dict[Tuple[int, ...], Tuple[Tuple[int, int], ...]] = {}  # key -> ((param id, size), ...)
-        # residuals and owner residuals restored by parameter name, not yet placed
-        self._pending: Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]] = ({}, {})
+        self._pending: Dict[str, np.ndarray] = {}  # residuals restored by parameter name, not yet placed
         self._restored: Optional[Dict[str, Any]] = None
         self._checked = False
         self._groups: Dict[int, Any] = {}
@@ -209,7 +208,7 @@ class TopKState:
         if not fast and (scheme == "split" or self.method != "topk"):
             raise ArgumentError(f"bucket: a {dtype} bucket takes method='topk' with scheme 'allgather' or 'dense'"
                                 f" (got method={self.method!r}, scheme={scheme!r}); float32 buckets take every setting")
-        plan = BucketPlan(key, name, n, dtype, world, rank, k, scheme, vdt, layout)
+        plan = BucketPlan(key, name, n, dtype, world, rank, k, scheme, vdt, layout, self.method == "threshold")
         if self.method == "cwmp" and not callable(self.cost):
             plan.costs = np.full(n, self.cost, dtype=np.float32)
         return plan
@@ -237,62 +236,38 @@ class TopKState:
             raise ArgumentError("cost: every cost must be finite and > 0")
         return out
 
-    def _vectors(self, plan: BucketPlan) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-        """The plan's residual (n) and, for split, its owner residual placed in a zero vector
-        of n (None where there is none)."""
+    def _residual_of(self, plan: BucketPlan) -> Optional[np.ndarray]:
         res = self.feedback.residual(plan.name)
-        res = None if res is None else np.asarray(res).reshape(-1).copy()
-        owner = self.feedback.residual(plan.name + ":owner") if plan.scheme == "split" else None
-        if owner is not None:
-            owner = np.asarray(owner).reshape(-1)
-            full = np.zeros(plan.n, np.float32)
-            lo = plan.rank * plan.m
-            full[lo:lo + owner.size] = owner
-            owner = full
-        return res, owner
+        return None if res is None else np.asarray(res).reshape(-1)
 
     def _carry_residuals(self, plan: BucketPlan) -> None:
-        """Builds the new layout's residuals from those of its parameters in the old layouts
-        (or restored by name); a parameter without one starts at zero. The owner residual of
-        a split bucket keeps the part in this rank's region; the rest joins the rank's
-        residual (the same mass reaches the update)."""
+        """Builds the new layout's residual from those of its parameters in the old layouts
+        (or restored by name); a parameter without one starts at zero."""
         if not self.error_feedback:
             return
-        rdt = np.float64 if plan.dtype == torch.float64 else np.float32
-        olds = [(p, self._vectors(p)) for p in self._plans.values()]
-        res = np.zeros(plan.n, rdt)
-        owner = np.zeros(plan.n, np.float32)
+        olds = [(p, self._residual_of(p)) for p in self._plans.values()]
+        res = np.zeros(plan.n, np.float64 if plan.dtype == torch.float64 else np.float32)
         have = False
         off = 0
         for pid, size in plan.layout:
-            for kind, into in ((0, res), (1, owner)):
-                got = self._param_residual(olds, pid, size, kind)
-                if got is not None:
-                    into[off:off + size] = got
-                    have = True
+            got = self._param_residual(olds, pid, size)
+            if got is not None:
+                res[off:off + size] = got
+                have = True
             off += size
-        if not have:
-            return
-        if plan.scheme == "split":
-            lo, hi = plan.rank * plan.m, min(plan.rank * plan.m + plan.m, plan.n)
-            if hi > lo:
-                self.feedback.load_residual(plan.name + ":owner", owner[lo:hi].copy())
-            owner[lo:max(lo, hi)] = 0
-        res += owner
-        self.feedback.load_residual(plan.name, res)
+        if have:
+            self.feedback.load_residual(plan.name, res)
 
-    def _param_residual(self, olds: Any, pid: int, size: int, kind: int) -> Optional[np.ndarray]:
-        for plan, vectors in olds:
+    def _param_residual(self, olds: Any, pid: int, size: int) -> Optional[np.ndarray]:
+        for plan, res in olds:
             off = 0
             for q, s in plan.layout:
                 if q == pid and s == size and q != -1:
-                    v = vectors[kind]
-                    return None if v is None else v[off:off + s]
+                    return None if res is None else res[off:off + s]
                 off += s
         name = self._names.get(pid)
-        pending = self._pending[kind]
-        if name is not None and name in pending:
-            got = pending.pop(name)
+        if name is not None and name in self._pending:
+            got = self._pending.pop(name)
             if got.size != size:
                 raise ArgumentError(f"state: the residual of {name!r} has {got.size} elements, the parameter {size}")
             return got
@@ -302,27 +277,21 @@ class TopKState:
 
     def state_dict(self) -> Dict[str, Any]:
         """This rank's residuals by parameter name (each rank saves its own: they differ),
-        with the world size, rank, iteration and settings; ``owner_residuals`` holds what a
-        split bucket's re-selection kept back, by parameter."""
+        with the world size, rank, iteration and settings."""
         if not self._names:
             raise ArgumentError("module: state_dict names the residuals by parameter; give TopKState(module=model) "
                                 "or call state.attach(model)")
         out: Dict[str, torch.Tensor] = {}
-        owners: Dict[str, torch.Tensor] = {}
         for plan in self._plans.values():
-            res, owner = self._vectors(plan)
+            res = self._residual_of(plan)
             off = 0
             for pid, size in plan.layout:
-                if pid in self._names:
-                    if res is not None:
-                        out[self._names[pid]] = torch.from_numpy(res[off:off + size].copy())
-                    if owner is not None:
-                        owners[self._names[pid]] = torch.from_numpy(owner[off:off + size].copy())
+                if pid in self._names and res is not None:
+                    out[self._names[pid]] = torch.from_numpy(res[off:off + size].copy())
                 off += size
         group = self.process_group if self.process_group is not None else dist.group.WORLD
         return {"version": _STATE_VERSION, "world_size": dist.get_world_size(group), "rank": dist.get_rank(group),
-                "iteration": self.iteration, "settings": self.fingerprint().tolist(), "residuals": out,
-                "owner_residuals": owners}
+                "iteration": self.iteration, "settings": self.fingerprint().tolist(), "residuals": out}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores what `state_dict` saved (on the same rank of a group of the same size;
@@ -346,19 +315,15 @@ class TopKState:
                                     "world size")
             if state["rank"] != dist.get_rank(group):
                 raise ArgumentError(f"state: saved by rank {state['rank']}, loaded on rank {dist.get_rank(group)}")
-        pending: Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]] = ({}, {})
-        for kind, part in enumerate(("residuals", "owner_residuals")):
-            got = state.get(part, {})
-            if not isinstance(got, Mapping):
-                raise ArgumentTypeError(f"state: {part} must be a dict parameter name -> tensor")
-            for name, r in got.items():
-                if not isinstance(name, str) or not isinstance(r, torch.Tensor) or r.dtype not in (torch.float32,
-                                                                                                     torch.float64):
-                    raise ArgumentTypeError(f"state: {part}[{name!r}] must be a float32/float64 tensor")
-                r = r.detach().cpu().reshape(-1)
-                if not bool(torch.all(torch.isfinite(r))):
-                    raise ArgumentError(f"state: {part}[{name!r}] is not finite")
-                pending[kind][name] = r.numpy().copy()
+        pending: Dict[str, np.ndarray] = {}
+        for name, r in state["residuals"].items():
+            if not isinstance(name, str) or not isinstance(r, torch.Tensor) or r.dtype not in (torch.float32,
+                                                                                                 torch.float64):
+                raise ArgumentTypeError(f"state: residuals[{name!r}] must be a float32/float64 tensor")
+            r = r.detach().cpu().reshape(-1)
+            if not bool(torch.all(torch.isfinite(r))):
+                raise ArgumentError(f"state: residuals[{name!r}] is not finite")
+            pending[name] = r.numpy().copy()
         self.reset()
         self._pending = pending
         self._restored = {"world_size": state["world_size"]}
@@ -370,7 +335,7 @@ class TopKState:
         self.feedback.reset()
         self._plans.clear()
         self._used = set()
-        self._pending = ({}, {})
+        self._pending = {}
         self._restored = None
 
     @property
@@ -400,4 +365,3 @@ class TopKState:
         for key in [key for key in self._plans if key not in used]:
             plan = self._plans.pop(key)
             self.feedback.reset(plan.name)
-            self.feedback.reset(plan.name + ":owner")
