@@ -281,6 +281,40 @@ def test_threads_never_exceed_torchs():
         torch.set_num_threads(before)
 
 
+def test_the_selection_gets_the_thread_limit():
+    """What the fused pass is told: torch's thread count, or threads= capped by it."""
+    seen = []
+    before = torch.get_num_threads()
+    try:
+        for torch_threads, threads, want in ((1, None, 1), (2, None, 2), (1, 4, 1), (2, 1, 1)):
+            torch.set_num_threads(torch_threads)
+            state = TopKState(k=3, threads=threads, scheme="allgather")
+            inner = state.feedback.compress_into
+
+            def spy(*args, **kwargs):
+                seen.append(kwargs["threads"])
+                return inner(*args, **kwargs)
+
+            state.feedback.compress_into = spy
+            state.local_pass(torch.randn(1000), 2)
+            assert seen[-1] == want
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_local_pass_is_the_hooks_work():
+    """local_pass (the benchmarks' hook CPU) combines W copies of the rank's own selection."""
+    g = torch.randn(1000)
+    state = TopKState(k=7, scheme="allgather")
+    out = state.local_pass(g, 2)
+    top = torch.topk(g.abs(), 7).indices
+    expect = torch.zeros(1000)
+    expect[top] = g[top]  # v / 2 + v / 2 == v exactly
+    assert torch.equal(out, expect)
+    with pytest.raises(ValueError, match="world"):
+        state.local_pass(g, 0)
+
+
 def test_bucket_off_the_cpu_is_refused():
     class Bucket:
         def buffer(self):

@@ -91,3 +91,39 @@ def _check_threshold(rank: int) -> None:
 
 def test_threshold_sends_what_passes():
     spawn(_check_threshold)
+
+
+class _Bucket:
+    """The parts of dist.GradBucket the hook reads."""
+
+    def __init__(self, buf, params):
+        self._buf, self._params = buf, params
+
+    def buffer(self):
+        return self._buf
+
+    def parameters(self):
+        return self._params
+
+    def index(self):
+        return 0
+
+    def is_last(self):
+        return True
+
+
+def _check_one_region_over(rank: int) -> None:
+    """Split: only rank 0's second region breaks the bound. That slot goes to rank 1 alone,
+    yet rank 0 must raise too (not wait in the second collective)."""
+    n = 1000
+    buf = torch.full((n,), 1e-6)
+    if rank == 0:
+        buf[600:700] = 1.0  # region 1 = [500, 1000): 100 elements over tau, the bound is 5
+    state = TopKState(k=10, method="threshold", tau=0.5, scheme="split", start_iter=0)
+    fut = topk_hook(state, _Bucket(buf, [torch.nn.Parameter(torch.zeros(n))]))
+    with pytest.raises(RuntimeError, match="over the bound of 5"):
+        fut.wait()
+
+
+def test_one_region_over_its_bound_raises_on_every_rank():
+    spawn(_check_one_region_over)

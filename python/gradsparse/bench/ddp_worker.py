@@ -113,7 +113,7 @@ def build(torch, dist, spec: dm.ModelSpec, methods: List[dm.Method], groups, lin
 
 
 def hook_cpu(torch, entries: List[Entry], buckets: List[dm.CapturedBucket], own_group,
-             repeats: int) -> Dict[str, Dict[str, Any]]:
+             repeats: int, link: Any) -> Dict[str, Dict[str, Any]]:
     """The hooks' CPU work alone on the captured buckets, per step (all buckets), without
     communication: plain = DDP's division by the world size; bf16 = the cast to bfloat16,
     the division and the cast back; PowerSGD = torch's hook on a one-rank gloo group (its
@@ -145,7 +145,7 @@ def hook_cpu(torch, entries: List[Entry], buckets: List[dm.CapturedBucket], own_
             notes[m.name] = "torch's hook on a one-rank group"
         elif m.kind == "gradsparse":
             for w in WORLDS:
-                st = dm.topk_state(m, (0.0, 0.0) if m.scheme == "auto" else None)
+                st = dm.topk_state(m, link)  # "auto" picks at W what the hook would on this link
                 fns[f"{m.name}@{w}"] = lambda st=st, w=w: [st.local_pass(b.work, w) for b in buckets]
     names = list(fns)
     samples: Dict[str, List[float]] = {n: [] for n in names}
@@ -257,7 +257,7 @@ def run_model(torch, dist, args, spec: dm.ModelSpec, methods, groups, own_group,
         res["methods"][m.name] = info
     if rank == 0:
         log(rank, f"{spec.name}: hook CPU alone on the {len(buckets)} captured buckets")
-        cpu = hook_cpu(torch, entries, buckets, own_group, args.cpu_repeats)
+        cpu = hook_cpu(torch, entries, buckets, own_group, args.cpu_repeats, link)
         res["hook_cpu"] = cpu
     dist.barrier()
     return res

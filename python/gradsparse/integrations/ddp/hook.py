@@ -66,9 +66,7 @@ def _account(state: TopKState, plan: BucketPlan, world: int) -> None:
 def _dense(state: TopKState, plan: BucketPlan, buf: torch.Tensor, group: Any) -> torch.futures.Future:
     """The densified update, all-reduced: every rank scatters its own pairs / W into the
     zeroed output, and gloo sums the outputs."""
-    count = _select(state, plan, buf, plan.send.values[0], plan.send.indices[0])[0]
-    if count > plan.cap:  # a threshold over the bound (only with a bound below n)
-        raise ArgumentError(f"payload: {count} elements selected, over the bound of {plan.cap}")
+    _select(state, plan, buf, plan.send.values[0], plan.send.indices[0])  # a threshold's bound is n here
     plan.combine([(plan.send.values[0], plan.send.indices[0])])
     plan.dirty_all = True
     return dist.all_reduce(plan.out, group=group, async_op=True).get_future().then(lambda f: plan.out)
@@ -113,8 +111,10 @@ def _split(state: TopKState, plan: BucketPlan, buf: torch.Tensor, group: Any) ->
     counts = _select(state, plan, buf, plan.stage_values, plan.stage_indices)
     plan.send.values2d.copy_(plan.stage_values.view(plan.world, plan.cap))
     plan.send.indices2d.copy_(plan.stage_indices.view(plan.world, plan.cap))
+    # a region over the bound marks every slot, so that every rank sees it and raises
+    over = max((c for c in counts if c > plan.cap), default=None)
     for r, c in enumerate(counts):
-        fill_header(plan.send.header[r], plan.n, c, plan.cap)
+        fill_header(plan.send.header[r], plan.n, c if over is None else over, plan.cap)
     work = dist.all_to_all_single(plan.recv.bytes.view(-1), plan.send.bytes.view(-1), group=group, async_op=True)
 
     def second(_f: Any) -> torch.Tensor:

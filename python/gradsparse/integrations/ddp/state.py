@@ -183,7 +183,7 @@ class TopKState:
             plan = self.make_plan(key, layout, buf.numel(), buf.dtype, world, dist.get_rank(group),
                                   f"bucket:{bucket.index()}:{hash(key) & 0xffffffff:08x}")
             if plan.scheme == "split":
-                plan.group = self._group_for(bucket.index(), group)
+                plan.group = self._group_for(bucket.index())
             if plan.costs is None and self.method == "cwmp":
                 plan.costs = self._costs(params, plan.n)
             self._carry_residuals(plan)
@@ -202,9 +202,12 @@ class TopKState:
         if scheme == "auto":
             vb = torch.empty((), dtype=vdt if fast else dtype).element_size()
             costs = scheme_costs(self.link or Link(0.0, 0.0), world, n, k, vb + 4)
-            if not fast:
-                costs.pop("split")
-            scheme = choose(costs) if fast else min(("allgather", "dense"), key=lambda s: costs[s])
+            split_ok = fast and self._whole_world()
+            scheme = choose(costs) if split_ok else min(("allgather", "dense"), key=lambda s: costs[s])
+        if scheme == "split" and not self._whole_world():
+            raise ArgumentError("scheme: 'split' needs the world group (its second collective runs on a group of its "
+                                "own per bucket, which every rank of the world must create); use 'allgather' or "
+                                "'dense' with a process_group")
         if not fast and (scheme == "split" or self.method != "topk"):
             raise ArgumentError(f"bucket: a {dtype} bucket takes method='topk' with scheme 'allgather' or 'dense'"
                                 f" (got method={self.method!r}, scheme={scheme!r}); float32 buckets take every setting")
@@ -213,13 +216,15 @@ class TopKState:
             plan.costs = np.full(n, self.cost, dtype=np.float32)
         return plan
 
-    def _group_for(self, index: int, group: Any) -> Any:
+    def _whole_world(self) -> bool:
+        return self.process_group is None or self.process_group is dist.group.WORLD
+
+    def _group_for(self, index: int) -> Any:
         """The process group of a split bucket's second collective: one per bucket index, so
         collectives issued from gloo's callback threads never interleave with another
         bucket's on one group (all ranks create them in the same bucket order)."""
         if index not in self._groups:
-            ranks = None if group is None or group is dist.group.WORLD else dist.get_process_group_ranks(group)
-            self._groups[index] = dist.new_group(ranks=ranks, backend="gloo")
+            self._groups[index] = dist.new_group(backend="gloo")
         return self._groups[index]
 
     def _costs(self, params: Any, n: int) -> np.ndarray:
