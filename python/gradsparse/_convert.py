@@ -228,3 +228,17 @@ def f32_to_bf16(values: np.ndarray) -> np.ndarray:
     if nan.any():
         rounded[nan] = ((u[nan] >> 16) | 0x40).astype(np.uint16)
     return rounded
+
+
+def flat_buffer(a: Any, what: str, *, writable: bool = False) -> np.ndarray:
+    """A flat C-contiguous numpy view of a caller-owned numpy array or torch CPU tensor
+    (torch.bfloat16 as its bits), without a copy; `writable`: it must be writable."""
+    if is_tensor(a):
+        arr = tensor_to_numpy(a, what, bfloat16="bits", writable=writable, contiguous=False)
+    elif isinstance(a, np.ndarray):
+        arr = a
+    else:
+        raise ArgumentTypeError(f"{what}: expected a numpy array or torch tensor, got {type(a).__name__}")
+    if not arr.flags.c_contiguous or (writable and not arr.flags.writeable):
+        raise ArgumentError(f"{what}: must be C-contiguous" + (" and writable" if writable else ""))
+    return arr.reshape(-1)

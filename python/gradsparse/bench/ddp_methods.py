@@ -2,7 +2,7 @@
 
 Models, written in plain ``torch.nn`` (torchvision is not needed):
 
-* ``resnet18``: the CIFAR ResNet-18 (3x3 stem, no max-pool, 10 classes, 11,173,962
+* ``resnet18``: the harness's CIFAR ResNet-18 (gradsparse.fl.models; 3x3 stem, no max-pool, 11,173,962
   parameters), batch 32 of 3x32x32, DDP's default buckets (``bucket_cap_mb`` not given:
   25 MiB, the first bucket 1 MiB; 3 buckets after DDP's rebuild -- given explicitly, 25
   would apply to the first bucket too and make 2);
@@ -90,33 +90,11 @@ def select_methods(names: Optional[Sequence[str]]) -> List[Method]:
 # ----------------------------------------------------------------------------- models
 
 def resnet18(width: int = 64, num_classes: int = 10):
-    """CIFAR ResNet-18 in plain torch.nn: 3x3 stem conv, four stages of two basic blocks
-    (widths w, 2w, 4w, 8w; stride 2 from the second stage on), global average pool, fc."""
-    import torch.nn as nn
+    """The harness's CIFAR ResNet-18 (`gradsparse.fl.models.ResNet18`; width 64: 11,173,962
+    parameters)."""
+    from ..fl.models import ResNet18
 
-    class Block(nn.Module):
-        def __init__(self, cin: int, cout: int, stride: int) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(cout)
-            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(cout)
-            self.short = nn.Sequential()
-            if stride != 1 or cin != cout:
-                self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            y = self.bn1(self.conv1(x)).relu()
-            return (self.bn2(self.conv2(y)) + self.short(x)).relu()
-
-    layers: List[nn.Module] = [nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
-    cin = width
-    for stage in range(4):
-        cout = width * 2 ** stage
-        layers += [Block(cin, cout, 1 if stage == 0 else 2), Block(cout, cout, 1)]
-        cin = cout
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)]
-    return nn.Sequential(*layers)
+    return ResNet18(num_classes, width=width)
 
 
 def mlp(hidden: int = 3400, narrow: int = 64, num_classes: int = 10):

@@ -8,24 +8,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import _core
-from .._convert import as_real, is_tensor, tensor_to_numpy
+from .._convert import as_real, flat_buffer, is_tensor
 from ..errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["scatter_mean"]
-
-
-def _flat_array(a: Any, what: str, *, writable: bool = False) -> np.ndarray:
-    """A flat C-contiguous numpy view of a numpy array or torch CPU tensor (torch.bfloat16
-    as its bits), without a copy."""
-    if is_tensor(a):
-        arr = tensor_to_numpy(a, what, bfloat16="bits", writable=writable, contiguous=False)
-    elif isinstance(a, np.ndarray):
-        arr = a
-    else:
-        raise ArgumentTypeError(f"{what}: expected a numpy array or torch tensor, got {type(a).__name__}")
-    if not arr.flags.c_contiguous or (writable and not arr.flags.writeable):
-        raise ArgumentError(f"{what}: must be C-contiguous" + (" and writable" if writable else ""))
-    return arr.reshape(-1)
 
 
 def scatter_mean(out: Any, parts: Sequence[Any], world: Any, clear: Any = None) -> Any:
@@ -38,7 +24,7 @@ def scatter_mean(out: Any, parts: Sequence[Any], world: Any, clear: Any = None) 
     index -1 is padding. `out`: a writable C-contiguous float32 array/tensor (any shape,
     flat indices). An index outside [0, out.size) raises ArgumentError ("payload: ..." or
     "clear: ...") before anything in out is written. Returns out."""
-    o = _flat_array(out, "out", writable=True)
+    o = flat_buffer(out, "out", writable=True)
     if o.dtype != np.float32:
         raise ArgumentTypeError(f"out: expected float32, got {o.dtype}")
     w = as_real(world, "world")
@@ -50,8 +36,8 @@ def scatter_mean(out: Any, parts: Sequence[Any], world: Any, clear: Any = None) 
     for p, part in enumerate(parts):
         if not isinstance(part, Sequence) or len(part) != 2:
             raise ArgumentTypeError(f"parts[{p}]: expected a (values, indices) pair")
-        vals.append(_flat_array(part[0], f"parts[{p}] values"))
-        idxs.append(_flat_array(part[1], f"parts[{p}] indices"))
-    c = None if clear is None else _flat_array(clear, "clear")
+        vals.append(flat_buffer(part[0], f"parts[{p}] values"))
+        idxs.append(flat_buffer(part[1], f"parts[{p}] indices"))
+    c = None if clear is None else flat_buffer(clear, "clear")
     _core.scatter_mean(o, c, vals, idxs, w)
     return out

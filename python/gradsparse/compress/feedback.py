@@ -27,8 +27,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 
 from .. import _core
-from .._convert import (BF16, F16, F32, Flat, as_count, as_flat, as_real, bf16_to_f32, f32_to_bf16, is_tensor,
-                        plain_tensor, tensor_to_numpy, torch_module)
+from .._convert import (BF16, F16, F32, Flat, as_count, as_flat, as_real, bf16_to_f32, f32_to_bf16, flat_buffer,
+                        is_tensor, plain_tensor, tensor_to_numpy, torch_module)
 from ..costs import as_cost
 from ..selection import _COUNT, _MAGNITUDE, _THRESHOLD, _budget, _resolve_one, _score_params, _select_one
 from ..sparse import Sparse
@@ -348,19 +348,12 @@ class ErrorFeedback:
 def _out_buffer(a: Any, what: str, size: int, dtypes: Tuple[Any, ...], want: str) -> np.ndarray:
     """A flat writable numpy view of a caller-owned C-contiguous buffer of `size` items of
     one of `dtypes` (torch CPU tensors included; torch.bfloat16 as its bits)."""
-    if is_tensor(a):
-        arr = tensor_to_numpy(a, what, bfloat16="bits", writable=True, contiguous=False)
-    elif isinstance(a, np.ndarray):
-        arr = a
-    else:
-        raise ArgumentTypeError(f"{what}: expected a numpy array or torch tensor, got {type(a).__name__}")
+    arr = flat_buffer(a, what, writable=True)
     if arr.dtype not in [np.dtype(d) for d in dtypes]:
         raise ArgumentTypeError(f"{what}: expected {want} items, got {a.dtype}")
-    if not arr.flags.c_contiguous or not arr.flags.writeable:
-        raise ArgumentError(f"{what}: must be C-contiguous and writable")
     if arr.size != size:
         raise ArgumentError(f"{what}: must have regions * cap = {size} elements, got {arr.size}")
-    return arr.reshape(-1)
+    return arr
 
 
 def _check_update(update: Any) -> Tuple[List[str], List[Flat]]:

@@ -88,19 +88,20 @@ class _Block(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """ResNet-18 for 32x32 inputs: a 3x3 stem without max-pooling, stages of 64/128/256/512
-    channels with two basic blocks each (11.17M parameters)."""
+    """ResNet-18 for 32x32 inputs: a 3x3 stem without max-pooling, stages of w/2w/4w/8w
+    channels (w = `width`, 64: 11.17M parameters) with two basic blocks each."""
 
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, num_classes: int = 10, width: int = 64):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        layers, cin = [], 64
-        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        layers, cin = [], width
+        for stage, stride in enumerate((1, 2, 2, 2)):
+            cout = width * 2 ** stage
             layers.append(nn.Sequential(_Block(cin, cout, stride), _Block(cout, cout, 1)))
             cin = cout
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(cin, num_classes)
 
     def forward(self, x):
         x = torch.relu(self.bn1(self.conv1(x)))
