@@ -224,7 +224,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "group its all-reduce chains of several buckets interleave differently on the ranks: abort or hang)")
     out("hook CPU = the hook's CPU work per step alone on the captured buckets, no communication (rank 0): plain = "
         "the division, bf16 = casts + division, PowerSGD = torch's hook on a one-rank group, gradsparse = "
-        "TopKState.local_pass; e+=g = one read of g, one read + write of e (the floor of the fused pass)")
+        "gradsparse.integrations.ddp.local_pass; e+=g = one read of g, one read + write of e (the floor of the "
+        "fused pass)")
     results: Dict[str, Any] = {"meta": {"timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
                                         "platform": platform.platform(), "cpu": cpu_model(),
                                         "argv": list(argv) if argv is not None else sys.argv[1:]},

@@ -118,9 +118,11 @@ def hook_cpu(torch, entries: List[Entry], buckets: List[dm.CapturedBucket], own_
     communication: plain = DDP's division by the world size; bf16 = the cast to bfloat16,
     the division and the cast back; PowerSGD = torch's hook on a one-rank gloo group (its
     error feedback, matmuls, orthogonalisation and copies; its all-reduces are trivial);
-    gradsparse = ``state.local_pass(bucket, W)`` for W in 2, 8, 64; and the floor pass
+    gradsparse = ``local_pass(state, bucket, W)`` for W in 2, 8, 64; and the floor pass
     e += g. Round-robin samples, every bucket restored from the capture before each."""
     from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import powerSGD_hook
+
+    from ..integrations.ddp import local_pass
 
     W = 2
     tmp = [torch.empty_like(b.data) for b in buckets]
@@ -146,7 +148,7 @@ def hook_cpu(torch, entries: List[Entry], buckets: List[dm.CapturedBucket], own_
         elif m.kind == "gradsparse":
             for w in WORLDS:
                 st = dm.topk_state(m, link)  # "auto" picks at W what the hook would on this link
-                fns[f"{m.name}@{w}"] = lambda st=st, w=w: [st.local_pass(b.work, w) for b in buckets]
+                fns[f"{m.name}@{w}"] = lambda st=st, w=w: [local_pass(st, b.work, w) for b in buckets]
     names = list(fns)
     samples: Dict[str, List[float]] = {n: [] for n in names}
     for warm in range(dm.POWERSGD_START + 1):  # PowerSGD compresses from its third pass on

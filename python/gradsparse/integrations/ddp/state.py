@@ -358,12 +358,6 @@ class TopKState:
         avail = max(1, torch.get_num_threads())
         return avail if self.threads is None else min(self.threads, avail)
 
-    def local_pass(self, buf: torch.Tensor, world: int, scheme: Optional[str] = None) -> torch.Tensor:
-        """The hook's CPU work on one bucket, no communication (`hook.local_pass`)."""
-        from .hook import local_pass
-
-        return local_pass(self, buf, world, scheme)
-
     def end_iteration(self, used: Any) -> None:
         """Drops the plans (and residuals) of layouts this iteration did not use: after DDP's
         bucket rebuild the old layouts' residuals live on in the new ones."""
