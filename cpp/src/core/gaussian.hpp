@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/bits.hpp"
 #include "core/rng.hpp"
 
 namespace gradsparse {
@@ -46,25 +47,14 @@ constexpr float kC2 = -1.23370055014f, kC4 = 0.253669507901f, kC6 = -0.020863480
                 kC8 = 0.000919260274839f, kC10 = -2.52020423731e-05f;
 constexpr float kTwoPow24Inv = 1.0f / 16777216.0f, kTwoPow22Inv = 1.0f / 4194304.0f;
 
-inline float bits_float(uint32_t b) {
-    float f;
-    std::memcpy(&f, &b, 4);
-    return f;
-}
-inline uint32_t float_bits(float f) {
-    uint32_t b;
-    std::memcpy(&b, &f, 4);
-    return b;
-}
-
 /// sqrt(-2 ln u) for u = ((w >> 8) + 1) / 2^24.
 inline float radius(uint32_t w) {
     const float u = static_cast<float>(static_cast<int32_t>((w >> 8) + 1u)) * kTwoPow24Inv;
-    const uint32_t b = float_bits(u);
+    const uint32_t b = f32_bits(u);
     const uint32_t mant = b & 0x7FFFFFu;
     const uint32_t big = mant >= kSqrtHalfMant ? 1u : 0u;
     const int32_t e = static_cast<int32_t>(b >> 23) - 127 + static_cast<int32_t>(big);
-    const float x = bits_float(mant | ((127u - big) << 23));
+    const float x = bits_f32(mant | ((127u - big) << 23));
     const float s = (x - 1.0f) / (x + 1.0f);
     const float s2 = s * s;
     const float p = s2 * (kL3 + s2 * (kL5 + s2 * (kL7 + s2 * kL9)));

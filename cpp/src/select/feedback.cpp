@@ -4,6 +4,7 @@
 // filtered while the chunk is still in cache); this file adds the output and residual pass.
 #include <string>
 
+#include "core/bits.hpp"
 #include "gradsparse/parallel.hpp"
 #include "select_state.hpp"
 
@@ -24,17 +25,6 @@ inline uint16_t to_bf16_saturated(uint32_t u) {
     return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
 
-inline float f32_of_bits(uint32_t u) {
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
-
-inline uint32_t bits_of(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    return u;
-}
 
 // Checks everything select() would refuse for one region, before e changes.
 void check_arguments(float* e, size_t n, const Segment& cost, const ScoreSpec& spec, const Budget& budget,
@@ -51,20 +41,11 @@ void check_arguments(float* e, size_t n, const Segment& cost, const ScoreSpec& s
     whole.n = n;
     whole.dtype = DType::F32;
     prepare({whole}, spec, budget);  // q, alpha, mode and the scalar cost
-    switch (budget.kind) {
-        case Budget::Count: {
-            GS_CHECK(budget.k >= 1, "k: must be >= 1");
-            const size_t m = (n + out.regions - 1) / out.regions;
-            GS_CHECK(out.cap >= std::min(budget.k, m), "cap: " + std::to_string(out.cap) +
-                                                           " slots cannot hold k = " + std::to_string(budget.k));
-            break;
-        }
-        case Budget::Energy:
-            GS_CHECK(std::isfinite(budget.energy) && budget.energy > 0.0, "budget: must be finite and > 0");
-            break;
-        case Budget::Threshold:
-            GS_CHECK(budget.tau >= 0.0 && !std::isnan(budget.tau), "tau: must be >= 0 and not NaN");
-            break;
+    check_budget(budget, SIZE_MAX);  // k may exceed a region: each keeps min(k, its length)
+    if (budget.kind == Budget::Count) {
+        const size_t m = (n + out.regions - 1) / out.regions;
+        GS_CHECK(out.cap >= std::min(budget.k, m), "cap: " + std::to_string(out.cap) +
+                                                       " slots cannot hold k = " + std::to_string(budget.k));
     }
     if (cost.cost_kind == CostKind::Array && !cost.cost_checked && budget.kind != Budget::Threshold) {
         if (cost.cost_dtype == DType::F32)
@@ -125,10 +106,10 @@ std::vector<size_t> feedback_select(const float* g, float* e, size_t n, const Se
             uint16_t* vo = static_cast<uint16_t*>(out.values) + r * out.vstride;
             for (size_t j = 0; j < kept; ++j) {
                 const float a = vo32[j];
-                const uint16_t h = to_bf16_saturated(bits_of(a));
+                const uint16_t h = to_bf16_saturated(f32_bits(a));
                 vo[j] = h;
                 // acc - sent is exact in float32 (sent is acc rounded to 8 significand bits)
-                e[io[j]] = std::isfinite(a) ? a - f32_of_bits(static_cast<uint32_t>(h) << 16) : 0.0f;
+                e[io[j]] = std::isfinite(a) ? a - bits_f32(static_cast<uint32_t>(h) << 16) : 0.0f;
             }
             std::fill(vo + kept, vo + cap, uint16_t(0));
         } else {
@@ -167,7 +148,7 @@ void scatter_mean(float* out, size_t n, const int32_t* clear, size_t nclear, con
         if (value_dtype == DType::BF16) {
             const uint16_t* vp = static_cast<const uint16_t*>(vals[p]);
             for (size_t j = 0; j < len; ++j)
-                if (ip[j] >= 0) out[ip[j]] += f32_of_bits(static_cast<uint32_t>(vp[j]) << 16) / world;
+                if (ip[j] >= 0) out[ip[j]] += bits_f32(static_cast<uint32_t>(vp[j]) << 16) / world;
         } else {
             const float* vp = static_cast<const float*>(vals[p]);
             for (size_t j = 0; j < len; ++j)

@@ -52,18 +52,7 @@ Selection plan_selection(const std::vector<Segment>& segments, const ScoreSpec& 
     GS_CHECK(total > 0, "x: input is empty");
     int auto_nt = threads_for(total, kMinPerThread);
     int nt = nthreads > 0 ? std::min(nthreads, auto_nt) : auto_nt;
-    switch (budget.kind) {
-        case Budget::Count:
-            GS_CHECK(budget.k >= 1 && budget.k <= total,
-                     "k: must be in [1, " + std::to_string(total) + "], got " + std::to_string(budget.k));
-            break;
-        case Budget::Energy:
-            GS_CHECK(std::isfinite(budget.energy) && budget.energy > 0.0, "budget: must be finite and > 0");
-            break;
-        case Budget::Threshold:
-            GS_CHECK(budget.tau >= 0.0 && !std::isnan(budget.tau), "tau: must be >= 0 and not NaN");
-            break;
-    }
+    check_budget(budget, total);
     if (add_src) {
         const ScoredSegment& s = impl.segs[0];
         const bool fused = budget.kind == Budget::Threshold ||
@@ -92,6 +81,23 @@ Selection select(const std::vector<Segment>& segments, const ScoreSpec& spec, co
 }
 
 namespace detail {
+
+void check_budget(const Budget& budget, size_t max_k) {
+    switch (budget.kind) {
+        case Budget::Count:
+            GS_CHECK(budget.k >= 1 && budget.k <= max_k,
+                     max_k == SIZE_MAX ? std::string("k: must be >= 1")
+                                       : "k: must be in [1, " + std::to_string(max_k) + "], got " +
+                                             std::to_string(budget.k));
+            break;
+        case Budget::Energy:
+            GS_CHECK(std::isfinite(budget.energy) && budget.energy > 0.0, "budget: must be finite and > 0");
+            break;
+        case Budget::Threshold:
+            GS_CHECK(budget.tau >= 0.0 && !std::isnan(budget.tau), "tau: must be >= 0 and not NaN");
+            break;
+    }
+}
 
 Selection select_accumulating(const Segment& seg, float* e, const float* g, const ScoreSpec& spec,
                               const Budget& budget, int nthreads) {

@@ -124,6 +124,11 @@ size_t rank_margin(size_t rank);
 size_t sample_top(const uint64_t* s, size_t m, size_t need, uint64_t* out);
 size_t clustered_margin(const uint64_t* sk, size_t m, uint64_t point, size_t r);
 
+// select.cpp
+/// Checks a budget's numbers: k in [1, max_k] (Count; max_k = SIZE_MAX: k >= 1), the energy
+/// finite and > 0, tau >= 0 and not NaN. Throws the argument's error.
+void check_budget(const Budget& budget, size_t max_k);
+
 // count.cpp
 void plan_count(SelectionImpl& impl, size_t total, size_t k, int nt);
 

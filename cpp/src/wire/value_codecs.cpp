@@ -15,9 +15,6 @@ namespace gradsparse {
 namespace wire {
 namespace {
 
-using generic::bits_f32;
-using generic::f32_bits;
-
 // ---- scalar conversions ------------------------------------------------------------------
 
 /// float64 -> float32 rounded to odd: truncate, then set the last bit if inexact. A second

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/bits.hpp"
 #include "wire_kernels.hpp"
 
 namespace gradsparse {
@@ -292,17 +293,6 @@ inline Status rice_decode(const uint8_t* data, size_t len, size_t k, uint64_t nu
 }
 
 // ---- float16 ---------------------------------------------------------------------------
-
-inline uint32_t f32_bits(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    return u;
-}
-inline float bits_f32(uint32_t u) {
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
 
 /// Round to nearest even, as the F16C instruction does (NaN: quiet, top payload bits kept).
 inline uint16_t f32_to_f16_one(float f) {
