@@ -313,6 +313,8 @@ def test_local_pass_is_the_hooks_work():
     assert torch.equal(out, expect)
     with pytest.raises(ValueError, match="world"):
         local_pass(state, g, 0)
+    with pytest.raises(ValueError, match="scheme"):
+        local_pass(state, g, 2, "ring")
 
 
 def test_bucket_off_the_cpu_is_refused():

@@ -199,6 +199,8 @@ class TopKState:
         vdt = VALUE_DTYPES[self.value_dtype]
         fast = dtype == torch.float32
         scheme = scheme or self.scheme
+        if scheme not in SCHEME_CHOICES:
+            raise ArgumentError(f"scheme: expected one of {SCHEME_CHOICES}, got {scheme!r}")
         if scheme == "auto":
             vb = torch.empty((), dtype=vdt if fast else dtype).element_size()
             costs = scheme_costs(self.link or Link(0.0, 0.0), world, n, k, vb + 4)
