@@ -14,18 +14,6 @@ using namespace detail;
 
 namespace {
 
-constexpr uint32_t kBf16MaxBits = 0x7F7F0000u;  // the largest finite bfloat16, as float32 bits
-
-// Round to nearest even of float32 bits to bfloat16 bits; finite values saturate at the
-// largest finite bfloat16 (infinities stay infinite); NaN stays a quiet NaN.
-inline uint16_t to_bf16_saturated(uint32_t u) {
-    const uint32_t mag = u & 0x7FFFFFFFu;
-    if (mag > 0x7F800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
-    if (mag < 0x7F800000u && mag > kBf16MaxBits) u = (u & 0x80000000u) | kBf16MaxBits;
-    return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
-
-
 // Checks everything select() would refuse for one region, before e changes.
 void check_arguments(float* e, size_t n, const Segment& cost, const ScoreSpec& spec, const Budget& budget,
                      const FeedbackOut& out) {

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "core/hd.hpp"
 #include "gradsparse/common.hpp"
 
 namespace gradsparse {
@@ -34,14 +35,14 @@ using BF16 = Format<uint16_t, 0x8000u, 0x7F80u>;
 
 /// |x| order; all NaNs share the key just above +inf.
 template <class F>
-inline typename F::uint magnitude(typename F::uint b) {
+GS_HD inline typename F::uint magnitude(typename F::uint b) {
     typename F::uint a = b & F::abs_mask;
     return a > F::inf ? F::nan_key : a;
 }
 
 /// Signed order, largest first; NaN above +inf, -0 equal to +0.
 template <class F>
-inline typename F::uint largest(typename F::uint b) {
+GS_HD inline typename F::uint largest(typename F::uint b) {
     using U = typename F::uint;
     U a = b & F::abs_mask;
     if (a > F::inf) return static_cast<U>(~U(0));
@@ -51,18 +52,18 @@ inline typename F::uint largest(typename F::uint b) {
 
 /// Signed order, smallest first; NaN ranks last.
 template <class F>
-inline typename F::uint smallest(typename F::uint b) {
+GS_HD inline typename F::uint smallest(typename F::uint b) {
     return static_cast<typename F::uint>(~largest<F>(b));
 }
 
 /// |x| reversed, smallest first; NaN ranks last.
 template <class F>
-inline typename F::uint smallest_magnitude(typename F::uint b) {
+GS_HD inline typename F::uint smallest_magnitude(typename F::uint b) {
     return static_cast<typename F::uint>(~magnitude<F>(b));
 }
 
 template <class F>
-inline typename F::uint key(KeyMode mode, typename F::uint b) {
+GS_HD inline typename F::uint key(KeyMode mode, typename F::uint b) {
     switch (mode) {
         case KeyMode::Magnitude: return magnitude<F>(b);
         case KeyMode::Largest: return largest<F>(b);
@@ -89,7 +90,7 @@ inline typename std::make_unsigned<T>::type int_key(KeyMode mode, typename std::
 }
 
 /// Exact float16 -> float conversion from the bit pattern.
-inline float half_to_float(uint16_t h) {
+GS_HD inline float half_to_float(uint16_t h) {
     uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1Fu;
     uint32_t man = h & 0x3FFu;
@@ -110,7 +111,7 @@ inline float half_to_float(uint16_t h) {
     return f;
 }
 
-inline float bf16_to_float(uint16_t h) {
+GS_HD inline float bf16_to_float(uint16_t h) {
     uint32_t u = static_cast<uint32_t>(h) << 16;
     float f;
     std::memcpy(&f, &u, 4);
@@ -136,14 +137,14 @@ inline double abs_value(DType t, const void* data, size_t i) {
 }
 
 /// Key of a non-negative (or NaN) double score: its bit pattern, NaN just above +inf.
-inline uint64_t score_key(double s) {
+GS_HD inline uint64_t score_key(double s) {
     if (std::isnan(s)) return F64::nan_key;
     uint64_t b;
     std::memcpy(&b, &s, 8);
     return b & F64::abs_mask;  // scores are >= 0; clears the sign of -0.0
 }
 
-inline double key_to_score(uint64_t k) {
+GS_HD inline double key_to_score(uint64_t k) {
     double s;
     std::memcpy(&s, &k, 8);
     return s;

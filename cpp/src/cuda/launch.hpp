@@ -1,0 +1,22 @@
+// gradsparse — CUDA engine: turning a CUDA error into an exception (host side).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace gradsparse {
+namespace cuda {
+namespace detail {
+
+/// Throws std::runtime_error naming `what` and the CUDA error when `e` is not cudaSuccess.
+inline void throw_on(cudaError_t e, const char* what) {
+    if (e != cudaSuccess)
+        throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorName(e) + " (" +
+                                 cudaGetErrorString(e) + ")");
+}
+
+}  // namespace detail
+}  // namespace cuda
+}  // namespace gradsparse
