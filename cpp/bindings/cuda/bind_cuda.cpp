@@ -63,7 +63,7 @@ PYBIND11_MODULE(_cuda, m) {
     m.doc() = "gradsparse CUDA engine (exact selection on device memory; see docs/cuda.md)";
     // Argument errors: the classes of gradsparse._core, so callers catch one ArgumentError.
     py::object core = py::module_::import("gradsparse._core");
-    static PyObject* argument_error = core.attr("ArgumentError").release().ptr();
+    static PyObject* argument_error = py::object(core.attr("ArgumentError")).release().ptr();
     py::register_exception_translator([](std::exception_ptr p) {
         try {
             if (p) std::rethrow_exception(p);
