@@ -1,5 +1,6 @@
 """The C++ sources keep their layering (house style, "Layers"): dependencies point down
-only, core < select, wire, decomp (siblings: none includes another) < atomo; there is one
+only, core < select, wire, decomp (siblings: none includes another) < atomo, evofed, cuda (the
+CUDA engine: kernels over select's order keys); there is one
 SIMD dispatch switch (cpp/src/core/dispatch.hpp); and no source file other than a per-ISA
 kernel file grows past 600 lines. Parses the #include lines; needs no build."""
 from __future__ import annotations
@@ -11,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "cpp" / "src"
 INCLUDE = ROOT / "cpp" / "include"
 
-RANK = {"core": 0, "select": 1, "wire": 1, "decomp": 1, "atomo": 2, "evofed": 2}
+RANK = {"core": 0, "select": 1, "wire": 1, "decomp": 1, "atomo": 2, "evofed": 2, "cuda": 2}
 # public headers (cpp/include/gradsparse) by the family that implements them
 PUBLIC = {"common": "core", "parallel": "core", "simd": "core", "select": "select", "wire": "wire",
           "decomp": "decomp", "atomo": "atomo", "evofed": "evofed"}
@@ -33,7 +34,7 @@ def _family_of_include(src: Path, name: str) -> str | None:
 
 
 def _sources():
-    return sorted(p for p in SRC.rglob("*") if p.suffix in (".cpp", ".hpp", ".h"))
+    return sorted(p for p in SRC.rglob("*") if p.suffix in (".cpp", ".hpp", ".h", ".cu", ".cuh"))
 
 
 def test_includes_point_down_only():
