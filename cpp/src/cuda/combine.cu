@@ -58,10 +58,10 @@ void scatter_mean(float* out, int64_t n, const int32_t* clear, int64_t nclear, c
     unsigned long long* bad = static_cast<unsigned long long*>(ws);
     const unsigned long long none = ~0ull;
     throw_on(cudaMemcpyAsync(bad, &none, sizeof(none), cudaMemcpyHostToDevice, stream), "scatter check");
-    if (nclear > 0) k_check_idx<<<blocks(nclear), 256, 0, stream>>>(clear, nclear, n, 0, bad);
+    if (nclear > 0) GS_LAUNCH(blocks(nclear), 256, stream, k_check_idx)(clear, nclear, n, 0, bad);
     for (size_t p = 0; p < idx.size(); ++p)
         if (len > 0)
-            k_check_idx<<<blocks(len), 256, 0, stream>>>(idx[p], len, n, nclear + static_cast<int64_t>(p) * len, bad);
+            GS_LAUNCH(blocks(len), 256, stream, k_check_idx)(idx[p], len, n, nclear + static_cast<int64_t>(p) * len, bad);
     throw_on(cudaGetLastError(), "scatter check launch");
     unsigned long long first = none;
     throw_on(cudaMemcpyAsync(&first, bad, sizeof(first), cudaMemcpyDeviceToHost, stream), "scatter check");
@@ -73,9 +73,9 @@ void scatter_mean(float* out, int64_t n, const int32_t* clear, int64_t nclear, c
         GS_CHECK(false, "payload: an index of part " + std::to_string(p) + " at " + std::to_string(j) +
                             " is outside [0, " + std::to_string(n) + ")");
     }
-    if (nclear > 0) k_clear<<<blocks(nclear), 256, 0, stream>>>(out, clear, nclear);
+    if (nclear > 0) GS_LAUNCH(blocks(nclear), 256, stream, k_clear)(out, clear, nclear);
     for (size_t p = 0; p < idx.size(); ++p)
-        if (len > 0) k_add<<<blocks(len), 256, 0, stream>>>(out, idx[p], vals[p], len, bf16_values, world);
+        if (len > 0) GS_LAUNCH(blocks(len), 256, stream, k_add)(out, idx[p], vals[p], len, bf16_values, world);
     throw_on(cudaGetLastError(), "scatter launch");
 }
 

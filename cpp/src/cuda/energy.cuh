@@ -82,13 +82,13 @@ int64_t run_energy(const Plan& p, const Scorer<F, Native>& sc, double energy, vo
     Key* kb = at<Key>(ws, L.keys_b);
     int64_t* ia = at<int64_t>(ws, L.idx_a);
     int64_t* ib = at<int64_t>(ws, L.idx_b);
-    k_keys<F, Native><<<static_cast<unsigned>(p.view.ntiles), kThreads, 0, stream>>>(p.view, sc, ka, ia);
+    GS_LAUNCH(static_cast<unsigned>(p.view.ntiles), kThreads, stream, k_keys<F, Native>)(p.view, sc, ka, ia);
     size_t temp = L.temp_bytes;
     // stable: equal keys keep ascending global order, the CPU's tie rule
     throw_on(cub::DeviceRadixSort::SortPairsDescending(at<void>(ws, L.temp), temp, ka, kb, ia, ib, p.view.total, 0,
                                                         static_cast<int>(8 * sizeof(Key)), stream),
              "energy sort");
-    k_energy<<<1, 32, 0, stream>>>(p.view, sc.cost_kind, sc.cost_f64, ib, energy, at<State>(ws, L.state));
+    GS_LAUNCH(1, 32, stream, k_energy)(p.view, sc.cost_kind, sc.cost_f64, ib, energy, at<State>(ws, L.state));
     throw_on(cudaGetLastError(), "energy launch");
     return read_kept(ws, p, stream);
 }
@@ -101,7 +101,7 @@ void emit_energy(const Plan& p, void* ws, int64_t count, int64_t* out_idx, void*
     int64_t* ib = at<int64_t>(ws, L.idx_b);
     int64_t* ia = at<int64_t>(ws, L.idx_a);
     throw_on(cub::DeviceRadixSort::SortKeys(at<void>(ws, L.temp), temp, ib, ia, count, 0, 64, stream), "energy order");
-    k_gather<F><<<static_cast<unsigned>(ceil_div(count, 256)), 256, 0, stream>>>(
+    GS_LAUNCH(static_cast<unsigned>(ceil_div(count, 256)), 256, stream, k_gather<F>)(
         p.view, ia, count, out_idx, static_cast<typename F::uint*>(out_val));
     throw_on(cudaGetLastError(), "energy gather");
 }

@@ -6,6 +6,13 @@
 #include <stdexcept>
 #include <string>
 
+/// Launches a kernel: GS_LAUNCH(grid, block, stream, kernel<T...>)(arguments). One macro so
+/// that the CUDA-emulation build of the tests (tests/cuda_emu) can run the same kernels on
+/// the CPU; it defines GS_LAUNCH itself.
+#ifndef GS_LAUNCH
+#define GS_LAUNCH(grid, block, stream, ...) __VA_ARGS__<<<(grid), (block), 0, (stream)>>>
+#endif
+
 namespace gradsparse {
 namespace cuda {
 namespace detail {

@@ -179,17 +179,17 @@ void run_count(const Plan& p, const Scorer<F, Native>& sc, void* ws, cudaStream_
     const unsigned tiles = static_cast<unsigned>(p.view.ntiles);
     const unsigned band_blocks = static_cast<unsigned>(ceil_div(p.cap, kTile));
     const unsigned grid = std::max(tiles, band_blocks);
-    k_sample<F, Native><<<1, kThreads, 0, stream>>>(p.view, sc, st, p.hi_rank, p.lo_rank, g);
-    k_band<F, Native><<<tiles, kThreads, 0, stream>>>(p.view, sc, st, blk_gt, blk_eq, band_key, band_tile, p.cap, g);
-    k_check<<<1, 1, 0, stream>>>(st, static_cast<ull>(p.k), p.cap);
+    GS_LAUNCH(1, kThreads, stream, k_sample<F, Native>)(p.view, sc, st, p.hi_rank, p.lo_rank, g);
+    GS_LAUNCH(tiles, kThreads, stream, k_band<F, Native>)(p.view, sc, st, blk_gt, blk_eq, band_key, band_tile, p.cap, g);
+    GS_LAUNCH(1, 1, stream, k_check)(st, static_cast<ull>(p.k), p.cap);
     constexpr int bits = 8 * sizeof(Key);
     for (int pass = 0; pass < bits / 8; ++pass) {
-        k_hist<F, Native><<<grid, kThreads, 0, stream>>>(p.view, sc, st, band_key, p.cap, pass);
-        k_step<<<1, 256, 0, stream>>>(st, pass, bits);
+        GS_LAUNCH(grid, kThreads, stream, k_hist<F, Native>)(p.view, sc, st, band_key, p.cap, pass);
+        GS_LAUNCH(1, 256, stream, k_step)(st, pass, bits);
     }
-    k_counts<F, Native><<<grid, kThreads, 0, stream>>>(p.view, sc, st, band_key, band_tile, p.cap, blk_gt, blk_eq,
+    GS_LAUNCH(grid, kThreads, stream, k_counts<F, Native>)(p.view, sc, st, band_key, band_tile, p.cap, blk_gt, blk_eq,
                                                        nullptr);
-    k_scan<<<1, 1024, 0, stream>>>(st, blk_gt, blk_eq, at<unsigned>(ws, L.take_eq), at<int64_t>(ws, L.out_off),
+    GS_LAUNCH(1, 1024, stream, k_scan)(st, blk_gt, blk_eq, at<unsigned>(ws, L.take_eq), at<int64_t>(ws, L.out_off),
                                    p.view.ntiles);
     throw_on(cudaGetLastError(), "selection launch");
 }
@@ -201,13 +201,13 @@ void run_threshold(const Plan& p, const Scorer<F, Native>& sc, ull tkey, void* w
     const Layout& L = p.lay;
     State* st = at<State>(ws, L.state);
     // keep key > tkey - 1; tkey == 0 keeps everything (every key == 0 is a tie, all kept)
-    k_fixed<<<1, 1, 0, stream>>>(st, tkey == 0 ? 0 : tkey - 1, tkey == 0 ? ~ull(0) : 0);
+    GS_LAUNCH(1, 1, stream, k_fixed)(st, tkey == 0 ? 0 : tkey - 1, tkey == 0 ? ~ull(0) : 0);
     unsigned* blk_gt = at<unsigned>(ws, L.blk_gt);
     unsigned* blk_eq = at<unsigned>(ws, L.blk_eq);
     using Key = typename Scorer<F, Native>::Key;
-    k_counts<F, Native><<<static_cast<unsigned>(p.view.ntiles), kThreads, 0, stream>>>(
+    GS_LAUNCH(static_cast<unsigned>(p.view.ntiles), kThreads, stream, k_counts<F, Native>)(
         p.view, sc, st, static_cast<const Key*>(nullptr), nullptr, 0, blk_gt, blk_eq, g);
-    k_scan<<<1, 1024, 0, stream>>>(st, blk_gt, blk_eq, at<unsigned>(ws, L.take_eq), at<int64_t>(ws, L.out_off),
+    GS_LAUNCH(1, 1024, stream, k_scan)(st, blk_gt, blk_eq, at<unsigned>(ws, L.take_eq), at<int64_t>(ws, L.out_off),
                                    p.view.ntiles);
     throw_on(cudaGetLastError(), "threshold launch");
 }
@@ -216,7 +216,7 @@ template <class F, bool Native, class Idx>
 void run_write(const Plan& p, const Scorer<F, Native>& sc, void* ws, cudaStream_t stream, Idx* out_idx,
                typename F::uint* out_val) {
     const Layout& L = p.lay;
-    k_write<F, Native, Idx><<<static_cast<unsigned>(p.view.ntiles), kThreads, 0, stream>>>(
+    GS_LAUNCH(static_cast<unsigned>(p.view.ntiles), kThreads, stream, k_write<F, Native, Idx>)(
         p.view, sc, at<State>(ws, L.state), at<unsigned>(ws, L.blk_gt), at<unsigned>(ws, L.take_eq),
         at<int64_t>(ws, L.out_off), out_idx, out_val);
     throw_on(cudaGetLastError(), "write launch");

@@ -114,8 +114,8 @@ void rows_run(const void* xv, int64_t rows, int64_t n, int64_t k, KeyMode mode, 
     int32_t* cb = wat<int32_t>(ws, L.cols_b);
     int64_t* off_n = wat<int64_t>(ws, L.off_n);
     int64_t* off_k = wat<int64_t>(ws, L.off_k);
-    k_row_keys<F><<<static_cast<unsigned>(cdiv(count, 256)), 256, 0, stream>>>(x, count, n, mode, ka, ca);
-    k_offsets<<<static_cast<unsigned>(cdiv(rows + 1, 256)), 256, 0, stream>>>(off_n, rows, n);
+    GS_LAUNCH(static_cast<unsigned>(cdiv(count, 256)), 256, stream, k_row_keys<F>)(x, count, n, mode, ka, ca);
+    GS_LAUNCH(static_cast<unsigned>(cdiv(rows + 1, 256)), 256, stream, k_offsets)(off_n, rows, n);
     size_t temp = L.temp_bytes;
     throw_on(cub::DeviceSegmentedSort::StableSortPairsDescending(wat<void>(ws, L.temp), temp, ka, wat<Key>(ws, L.keys_b),
                                                                  ca, cb, count, rows, off_n, off_n + 1, stream),
@@ -123,17 +123,17 @@ void rows_run(const void* xv, int64_t rows, int64_t n, int64_t k, KeyMode mode, 
     Key* vo = static_cast<Key*>(out_val);
     const unsigned grid = static_cast<unsigned>(cdiv(rows * k, 256));
     if (sorted) {
-        k_row_take<F><<<grid, 256, 0, stream>>>(cb, rows, n, k, nullptr, x, vo, out_idx);
+        GS_LAUNCH(grid, 256, stream, k_row_take<F>)(cb, rows, n, k, nullptr, x, vo, out_idx);
     } else {
         int32_t* sa = wat<int32_t>(ws, L.sel_a);
         int32_t* sb = wat<int32_t>(ws, L.sel_b);
-        k_row_take<F><<<grid, 256, 0, stream>>>(cb, rows, n, k, sa, x, nullptr, nullptr);
-        k_offsets<<<static_cast<unsigned>(cdiv(rows + 1, 256)), 256, 0, stream>>>(off_k, rows, k);
+        GS_LAUNCH(grid, 256, stream, k_row_take<F>)(cb, rows, n, k, sa, x, nullptr, nullptr);
+        GS_LAUNCH(static_cast<unsigned>(cdiv(rows + 1, 256)), 256, stream, k_offsets)(off_k, rows, k);
         temp = L.temp_bytes;
         throw_on(cub::DeviceSegmentedSort::SortKeys(wat<void>(ws, L.temp), temp, sa, sb, rows * k, rows, off_k,
                                                     off_k + 1, stream),
                  "row order");
-        k_row_gather<F><<<grid, 256, 0, stream>>>(sb, rows, n, k, x, vo, out_idx);
+        GS_LAUNCH(grid, 256, stream, k_row_gather<F>)(sb, rows, n, k, x, vo, out_idx);
     }
     throw_on(cudaGetLastError(), "topk_rows launch");
 }
@@ -192,14 +192,14 @@ void rank_run(const void* vv, const int64_t* idx, int64_t k, KeyMode mode, void*
     GS_CHECK(ws != nullptr && ws_bytes >= L.bytes, "workspace: too small for rank_order");
     const Key* v = static_cast<const Key*>(vv);
     const unsigned grid = static_cast<unsigned>(cdiv(k, 256));
-    k_rank_keys<F><<<grid, 256, 0, stream>>>(v, k, mode, wat<Key>(ws, L.keys_a), wat<int32_t>(ws, L.pos_a));
+    GS_LAUNCH(grid, 256, stream, k_rank_keys<F>)(v, k, mode, wat<Key>(ws, L.keys_a), wat<int32_t>(ws, L.pos_a));
     size_t temp = L.temp_bytes;
     throw_on(cub::DeviceRadixSort::SortPairsDescending(wat<void>(ws, L.temp), temp, wat<Key>(ws, L.keys_a),
                                                         wat<Key>(ws, L.keys_b), wat<int32_t>(ws, L.pos_a),
                                                         wat<int32_t>(ws, L.pos_b), k, 0,
                                                         static_cast<int>(8 * sizeof(Key)), stream),
              "rank sort");
-    k_rank_gather<F><<<grid, 256, 0, stream>>>(wat<int32_t>(ws, L.pos_b), k, v, idx, static_cast<Key*>(out_val),
+    GS_LAUNCH(grid, 256, stream, k_rank_gather<F>)(wat<int32_t>(ws, L.pos_b), k, v, idx, static_cast<Key*>(out_val),
                                                out_idx);
     throw_on(cudaGetLastError(), "rank_order launch");
 }
