@@ -63,7 +63,7 @@ def select(arrays: Sequence[Any], costs: Sequence[Any], kind: int, k: int, energ
         wide = [a.to(torch.float64) for a in arrays]
         wide_costs = [c.to(torch.float64) if _is_tensor(c) else c for c in costs]
         pairs = select(wide, wide_costs, kind, k, energy, tau, q, alpha)
-        return [(i, a[i]) for (i, _), a in zip(pairs, arrays)]
+        return [(i, take(a, i)) for (i, _), a in zip(pairs, arrays)]
     given = None if all(c is None for c in costs) else list(costs)
     idx, vals, counts = _ops().select(list(arrays), kind=_KINDS[kind], k=k, energy=energy, tau=tau,
                                       mode="magnitude", costs=given, q=q, alpha=alpha)
@@ -111,7 +111,7 @@ def topk(x: Any, k: int, dim: int, mode: int, sorted: bool) -> Tuple[Any, Any]:
     rows = moved.contiguous().reshape(-1, n)
     if mode == _SMALLEST_MAGNITUDE:
         values, indices = _ops().topk_rows(rows.abs(), k, "smallest", bool(sorted))
-        values = rows.gather(1, indices)
+        values = _as_bits(rows).gather(1, indices).view(rows.dtype)
     else:
         values, indices = _ops().topk_rows(rows, k, _MODES[mode], bool(sorted))
     values = values.reshape(*lead, k).movedim(-1, dim).contiguous()
@@ -129,7 +129,7 @@ def random_k(flat: Flat, k: int, seed: int, scale: bool) -> Tuple[Any, Any]:
     torch = torch_module()
     x = flat.array
     idx = _ops().random_k_indices(flat.size, k, seed, x.device)
-    raw = x[idx]
+    raw = take(x, idx)
     if not scale:
         return idx, raw
     factor = flat.size / k
@@ -148,6 +148,17 @@ def random_k(flat: Flat, k: int, seed: int, scale: bool) -> Tuple[Any, Any]:
         raise ArgumentError(f"scale: a kept value times n/k = {factor:g} overflows {name} (value {v:g}); "
                             "use scale=False or a wider dtype")
     return idx, out
+
+
+def take(x: Any, idx: Any) -> Any:
+    """x[idx] as a bitwise copy (NaN payloads kept: torch's CPU gather of bfloat16 is not
+    bitwise; integer copies are, on every device)."""
+    return _as_bits(x)[idx].view(x.dtype)
+
+
+def _as_bits(x: Any) -> Any:
+    torch = torch_module()
+    return x.view({1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[x.element_size()])
 
 
 def _numpy_dtype(dtype: Any) -> np.dtype:
