@@ -29,7 +29,8 @@ gradcheck and gradgradcheck; forward AD (``forward_ad`` dual tensors, ``torch.fu
 ``torch.func.grad``, ``vmap`` (any ``in_dims``, nested, 0-d examples), ``vmap`` of
 ``grad``, ``jacfwd``/``jacrev``/``hessian``; ``torch.compile(fullgraph=True)`` with the
 inductor and aot_eager backends, static or dynamic shapes, k from a (symbolic) size;
-``torch.library.opcheck``; meta tensors and ``FakeTensorMode``. ``out=`` with a tensor that
+``torch.library.opcheck``; meta tensors and ``FakeTensorMode``; CUDA tensors (the op's CUDA
+kernel runs the CUDA backend on the input's device). ``out=`` with a tensor that
 requires grad is refused like torch refuses it. Not inside one compiled graph: forward AD
 (see above; it runs eagerly at a graph break instead).
 

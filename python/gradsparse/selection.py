@@ -125,8 +125,9 @@ def topk(input: Any, k: Any, dim: Any = -1, largest: bool = True, sorted: bool =
 
     A CUDA tensor is selected on its device (the same results, autograd and out= included;
     out= tensors must be on that device): float dtypes in the CUDA backend, without a host
-    synchronisation; integer dtypes through the CPU engine on a host copy (synchronises;
-    the result is copied back to the device).
+    synchronisation (`dim` is moved last, a copy unless it already is last and contiguous;
+    ``key="abs", largest=False`` selects the smallest of |x|, one more pass); integer dtypes
+    through the CPU engine on a host copy (synchronises; the result is copied back).
     """
     if is_tensor(input) and _torch_op.wants_op(input):
         return _torch_op.topk(input, k, dim, largest, sorted, key, out)
