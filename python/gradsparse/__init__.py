@@ -1,13 +1,16 @@
 """gradsparse: fast, exact gradient sparsification with a SIMD C++ core.
 
 Importing gradsparse never imports torch; torch tensors are accepted when torch is loaded.
+torch CUDA tensors are processed on their device when the optional CUDA backend is built
+(``cuda_available()``, ``gradsparse.cuda``, docs/cuda.md).
 """
 from ._core import __version__
-from . import atomo, errors, evofed
+from . import atomo, cuda, errors, evofed
 from .config import (
     available_simd_levels,
     compiled_simd_levels,
     config,
+    cuda_available,
     get_num_threads,
     get_pool_limit,
     get_simd_level,
@@ -48,6 +51,8 @@ __all__ = [
     "available_simd_levels",
     "compiled_simd_levels",
     "config",
+    "cuda",
+    "cuda_available",
     "decode",
     "encode",
     "encoded_size",

@@ -1,8 +1,10 @@
-"""Turning numpy arrays and torch CPU tensors into flat contiguous views for the core.
+"""Turning numpy arrays and torch tensors into flat contiguous views for the core.
 
 torch is never imported here: a tensor is recognised only if torch is already loaded.
 Contiguous inputs are used without copying (torch through ``Tensor.numpy()``, which
-shares memory); non-contiguous inputs are copied to a contiguous buffer first.
+shares memory); non-contiguous inputs are copied to a contiguous buffer first. CUDA tensors
+(:func:`is_cuda`) stay on their device: ``as_flat(..., cuda=True)`` gives a flat view whose
+``array`` is the tensor itself, for the functions that hand them to ``gradsparse.cuda``.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Tuple
 
 import numpy as np
+from . import cuda as _cuda
 from .errors import ArgumentError, ArgumentTypeError
 
 #: dtype codes understood by the C++ core (the integer codes only by topk)
@@ -35,22 +38,41 @@ def is_tensor(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+#: device types whose tensors go to the CUDA backend (tests/cuda_fake.py adds "cpu" to run
+#: the CUDA layer on CPU tensors against a CPU stand-in for gradsparse.cuda._ops)
+CUDA_DEVICE_TYPES: Tuple[str, ...] = ("cuda",)
+
+
+def is_cuda(x: Any) -> bool:
+    """True for a torch tensor on a CUDA device (never imports torch)."""
+    return is_tensor(x) and x.device.type in CUDA_DEVICE_TYPES
+
+
 @dataclass
 class Flat:
     """A flat, C-contiguous view of an input, as the core reads it."""
 
-    array: np.ndarray  # 1-D; float32/float64/float16, or uint16 holding bfloat16 bits
+    array: Any  # 1-D numpy: float32/float64/float16, or uint16 holding bfloat16 bits;
+    # for kind "cuda": the contiguous 1-D CUDA tensor itself, in its own dtype
     code: int
     shape: Tuple[int, ...]
-    kind: str  # "numpy" or "torch"
+    kind: str  # "numpy", "torch" (a CPU tensor) or "cuda" (a CUDA tensor)
     out_dtype: Any  # numpy dtype (numpy inputs) or torch dtype (torch inputs)
 
     @property
     def size(self) -> int:
-        return int(self.array.size)
+        return int(self.array.numel()) if self.kind == "cuda" else int(self.array.size)
 
-    def wrap(self, raw: np.ndarray):
-        """Turns raw element values (the core's dtype) into the caller's array type."""
+    @property
+    def device(self) -> Any:
+        """The torch device of a CUDA input, None for CPU inputs."""
+        return self.array.device if self.kind == "cuda" else None
+
+    def wrap(self, raw: Any):
+        """Turns raw element values (the core's dtype) into the caller's array type (CUDA
+        results are tensors already)."""
+        if self.kind == "cuda":
+            return raw
         if self.kind == "torch":
             torch = torch_module()
             t = torch.from_numpy(raw)
@@ -61,7 +83,9 @@ class Flat:
             return raw.view(self.out_dtype)
         return raw
 
-    def wrap_index(self, idx: np.ndarray):
+    def wrap_index(self, idx: Any):
+        if self.kind == "cuda":
+            return idx
         if self.kind == "torch":
             return torch_module().from_numpy(idx)
         return idx
@@ -134,11 +158,15 @@ def tensor_to_numpy(t: Any, name: str, *, bfloat16: str = "float32", writable: b
     return t.numpy()
 
 
-def as_flat(x: Any, name: str = "x", *, integers: bool = False) -> Flat:
+def as_flat(x: Any, name: str = "x", *, integers: bool = False, cuda: bool = False) -> Flat:
     """Validates `x` and returns its flat view; raises TypeError/ValueError naming `name`.
     With `integers`, integer dtypes are accepted too (torch: int8, uint8, int16, int32,
-    int64 -- the ones torch.topk takes on the CPU; numpy: also uint16/32/64)."""
+    int64 -- the ones torch.topk takes on the CPU; numpy: also uint16/32/64). With `cuda`,
+    a CUDA tensor gives a flat view of kind "cuda" (the tensor, made contiguous) after
+    ``gradsparse.cuda.require(name)``; without it a CUDA tensor is refused (ArgumentError)."""
     if is_tensor(x):
+        if cuda and is_cuda(x):
+            return _cuda_flat(x, name, integers)
         return _tensor_flat(x, name, integers)
     if isinstance(x, (bool, np.bool_)) or x is None:
         raise ArgumentTypeError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
@@ -170,14 +198,17 @@ def _torch_int_codes(torch) -> dict:
     return {torch.int8: I8, torch.uint8: U8, torch.int16: I16, torch.int32: I32, torch.int64: I64}
 
 
-def check_tensor(t: Any, name: str, *, integers: bool = False, meta: bool = False) -> int:
+def check_tensor(t: Any, name: str, *, integers: bool = False, meta: bool = False, cuda: bool = False) -> int:
     """The core's dtype code of the tensor `t` after checking its dtype (ArgumentTypeError
     naming `name`; with `integers`, the integer dtypes torch.topk takes on the CPU too) and
-    its device (ArgumentError unless on the CPU -- or, with `meta`, a meta tensor). Reads
-    only the dtype and the device, so ``torch.compile`` traces it."""
+    its device (ArgumentError unless on the CPU -- or, with `meta`, a meta tensor, with
+    `cuda`, a CUDA tensor). Reads only the dtype and the device, so ``torch.compile``
+    traces it."""
     torch = torch_module()
-    if t.device.type != "cpu" and not (meta and t.device.type == "meta"):
-        raise ArgumentError(f"{name}: tensor is on {t.device}; this build of gradsparse selects on the CPU "
+    ok = t.device.type == "cpu" or (meta and t.device.type == "meta") or (cuda and is_cuda(t))
+    if not ok:
+        where = "takes CPU and CUDA tensors" if cuda else "takes CPU tensors only"
+        raise ArgumentError(f"{name}: tensor is on {t.device}; {_public_caller()} {where} "
                             "(move it with .cpu())")
     codes = {torch.float32: F32, torch.float64: F64, torch.float16: F16, torch.bfloat16: BF16}
     if integers:
@@ -186,6 +217,20 @@ def check_tensor(t: Any, name: str, *, integers: bool = False, meta: bool = Fals
         expected = "float32, float64, float16, bfloat16, int8, uint8, int16, int32 or int64" if integers else SUPPORTED
         raise ArgumentTypeError(f"{name}: unsupported dtype {t.dtype}; expected {expected}")
     return codes[t.dtype]
+
+
+def check_cuda(t: Any, name: str, *, integers: bool = False) -> Tuple[Any, int]:
+    """(`t` as a plain tensor, its dtype code) for a CUDA tensor after the checks of
+    :func:`plain_tensor`, ``gradsparse.cuda.require(name)`` (the backend is built and a
+    device usable) and the dtype check of :func:`check_tensor`."""
+    t = plain_tensor(t, name)
+    _cuda.require(name)
+    return t, check_tensor(t, name, integers=integers, cuda=True)
+
+
+def _cuda_flat(t: Any, name: str, integers: bool) -> Flat:
+    t, code = check_cuda(t, name, integers=integers)
+    return Flat(t.contiguous().reshape(-1), code, tuple(t.shape), "cuda", t.dtype)
 
 
 def _tensor_flat(t: Any, name: str, integers: bool = False) -> Flat:

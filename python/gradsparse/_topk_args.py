@@ -56,8 +56,8 @@ def check(shape: Tuple[Any, ...], k: Any, dim: Any, largest: Any, sorted: Any, k
 
 def check_input(input: Any) -> None:
     """The op route's input checks (the direct path's ``as_flat`` makes the same ones): a
-    dtype topk takes, on the CPU or the meta device."""
-    check_tensor(input, "input", integers=True, meta=True)
+    dtype topk takes, on the CPU, a CUDA device or the meta device."""
+    check_tensor(input, "input", integers=True, meta=True, cuda=True)
 
 
 def _as_index(value: Any, name: str):
@@ -129,7 +129,8 @@ def _check_buffer(buf: Any, result: Any, what: str) -> None:
     if is_tensor(buf):
         plain_tensor(buf, "out", writable=True)  # nested, sparse, negative views: refused
         device = result.device if is_tensor(result) else "cpu"
-        if buf.device.type != getattr(device, "type", device):
+        if buf.device.type != getattr(device, "type", device) or (
+                buf.device.type == "cuda" and buf.device != device):  # torch: the result's device
             raise ArgumentError(f"out: the {what} tensor is on {buf.device}; expected a tensor on {device}")
         want = _as_tensor(result).dtype
         if buf.dtype != want:

@@ -5,8 +5,9 @@ vmap, meta and fake tensors.
 (:func:`wants_op`); everything else takes the direct path, which never enters torch's
 dispatcher. Here the selection is the custom op ``torch.ops.gradsparse.topk``:
 
-* its CPU kernel is ``selection._topk_plain`` (the direct path itself), which selection
-  plugs in (:func:`set_cpu_kernel`);
+* its CPU and CUDA kernels are ``selection._topk_direct`` (the direct path itself: the C++
+  engine for CPU tensors, the CUDA backend for CUDA tensors), which selection plugs in
+  (:func:`set_kernels`);
 * its arguments are checked and ``out=`` is written by ``_topk_args``, like on the direct
   path (the same errors, the same out= rules);
 * its fake kernel gives the result's shape and dtypes (meta tensors, ``torch.compile``);
@@ -28,7 +29,8 @@ gradcheck and gradgradcheck; forward AD (``forward_ad`` dual tensors, ``torch.fu
 ``torch.func.grad``, ``vmap`` (any ``in_dims``, nested, 0-d examples), ``vmap`` of
 ``grad``, ``jacfwd``/``jacrev``/``hessian``; ``torch.compile(fullgraph=True)`` with the
 inductor and aot_eager backends, static or dynamic shapes, k from a (symbolic) size;
-``torch.library.opcheck``; meta tensors and ``FakeTensorMode``. ``out=`` with a tensor that
+``torch.library.opcheck``; meta tensors and ``FakeTensorMode``; CUDA tensors (the op's CUDA
+kernel runs the CUDA backend on the input's device). ``out=`` with a tensor that
 requires grad is refused like torch refuses it. Not inside one compiled graph: forward AD
 (see above; it runs eagerly at a graph break instead).
 
@@ -43,14 +45,16 @@ import threading
 from typing import Any
 
 from . import _topk_args
+from . import cuda as _cuda
 
 #: set once the op, its kernels and the eager autograd.Function exist
 _Function: Any = None
 #: _Function.apply behind torch.compiler.disable: dynamo runs it eagerly at a graph break
 _eager_apply: Any = None
-#: the op's CPU kernel, selection._topk_plain, plugged in by selection when it is imported
-#: (selection imports this module, so the dependency points one way)
+#: the op's CPU and CUDA kernels, selection._topk_direct, plugged in by selection when it is
+#: imported (selection imports this module, so the dependency points one way)
 _cpu_kernel: Any = None
+_cuda_kernel: Any = None
 _lock = threading.Lock()
 
 _SCHEMA = "(Tensor input, SymInt k, int dim, bool largest, bool sorted, str? key) -> (Tensor, Tensor)"
@@ -83,6 +87,8 @@ def topk(input: Any, k: Any, dim: Any, largest: Any, sorted: Any, key: Any, out:
     torch = sys.modules["torch"]
     _topk_args.check_input(input)
     k, dim, _ = _topk_args.check(input.shape, k, dim, largest, sorted, key)
+    if input.device.type == "cuda" and not torch.compiler.is_compiling():
+        _cuda.require("input")  # before the op: its error, not one from inside the dispatcher
     if torch.compiler.is_compiling():
         _op_ready()  # run by dynamo while tracing (see below), not traced
         if torch.autograd.forward_ad._current_level >= 0:  # (see the module docstring)
@@ -129,6 +135,7 @@ _op_ready._dynamo_marked_constant = True  # type: ignore[attr-defined]
 def _define(torch):
     op = torch.library.custom_op("gradsparse::topk", _topk_cpu, mutates_args=(),
                                  device_types="cpu", schema=_SCHEMA)
+    op.register_kernel("cuda", _topk_cuda)  # (registering needs no CUDA build of torch)
 
     @op.register_fake
     def _fake(input, k, dim, largest, sorted, key):
@@ -185,15 +192,19 @@ def _define(torch):
     return TopK
 
 
-def set_cpu_kernel(kernel: Any) -> None:
-    """Sets the op's CPU kernel: ``kernel(input, k, dim, largest, sorted, key)`` -> two fresh
-    contiguous tensors (``selection._topk_plain``)."""
-    global _cpu_kernel
-    _cpu_kernel = kernel
+def set_kernels(*, cpu: Any, cuda: Any) -> None:
+    """Sets the op's CPU and CUDA kernels: ``kernel(input, k, dim, largest, sorted, key)``
+    -> two fresh contiguous tensors on the input's device (``selection._topk_direct``)."""
+    global _cpu_kernel, _cuda_kernel
+    _cpu_kernel, _cuda_kernel = cpu, cuda
 
 
 def _topk_cpu(input, k, dim, largest, sorted, key):
     return _cpu_kernel(input, k, dim, largest, sorted, key)
+
+
+def _topk_cuda(input, k, dim, largest, sorted, key):
+    return _cuda_kernel(input, k, dim, largest, sorted, key)
 
 
 def _scatter(grad_values, indices, shape, dim):

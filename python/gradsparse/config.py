@@ -13,7 +13,14 @@ import os
 from typing import Any, Dict, Iterator, List
 
 from . import _core
+from . import cuda as _cuda
 from .errors import ArgumentError, ArgumentTypeError
+
+
+def cuda_available() -> bool:
+    """Whether CUDA tensors can be processed here: the CUDA backend is built and a device is
+    usable (``gradsparse.cuda.available()``; never raises, never imports torch)."""
+    return _cuda.available()
 
 
 def compiled_simd_levels() -> List[str]:
@@ -130,7 +137,9 @@ def release_memory() -> None:
 
 
 def config() -> Dict[str, Any]:
-    """The build and run-time configuration as a dict."""
+    """The build and run-time configuration as a dict; the CUDA backend's facts
+    (``gradsparse.cuda.info()``) as ``cuda_built``, ``cuda_devices``, ``cuda_archs``,
+    ``cuda_runtime``, ``cuda_driver`` and ``cuda_reason`` (why it cannot be used, or "")."""
     env = os.environ.get("GRADSPARSE_SIMD")
     info: Dict[str, Any] = {
         "version": _core.__version__,
@@ -144,6 +153,10 @@ def config() -> Dict[str, Any]:
         "cuda_built": bool(_core.cuda_built),
         "torch_installed": importlib.util.find_spec("torch") is not None,
     }
+    cuda = _cuda.info()
+    info["cuda_built"] = info["cuda_built"] and bool(cuda["built"])
+    for key in ("devices", "archs", "runtime", "driver", "reason"):
+        info[f"cuda_{key}"] = cuda[key]
     if env:
         names = {"scalar", "avx2", "avx512", "avx-512", "neon"}
         if env.lower() not in names:
@@ -155,7 +168,8 @@ def config() -> Dict[str, Any]:
 
 
 def show_config() -> None:
-    """Prints version, SIMD levels (compiled, available, in use), threads and CUDA status."""
+    """Prints version, SIMD levels (compiled, available, in use), threads and the CUDA
+    backend (built, devices, compiled architectures, versions, or why it cannot be used)."""
     info = config()
     lines = [
         f"gradsparse {info['version']}",
@@ -165,6 +179,13 @@ def show_config() -> None:
         f"  threads       : {info['num_threads']}",
         f"  buffer pool   : {info['pool_bytes'] / 2**20:.1f} MiB kept, limit {info['pool_limit'] / 2**20:.1f} MiB",
         f"  CUDA built    : {'yes' if info['cuda_built'] else 'no'}",
+        f"  CUDA devices  : {info['cuda_devices']}",
+        f"  CUDA archs    : {info['cuda_archs'] or '-'}",
+        f"  CUDA runtime  : {info['cuda_runtime'] or '-'} (driver {info['cuda_driver'] or '-'})",
+    ]
+    if info["cuda_reason"]:
+        lines.append(f"  CUDA unusable : {info['cuda_reason']}")
+    lines += [
         f"  torch         : {'installed' if info['torch_installed'] else 'not installed'} (never imported by gradsparse)",
     ]
     for key in ("simd_env_error", "pool_env_error"):

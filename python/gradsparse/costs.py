@@ -16,7 +16,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _core
-from ._convert import F32, Flat, as_real, is_tensor, tensor_to_numpy
+from ._convert import F32, Flat, as_real, is_tensor, plain_tensor, tensor_to_numpy, torch_module
 from .errors import ArgumentError, ArgumentTypeError
 
 
@@ -35,14 +35,16 @@ class PreparedCost:
     filter tests each element against a one-byte lower bound of its cost and reads the cost
     only where the bound lets the element through (see docs/algorithms.md).
 
-    Memory: the copy plus one byte per float32 cost.
+    Memory: the copy plus one byte per float32 cost. With CUDA inputs the costs are also
+    copied to each device they are used on, once (kept as long as the PreparedCost).
 
     Thread safety: immutable once made, so one instance may be used by any number of threads.
     """
 
-    __slots__ = ("_core", "_shape")
+    __slots__ = ("_core", "_shape", "_devices")
 
     def __init__(self, cost: Any) -> None:
+        self._devices: dict = {}  # str(device) -> the costs as a flat tensor there
         if isinstance(cost, PreparedCost):
             self._core, self._shape = cost._core, cost._shape
             return
@@ -85,6 +87,17 @@ class PreparedCost:
         """The costs, as a read-only flat array (no copy)."""
         return np.asarray(self._core).reshape(self._shape)
 
+    def on_device(self, device: Any) -> Any:
+        """The costs as a flat tensor (float32 or float64, like `dtype`) on the torch
+        `device`, copied there on first use and kept (torch must be loaded)."""
+        key = str(device)
+        t = self._devices.get(key)
+        if t is None:
+            torch = torch_module()
+            t = torch.from_numpy(np.array(self._core, copy=True).reshape(-1)).to(device)
+            self._devices[key] = t  # (a race makes a second copy; both are the same costs)
+        return t
+
     def __array__(self, dtype=None, copy=None):
         a = self.numpy()
         if copy:
@@ -116,9 +129,12 @@ def prepared_core(cost: Any, size: int, shape: Tuple[int, ...], name: str):
 
 def as_cost(cost: Any, flat: Flat, name: str = "cost") -> Optional[object]:
     """None, a positive finite float, a contiguous float32/float64 array of flat.size, or the
-    core object of a matching PreparedCost."""
+    core object of a matching PreparedCost. For a CUDA input (flat.kind "cuda") see
+    :func:`_device_cost`."""
     if cost is None:
         return None
+    if flat.kind == "cuda":
+        return _device_cost(cost, flat, name)
     core = prepared_core(cost, flat.size, flat.shape, name)
     if core is not None:
         return core
@@ -141,3 +157,44 @@ def as_cost(cost: Any, flat: Flat, name: str = "cost") -> Optional[object]:
     if arr.dtype == np.float32 and flat.code == F32:
         return np.ascontiguousarray(arr).reshape(-1)
     return np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)
+
+
+def _device_cost(cost: Any, flat: Flat, name: str) -> Optional[object]:
+    """The cost of a CUDA input as gradsparse.cuda._ops takes it: a positive finite float, a
+    matching PreparedCost itself, or a flat contiguous float32 (float32 x and costs) or
+    float64 tensor on x's device, checked to be finite and > 0 here (one synchronisation;
+    a PreparedCost is checked once, when it is made). Costs on another device, numpy arrays
+    and lists are refused (ArgumentError naming `name`): x's device decides where the
+    selection runs, and costs are not copied there silently on every call."""
+    if isinstance(cost, PreparedCost):
+        prepared_core(cost, flat.size, flat.shape, name)
+        return cost
+    if isinstance(cost, numbers.Real) or (isinstance(cost, np.ndarray) and cost.ndim == 0) or (
+        is_tensor(cost) and cost.ndim == 0
+    ):
+        c = as_real(cost, name)
+        if not (c > 0.0 and np.isfinite(c)):
+            raise ArgumentError(f"{name}: costs must be finite and > 0, got {c}")
+        return c
+    device = flat.array.device
+    if not is_tensor(cost):
+        raise ArgumentError(f"{name}: x is a tensor on {device}; give per-element costs as a tensor on that "
+                            f"device, a scalar or a PreparedCost (got {type(cost).__name__})")
+    torch = torch_module()
+    t = plain_tensor(cost, name)
+    if t.device != device:
+        raise ArgumentError(f"{name}: is on {t.device}, but x is on {device}; move the costs to x's device "
+                            "or use a PreparedCost")
+    if t.is_complex() or t.dtype == torch.bool:
+        raise ArgumentTypeError(f"{name}: costs must be real numbers, got dtype {t.dtype}")
+    shape = tuple(t.shape)
+    if shape != flat.shape and t.numel() != flat.size:
+        raise ArgumentError(f"{name}: shape {shape} does not match x of shape {flat.shape}")
+    if t.numel() != flat.size:
+        raise ArgumentError(f"{name}: has {t.numel()} elements, x has {flat.size}")
+    # as on the CPU, where a bfloat16 tensor of costs is read as float32
+    dtype = torch.float32 if t.dtype in (torch.float32, torch.bfloat16) and flat.code == F32 else torch.float64
+    t = t.to(dtype).contiguous().reshape(-1)
+    if not bool(torch.all((t > 0) & torch.isfinite(t))):
+        raise ArgumentError(f"{name}: costs must be finite and > 0")
+    return t

@@ -4,6 +4,12 @@ global selection over many tensors, streaming selection, threshold and random-k.
 Ranking rules, everywhere: larger score first; equal scores rank by the lower flat index
 (for many tensors: the position in their concatenation); NaN ranks above +inf; -0.0 and
 +0.0 are equal. Results do not depend on the SIMD level or the thread count.
+
+Where it runs: numpy arrays and CPU tensors in the C++ engine; torch CUDA tensors on their
+device (``gradsparse.cuda``; `_cuda_select`), with the same argument checks and results
+equal bit for bit, returned as tensors on the same device. A CUDA tensor without the CUDA
+backend built, or without a usable device, raises ArgumentError saying how to build it.
+`StreamingSelector` takes CPU data only.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
-from . import _core, _topk_args, _torch_op
+from . import _core, _cuda_select, _topk_args, _torch_op
 from ._convert import (
     BF16,
     Flat,
@@ -21,7 +27,9 @@ from ._convert import (
     as_flat,
     as_real,
     bf16_to_f32,
+    check_cuda,
     f32_to_bf16,
+    is_cuda,
     is_tensor,
     torch_module,
 )
@@ -82,8 +90,17 @@ def _nonempty(flat: Flat, name: str) -> Flat:
     return flat
 
 
-def _sparse(flat: Flat, idx: np.ndarray, raw: np.ndarray) -> Sparse:
+def _sparse(flat: Flat, idx: Any, raw: Any) -> Sparse:
     return Sparse(flat.wrap_index(idx), flat.wrap(raw), flat.shape)
+
+
+def _select(arrays: List[Any], codes: List[int], costs: List[Any], q: float, alpha: float, kind: int,
+            k: int, energy: float, tau: float) -> List[Any]:
+    """One (indices, raw values) pair per flat array: the C++ engine for numpy arrays, the
+    CUDA backend for CUDA tensors (all on one device, checked by the caller)."""
+    if is_tensor(arrays[0]):
+        return _cuda_select.select(arrays, costs, kind, k, energy, tau, q, alpha)
+    return _core.select(arrays, codes, costs, _MAGNITUDE, q, alpha, kind, k, energy, tau)
 
 
 # ----------------------------------------------------------------------------- top-k
@@ -105,10 +122,16 @@ def topk(input: Any, k: Any, dim: Any = -1, largest: bool = True, sorted: bool =
     another shape are resized (with torch's warning if they were not empty), strided
     buffers are written through; numpy buffers must have the result's shape.
     Errors: k out of range -> ArgumentError, dim out of range -> DimensionError.
+
+    A CUDA tensor is selected on its device (the same results, autograd and out= included;
+    out= tensors must be on that device): float dtypes in the CUDA backend, without a host
+    synchronisation (`dim` is moved last, a copy unless it already is last and contiguous;
+    ``key="abs", largest=False`` selects the smallest of |x|, one more pass); integer dtypes
+    through the CPU engine on a host copy (synchronises; the result is copied back).
     """
     if is_tensor(input) and _torch_op.wants_op(input):
         return _torch_op.topk(input, k, dim, largest, sorted, key, out)
-    values, indices = _topk_plain(input, k, dim, largest, sorted, key)
+    values, indices = _topk_direct(input, k, dim, largest, sorted, key)
     if out is not None:
         return _topk_args.write_out(out, values, indices)
     if is_tensor(input):
@@ -126,7 +149,28 @@ def _topk_plain(input: Any, k: Any, dim: Any, largest: Any, sorted: Any, key: An
     return flat.wrap(values.reshape(shape)), flat.wrap_index(indices.reshape(shape))
 
 
-_torch_op.set_cpu_kernel(_topk_plain)  # the torch op's CPU kernel (_torch_op cannot import this module)
+def _topk_cuda(input: Any, k: Any, dim: Any, largest: Any, sorted: Any, key: Any):
+    """(values, indices) of a CUDA tensor, on its device, as fresh contiguous tensors: the
+    direct path, and the torch op's CUDA kernel. Integer dtypes go through the CPU engine
+    on a host copy."""
+    t, code = check_cuda(input, "input", integers=True)
+    k, dim, mode = _topk_args.check(tuple(t.shape), k, dim, largest, sorted, key)
+    if code > BF16:  # integers: exact through the CPU engine
+        values, indices = _topk_plain(t.cpu(), k, dim, largest, sorted, key)
+        return values.to(t.device), indices.to(t.device)
+    return _cuda_select.topk(t, k, dim, mode, bool(sorted))
+
+
+def _topk_direct(input: Any, k: Any, dim: Any, largest: Any, sorted: Any, key: Any):
+    """The direct path by where the input lives: CUDA tensors on their device, the rest on
+    the CPU (also the torch op's CPU kernel: tests route CPU tensors through the CUDA layer)."""
+    if is_cuda(input):
+        return _topk_cuda(input, k, dim, largest, sorted, key)
+    return _topk_plain(input, k, dim, largest, sorted, key)
+
+
+# the torch op's kernels (_torch_op cannot import this module)
+_torch_op.set_kernels(cpu=_topk_direct, cuda=_topk_direct)
 
 
 def _topk_flat(flat: Flat, k: int, dim: int, mode: int, sorted: bool):
@@ -158,7 +202,7 @@ def _resolve_one(flat: Flat, k, ratio, cost, budget, q, alpha) -> tuple:
 def _select_one(array: np.ndarray, code: int, args: tuple):
     """(indices, raw values) of one flat array for arguments from `_resolve_one`."""
     c, q, alpha, kind, kk, energy = args
-    [(idx, raw)] = _core.select([array], [code], [c], _MAGNITUDE, q, alpha, kind, kk, energy, 0.0)
+    [(idx, raw)] = _select([array], [code], [c], q, alpha, kind, kk, energy, 0.0)
     return idx, raw
 
 
@@ -173,8 +217,13 @@ def sparsify(x: Any, k: Any = None, *, ratio: Any = None, cost: Any = None, budg
     count (`k`, or `ratio` of the elements: k = max(1, floor(ratio*n + 0.5))) or an energy
     `budget`: the longest best-first run whose summed cost (1 per element without `cost`)
     stays <= budget. Returns a `Sparse` with ascending int64 indices and x's values.
+
+    A CUDA `x` is selected on its device (a `Sparse` of tensors there); its per-element
+    `cost` must be a tensor on that device (checked to be finite and > 0: one
+    synchronisation) or a `PreparedCost` (copied to the device once). A count budget makes no
+    host synchronisation; an energy budget synchronises once (the count it keeps).
     """
-    flat = _nonempty(as_flat(x), "x")
+    flat = _nonempty(as_flat(x, cuda=True), "x")
     idx, raw = _select_one(flat.array, flat.code, _resolve_one(flat, k, ratio, cost, budget, q, alpha))
     return _sparse(flat, idx, raw)
 
@@ -186,12 +235,18 @@ def sparsify_many(xs: Sequence[Any], k: Any = None, *, ratio: Any = None, costs:
     `PreparedCost`) per tensor;
     `ratio` is relative to the total element count. Returns one `Sparse` per tensor.
     Equal scores rank by position in the concatenation of `xs`.
+
+    CUDA tensors: all of `xs` on one device (ArgumentError naming the first that is not),
+    costs as for `sparsify`; one selection over all of them on the device, which
+    synchronises once (the count per tensor). Tensors of different dtypes are selected as
+    float64 copies (the same result; memory for the copies).
     """
     if is_tensor(xs) or isinstance(xs, np.ndarray) or not isinstance(xs, Sequence):
         raise ArgumentTypeError("xs: expected a list or tuple of arrays/tensors")
     if len(xs) == 0:
         raise ArgumentError("xs: the list is empty")
-    flats = [as_flat(x, f"xs[{i}]") for i, x in enumerate(xs)]
+    flats = [as_flat(x, f"xs[{i}]", cuda=True) for i, x in enumerate(xs)]
+    _cuda_select.one_device(flats, [f"xs[{i}]" for i in range(len(flats))])
     total = sum(f.size for f in flats)
     if total == 0:
         raise ArgumentError("xs: every tensor is empty")
@@ -205,8 +260,7 @@ def sparsify_many(xs: Sequence[Any], k: Any = None, *, ratio: Any = None, costs:
         cs = [as_cost(c, f, f"costs[{i}]") for i, (c, f) in enumerate(zip(costs, flats))]
     kind, kk, energy = _budget(total, k, ratio, budget)
     q, alpha = _score_params(q, alpha)
-    res = _core.select([f.array for f in flats], [f.code for f in flats], cs, _MAGNITUDE, q, alpha,
-                       kind, kk, energy, 0.0)
+    res = _select([f.array for f in flats], [f.code for f in flats], cs, q, alpha, kind, kk, energy, 0.0)
     return [_sparse(f, idx, raw) for f, (idx, raw) in zip(flats, res)]
 
 
@@ -273,20 +327,25 @@ class StreamingSelector:
 # ----------------------------------------------------------------------------- baselines
 
 def threshold(x: Any, tau: Any) -> Sparse:
-    """Every coordinate with |x| >= tau (NaN included: it ranks above +inf)."""
-    flat = _nonempty(as_flat(x), "x")
+    """Every coordinate with |x| >= tau (NaN included: it ranks above +inf). A CUDA `x` is
+    selected on its device (synchronises once: the count)."""
+    flat = _nonempty(as_flat(x, cuda=True), "x")
     t = as_real(tau, "tau")
     if math.isnan(t) or t < 0:
         raise ArgumentError(f"tau: must be >= 0, got {t}")
-    [(idx, raw)] = _core.select([flat.array], [flat.code], [None], _MAGNITUDE, 1.0, 0.0, _THRESHOLD, 0, 0.0, t)
+    [(idx, raw)] = _select([flat.array], [flat.code], [None], 1.0, 0.0, _THRESHOLD, 0, 0.0, t)
     return _sparse(flat, idx, raw)
 
 
 def random_k(x: Any, k: Any, seed: Any, *, scale: bool = False) -> Sparse:
     """k coordinates drawn uniformly without replacement, reproducibly for `seed` (any
     platform, SIMD level or thread count). With ``scale=True`` values are multiplied by
-    n/k, which makes the estimate unbiased."""
-    flat = _nonempty(as_flat(x), "x")
+    n/k, which makes the estimate unbiased.
+
+    A CUDA `x`: the same indices as on the CPU (drawn on the host, O(k), copied to the
+    device), values gathered and scaled on the device; ``scale=True`` synchronises once
+    (the overflow check)."""
+    flat = _nonempty(as_flat(x, cuda=True), "x")
     k = as_count(k, "k")
     if k < 1 or k > flat.size:
         raise ArgumentError(f"k: must be in [1, {flat.size}], got {k}")
@@ -295,6 +354,8 @@ def random_k(x: Any, k: Any, seed: Any, *, scale: bool = False) -> Sparse:
         raise ArgumentError(f"seed: must be in [0, 2**64), got {seed}")
     if not isinstance(scale, (bool, np.bool_)):
         raise ArgumentTypeError(f"scale: expected a bool, got {type(scale).__name__}")
+    if flat.kind == "cuda":
+        return _sparse(flat, *_cuda_select.random_k(flat, k, seed, bool(scale)))
     idx = _core.random_k(flat.size, k, seed)
     raw = flat.array[idx]
     if scale:

@@ -62,10 +62,10 @@ class Sparse:
         return self.values.dtype
 
     def to_dense(self) -> Any:
-        """The dense array (zeros where nothing was kept), same type and dtype as values."""
+        """The dense array (zeros where nothing was kept), same type, dtype and device as values."""
         if is_tensor(self.values):
             torch = torch_module()
-            out = torch.zeros(self.numel, dtype=self.values.dtype)
+            out = torch.zeros(self.numel, dtype=self.values.dtype, device=self.values.device)
             out[self.indices] = self.values
             return out.reshape(self.shape)
         out = np.zeros(self.numel, dtype=self.values.dtype)

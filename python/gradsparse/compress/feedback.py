@@ -16,6 +16,12 @@ Four ways in, one residual store:
 * ``apply(update, send)``: error feedback around any compressor -- `send` gets the
   accumulated update and says what the receiver got (``Compressor.compress(...,
   feedback=ef)`` and the FL harness use it).
+
+CUDA tensors: the residual of a name lives on the device of the first tensor fed to it and
+every step runs there (`feedback_cuda`; results equal the CPU path's bit for bit, NaN
+payloads aside); a later tensor of that name on another device (or on the CPU) raises
+ArgumentError. ``state_dict()`` gives host copies (torch CPU tensors), and a loaded residual
+moves to the device of the next tensor of its name.
 """
 from __future__ import annotations
 
@@ -26,11 +32,12 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from .. import _core
-from .._convert import (BF16, F16, F32, Flat, as_count, as_flat, as_real, bf16_to_f32, f32_to_bf16, flat_buffer,
+from .. import _core, _cuda_select
+from .._convert import (BF16, F16, F32, F64, Flat, as_count, as_flat, as_real, bf16_to_f32, f32_to_bf16, flat_buffer,
                         is_tensor, plain_tensor, tensor_to_numpy, torch_module)
 from ..costs import as_cost
-from ..selection import _COUNT, _MAGNITUDE, _THRESHOLD, _budget, _resolve_one, _score_params, _select_one
+from ..selection import _COUNT, _THRESHOLD, _budget, _resolve_one, _score_params, _select, _select_one
+from . import feedback_cuda
 from ..sparse import Sparse
 from ..errors import ArgumentError, ArgumentTypeError
 
@@ -46,11 +53,16 @@ class ErrorFeedback:
     was not sent. ``state_dict()``/``load_state_dict()`` save and restore the residuals.
 
     Thread safety: one instance may be shared between threads; calls for the same name run
-    one at a time (no update is lost), calls for different names run in parallel."""
+    one at a time (no update is lost), calls for different names run in parallel.
+
+    CUDA tensors are accepted everywhere (see the module docstring): the residual stays on
+    the device of the first tensor of its name; the calls queue work on torch's current
+    stream and synchronise only where noted."""
 
     def __init__(self) -> None:
-        self._res: Dict[str, np.ndarray] = {}
-        self._meta: Dict[str, tuple] = {}  # name -> (shape, kind)
+        self._res: Dict[str, Any] = {}  # name -> flat numpy array, or flat tensor on a CUDA device
+        self._meta: Dict[str, tuple] = {}  # name -> (shape, kind: "numpy", "torch" or "cuda")
+        self._loaded: set = set()  # loaded names not yet used: they go to the next tensor's device
         self._init_locks()
 
     def _init_locks(self) -> None:
@@ -58,11 +70,20 @@ class ErrorFeedback:
         self._name_locks: Dict[str, Any] = {}  # name -> lock held through compress(name)
 
     def __getstate__(self) -> Dict[str, Any]:
+        # CUDA residuals pickle as host copies that go to the next tensor's device, like a
+        # loaded state_dict (the pickle then opens without a GPU)
         with self._lock:
-            return {"_res": dict(self._res), "_meta": dict(self._meta)}
+            res, meta, loaded = dict(self._res), dict(self._meta), set(self._loaded)
+        for name, r in res.items():
+            if is_tensor(r):
+                res[name] = r.cpu().numpy()
+                meta[name] = (meta[name][0], "torch")
+                loaded.add(name)
+        return {"_res": res, "_meta": meta, "_loaded": loaded}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self._res, self._meta = state["_res"], state["_meta"]
+        self._loaded = set(state.get("_loaded", ()))
         self._init_locks()
 
     def _name_lock(self, name: str) -> Any:
@@ -75,10 +96,11 @@ class ErrorFeedback:
     def compress(self, name: str, x: Any, k: Any = None, *, ratio: Any = None, cost: Any = None,
                  budget: Any = None, q: Any = 2.0, alpha: Any = 1.0) -> Sparse:
         """Selects (like `sparsify`) from x + residual[name]; updates the residual in place.
-        The returned values have x's dtype and array type."""
+        The returned values have x's dtype and array type (a CUDA x: tensors on its device;
+        float32 with a count budget runs as one fused pass without host synchronisation)."""
         if not isinstance(name, str):
             raise ArgumentTypeError(f"name: expected a str, got {type(name).__name__}")
-        flat = as_flat(x)
+        flat = as_flat(x, cuda=True)
         if flat.size == 0:
             raise ArgumentError("x: input is empty")
         # Every argument is checked before the residual changes, so a rejected call leaves
@@ -92,6 +114,8 @@ class ErrorFeedback:
 
     def _compress(self, name: str, flat: Flat, args: Any) -> Sparse:
         res = self._residual_for(name, flat)
+        if flat.kind == "cuda":
+            return feedback_cuda.compress(res, flat, args)
         _accumulate(res, flat)
         idx, vals = _select_one(res, _acc_code(flat), args)
         return Sparse(flat.wrap_index(idx), flat.wrap(_settle_selected(res, idx, vals, flat.code)), flat.shape)
@@ -119,10 +143,15 @@ class ErrorFeedback:
         nothing beyond e += x, and reports its true count (> cap): check ``counts[r] > cap``.
         `threads`: None for the engine's default, or a limit >= 1. Returns the count per region.
         `cap` must hold min(k, m) for a count (the default).
+
+        A CUDA `x` takes `values`/`indices` tensors on its device and runs there (`threads`
+        is ignored): a count per region as one fused pass (no host synchronisation), a tau
+        that cannot exceed `cap` likewise (one synchronisation per region: the count), other
+        budgets as e += x, a selection and the settle (one synchronisation per region).
         """
         if not isinstance(name, str):
             raise ArgumentTypeError(f"name: expected a str, got {type(name).__name__}")
-        flat = as_flat(x)
+        flat = as_flat(x, cuda=True)
         if flat.code != F32:
             raise ArgumentTypeError(f"x: compress_into takes float32, got {flat.out_dtype}")
         if flat.size == 0:
@@ -162,9 +191,12 @@ class ErrorFeedback:
             raise ArgumentError(f"cap: must be >= {least}, got {cap}")
         if value_dtype not in ("float32", "bfloat16"):
             raise ArgumentError(f"value_dtype: must be 'float32' or 'bfloat16', got {value_dtype!r}")
-        vals = _out_buffer(values, "values", regions * cap, (np.float32,) if value_dtype == "float32"
-                           else (np.uint16, np.int16), value_dtype)
-        idx = _out_buffer(indices, "indices", regions * cap, (np.int32,), "int32")
+        if flat.kind == "cuda":
+            vals, idx = _device_buffers(values, indices, regions * cap, value_dtype, flat.device)
+        else:
+            vals = _out_buffer(values, "values", regions * cap, (np.float32,) if value_dtype == "float32"
+                               else (np.uint16, np.int16), value_dtype)
+            idx = _out_buffer(indices, "indices", regions * cap, (np.int32,), "int32")
         if threads is None:
             nt = 0
         else:
@@ -173,6 +205,9 @@ class ErrorFeedback:
                 raise ArgumentError(f"threads: must be None or >= 1, got {nt}")
         with self._name_lock(name):
             res = self._residual_for(name, flat)
+            if flat.kind == "cuda":
+                return feedback_cuda.compress_into(res, flat, c, qq, aa, kind, kk, energy, t, regions, cap,
+                                                   vals, idx, value_dtype)
             got = _core.feedback_select(flat.array, res, c, qq, aa, kind, kk, energy, t, regions, cap,
                                         vals, cap, idx, cap, nt)
         return [int(v) for v in got]
@@ -182,7 +217,8 @@ class ErrorFeedback:
         """One global selection (like `sparsify_many`: ties by position in the order of
         `update`) from x + residual over every named tensor of `update`; updates the
         residuals in place. `costs` is None or one cost per tensor, in order. Returns
-        name -> Sparse, values in each x's dtype and array type."""
+        name -> Sparse, values in each x's dtype and array type. CUDA tensors: all on one
+        device (ArgumentError naming the first that is not); synchronises once."""
         names, flats = _check_update(update)
         total = sum(f.size for f in flats)
         if costs is None:
@@ -202,7 +238,7 @@ class ErrorFeedback:
             res = [self._residual_for(n, f) for n, f in zip(names, flats)]
             for r, f in zip(res, flats):
                 _accumulate(r, f)
-            got = _core.select(res, [_acc_code(f) for f in flats], cs, _MAGNITUDE, qq, aa, kind, kk, energy, 0.0)
+            got = _select(res, [_acc_code(f) for f in flats], cs, qq, aa, kind, kk, energy, 0.0)
             out = {}
             for n, r, f, (idx, vals) in zip(names, res, flats, got):
                 out[n] = Sparse(f.wrap_index(idx), f.wrap(_settle_selected(r, idx, vals, f.code)), f.shape)
@@ -216,7 +252,9 @@ class ErrorFeedback:
         ``(result, sent)``, `sent` mapping every name to what the receiver gets (a `Sparse`,
         or a dense array shaped like x); leaves e = acc - sent and returns `result`.
         Where a `Sparse` sends a value equal to the accumulated one, e is 0 there. Check
-        everything `send` could refuse before calling: if it raises, e keeps x added."""
+        everything `send` could refuse before calling: if it raises, e keeps x added.
+        CUDA tensors (all on one device): `acc` holds views of the residuals on the device,
+        and `sent` must be tensors (or Sparse of tensors) there."""
         if not callable(send):
             raise ArgumentTypeError(f"send: expected a callable, got {type(send).__name__}")
         names, flats = _check_update(update)
@@ -240,29 +278,48 @@ class ErrorFeedback:
                 stack.enter_context(self._name_lock(n))
             yield
 
-    def _residual_for(self, name: str, flat: Flat) -> np.ndarray:
-        dtype = np.float32 if flat.code in (F16, BF16) else flat.array.dtype
+    def _residual_for(self, name: str, flat: Flat) -> Any:
+        dtype = np.dtype(np.float64 if flat.code == F64 else np.float32)
         with self._lock:
             res = self._res.get(name)
             if res is None:
-                res = np.zeros(flat.size, dtype=dtype)
+                res = feedback_cuda.new_residual(flat) if flat.kind == "cuda" else np.zeros(flat.size, dtype=dtype)
                 self._res[name] = res
                 self._meta[name] = (flat.shape, flat.kind)
-        if res.size != flat.size or res.dtype != dtype:
+            elif name in self._loaded:  # a loaded residual goes to this tensor's device
+                self._loaded.discard(name)
+                if flat.kind == "cuda":
+                    res = self._res[name] = feedback_cuda.to_device(res, flat.device)
+                    self._meta[name] = (self._meta[name][0], "cuda")
+        on = res.device if is_tensor(res) else None
+        if on != flat.device:
             raise ArgumentError(
-                f"x: tensor '{name}' has {flat.size} elements of {flat.array.dtype}, but its residual "
-                f"holds {res.size} of {res.dtype}; use another name or reset('{name}')"
+                f"x: tensor '{name}' is on {_cuda_select.where(flat)}, but its residual lives on "
+                f"{on if on is not None else 'the CPU'} (the device of its first tensor); move x there, "
+                f"or use another name or reset('{name}')")
+        size, have = (res.numel(), str(res.dtype).replace("torch.", "")) if on is not None else (res.size, res.dtype)
+        if size != flat.size or str(have) != dtype.name:
+            raise ArgumentError(
+                f"x: tensor '{name}' has {flat.size} elements of {str(flat.out_dtype).replace('torch.', '')}, "
+                f"but its residual holds {size} of {have}; use another name or reset('{name}')"
             )
         return res
 
     def residual(self, name: str) -> Optional[Any]:
-        """The residual of `name` (a copy, shaped like x), or None if there is none."""
+        """The residual of `name` (a copy, shaped like x: on x's device for CUDA tensors), or
+        None if there is none."""
+        return self._copy(name, host=False)
+
+    def _copy(self, name: str, host: bool) -> Optional[Any]:
+        """A copy of the residual of `name` shaped like x; `host`: a CUDA one copied to the CPU."""
         with self._name_lock(name):
             with self._lock:
                 res = self._res.get(name)
                 if res is None:
                     return None
                 shape, kind = self._meta[name]
+            if is_tensor(res):  # on a CUDA device
+                return res.reshape(shape).cpu() if host else res.reshape(shape).clone()
             out = res.reshape(shape).copy()
         return torch_module().from_numpy(out) if kind == "torch" else out
 
@@ -279,25 +336,35 @@ class ErrorFeedback:
             with self._lock:
                 self._res.clear()
                 self._meta.clear()
+                self._loaded.clear()
         else:
             with self._name_lock(name), self._lock:
                 self._res.pop(name, None)
                 self._meta.pop(name, None)
+                self._loaded.discard(name)
 
     def load_residual(self, name: str, value: Any) -> None:
         """Sets the residual of one name to a copy of `value` (float32 or float64, flat or
-        shaped like the tensors it will meet); the others stay."""
+        shaped like the tensors it will meet); the others stay. Like `load_state_dict`, the
+        copy goes to the device of the next tensor of that name."""
         if not isinstance(name, str):
             raise ArgumentTypeError(f"name: expected a str, got {type(name).__name__}")
         one = ErrorFeedback()
         one.load_state_dict({name: value})
         with self._name_lock(name), self._lock:
             self._res[name], self._meta[name] = one._res[name], one._meta[name]
+            self._loaded.add(name)
 
     def add_at(self, name: str, indices: Any, values: Any) -> None:
         """Adds `values` at flat positions `indices` of the residual of `name` (in order,
         repeated positions summed): mass a later stage hands back, e.g. what the DDP hook's
-        split re-selection did not keep."""
+        split re-selection did not keep. A residual on a CUDA device takes tensors there or
+        host data (copied there); this synchronises (the bounds check)."""
+        with self._name_lock(name):
+            res = self._res.get(name)
+            if is_tensor(res):
+                feedback_cuda.add_at(res, indices, values)
+                return
         idx = np.asarray(indices).reshape(-1)
         vals = np.asarray(values).reshape(-1)
         if idx.dtype.kind not in "iu":
@@ -313,12 +380,16 @@ class ErrorFeedback:
             np.add.at(res, idx, vals.astype(res.dtype))
 
     def state_dict(self) -> Dict[str, Any]:
-        """Copies of every residual (numpy, or torch for tensors fed as torch)."""
-        out = {name: self.residual(name) for name in self.names()}
+        """Copies of every residual (numpy, or torch for tensors fed as torch), on the host:
+        a residual on a CUDA device is saved as a torch CPU tensor, as the CPU path saves
+        one (this synchronises), so a state dict loads anywhere."""
+        out = {name: self._copy(name, host=True) for name in self.names()}
         return {name: r for name, r in out.items() if r is not None}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Replaces every residual by a copy of `state` (as returned by `state_dict`)."""
+        """Replaces every residual by a copy of `state` (as returned by `state_dict`; tensors
+        may be on any device). The copies are kept on the host; each goes to the device of
+        the next tensor of its name (CPU or CUDA), whose device it then keeps."""
         if not isinstance(state, dict):
             raise ArgumentTypeError("state: expected a dict name -> array")
         res, meta = {}, {}
@@ -342,7 +413,18 @@ class ErrorFeedback:
             res[name] = np.array(arr, dtype=arr.dtype, copy=True).reshape(-1)
             meta[name] = (tuple(arr.shape), kind)
         with self._lock:
-            self._res, self._meta = res, meta
+            self._res, self._meta, self._loaded = res, meta, set(res)
+
+
+def _device_buffers(values: Any, indices: Any, size: int, value_dtype: str, device: Any) -> Tuple[Any, Any]:
+    """compress_into's buffers for a CUDA x: tensors on its device (values float32, or
+    bfloat16 / its int16 bits; indices int32), flat views."""
+    torch = torch_module()
+    vdt = (torch.float32,) if value_dtype == "float32" else tuple(
+        d for d in (torch.bfloat16, torch.int16, getattr(torch, "uint16", None)) if d is not None)
+    vals = feedback_cuda.out_buffer(values, "values", size, vdt, value_dtype, device)
+    idx = feedback_cuda.out_buffer(indices, "indices", size, (torch.int32,), "int32", device)
+    return vals, idx
 
 
 def _out_buffer(a: Any, what: str, size: int, dtypes: Tuple[Any, ...], want: str) -> np.ndarray:
@@ -357,7 +439,8 @@ def _out_buffer(a: Any, what: str, size: int, dtypes: Tuple[Any, ...], want: str
 
 
 def _check_update(update: Any) -> Tuple[List[str], List[Flat]]:
-    """Names and flat views of a non-empty mapping of str -> non-empty float array/tensor."""
+    """Names and flat views of a non-empty mapping of str -> non-empty float array/tensor
+    (CUDA tensors: all on one device)."""
     if not isinstance(update, Mapping):
         raise ArgumentTypeError(f"update: expected a dict name -> array, got {type(update).__name__}")
     if not update:
@@ -366,11 +449,12 @@ def _check_update(update: Any) -> Tuple[List[str], List[Flat]]:
     for name, x in update.items():
         if not isinstance(name, str):
             raise ArgumentTypeError(f"update: tensor names must be str, got {type(name).__name__}")
-        flat = as_flat(x, f"update[{name!r}]")
+        flat = as_flat(x, f"update[{name!r}]", cuda=True)
         if flat.size == 0:
             raise ArgumentError(f"update[{name!r}]: tensor is empty")
         names.append(name)
         flats.append(flat)
+    _cuda_select.one_device(flats, [f"update[{n!r}]" for n in names])
     return names, flats
 
 
@@ -379,9 +463,11 @@ def _acc_code(flat: Flat) -> int:
     return F32 if flat.code in (F16, BF16) else flat.code
 
 
-def _accumulate(res: np.ndarray, flat: Flat) -> None:
+def _accumulate(res: Any, flat: Flat) -> None:
     """e += x, in the residual's precision."""
-    if flat.code == F32:
+    if flat.kind == "cuda":
+        feedback_cuda.accumulate(res, flat)
+    elif flat.code == F32:
         _core.add_f32(res, flat.array)
     elif flat.code == BF16:
         np.add(res, bf16_to_f32(flat.array), out=res)
@@ -394,6 +480,8 @@ def _settle_selected(res: np.ndarray, idx: np.ndarray, vals: np.ndarray, code: i
     input's dtype, with the residual left at what was not sent. Values beyond a 16-bit
     dtype's finite range are sent saturated (not as inf) and the excess stays in the
     residual, so one large accumulation cannot turn the residual into inf/NaN."""
+    if is_tensor(res):
+        return feedback_cuda.settle(res, idx, vals, code)
     if code == BF16:
         sent_raw = f32_to_bf16(np.clip(vals, -_BF16_MAX, _BF16_MAX))
         res[idx] = vals - bf16_to_f32(sent_raw)
@@ -415,6 +503,9 @@ def _values(v: Any, what: str) -> np.ndarray:
 def _subtract(res: np.ndarray, sent: Any, shape: Tuple[int, ...], what: str) -> None:
     """e -= sent in place (a Sparse at its indices, or a dense array); 0 where the sent
     value equals the accumulated one."""
+    if is_tensor(res):
+        feedback_cuda.subtract(res, sent, shape, what)
+        return
     if isinstance(sent, Sparse):
         if tuple(int(d) for d in sent.shape) != tuple(shape):
             raise ArgumentError(f"{what}: shape {tuple(sent.shape)} does not match the update's {tuple(shape)}")
