@@ -89,6 +89,9 @@ def topk_rows(x: torch.Tensor, k: int, mode: str, sorted: bool):
     return _tensor(values.reshape(rows, k), x.dtype), torch.from_numpy(indices.reshape(rows, k))
 
 
+from gradsparse.cuda._ops import fusable  # noqa: E402  (pure Python: which costs the fused path scores)
+
+
 def feedback_select(g: torch.Tensor, e: torch.Tensor, *, k: Optional[int] = None, tau: Optional[float] = None,
                     mode: str = "magnitude", cost: Any = None, q: float = 2.0, alpha: float = 1.0,
                     value_dtype: str = "float32", out_values: Optional[torch.Tensor] = None,

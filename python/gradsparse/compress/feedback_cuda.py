@@ -63,7 +63,7 @@ def compress(res: Any, flat: Flat, args: tuple) -> Sparse:
     from ``selection._resolve_one``)."""
     torch = torch_module()
     c, q, alpha, kind, k, energy = args
-    if flat.code == F32 and kind == _COUNT:
+    if flat.code == F32 and kind == _COUNT and _ops().fusable(c, q, alpha):
         idx, vals, _ = _ops().feedback_select(flat.array, res, k=k, mode="magnitude", cost=c, q=q, alpha=alpha,
                                               value_dtype="float32")
         return Sparse(idx.to(torch.int64), vals, flat.shape)
@@ -136,7 +136,7 @@ def compress_into(res: Any, flat: Flat, c: Any, q: float, alpha: float, kind: in
     Count budgets make no host synchronisation; the others synchronise once per region."""
     n, g = flat.size, flat.array
     m = -(-n // regions)
-    fused = kind == _COUNT or (kind == _THRESHOLD and cap >= m)
+    fused = (kind == _COUNT and _ops().fusable(c, q, alpha)) or (kind == _THRESHOLD and cap >= m)
     if not fused:
         accumulate(res, flat)
     counts = []

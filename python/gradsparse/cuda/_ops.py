@@ -26,7 +26,7 @@ from ..costs import PreparedCost
 from ..errors import ArgumentError, ArgumentTypeError
 from . import _module, require
 
-__all__ = ["feedback_select", "random_k_indices", "rank_order", "scatter_mean", "select", "topk_rows"]
+__all__ = ["feedback_select", "fusable", "random_k_indices", "rank_order", "scatter_mean", "select", "topk_rows"]
 
 _MODES = {"magnitude": 0, "largest": 1, "smallest": 2, "smallest_magnitude": 3}
 _KINDS = {"count": 0, "energy": 1, "threshold": 2}
@@ -355,6 +355,15 @@ def rank_order(values: Any, indices: Any, mode: str) -> Tuple[Any, Any]:
 
 
 # ----------------------------------------------------------------------------- error feedback
+
+def fusable(cost: Any, q: float, alpha: float) -> bool:
+    """Whether `feedback_select` scores this cost exactly on the device: no cost or one
+    scalar, or q in {1, 2} with alpha in {0, 1} (others need pow(); callers then take the
+    unfused path, which scores on the host)."""
+    if cost is None or isinstance(cost, (int, float)):
+        return True
+    return float(q) in (1.0, 2.0) and float(alpha) in (0.0, 1.0)
+
 
 def feedback_select(g: Any, e: Any, *, k: Optional[int] = None, tau: Optional[float] = None,
                     mode: str = "magnitude", cost: Any = None, q: float = 2.0, alpha: float = 1.0,
