@@ -10,13 +10,12 @@ and `rank_order` never wait for the device. Several tensors (the per-tensor coun
 and threshold budgets (the kept count sizes the outputs), cost arrays that are not a
 `PreparedCost` (their check) and `scatter_mean` (its index check) do.
 
-Thread safety: stateless apart from a small cache of `PreparedCost` arrays copied to a
-device (guarded by a lock); calls from several threads are as safe as torch's own.
+Thread safety: stateless (a `PreparedCost` keeps its own per-device copy); calls from several
+threads are as safe as torch's own, provided they do not share output tensors.
 """
 from __future__ import annotations
 
 import math
-import threading
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -91,24 +90,6 @@ def _power_alpha(c: float, alpha: float) -> float:
 
 # ----------------------------------------------------------------------------- costs
 
-_prepared_lock = threading.Lock()
-_prepared: List[Tuple[Any, Any, Any]] = []  # (core object, device, float64 device tensor), newest last
-_PREPARED_KEEP = 8
-
-
-def _prepared_on(cost: PreparedCost, device, torch) -> Any:
-    core = cost._core
-    with _prepared_lock:
-        for c, d, t in _prepared:
-            if c is core and d == device:
-                return t
-    t = torch.from_numpy(np.asarray(core).astype(np.float64, copy=False)).to(device)
-    with _prepared_lock:
-        _prepared.append((core, device, t))
-        del _prepared[:-_PREPARED_KEEP]
-    return t
-
-
 def _check_cost_array(c: Any, name: str, torch) -> None:
     bad = ~(torch.isfinite(c) & (c > 0))
     if bool(bad.any()):
@@ -117,8 +98,8 @@ def _check_cost_array(c: Any, name: str, torch) -> None:
 
 
 def _resolve_costs(xs: Sequence[Any], costs: Optional[Sequence[Any]], torch) -> Tuple[list, bool]:
-    """Per tensor: ("none", 1.0) | ("scalar", c) | ("array", float64 device tensor); and
-    whether every cost is one and the same scalar (or none)."""
+    """Per tensor: ("none", 1.0, None) | ("scalar", c, None) | ("array", 1.0, a float32 or
+    float64 device tensor); and whether every cost is one and the same scalar (or none)."""
     if costs is None:
         return [("none", 1.0, None)] * len(xs), True
     if len(costs) != len(xs):
@@ -131,13 +112,14 @@ def _resolve_costs(xs: Sequence[Any], costs: Optional[Sequence[Any]], torch) -> 
         elif isinstance(c, PreparedCost):
             if c.size != x.numel():
                 raise ArgumentError(f"{name}: has {c.size} elements, x has {x.numel()}")
-            out.append(("array", 1.0, _prepared_on(c, x.device, torch)))
+            out.append(("array", 1.0, c.on_device(x.device)))  # checked when prepared; kept per device
         elif isinstance(c, torch.Tensor) and c.ndim > 0:
             if c.numel() != x.numel():
                 raise ArgumentError(f"{name}: has {c.numel()} elements, x has {x.numel()}")
             if c.is_complex() or c.dtype == torch.bool:
                 raise ArgumentTypeError(f"{name}: costs must be real numbers, got dtype {c.dtype}")
-            arr = c.detach().reshape(-1).to(device=x.device, dtype=torch.float64)
+            dt = torch.float32 if c.dtype == torch.float32 else torch.float64
+            arr = c.detach().reshape(-1).to(device=x.device, dtype=dt)
             _check_cost_array(arr, name, torch)
             out.append(("array", 1.0, arr))
         elif isinstance(c, np.ndarray) and c.ndim > 0:
@@ -145,7 +127,8 @@ def _resolve_costs(xs: Sequence[Any], costs: Optional[Sequence[Any]], torch) -> 
                 raise ArgumentError(f"{name}: has {c.size} elements, x has {x.numel()}")
             if c.dtype.kind not in "fiu":
                 raise ArgumentTypeError(f"{name}: costs must be real numbers, got dtype {c.dtype}")
-            arr = torch.from_numpy(np.ascontiguousarray(c, dtype=np.float64).reshape(-1)).to(x.device)
+            dt = np.float32 if c.dtype == np.float32 else np.float64
+            arr = torch.from_numpy(np.ascontiguousarray(c, dtype=dt).reshape(-1)).to(x.device)
             _check_cost_array(arr, name, torch)
             out.append(("array", 1.0, arr))
         else:
@@ -211,11 +194,16 @@ def select(xs: Sequence[Any], *, kind: str, k: int = 0, energy: float = 0.0, tau
         return _select_on_host(xs, kind, k, energy, tau, m, resolved, qq, aa, device, torch)
     data, sizes, cptr, cscalar, cpow = [], [], [], [], []
     keep = []  # cost tensors alive until the kernels ran (stream order)
+    # One cost dtype per call: float32 when every cost is a float32 array, else float64
+    # (exact for float32 costs and for the scalars made arrays beside them).
+    f32 = cost_kind == _ARRAY and all(r[0] == "array" and r[2].dtype == torch.float32 for r in resolved)
     for x, (ck, v, arr) in zip(xs, resolved):
         data.append(x.data_ptr())
         sizes.append(x.numel())
         if cost_kind == _ARRAY and arr is None:  # a scalar or no cost beside arrays: as an array
             arr = torch.full((x.numel(),), v, dtype=torch.float64, device=device)
+        elif cost_kind == _ARRAY and not f32 and arr.dtype != torch.float64:
+            arr = arr.to(torch.float64)
         keep.append(arr)
         cptr.append(arr.data_ptr() if (cost_kind == _ARRAY and arr is not None) else 0)
         cscalar.append(v)
@@ -232,7 +220,8 @@ def select(xs: Sequence[Any], *, kind: str, k: int = 0, energy: float = 0.0, tau
     # the engine reads q only for score keys and alpha only for cost arrays
     spec_q = int(qq) if not native else 2
     spec_alpha = int(aa) if (not native and cost_kind == _ARRAY) else 1
-    spec = mod.Spec(code, m, native, spec_q, spec_alpha, cost_kind, _F64, _KINDS[kind], int(k), float(energy),
+    spec = mod.Spec(code, m, native, spec_q, spec_alpha, cost_kind, _F32 if f32 else _F64, _KINDS[kind], int(k),
+                    float(energy),
                     float(tau))
     dtype = xs[0].dtype
     with torch.cuda.device(device):
@@ -416,7 +405,8 @@ def feedback_select(g: Any, e: Any, *, k: Optional[int] = None, tau: Optional[fl
         if not 1 <= kk <= n:
             raise ArgumentError(f"k: must be in [1, {n}], got {kk}")
         spec = mod.Spec(0, m, native, int(qq) if not native else 2,
-                        int(aa) if (not native and cost_kind == _ARRAY) else 1, cost_kind, _F64, 0, kk, 0.0, 0.0)
+                        int(aa) if (not native and cost_kind == _ARRAY) else 1, cost_kind,
+                        _F32 if (arr is not None and arr.dtype == torch.float32) else _F64, 0, kk, 0.0, 0.0)
     vdtype = torch.bfloat16 if bf16 else torch.float32
     with torch.cuda.device(device):
         stream = _stream(torch, device)
