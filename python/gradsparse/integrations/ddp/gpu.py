@@ -38,14 +38,19 @@ def handles(device: Any) -> bool:
     return device.type == "cuda"
 
 
+_OPS: List[Any] = []  # the tensor layer, once loaded
+
+
 def load_ops() -> Any:
     """The CUDA backend's tensor layer; a clear error where it is not built or no device is usable."""
-    from ... import cuda
+    if not _OPS:
+        from ... import cuda
 
-    cuda.require("bucket")
-    from ...cuda import _ops
+        cuda.require("bucket")
+        from ...cuda import _ops
 
-    return _ops
+        _OPS.append(_ops)
+    return _OPS[0]
 
 
 def transports(config: str) -> Dict[str, str]:
@@ -74,13 +79,13 @@ def check_transport(device_type: str, config: str) -> None:
     buckets on `device_type` (see the module docstring)."""
     backend = transports(config).get(device_type)
     if device_type == "cpu" and backend not in SUPPORTED["cpu"]:
-        raise ArgumentError(f"bucket: CPU gradients on a process group whose backend ({config}) has no gloo for CPU "
-                            "tensors (NCCL carries only CUDA tensors): use init_process_group('gloo') for a model on "
-                            "the CPU, or 'cpu:gloo,cuda:nccl'")
+        raise ArgumentError(f"bucket: CPU gradients on a process group whose backend ({config}) has no gloo for "
+                            "CPU tensors (NCCL carries only CUDA tensors): use init_process_group('gloo') for a "
+                            "model on the CPU, or 'cpu:gloo,cuda:nccl'")
     if device_type == "cuda" and backend not in SUPPORTED["cuda"]:
         raise ArgumentError(f"bucket: CUDA gradients on a process group whose backend ({config}) has "
-                            f"{backend or 'nothing'} for CUDA tensors; the hook sends CUDA buckets over NCCL (or gloo): "
-                            "use init_process_group('nccl') or 'cpu:gloo,cuda:nccl'")
+                            f"{backend or 'nothing'} for CUDA tensors; the hook sends CUDA buckets over NCCL "
+                            "(or gloo): use init_process_group('nccl') or 'cpu:gloo,cuda:nccl'")
 
 
 def select(state: Any, plan: Any, buf: torch.Tensor, values: torch.Tensor, indices: torch.Tensor) -> int:

@@ -82,7 +82,10 @@ def _allgather(state: TopKState, plan: BucketPlan, buf: torch.Tensor, group: Any
     work = _gather_into(plan.recv.bytes, plan.send.bytes, group)
 
     def combine(_f: Any) -> torch.Tensor:
-        parts = plan.recv.parts(plan.world, plan.n, "selection") if plan.checks_headers else plan.recv.rows(plan.world)
+        if plan.checks_headers:
+            parts = plan.recv.parts(plan.world, plan.n, "selection")
+        else:
+            parts = plan.recv.rows(plan.world)
         return plan.combine(parts, plan.recv.indices2d)
 
     return work.get_future().then(combine)

@@ -162,12 +162,13 @@ class TopKState:
         gpu.check_transport(buf.device.type, gpu.group_config(group))
         if gpu.handles(buf.device):
             if buf.dtype != torch.float32:
-                raise ArgumentTypeError(f"bucket: {buf.dtype} gradients on {buf.device}; the hook's GPU path takes float32 "
-                                        "buckets (keep the parameters in float32, e.g. with torch.autocast for mixed "
-                                        "precision); 16-bit and float64 buckets are served on the CPU (gloo)")
+                raise ArgumentTypeError(f"bucket: {buf.dtype} gradients on {buf.device}; the hook's GPU path takes "
+                                        "float32 buckets (keep the parameters in float32, e.g. with torch.autocast "
+                                        "for mixed precision); 16-bit and float64 buckets are served on the CPU (gloo)")
             if self.scheme == "split":
-                raise ArgumentError("scheme: 'split' runs on CPU buckets only (its re-selection is host code); on "
-                                    f"{buf.device} use 'allgather', 'dense' or 'auto' (which then chooses between them)")
+                raise ArgumentError("scheme: 'split' runs on CPU buckets only (its re-selection is host code); "
+                                    f"on {buf.device} use 'allgather', 'dense' or 'auto' (which then chooses between "
+                                    "them)")
             gpu.load_ops()  # the CUDA backend must be built: a clear error now, not inside a callback
         self._buckets_ok.add(kind)
 
@@ -234,8 +235,8 @@ class TopKState:
         if scheme not in SCHEME_CHOICES:
             raise ArgumentError(f"scheme: expected one of {SCHEME_CHOICES}, got {scheme!r}")
         if on_gpu and (scheme == "split" or not fast):
-            raise ArgumentError(f"bucket: a {dtype} bucket on {device} takes float32 and scheme 'allgather', 'dense' or "
-                                f"'auto' (got scheme={scheme!r})")
+            raise ArgumentError(f"bucket: a {dtype} bucket on {device} takes float32 and scheme 'allgather', "
+                                f"'dense' or 'auto' (got scheme={scheme!r})")
         if scheme == "auto":
             vb = torch.empty((), dtype=vdt if fast else dtype).element_size()
             costs = scheme_costs(self.link or Link(0.0, 0.0), world, n, k, vb + 4)
@@ -248,7 +249,8 @@ class TopKState:
         if not fast and (scheme == "split" or self.method != "topk"):
             raise ArgumentError(f"bucket: a {dtype} bucket takes method='topk' with scheme 'allgather' or 'dense'"
                                 f" (got method={self.method!r}, scheme={scheme!r}); float32 buckets take every setting")
-        plan = BucketPlan(key, name, n, dtype, world, rank, k, scheme, vdt, layout, self.method == "threshold", device)
+        plan = BucketPlan(key, name, n, dtype, world, rank, k, scheme, vdt, layout, self.method == "threshold",
+                          device)
         if self.method == "cwmp" and not callable(self.cost):
             plan.costs = np.full(n, self.cost, dtype=np.float32)
         return plan
