@@ -7,7 +7,7 @@ Usage::
     from torch.nn.parallel import DistributedDataParallel as DDP
     from gradsparse.integrations.ddp import TopKState, topk_hook
 
-    model = DDP(net)                                  # gloo, CPU tensors
+    model = DDP(net)                                  # gloo and CPU tensors, or NCCL and CUDA
     state = TopKState(ratio=0.01, module=model)       # 1% of each bucket per rank
     model.register_comm_hook(state, topk_hook)
 
@@ -59,7 +59,12 @@ Also:
   They follow the parameters through DDP's bucket rebuild, and ``state_dict()`` /
   ``load_state_dict()`` save and restore them by parameter name with the training
   checkpoint (each rank its own; another world size is refused).
-* gradsparse selects on the CPU: a bucket on another device raises a ValueError.
+* Devices: a CPU bucket runs the C++ pass over gloo; a float32 CUDA bucket runs the same
+  pass on its GPU (``gradsparse.cuda``, built with ``GRADSPARSE_CUDA=ON``; residuals,
+  payloads and output on the device) over NCCL or gloo, with the ``allgather`` and
+  ``dense`` schemes (``split`` is refused there and ``auto`` leaves it out). Other CUDA
+  dtypes, a CPU bucket on NCCL and other devices raise an error naming the bucket
+  (``gpu.py``; docs/ddp.md, "On GPUs (NCCL)").
 * ``state.sent_bytes`` counts the bytes this rank sent (the ring model of each collective),
   ``state.dense_bytes`` those plain DDP's all-reduce would have sent,
   ``state.schemes_used`` the scheme of every bucket-step.

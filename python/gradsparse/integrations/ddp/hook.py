@@ -9,6 +9,7 @@ import torch.distributed as dist
 
 from ...errors import ArgumentError
 from ...selection import sparsify
+from . import gpu
 from .buckets import BucketPlan, _gather_into, fill_header
 from .state import TopKState
 
@@ -34,6 +35,8 @@ def _select(state: TopKState, plan: BucketPlan, buf: torch.Tensor, values: torch
     """Error feedback fused with the selection: e += buf, the selection of every region
     written to values/indices (padded with index -1), e keeps what was not sent. Returns the
     count per region."""
+    if plan.on_gpu:
+        return [gpu.select(state, plan, buf, values, indices)]
     if not state.error_feedback:
         state.feedback.reset(plan.name)
     if plan.fast:
@@ -65,7 +68,7 @@ def _account(state: TopKState, plan: BucketPlan, world: int) -> None:
 
 def _dense(state: TopKState, plan: BucketPlan, buf: torch.Tensor, group: Any) -> torch.futures.Future:
     """The densified update, all-reduced: every rank scatters its own pairs / W into the
-    zeroed output, and gloo sums the outputs."""
+    zeroed output, and the backend (gloo, NCCL) sums the outputs in its own order."""
     _select(state, plan, buf, plan.send.values[0], plan.send.indices[0])  # a threshold's bound is n here
     plan.combine([(plan.send.values[0], plan.send.indices[0])])
     plan.dirty_all = True
@@ -74,9 +77,18 @@ def _dense(state: TopKState, plan: BucketPlan, buf: torch.Tensor, group: Any) ->
 
 def _allgather(state: TopKState, plan: BucketPlan, buf: torch.Tensor, group: Any) -> torch.futures.Future:
     count = _select(state, plan, buf, plan.send.values[0], plan.send.indices[0])[0]
-    fill_header(plan.send.header[0], plan.n, count, plan.cap)
+    if plan.checks_headers:
+        fill_header(plan.send.header[0], plan.n, count, plan.cap)
     work = _gather_into(plan.recv.bytes, plan.send.bytes, group)
-    return work.get_future().then(lambda f: plan.combine(plan.recv.parts(plan.world, plan.n, "selection")))
+
+    def combine(_f: Any) -> torch.Tensor:
+        if plan.checks_headers:
+            parts = plan.recv.parts(plan.world, plan.n, "selection")
+        else:
+            parts = plan.recv.rows(plan.world)
+        return plan.combine(parts, plan.recv.indices2d)
+
+    return work.get_future().then(combine)
 
 
 def _reselect(state: TopKState, plan: BucketPlan, parts: List[Tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -132,12 +144,14 @@ def topk_hook(state: TopKState, bucket: dist.GradBucket) -> torch.futures.Future
     """DDP communication hook: the fused selection with error feedback of each bucket, sent
     by the bucket's traffic scheme and averaged (see the package docstring)."""
     buf = bucket.buffer()
-    if buf.device.type != "cpu":
-        raise ArgumentError(f"bucket: gradients on {buf.device}; gradsparse selects on the CPU (use the gloo backend)")
+    if buf.device.type not in gpu.SUPPORTED:
+        raise ArgumentError(f"bucket: gradients on {buf.device}; the hook takes CPU buckets (over gloo) and CUDA "
+                            "buckets (over NCCL or gloo)")
     group = state.process_group if state.process_group is not None else dist.group.WORLD
     world = dist.get_world_size(group)
+    state.check_bucket(buf, group)
     if not state._checked:
-        state.check_ranks(group)
+        state.check_ranks(group, buf.device)
     plain = state.iteration < state.start_iter
     last = bucket.is_last()
     if plain:

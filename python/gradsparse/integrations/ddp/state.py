@@ -12,6 +12,7 @@ import torch.distributed as dist
 from ...compress import ErrorFeedback
 from ...errors import ArgumentError, ArgumentTypeError
 from ...selection import k_from_ratio
+from . import gpu
 from .buckets import BucketPlan
 from ...compress.traffic import Link, choose, scheme_costs
 from .link import measure_link
@@ -48,6 +49,10 @@ class TopKState:
     * ``threads``: threads of the selection; default ``torch.get_num_threads()`` at each
       call, never more.
     * ``module``: the model (or its DDP wrapper): names the parameters for `state_dict`.
+
+    CUDA buckets (float32; schemes ``allgather`` and ``dense``, ``auto`` choosing between
+    them) keep their residuals on the bucket's device; `state_dict` saves them as CPU
+    tensors, `load_state_dict` places them on whatever device the bucket has.
 
     Thread safety: one state serves one DDP model; DDP calls the hook from its autograd
     thread and the combines run on gloo's threads, each on its own bucket's buffers. Do
@@ -118,6 +123,7 @@ class TopKState:
         self._restored: Optional[Dict[str, Any]] = None
         self._checked = False
         self._groups: Dict[int, Any] = {}
+        self._buckets_ok: set = set()  # (device type, dtype) of buckets already checked
         self._used: set = set()  # plan keys used in the current iteration
         self._local: Dict[Any, BucketPlan] = {}  # local_pass's plans
 
@@ -146,13 +152,36 @@ class TopKState:
     _FIELDS = ("version", "method", "ratio", "k", "tau", "q", "alpha", "scheme", "value_dtype", "error_feedback",
                "start_iter", "link alpha", "link beta")
 
-    def check_ranks(self, group: Any) -> None:
-        """Compares the settings of every rank (one blocking all-gather, once): a rank that
-        differs makes every rank raise the same error, naming the settings."""
-        mine = self.fingerprint()
+    def check_bucket(self, buf: torch.Tensor, group: Any) -> None:
+        """Raises unless the settings and `group` can serve a bucket like `buf` (its device
+        and dtype; checked once per kind of bucket): a CPU bucket needs gloo, a CUDA bucket
+        NCCL (or gloo), is float32 and takes no 'split'."""
+        kind = (buf.device.type, buf.dtype)
+        if kind in self._buckets_ok:
+            return
+        gpu.check_transport(buf.device.type, gpu.group_config(group))
+        if gpu.handles(buf.device):
+            if buf.dtype != torch.float32:
+                raise ArgumentTypeError(f"bucket: {buf.dtype} gradients on {buf.device}; the hook's GPU path takes "
+                                        "float32 buckets (keep the parameters in float32, e.g. with torch.autocast "
+                                        "for mixed precision); 16-bit and float64 buckets are served on the CPU (gloo)")
+            if self.scheme == "split":
+                raise ArgumentError("scheme: 'split' runs on CPU buckets only (its re-selection is host code); "
+                                    f"on {buf.device} use 'allgather', 'dense' or 'auto' (which then chooses between "
+                                    "them)")
+            gpu.load_ops()  # the CUDA backend must be built: a clear error now, not inside a callback
+        self._buckets_ok.add(kind)
+
+    def check_ranks(self, group: Any, device: Any = None) -> None:
+        """Compares the settings of every rank (one blocking all-gather, once, of tensors on
+        `device`, the buckets' device: default the CPU): a rank that differs makes every
+        rank raise the same error, naming the settings. Measures the link there if needed."""
+        device = torch.device("cpu") if device is None else torch.device(device)
+        mine = self.fingerprint().to(device)
         world = dist.get_world_size(group)
-        got = torch.zeros((world, mine.numel()), dtype=torch.float64)
-        dist.all_gather(list(got.unbind(0)), mine, group=group)
+        gathered = torch.zeros((world, mine.numel()), dtype=torch.float64, device=device)
+        dist.all_gather(list(gathered.unbind(0)), mine, group=group)
+        got = gathered.cpu()
         differ = [f for j, f in enumerate(self._FIELDS) if not bool(torch.all(got[:, j] == got[0, j]))]
         if differ:
             raise ArgumentError(f"TopKState: the ranks disagree on {', '.join(differ)}: every rank must use the same "
@@ -164,7 +193,7 @@ class TopKState:
                                 f"this one has {world}; residuals are per rank and do not map to another world size "
                                 "(start without them: reset() or a fresh TopKState)")
         if self.scheme == "auto" and self.link is None:
-            self.link = measure_link(group)
+            self.link = measure_link(group, device=device)
         self._checked = True
 
     # ------------------------------------------------------------------ plans
@@ -181,30 +210,37 @@ class TopKState:
             if rest:
                 layout = layout + ((-1, rest),)  # a tail DDP gave no parameter
             plan = self.make_plan(key, layout, buf.numel(), buf.dtype, world, dist.get_rank(group),
-                                  f"bucket:{bucket.index()}:{hash(key) & 0xffffffff:08x}")
+                                  f"bucket:{bucket.index()}:{hash(key) & 0xffffffff:08x}", device=buf.device)
             if plan.scheme == "split":
                 plan.group = self._group_for(bucket.index())
             if plan.costs is None and self.method == "cwmp":
                 plan.costs = self._costs(params, plan.n)
+            if plan.on_gpu and plan.costs is not None:
+                plan.device_costs = torch.from_numpy(plan.costs).to(plan.device)  # once per layout
             self._carry_residuals(plan)
             self._plans[key] = plan
         return plan
 
     def make_plan(self, key: Any, layout: Any, n: int, dtype: torch.dtype, world: int, rank: int, name: str,
-                  scheme: Optional[str] = None) -> BucketPlan:
-        """A bucket plan: k from the settings, the scheme given or chosen by the link model."""
+                  scheme: Optional[str] = None, device: Any = None) -> BucketPlan:
+        """A bucket plan: k from the settings, the scheme given or chosen by the link model
+        (on a CUDA `device`: allgather or dense)."""
         if n >= 2 ** 31:
             raise ArgumentError(f"bucket: {n} elements; the hook's int32 indices need fewer than 2**31")
         k = self.k_for(n)
         vdt = VALUE_DTYPES[self.value_dtype]
         fast = dtype == torch.float32
+        on_gpu = device is not None and gpu.handles(torch.device(device))
         scheme = scheme or self.scheme
         if scheme not in SCHEME_CHOICES:
             raise ArgumentError(f"scheme: expected one of {SCHEME_CHOICES}, got {scheme!r}")
+        if on_gpu and (scheme == "split" or not fast):
+            raise ArgumentError(f"bucket: a {dtype} bucket on {device} takes float32 and scheme 'allgather', "
+                                f"'dense' or 'auto' (got scheme={scheme!r})")
         if scheme == "auto":
             vb = torch.empty((), dtype=vdt if fast else dtype).element_size()
             costs = scheme_costs(self.link or Link(0.0, 0.0), world, n, k, vb + 4)
-            split_ok = fast and self._whole_world()
+            split_ok = fast and self._whole_world() and not on_gpu
             scheme = choose(costs) if split_ok else min(("allgather", "dense"), key=lambda s: costs[s])
         if scheme == "split" and not self._whole_world():
             raise ArgumentError("scheme: 'split' needs the world group (its second collective runs on a group of its "
@@ -213,7 +249,8 @@ class TopKState:
         if not fast and (scheme == "split" or self.method != "topk"):
             raise ArgumentError(f"bucket: a {dtype} bucket takes method='topk' with scheme 'allgather' or 'dense'"
                                 f" (got method={self.method!r}, scheme={scheme!r}); float32 buckets take every setting")
-        plan = BucketPlan(key, name, n, dtype, world, rank, k, scheme, vdt, layout, self.method == "threshold")
+        plan = BucketPlan(key, name, n, dtype, world, rank, k, scheme, vdt, layout, self.method == "threshold",
+                          device)
         if self.method == "cwmp" and not callable(self.cost):
             plan.costs = np.full(n, self.cost, dtype=np.float32)
         return plan
@@ -244,32 +281,50 @@ class TopKState:
         return out
 
     def _residual_of(self, plan: BucketPlan) -> Optional[np.ndarray]:
+        """A host copy of the plan's residual (flat), or None where it has none yet."""
+        if plan.on_gpu:
+            return plan.residual.detach().to("cpu", copy=True).numpy()
         res = self.feedback.residual(plan.name)
         return None if res is None else np.asarray(res).reshape(-1)
 
     def _carry_residuals(self, plan: BucketPlan) -> None:
         """Builds the new layout's residual from those of its parameters in the old layouts
-        (or restored by name); a parameter without one starts at zero."""
+        (or restored by name); a parameter without one starts at zero. An old layout's
+        residual is read once, and only if one of its parameters moves."""
         if not self.error_feedback:
             return
-        olds = [(p, self._residual_of(p)) for p in self._plans.values()]
-        res = np.zeros(plan.n, np.float64 if plan.dtype == torch.float64 else np.float32)
-        have = False
+        olds = list(self._plans.values())
+        host: Dict[Any, Optional[np.ndarray]] = {}  # old plan key -> its residual on the host
+        pieces = []
         off = 0
         for pid, size in plan.layout:
-            got = self._param_residual(olds, pid, size)
+            got = self._param_residual(olds, host, pid, size)
             if got is not None:
-                res[off:off + size] = got
-                have = True
+                pieces.append((off, size, got))
             off += size
-        if have:
-            self.feedback.load_residual(plan.name, res)
+        if not pieces:
+            return
+        if plan.on_gpu:
+            for off, size, got in pieces:  # device to device, or host to device (float64 rounded)
+                plan.residual[off:off + size].copy_(torch.as_tensor(got))
+            return
+        res = np.zeros(plan.n, np.float64 if plan.dtype == torch.float64 else np.float32)
+        for off, size, got in pieces:
+            res[off:off + size] = got.detach().cpu().numpy() if isinstance(got, torch.Tensor) else got
+        self.feedback.load_residual(plan.name, res)
 
-    def _param_residual(self, olds: Any, pid: int, size: int) -> Optional[np.ndarray]:
-        for plan, res in olds:
+    def _param_residual(self, olds: Any, host: Dict[Any, Optional[np.ndarray]], pid: int, size: int) -> Any:
+        """The residual of parameter `pid` (`size` elements) in an old layout (a device
+        tensor where both are on a GPU, else numpy) or restored by name; None if none."""
+        for old in olds:
             off = 0
-            for q, s in plan.layout:
+            for q, s in old.layout:
                 if q == pid and s == size and q != -1:
+                    if old.on_gpu:
+                        return old.residual[off:off + s]
+                    if old.key not in host:
+                        host[old.key] = self._residual_of(old)
+                    res = host[old.key]
                     return None if res is None else res[off:off + s]
                 off += s
         name = self._names.get(pid)
@@ -347,12 +402,18 @@ class TopKState:
 
     @property
     def residuals(self) -> Dict[Tuple[int, ...], torch.Tensor]:
-        """Bucket layout (parameter ids, in order) -> a copy of its residual (flat)."""
+        """Bucket layout (parameter ids, in order) -> a copy of its residual (flat; on the
+        bucket's device)."""
         out = {}
         for plan in self._plans.values():
-            r = self.feedback.residual(plan.name)
-            if r is not None:
-                out[tuple(pid for pid, _ in plan.layout if pid != -1)] = torch.as_tensor(np.asarray(r)).reshape(-1)
+            if plan.on_gpu:
+                r = plan.residual.clone()
+            else:
+                res = self.feedback.residual(plan.name)
+                if res is None:
+                    continue
+                r = torch.as_tensor(np.asarray(res)).reshape(-1)
+            out[tuple(pid for pid, _ in plan.layout if pid != -1)] = r
         return out
 
     def threads_now(self) -> int:
