@@ -240,7 +240,7 @@ def single_case(ctx: Ctx, x32: np.ndarray, dtype_name: str, ratio: float, probe:
     nbuf = ctx.nbuf(n * host.element_size())
     row: Dict[str, Any] = {"case": "single", "dtype": dtype_name, "n": n, "k": k, "ratio": ratio, "buffers": nbuf}
     label = f"single {fmt_n(n)} {dtype_name} k={k}"
-    xs = [host.to(ctx.device) for _ in range(nbuf)]
+    xs = [host.to(ctx.device, copy=True) for _ in range(nbuf)]
     ref_idx, ref_vals = chk.cpu_select(host, k)
 
     def gs_fn(b: int):
@@ -271,7 +271,7 @@ def global_case(ctx: Ctx, sizes: Sequence[int], ratio: float) -> Dict[str, Any]:
     row: Dict[str, Any] = {"case": "global", "dtype": "float32", "n": n, "k": k, "ratio": ratio,
                            "tensors": len(sizes), "buffers": nbuf}
     label = f"global {len(sizes)} tensors {fmt_n(n)} k={k}"
-    sets = [[h.to(ctx.device) for h in hosts] for _ in range(nbuf)]
+    sets = [[h.to(ctx.device, copy=True) for h in hosts] for _ in range(nbuf)]
     ref_idx, ref_vals, ref_counts = chk.cpu_select_many(hosts, k)
 
     def gs_fn(b: int):
@@ -298,8 +298,8 @@ def feedback_case(ctx: Ctx, x32: np.ndarray, ratio: float, value_dtype: str, pro
     row: Dict[str, Any] = {"case": "feedback", "dtype": "float32", "value_dtype": value_dtype, "n": n, "k": k,
                            "ratio": ratio, "buffers": nbuf}
     label = f"feedback {fmt_n(n)} k={k} values {value_dtype}"
-    gs_ = [g_host.to(ctx.device) for _ in range(nbuf)]
-    es = [e_host.to(ctx.device) for _ in range(nbuf)]
+    gs_ = [g_host.to(ctx.device, copy=True) for _ in range(nbuf)]
+    es = [e_host.to(ctx.device, copy=True) for _ in range(nbuf)]
     vdt = torch.float32 if value_dtype == "float32" else torch.bfloat16
     ov = torch.empty(k, dtype=vdt, device=ctx.device)
     oi = torch.empty(k, dtype=torch.int32, device=ctx.device)
