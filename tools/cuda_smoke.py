@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from typing import Any, Callable, List
+from typing import Callable, List
 
 import numpy as np
 

@@ -13,7 +13,7 @@ magnitudes equal to the CPU engine's.
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
@@ -22,7 +22,7 @@ import gradsparse as gs
 from .common import VerificationError
 
 __all__ = ["bits", "check_same", "check_torch_topk", "cpu_select", "cpu_select_many", "cpu_feedback",
-           "sync_probe", "alloc_probe", "SLACK_BYTES"]
+           "magnitudes", "sync_probe", "alloc_probe", "first_line", "SLACK_BYTES"]
 
 #: free device memory may move by this much without the extension having allocated (the
 #: driver's own bookkeeping); more than this, unexplained by torch's allocator, is reported
@@ -147,7 +147,7 @@ def sync_probe(torch, call, sleep_ms: float = 100.0) -> Dict[str, Any]:
     end.record()
     end.synchronize()
     ms_per_cycle = max(start.elapsed_time(end), 1e-3) / cycles
-    cycles = int(sleep_ms / ms_per_cycle)
+    cycles = min(int(sleep_ms / ms_per_cycle), 4_000_000_000)  # (about 2 s at 2 GHz: a bound, never reached)
     start.record()
     sleep(cycles)
     t0 = time.perf_counter()
@@ -206,6 +206,3 @@ def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
-
-def optional(v: Optional[float], fmt: str = "{:.1f}") -> str:
-    return "-" if v is None else fmt.format(v)
