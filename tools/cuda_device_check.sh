@@ -23,13 +23,21 @@
 # within CHECK_BUDGET_S seconds (default 470, under 8 minutes). Exit status: 0 when every stage
 # passed (racecheck may also have run out of time), 1 otherwise; 2 for a bad argument.
 #
-# Environment: PYTHON (default python3), OUT, CHECK_BUDGET_S, JOBS (build jobs, default nproc),
+# Environment: PYTHON (default: python3 or python, the first that imports torch), OUT, CHECK_BUDGET_S, JOBS (build jobs, default nproc),
 # CUDA_ARCHS (overrides "native", e.g. 90).
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root" || exit 1
-PYTHON="${PYTHON:-python3}"
+if [[ -z "${PYTHON:-}" ]]; then  # the first of python3, python that has torch
+  PYTHON=python3
+  for c in python3 python; do
+    if command -v "$c" >/dev/null 2>&1 && "$c" -c "import torch" >/dev/null 2>&1; then PYTHON="$c"; break; fi
+  done
+fi
+# a system Python marked externally managed (PEP 668) would refuse the install; this machine is
+# lent for the check, so install into whatever Python has torch
+export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 OUT="${OUT:-$root/cuda-check-out}"
 BUDGET="${CHECK_BUDGET_S:-470}"
 JOBS="${JOBS:-$(nproc 2>/dev/null || echo 4)}"
@@ -89,9 +97,9 @@ build_cmd=("$PYTHON" -m pip install --no-build-isolation --no-deps --no-index -v
 tests_cmd=("$PYTHON" -m pytest -q -rs -p no:cacheprovider --junitxml="$OUT/pytest.xml" "${tests_glob[@]}")
 bench_cmd=("$PYTHON" -m gradsparse.bench cuda --json "$OUT/bench-cuda.json")
 memcheck_cmd=("${sanitizer:-compute-sanitizer}" --tool memcheck --error-exitcode 99 --print-limit 50
-  "$PYTHON" "${smoke[@]}" --size small)
+  "$PYTHON" "${smoke[@]}" -v --size small)
 racecheck_cmd=("${sanitizer:-compute-sanitizer}" --tool racecheck --error-exitcode 99 --print-limit 50
-  "$PYTHON" "${smoke[@]}" --size tiny)
+  "$PYTHON" "${smoke[@]}" -v --size tiny)
 
 describe() {
   case "$1" in
