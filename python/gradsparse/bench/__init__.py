@@ -3,6 +3,8 @@
 ``cli`` parses the options and dispatches the suites: ``select`` (top-k, CWMP, global
 selection), ``wire`` (index and value codecs), ``dropin`` (``gradsparse.topk`` against
 ``torch.topk``), ``atomo`` (SVD, FFT, end-to-end ATOMO) and ``compress`` (the compressors);
+``python -m gradsparse.bench ddp`` and ``python -m gradsparse.bench cuda`` start the DDP
+step-time suite and the CUDA suite, each with options of its own (never part of the default run);
 ``common`` holds what they share (data, timing, reference checks, machine description).
 Nothing here is imported by ``import gradsparse``; the submodules load on first use.
 """

@@ -40,6 +40,12 @@ and peak extra memory; ``--threads`` applies to gradsparse and the floor. Not pa
 DDP, bf16, PowerSGD and gradsparse's hook, on loopback and on shaped veth links; its own
 options, see ``python -m gradsparse.bench ddp --help``. Not part of ``all``.)
 
+(``python -m gradsparse.bench cuda [...]`` runs the CUDA suite of :mod:`gradsparse.bench.cuda`
+instead -- the CUDA backend's selection, global selection and error-feedback step against
+torch.topk + gather, torch.cat + topk and one read of the input on the GPU, CUDA-event timed,
+checked against the CPU engine first; without a GPU or the CUDA build it says why and exits 0.
+Not part of ``all``.)
+
 (``--suite dropin`` times ``gradsparse.topk`` itself against ``torch.topk`` as a drop-in
 replacement -- 1-D, 2-D row-wise, 3-D/4-D along dim=1, k in {1, 0.1%, 1%, 10%}, sorted and
 unsorted, float32 and bfloat16, and the fused ``key="abs"`` path -- see
@@ -164,6 +170,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from . import ddp as bench_ddp
 
         return bench_ddp.main(argv[1:])
+    if argv[:1] == ["cuda"]:  # the CUDA suite: its own options, never part of the default run
+        from . import cuda as bench_cuda
+
+        return bench_cuda.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.sizes is None:
         args.sizes = [100_000, 1_000_000] if args.quick else [1_000_000, 10_000_000, 25_000_000]
