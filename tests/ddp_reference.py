@@ -76,3 +76,22 @@ class Ranks:
             dropped = np.setdiff1d(np.arange(where.size), keep)
             self.e[o][name][where[dropped]] += s[dropped]  # back to the owner's own residual
         return mean_into(n, final, w)
+
+
+class FakeBucket:
+    """The parts of dist.GradBucket the hook reads (for calling the hook directly)."""
+
+    def __init__(self, buf, params):
+        self._buf, self._params = buf, params
+
+    def buffer(self):
+        return self._buf
+
+    def parameters(self):
+        return self._params
+
+    def index(self):
+        return 0
+
+    def is_last(self):
+        return True

@@ -28,6 +28,7 @@ torch = pytest.importorskip("torch", reason="the DDP hook needs torch (pip insta
 dist = pytest.importorskip("torch.distributed", reason="the DDP hook needs torch.distributed")
 
 from cuda_util import requires_cuda  # noqa: E402
+from ddp_reference import FakeBucket as _Bucket  # noqa: E402
 from gloo import spawn  # noqa: E402
 from gradsparse.compress import ErrorFeedback, scatter_mean  # noqa: E402
 from gradsparse.integrations.ddp import TopKState, topk_hook  # noqa: E402
@@ -310,25 +311,6 @@ def _check_refusals(rank: int, device: str) -> None:
     if torch.device(device).type == "cuda":  # the world group is NCCL here
         with pytest.raises(ValueError, match="bucket: CPU gradients on a process group"):
             topk_hook(TopKState(k=2), _Bucket(torch.ones(8), [torch.nn.Parameter(torch.zeros(8))]))
-
-
-class _Bucket:
-    """The parts of dist.GradBucket the hook reads."""
-
-    def __init__(self, buf, params):
-        self._buf, self._params = buf, params
-
-    def buffer(self):
-        return self._buf
-
-    def parameters(self):
-        return self._params
-
-    def index(self):
-        return 0
-
-    def is_last(self):
-        return True
 
 
 # --------------------------------------------------------------------------- here, without a GPU

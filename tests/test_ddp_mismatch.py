@@ -8,6 +8,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the DDP hook needs torch")
 dist = pytest.importorskip("torch.distributed", reason="the DDP hook needs torch.distributed")
 
+from ddp_reference import FakeBucket as _Bucket  # noqa: E402
 from gloo import spawn  # noqa: E402
 from gradsparse.integrations.ddp import TopKState, topk_hook  # noqa: E402
 
@@ -91,25 +92,6 @@ def _check_threshold(rank: int) -> None:
 
 def test_threshold_sends_what_passes():
     spawn(_check_threshold)
-
-
-class _Bucket:
-    """The parts of dist.GradBucket the hook reads."""
-
-    def __init__(self, buf, params):
-        self._buf, self._params = buf, params
-
-    def buffer(self):
-        return self._buf
-
-    def parameters(self):
-        return self._params
-
-    def index(self):
-        return 0
-
-    def is_last(self):
-        return True
 
 
 def _check_one_region_over(rank: int) -> None:

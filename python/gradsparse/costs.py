@@ -127,6 +127,19 @@ def prepared_core(cost: Any, size: int, shape: Tuple[int, ...], name: str):
     return cost._core
 
 
+def _scalar_cost(cost: Any, name: str) -> Optional[float]:
+    """A scalar cost (a number, or a 0-d array or tensor) as a float checked finite and > 0;
+    None if `cost` is not a scalar."""
+    if isinstance(cost, numbers.Real) or (isinstance(cost, np.ndarray) and cost.ndim == 0) or (
+        is_tensor(cost) and cost.ndim == 0
+    ):
+        c = as_real(cost, name)
+        if not (c > 0.0 and np.isfinite(c)):
+            raise ArgumentError(f"{name}: costs must be finite and > 0, got {c}")
+        return c
+    return None
+
+
 def as_cost(cost: Any, flat: Flat, name: str = "cost") -> Optional[object]:
     """None, a positive finite float, a contiguous float32/float64 array of flat.size, or the
     core object of a matching PreparedCost. For a CUDA input (flat.kind "cuda") see
@@ -138,12 +151,8 @@ def as_cost(cost: Any, flat: Flat, name: str = "cost") -> Optional[object]:
     core = prepared_core(cost, flat.size, flat.shape, name)
     if core is not None:
         return core
-    if isinstance(cost, numbers.Real) or (isinstance(cost, np.ndarray) and cost.ndim == 0) or (
-        is_tensor(cost) and cost.ndim == 0
-    ):
-        c = as_real(cost, name)
-        if not (c > 0.0 and np.isfinite(c)):
-            raise ArgumentError(f"{name}: costs must be finite and > 0, got {c}")
+    c = _scalar_cost(cost, name)
+    if c is not None:
         return c
     if is_tensor(cost):
         cost = tensor_to_numpy(cost, name)  # bfloat16 -> float32
@@ -169,12 +178,8 @@ def _device_cost(cost: Any, flat: Flat, name: str) -> Optional[object]:
     if isinstance(cost, PreparedCost):
         prepared_core(cost, flat.size, flat.shape, name)
         return cost
-    if isinstance(cost, numbers.Real) or (isinstance(cost, np.ndarray) and cost.ndim == 0) or (
-        is_tensor(cost) and cost.ndim == 0
-    ):
-        c = as_real(cost, name)
-        if not (c > 0.0 and np.isfinite(c)):
-            raise ArgumentError(f"{name}: costs must be finite and > 0, got {c}")
+    c = _scalar_cost(cost, name)
+    if c is not None:
         return c
     device = flat.array.device
     if not is_tensor(cost):

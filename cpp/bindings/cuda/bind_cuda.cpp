@@ -52,6 +52,15 @@ std::vector<gc::DevSegment> segments(const std::vector<uint64_t>& data, const st
     return out;
 }
 
+/// The cost fields of a feedback call (its data and size are the residual's).
+gc::DevSegment cost_of(uint64_t cost, double cost_scalar, double cost_pow) {
+    gc::DevSegment c;
+    c.cost = ptr(cost);
+    c.cost_scalar = cost_scalar;
+    c.cost_pow = cost_pow;
+    return c;
+}
+
 DType dtype_of(int code) {
     GS_CHECK(code >= 0 && code <= 3, "dtype: the CUDA engine takes float32, float64, float16 or bfloat16");
     return static_cast<DType>(code);
@@ -129,10 +138,7 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("feedback_select", [](const Spec& s, uint64_t g, uint64_t e, int64_t n, uint64_t cost, double cost_scalar,
                                 double cost_pow, bool bf16_values, uint64_t ws, size_t ws_bytes, uint64_t out_idx,
                                 uint64_t out_val, uint64_t stream) {
-        gc::DevSegment c;
-        c.cost = ptr(cost);
-        c.cost_scalar = cost_scalar;
-        c.cost_pow = cost_pow;
+        const gc::DevSegment c = cost_of(cost, cost_scalar, cost_pow);
         py::gil_scoped_release release;
         return gc::feedback_select(static_cast<const float*>(ptr(g)), static_cast<float*>(ptr(e)), n, c, s.scoring,
                                    s.budget, bf16_values, ptr(ws), ws_bytes, static_cast<int32_t*>(ptr(out_idx)),
@@ -141,10 +147,7 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("feedback_emit", [](const Spec& s, uint64_t e, int64_t n, uint64_t cost, double cost_scalar, double cost_pow,
                               bool bf16_values, uint64_t ws, size_t ws_bytes, int64_t count, uint64_t out_idx,
                               uint64_t out_val, uint64_t stream) {
-        gc::DevSegment c;
-        c.cost = ptr(cost);
-        c.cost_scalar = cost_scalar;
-        c.cost_pow = cost_pow;
+        const gc::DevSegment c = cost_of(cost, cost_scalar, cost_pow);
         py::gil_scoped_release release;
         gc::feedback_emit(static_cast<float*>(ptr(e)), n, c, s.scoring, s.budget, bf16_values, ptr(ws), ws_bytes,
                           count, static_cast<int32_t*>(ptr(out_idx)), ptr(out_val), ptr(stream));
