@@ -78,17 +78,17 @@ template <class F, bool Native>
 int64_t run_energy(const Plan& p, const Scorer<F, Native>& sc, double energy, void* ws, cudaStream_t stream) {
     using Key = typename Scorer<F, Native>::Key;
     const Layout& L = p.lay;
-    Key* ka = at<Key>(ws, L.keys_a);
-    Key* kb = at<Key>(ws, L.keys_b);
-    int64_t* ia = at<int64_t>(ws, L.idx_a);
-    int64_t* ib = at<int64_t>(ws, L.idx_b);
+    Key* ka = ws_at<Key>(ws, L.keys_a);
+    Key* kb = ws_at<Key>(ws, L.keys_b);
+    int64_t* ia = ws_at<int64_t>(ws, L.idx_a);
+    int64_t* ib = ws_at<int64_t>(ws, L.idx_b);
     GS_LAUNCH(static_cast<unsigned>(p.view.ntiles), kThreads, stream, k_keys<F, Native>)(p.view, sc, ka, ia);
     size_t temp = L.temp_bytes;
     // stable: equal keys keep ascending global order, the CPU's tie rule
-    throw_on(cub::DeviceRadixSort::SortPairsDescending(at<void>(ws, L.temp), temp, ka, kb, ia, ib, p.view.total, 0,
+    throw_on(cub::DeviceRadixSort::SortPairsDescending(ws_at<void>(ws, L.temp), temp, ka, kb, ia, ib, p.view.total, 0,
                                                         static_cast<int>(8 * sizeof(Key)), stream),
              "energy sort");
-    GS_LAUNCH(1, 32, stream, k_energy)(p.view, sc.cost_kind, sc.cost_f64, ib, energy, at<State>(ws, L.state));
+    GS_LAUNCH(1, 32, stream, k_energy)(p.view, sc.cost_kind, sc.cost_f64, ib, energy, ws_at<State>(ws, L.state));
     throw_on(cudaGetLastError(), "energy launch");
     return read_kept(ws, p, stream);
 }
@@ -98,9 +98,9 @@ void emit_energy(const Plan& p, void* ws, int64_t count, int64_t* out_idx, void*
     const Layout& L = p.lay;
     if (count == 0) return;
     size_t temp = L.temp_bytes;
-    int64_t* ib = at<int64_t>(ws, L.idx_b);
-    int64_t* ia = at<int64_t>(ws, L.idx_a);
-    throw_on(cub::DeviceRadixSort::SortKeys(at<void>(ws, L.temp), temp, ib, ia, count, 0, 64, stream), "energy order");
+    int64_t* ib = ws_at<int64_t>(ws, L.idx_b);
+    int64_t* ia = ws_at<int64_t>(ws, L.idx_a);
+    throw_on(cub::DeviceRadixSort::SortKeys(ws_at<void>(ws, L.temp), temp, ib, ia, count, 0, 64, stream), "energy order");
     GS_LAUNCH(static_cast<unsigned>(ceil_div(count, 256)), 256, stream, k_gather<F>)(
         p.view, ia, count, out_idx, static_cast<typename F::uint*>(out_val));
     throw_on(cudaGetLastError(), "energy gather");

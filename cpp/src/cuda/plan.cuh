@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "launch.hpp"
+#include "workspace.hpp"
 #include "pipeline.cuh"
 
 namespace gradsparse {
@@ -21,7 +22,6 @@ namespace {
 using ull = unsigned long long;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-size_t align(size_t x) { return (x + 255) & ~size_t(255); }
 
 /// Where everything lives in the workspace.
 struct Layout {
@@ -85,30 +85,26 @@ Plan make_plan(const std::vector<int64_t>& sizes, const Scoring& sc, const Budge
     p.view.nseg = static_cast<int>(p.table.size());
     p.key_bytes = key_bytes_of(sc);
     Layout& L = p.lay;
-    size_t at = 0;
-    auto put = [&](size_t& field, size_t bytes) {
-        field = at;
-        at += align(bytes);
-    };
-    put(L.state, sizeof(State));
-    if (p.view.nseg > 1) put(L.table, sizeof(SegDesc) * p.table.size());
+    Carver carve;
+    carve.put(L.state, sizeof(State));
+    if (p.view.nseg > 1) carve.put(L.table, sizeof(SegDesc) * p.table.size());
     if (budget.kind == Budget::Energy) {
         GS_CHECK(!feedback, "budget: error feedback on CUDA takes a count or a threshold");
-        put(L.keys_a, p.key_bytes * static_cast<size_t>(total));
-        put(L.keys_b, p.key_bytes * static_cast<size_t>(total));
-        put(L.idx_a, sizeof(int64_t) * static_cast<size_t>(total));
-        put(L.idx_b, sizeof(int64_t) * static_cast<size_t>(total));
+        carve.put(L.keys_a, p.key_bytes * static_cast<size_t>(total));
+        carve.put(L.keys_b, p.key_bytes * static_cast<size_t>(total));
+        carve.put(L.idx_a, sizeof(int64_t) * static_cast<size_t>(total));
+        carve.put(L.idx_b, sizeof(int64_t) * static_cast<size_t>(total));
         L.temp_bytes = p.key_bytes == 2   ? energy_temp<uint16_t>(total)
                        : p.key_bytes == 4 ? energy_temp<uint32_t>(total)
                                           : energy_temp<ull>(total);
-        put(L.temp, L.temp_bytes);
-        L.bytes = at;
+        carve.put(L.temp, L.temp_bytes);
+        L.bytes = carve.bytes;
         return p;
     }
-    put(L.blk_gt, sizeof(unsigned) * static_cast<size_t>(tiles));
-    put(L.blk_eq, sizeof(unsigned) * static_cast<size_t>(tiles));
-    put(L.take_eq, sizeof(unsigned) * static_cast<size_t>(tiles));
-    put(L.out_off, sizeof(int64_t) * static_cast<size_t>(tiles));
+    carve.put(L.blk_gt, sizeof(unsigned) * static_cast<size_t>(tiles));
+    carve.put(L.blk_eq, sizeof(unsigned) * static_cast<size_t>(tiles));
+    carve.put(L.take_eq, sizeof(unsigned) * static_cast<size_t>(tiles));
+    carve.put(L.out_off, sizeof(int64_t) * static_cast<size_t>(tiles));
     if (budget.kind == Budget::Count) {
         GS_CHECK(budget.k >= 1 && static_cast<int64_t>(budget.k) <= total,
                  "k: must be in [1, " + std::to_string(total) + "], got " + std::to_string(budget.k));
@@ -127,13 +123,13 @@ Plan make_plan(const std::vector<int64_t>& sizes, const Scoring& sc, const Budge
             const double frac = static_cast<double>(top - bottom + 1) / kSample;
             p.cap = std::min<int64_t>(total, static_cast<int64_t>(1.5 * frac * static_cast<double>(total)) + 4096);
         }
-        put(L.band_key, p.key_bytes * static_cast<size_t>(p.cap));
-        put(L.band_tile, sizeof(unsigned) * static_cast<size_t>(p.cap));
-        if (feedback) put(L.acc, sizeof(float) * static_cast<size_t>(p.k));
+        carve.put(L.band_key, p.key_bytes * static_cast<size_t>(p.cap));
+        carve.put(L.band_tile, sizeof(unsigned) * static_cast<size_t>(p.cap));
+        if (feedback) carve.put(L.acc, sizeof(float) * static_cast<size_t>(p.k));
     } else if (feedback) {
-        put(L.acc, sizeof(float) * static_cast<size_t>(total));  // threshold: up to every element
+        carve.put(L.acc, sizeof(float) * static_cast<size_t>(total));  // threshold: up to every element
     }
-    L.bytes = at;
+    L.bytes = carve.bytes;
     return p;
 }
 
@@ -161,21 +157,16 @@ void bind(Plan& p, const std::vector<DevSegment>& segs, void* ws, size_t ws_byte
     }
 }
 
-template <class T>
-T* at(void* ws, size_t off) {
-    return reinterpret_cast<T*>(static_cast<char*>(ws) + off);
-}
-
 // The count pipeline (stages 1-5) for one key type; g: accumulate e += g on the way.
 template <class F, bool Native>
 void run_count(const Plan& p, const Scorer<F, Native>& sc, void* ws, cudaStream_t stream, const float* g) {
     using Key = typename Scorer<F, Native>::Key;
     const Layout& L = p.lay;
-    State* st = at<State>(ws, L.state);
-    unsigned* blk_gt = at<unsigned>(ws, L.blk_gt);
-    unsigned* blk_eq = at<unsigned>(ws, L.blk_eq);
-    Key* band_key = at<Key>(ws, L.band_key);
-    unsigned* band_tile = at<unsigned>(ws, L.band_tile);
+    State* st = ws_at<State>(ws, L.state);
+    unsigned* blk_gt = ws_at<unsigned>(ws, L.blk_gt);
+    unsigned* blk_eq = ws_at<unsigned>(ws, L.blk_eq);
+    Key* band_key = ws_at<Key>(ws, L.band_key);
+    unsigned* band_tile = ws_at<unsigned>(ws, L.band_tile);
     const unsigned tiles = static_cast<unsigned>(p.view.ntiles);
     const unsigned band_blocks = static_cast<unsigned>(ceil_div(p.cap, kTile));
     const unsigned grid = std::max(tiles, band_blocks);
@@ -189,7 +180,7 @@ void run_count(const Plan& p, const Scorer<F, Native>& sc, void* ws, cudaStream_
     }
     GS_LAUNCH(grid, kThreads, stream, k_counts<F, Native>)(p.view, sc, st, band_key, band_tile, p.cap, blk_gt, blk_eq,
                                                        nullptr);
-    GS_LAUNCH(1, 1024, stream, k_scan)(st, blk_gt, blk_eq, at<unsigned>(ws, L.take_eq), at<int64_t>(ws, L.out_off),
+    GS_LAUNCH(1, 1024, stream, k_scan)(st, blk_gt, blk_eq, ws_at<unsigned>(ws, L.take_eq), ws_at<int64_t>(ws, L.out_off),
                                    p.view.ntiles);
     throw_on(cudaGetLastError(), "selection launch");
 }
@@ -199,15 +190,15 @@ template <class F, bool Native>
 void run_threshold(const Plan& p, const Scorer<F, Native>& sc, ull tkey, void* ws, cudaStream_t stream,
                    const float* g) {
     const Layout& L = p.lay;
-    State* st = at<State>(ws, L.state);
+    State* st = ws_at<State>(ws, L.state);
     // keep key > tkey - 1; tkey == 0 keeps everything (every key == 0 is a tie, all kept)
     GS_LAUNCH(1, 1, stream, k_fixed)(st, tkey == 0 ? 0 : tkey - 1, tkey == 0 ? ~ull(0) : 0);
-    unsigned* blk_gt = at<unsigned>(ws, L.blk_gt);
-    unsigned* blk_eq = at<unsigned>(ws, L.blk_eq);
+    unsigned* blk_gt = ws_at<unsigned>(ws, L.blk_gt);
+    unsigned* blk_eq = ws_at<unsigned>(ws, L.blk_eq);
     using Key = typename Scorer<F, Native>::Key;
     GS_LAUNCH(static_cast<unsigned>(p.view.ntiles), kThreads, stream, k_counts<F, Native>)(
         p.view, sc, st, static_cast<const Key*>(nullptr), nullptr, 0, blk_gt, blk_eq, g);
-    GS_LAUNCH(1, 1024, stream, k_scan)(st, blk_gt, blk_eq, at<unsigned>(ws, L.take_eq), at<int64_t>(ws, L.out_off),
+    GS_LAUNCH(1, 1024, stream, k_scan)(st, blk_gt, blk_eq, ws_at<unsigned>(ws, L.take_eq), ws_at<int64_t>(ws, L.out_off),
                                    p.view.ntiles);
     throw_on(cudaGetLastError(), "threshold launch");
 }
@@ -217,14 +208,14 @@ void run_write(const Plan& p, const Scorer<F, Native>& sc, void* ws, cudaStream_
                typename F::uint* out_val) {
     const Layout& L = p.lay;
     GS_LAUNCH(static_cast<unsigned>(p.view.ntiles), kThreads, stream, k_write<F, Native, Idx>)(
-        p.view, sc, at<State>(ws, L.state), at<unsigned>(ws, L.blk_gt), at<unsigned>(ws, L.take_eq),
-        at<int64_t>(ws, L.out_off), out_idx, out_val);
+        p.view, sc, ws_at<State>(ws, L.state), ws_at<unsigned>(ws, L.blk_gt), ws_at<unsigned>(ws, L.take_eq),
+        ws_at<int64_t>(ws, L.out_off), out_idx, out_val);
     throw_on(cudaGetLastError(), "write launch");
 }
 
 int64_t read_kept(void* ws, const Plan& p, cudaStream_t stream) {
     ull kept = 0;
-    throw_on(cudaMemcpyAsync(&kept, &at<State>(ws, p.lay.state)->kept, sizeof(kept), cudaMemcpyDeviceToHost, stream),
+    throw_on(cudaMemcpyAsync(&kept, &ws_at<State>(ws, p.lay.state)->kept, sizeof(kept), cudaMemcpyDeviceToHost, stream),
              "count copy");
     throw_on(cudaStreamSynchronize(stream), "selection");
     return static_cast<int64_t>(kept);

@@ -9,6 +9,7 @@
 
 #include "kernels.cuh"
 #include "launch.hpp"
+#include "workspace.hpp"
 
 namespace gradsparse {
 namespace cuda {
@@ -16,7 +17,6 @@ namespace detail {
 namespace {
 
 int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-size_t al(size_t x) { return (x + 255) & ~size_t(255); }
 
 template <class F>
 __global__ void k_row_keys(const typename F::uint* x, int64_t count, int64_t n, KeyMode mode, typename F::uint* keys,
@@ -77,28 +77,19 @@ RowsLayout rows_layout(int64_t rows, int64_t n, int64_t k, bool sorted) {
     if (!sorted)
         throw_on(cub::DeviceSegmentedSort::SortKeys(nullptr, b, vc, vm, rows * k, rows, off, off + 1), "row order size");
     RowsLayout L{};
-    size_t at = 0;
-    auto put = [&](size_t& f, size_t bytes) {
-        f = at;
-        at += al(bytes);
-    };
-    put(L.keys_a, sizeof(Key) * count);
-    put(L.keys_b, sizeof(Key) * count);
-    put(L.cols_a, sizeof(int32_t) * count);
-    put(L.cols_b, sizeof(int32_t) * count);
-    put(L.off_n, sizeof(int64_t) * (rows + 1));
-    put(L.off_k, sizeof(int64_t) * (rows + 1));
-    put(L.sel_a, sorted ? 0 : sizeof(int32_t) * rows * k);
-    put(L.sel_b, sorted ? 0 : sizeof(int32_t) * rows * k);
+    Carver carve;
+    carve.put(L.keys_a, sizeof(Key) * count);
+    carve.put(L.keys_b, sizeof(Key) * count);
+    carve.put(L.cols_a, sizeof(int32_t) * count);
+    carve.put(L.cols_b, sizeof(int32_t) * count);
+    carve.put(L.off_n, sizeof(int64_t) * (rows + 1));
+    carve.put(L.off_k, sizeof(int64_t) * (rows + 1));
+    carve.put(L.sel_a, sorted ? 0 : sizeof(int32_t) * rows * k);
+    carve.put(L.sel_b, sorted ? 0 : sizeof(int32_t) * rows * k);
     L.temp_bytes = std::max(a, b);
-    put(L.temp, L.temp_bytes);
-    L.bytes = at;
+    carve.put(L.temp, L.temp_bytes);
+    L.bytes = carve.bytes;
     return L;
-}
-
-template <class T>
-T* wat(void* ws, size_t off) {
-    return reinterpret_cast<T*>(static_cast<char*>(ws) + off);
 }
 
 template <class F>
@@ -109,15 +100,15 @@ void rows_run(const void* xv, int64_t rows, int64_t n, int64_t k, KeyMode mode, 
     GS_CHECK(ws != nullptr && ws_bytes >= L.bytes, "workspace: too small for topk_rows");
     const Key* x = static_cast<const Key*>(xv);
     const int64_t count = rows * n;
-    Key* ka = wat<Key>(ws, L.keys_a);
-    int32_t* ca = wat<int32_t>(ws, L.cols_a);
-    int32_t* cb = wat<int32_t>(ws, L.cols_b);
-    int64_t* off_n = wat<int64_t>(ws, L.off_n);
-    int64_t* off_k = wat<int64_t>(ws, L.off_k);
+    Key* ka = ws_at<Key>(ws, L.keys_a);
+    int32_t* ca = ws_at<int32_t>(ws, L.cols_a);
+    int32_t* cb = ws_at<int32_t>(ws, L.cols_b);
+    int64_t* off_n = ws_at<int64_t>(ws, L.off_n);
+    int64_t* off_k = ws_at<int64_t>(ws, L.off_k);
     GS_LAUNCH(static_cast<unsigned>(cdiv(count, 256)), 256, stream, k_row_keys<F>)(x, count, n, mode, ka, ca);
     GS_LAUNCH(static_cast<unsigned>(cdiv(rows + 1, 256)), 256, stream, k_offsets)(off_n, rows, n);
     size_t temp = L.temp_bytes;
-    throw_on(cub::DeviceSegmentedSort::StableSortPairsDescending(wat<void>(ws, L.temp), temp, ka, wat<Key>(ws, L.keys_b),
+    throw_on(cub::DeviceSegmentedSort::StableSortPairsDescending(ws_at<void>(ws, L.temp), temp, ka, ws_at<Key>(ws, L.keys_b),
                                                                  ca, cb, count, rows, off_n, off_n + 1, stream),
              "row sort");
     Key* vo = static_cast<Key*>(out_val);
@@ -125,12 +116,12 @@ void rows_run(const void* xv, int64_t rows, int64_t n, int64_t k, KeyMode mode, 
     if (sorted) {
         GS_LAUNCH(grid, 256, stream, k_row_take<F>)(cb, rows, n, k, nullptr, x, vo, out_idx);
     } else {
-        int32_t* sa = wat<int32_t>(ws, L.sel_a);
-        int32_t* sb = wat<int32_t>(ws, L.sel_b);
+        int32_t* sa = ws_at<int32_t>(ws, L.sel_a);
+        int32_t* sb = ws_at<int32_t>(ws, L.sel_b);
         GS_LAUNCH(grid, 256, stream, k_row_take<F>)(cb, rows, n, k, sa, x, nullptr, nullptr);
         GS_LAUNCH(static_cast<unsigned>(cdiv(rows + 1, 256)), 256, stream, k_offsets)(off_k, rows, k);
         temp = L.temp_bytes;
-        throw_on(cub::DeviceSegmentedSort::SortKeys(wat<void>(ws, L.temp), temp, sa, sb, rows * k, rows, off_k,
+        throw_on(cub::DeviceSegmentedSort::SortKeys(ws_at<void>(ws, L.temp), temp, sa, sb, rows * k, rows, off_k,
                                                     off_k + 1, stream),
                  "row order");
         GS_LAUNCH(grid, 256, stream, k_row_gather<F>)(sb, rows, n, k, x, vo, out_idx);
@@ -169,18 +160,14 @@ RankLayout rank_layout(int64_t k) {
                                                         static_cast<int32_t*>(nullptr), k),
              "rank sort size");
     RankLayout L{};
-    size_t at = 0;
-    auto put = [&](size_t& f, size_t bytes) {
-        f = at;
-        at += al(bytes);
-    };
-    put(L.keys_a, sizeof(Key) * k);
-    put(L.keys_b, sizeof(Key) * k);
-    put(L.pos_a, sizeof(int32_t) * k);
-    put(L.pos_b, sizeof(int32_t) * k);
+    Carver carve;
+    carve.put(L.keys_a, sizeof(Key) * k);
+    carve.put(L.keys_b, sizeof(Key) * k);
+    carve.put(L.pos_a, sizeof(int32_t) * k);
+    carve.put(L.pos_b, sizeof(int32_t) * k);
     L.temp_bytes = a;
-    put(L.temp, a);
-    L.bytes = at;
+    carve.put(L.temp, a);
+    L.bytes = carve.bytes;
     return L;
 }
 
@@ -192,14 +179,14 @@ void rank_run(const void* vv, const int64_t* idx, int64_t k, KeyMode mode, void*
     GS_CHECK(ws != nullptr && ws_bytes >= L.bytes, "workspace: too small for rank_order");
     const Key* v = static_cast<const Key*>(vv);
     const unsigned grid = static_cast<unsigned>(cdiv(k, 256));
-    GS_LAUNCH(grid, 256, stream, k_rank_keys<F>)(v, k, mode, wat<Key>(ws, L.keys_a), wat<int32_t>(ws, L.pos_a));
+    GS_LAUNCH(grid, 256, stream, k_rank_keys<F>)(v, k, mode, ws_at<Key>(ws, L.keys_a), ws_at<int32_t>(ws, L.pos_a));
     size_t temp = L.temp_bytes;
-    throw_on(cub::DeviceRadixSort::SortPairsDescending(wat<void>(ws, L.temp), temp, wat<Key>(ws, L.keys_a),
-                                                        wat<Key>(ws, L.keys_b), wat<int32_t>(ws, L.pos_a),
-                                                        wat<int32_t>(ws, L.pos_b), k, 0,
+    throw_on(cub::DeviceRadixSort::SortPairsDescending(ws_at<void>(ws, L.temp), temp, ws_at<Key>(ws, L.keys_a),
+                                                        ws_at<Key>(ws, L.keys_b), ws_at<int32_t>(ws, L.pos_a),
+                                                        ws_at<int32_t>(ws, L.pos_b), k, 0,
                                                         static_cast<int>(8 * sizeof(Key)), stream),
              "rank sort");
-    GS_LAUNCH(grid, 256, stream, k_rank_gather<F>)(wat<int32_t>(ws, L.pos_b), k, v, idx, static_cast<Key*>(out_val),
+    GS_LAUNCH(grid, 256, stream, k_rank_gather<F>)(ws_at<int32_t>(ws, L.pos_b), k, v, idx, static_cast<Key*>(out_val),
                                                out_idx);
     throw_on(cudaGetLastError(), "rank_order launch");
 }

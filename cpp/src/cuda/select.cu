@@ -114,7 +114,7 @@ int64_t feedback_select(const float* g, float* e, int64_t n, const DevSegment& c
             if (budget.kind == Budget::Count) {
                 GS_CHECK(out_idx != nullptr && out_val != nullptr, "indices: null output");
                 run_count<F, N>(p, s, ws, stream, g);
-                float* vals = bf16_values ? at<float>(ws, p.lay.acc) : static_cast<float*>(out_val);
+                float* vals = bf16_values ? ws_at<float>(ws, p.lay.acc) : static_cast<float*>(out_val);
                 run_write<F, N>(p, s, ws, stream, out_idx, reinterpret_cast<uint32_t*>(vals));
                 GS_LAUNCH(static_cast<unsigned>(ceil_div(p.k, 256)), 256, stream, k_feedback_finish)(
                     e, out_idx, vals, bf16_values ? static_cast<uint16_t*>(out_val) : nullptr, p.k);
@@ -149,7 +149,7 @@ void feedback_emit(float* e, int64_t n, const DevSegment& cost, const Scoring& s
         constexpr bool N = decltype(native)::value;
         if constexpr (std::is_same<F, keys::F32>::value) {
             const auto s = scorer<F, N>(sc);
-            float* vals = bf16_values ? at<float>(ws, p.lay.acc) : static_cast<float*>(out_val);
+            float* vals = bf16_values ? ws_at<float>(ws, p.lay.acc) : static_cast<float*>(out_val);
             run_write<F, N>(p, s, ws, stream, out_idx, reinterpret_cast<uint32_t*>(vals));
             GS_LAUNCH(static_cast<unsigned>(ceil_div(count, 256)), 256, stream, k_feedback_finish)(
                 e, out_idx, vals, bf16_values ? static_cast<uint16_t*>(out_val) : nullptr, count);
