@@ -94,7 +94,9 @@ build_cmd=("$PYTHON" -m pip install --no-build-isolation --no-deps --no-index -v
   -C build-dir=build/cuda-check -C cmake.build-type=Release
   -C cmake.define.GRADSPARSE_CUDA=ON -C cmake.define.GRADSPARSE_WERROR=ON
   -C "cmake.define.CMAKE_CUDA_ARCHITECTURES=$archs" .)
-tests_cmd=("$PYTHON" -m pytest -q -rs -p no:cacheprovider --junitxml="$OUT/pytest.xml" "${tests_glob[@]}")
+# the CPU emulation of the kernels (tests/test_cuda_emulation.py) needs no GPU: CI runs it
+tests_cmd=("$PYTHON" -m pytest -q -rs -p no:cacheprovider --junitxml="$OUT/pytest.xml"
+           --ignore=tests/test_cuda_emulation.py "${tests_glob[@]}")
 bench_cmd=("$PYTHON" -m gradsparse.bench cuda --json "$OUT/bench-cuda.json")
 memcheck_cmd=("${sanitizer:-compute-sanitizer}" --tool memcheck --error-exitcode 99 --print-limit 50
   "$PYTHON" "${smoke[@]}" -v --size small)
