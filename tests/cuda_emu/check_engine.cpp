@@ -487,7 +487,6 @@ std::vector<size_t> ks_for(size_t n) {
 }
 
 const DType kDtypes[] = {DType::F32, DType::F64, DType::F16, DType::BF16};
-const KeyMode kModes[] = {KeyMode::Magnitude, KeyMode::Largest, KeyMode::Smallest};
 
 // ------------------------------------------------------------------ 1. count, one tensor
 
@@ -508,15 +507,22 @@ void count_case(const Array& x, KeyMode mode, size_t k, const std::string& tag, 
     if (pc) pc->add();
 }
 
-void check_count(size_t n, const std::vector<Input>& inputs, const std::vector<DType>& dtypes, const char* title) {
+using KsFn = std::vector<size_t> (*)(size_t);
+std::vector<size_t> ks_all(size_t n) { return ks_for(n); }
+std::vector<size_t> ks_few(size_t n) { return {1, std::max<size_t>(1, n / 100), n}; }
+const std::vector<KeyMode> kModesAll = {KeyMode::Magnitude, KeyMode::Largest, KeyMode::Smallest};
+
+/// One tensor, count budgets: every dtype x input x mode x k given.
+void check_count(size_t n, const std::vector<Input>& inputs, const std::vector<DType>& dtypes,
+                 const std::vector<KeyMode>& modes, KsFn ks, const char* title) {
     Group g(title);
     PathCount pc;
     Rng r(1000 + n);
     for (DType t : dtypes)
         for (Input in : inputs) {
             const Array x = make_input(t, n, in, r);
-            for (KeyMode m : kModes)
-                for (size_t k : ks_for(n)) count_case(x, m, k, iname(in), &pc);
+            for (KeyMode m : modes)
+                for (size_t k : ks(n)) count_case(x, m, k, iname(in), &pc);
         }
     g.extra = pc.str();
 }
@@ -614,6 +620,30 @@ double total_cost(const Call& c) {
     return t;
 }
 
+struct ManyCfg {
+    Costs ck;
+    DType cost_dtype;
+    double q, alpha;
+    bool energy;  // energy budgets too (the device sums costs in one warp: slow to emulate)
+};
+
+std::vector<ManyCfg> many_configs(bool large, DType t) {
+    const DType F64 = DType::F64, F32 = DType::F32;
+    if (large)
+        return {{Costs::None, F64, 2, 1, true},      {Costs::EqualScalar, F64, 2, 1, false},
+                {Costs::Scalars, F64, 2, 0.5, true}, {Costs::Arrays, F64, 1, 1, false},
+                {Costs::Arrays, F32, 2, 1, false},   {Costs::Mixed, F64, 2, 1, true}};
+    if (t != DType::F32)
+        return {{Costs::None, F64, 2, 1, true}, {Costs::Arrays, F64, 2, 1, true}, {Costs::Scalars, F64, 1, 1, false}};
+    return {{Costs::None, F64, 2, 1, true},     {Costs::EqualScalar, F64, 2, 1, true}, {Costs::Scalars, F64, 1, 1, true},
+            {Costs::Scalars, F64, 2, 1, true},  {Costs::Scalars, F64, 2, 0.5, true},   {Costs::Scalars, F64, 1, 0, true},
+            {Costs::Arrays, F64, 1, 0, true},   {Costs::Arrays, F64, 1, 1, true},      {Costs::Arrays, F64, 2, 0, true},
+            {Costs::Arrays, F64, 2, 1, true},   {Costs::Arrays, F32, 2, 1, true},      {Costs::Mixed, F64, 2, 1, true},
+            {Costs::Mixed, F64, 1, 0, true},    {Costs::Mixed, F32, 1, 1, true}};
+}
+
+/// ~20 segments of mixed sizes (empty ones too), one dtype: count and energy budgets over
+/// every cost layout the tensor layer passes, and threshold budgets.
 void check_many(bool large, const std::vector<DType>& dtypes) {
     Group g(large ? "many segments (large)" : "many segments (small)");
     Rng r(large ? 4242 : 4343);
@@ -623,50 +653,43 @@ void check_many(bool large, const std::vector<DType>& dtypes) {
             const std::vector<Array> xs = make_segments(t, sizes, r, ties);
             size_t total = 0;
             for (const Array& a : xs) total += a.n;
-            for (Costs ck : {Costs::None, Costs::EqualScalar, Costs::Scalars, Costs::Arrays, Costs::Mixed}) {
-                const std::vector<CostSpec> costs = make_costs(ck, xs, r);
-                for (DType cdt : {DType::F64, DType::F32}) {
-                    if (cdt == DType::F32 && ck != Costs::Arrays && ck != Costs::Mixed) continue;
-                    for (double q : {1.0, 2.0})
-                        for (double alpha : {0.0, 1.0, 0.5}) {
-                            if (alpha == 0.5 && ck != Costs::Scalars) continue;  // pow() on the host: scalars only
-                            if ((ck == Costs::None || ck == Costs::EqualScalar) && (q != 2.0 || alpha != 1.0)) continue;
-                            Call c;
-                            for (const Array& a : xs) c.xs.push_back(&a);
-                            c.costs = costs;
-                            c.cost_dtype = cdt;
-                            c.q = q;
-                            c.alpha = alpha;
-                            std::vector<Budget> budgets;
-                            for (size_t k : {size_t(1), total / 100, total / 7, total}) {
-                                Budget b;
-                                b.kind = Budget::Count;
-                                b.k = std::max<size_t>(1, k);
-                                budgets.push_back(b);
-                            }
-                            const double tc = total_cost(c);
-                            for (double f : {0.0, 0.003, 0.3, 2.0}) {
-                                Budget b;
-                                b.kind = Budget::Energy;
-                                b.energy = f == 0.0 ? 0.2 : f * tc;  // 0.2: below every cost, nothing kept
-                                budgets.push_back(b);
-                            }
-                            const std::vector<KeyMode> modes = (ck == Costs::None || ck == Costs::EqualScalar)
-                                                                   ? std::vector<KeyMode>{KeyMode::Magnitude, KeyMode::Largest}
-                                                                   : std::vector<KeyMode>{KeyMode::Magnitude};
-                            for (KeyMode m : modes)
-                                for (const Budget& b : budgets) {
-                                    c.mode = m;
-                                    c.budget = b;
-                                    const Result a = cpu_select(c), gr = gpu_select(c);
-                                    compare(fmt("many %s %s ties=%d costs=%s/%s q=%g alpha=%g %s %s=%g", large ? "large" : "small",
-                                                dname(t), ties, cname(ck), dname(cdt), q, alpha, mname(m),
-                                                b.kind == Budget::Count ? "k" : "energy",
-                                                b.kind == Budget::Count ? static_cast<double>(b.k) : b.energy),
-                                            a, gr, t);
-                                }
-                        }
+            for (const ManyCfg& cfg : many_configs(large, t)) {
+                Call c;
+                for (const Array& a : xs) c.xs.push_back(&a);
+                c.costs = make_costs(cfg.ck, xs, r);
+                c.cost_dtype = cfg.cost_dtype;
+                c.q = cfg.q;
+                c.alpha = cfg.alpha;
+                std::vector<Budget> budgets;
+                for (size_t k : {size_t(1), total / 100, total / 7, total}) {
+                    Budget b;
+                    b.kind = Budget::Count;
+                    b.k = std::max<size_t>(1, k);
+                    budgets.push_back(b);
                 }
+                const double tc = total_cost(c);
+                if (cfg.energy)
+                    for (double e : {0.2, std::floor(0.003 * tc), 0.3 * tc, 2.0 * tc}) {
+                        Budget b;  // 0.2: below every cost; an integer: sums that hit it exactly
+                        b.kind = Budget::Energy;
+                        b.energy = e;
+                        budgets.push_back(b);
+                    }
+                const bool native = cfg.ck == Costs::None || cfg.ck == Costs::EqualScalar;
+                const std::vector<KeyMode> modes = native ? std::vector<KeyMode>{KeyMode::Magnitude, KeyMode::Largest}
+                                                          : std::vector<KeyMode>{KeyMode::Magnitude};
+                for (KeyMode m : modes)
+                    for (const Budget& b : budgets) {
+                        if (m != KeyMode::Magnitude && b.kind == Budget::Energy && large) continue;
+                        c.mode = m;
+                        c.budget = b;
+                        const Result a = cpu_select(c), gr = gpu_select(c);
+                        compare(fmt("many %s %s ties=%d costs=%s/%s q=%g alpha=%g %s %s=%.17g", large ? "large" : "small",
+                                    dname(t), ties, cname(cfg.ck), dname(cfg.cost_dtype), cfg.q, cfg.alpha, mname(m),
+                                    b.kind == Budget::Count ? "k" : "energy",
+                                    b.kind == Budget::Count ? static_cast<double>(b.k) : b.energy),
+                                a, gr, t);
+                    }
             }
             // threshold budgets: |x| >= tau (no cost, q = 1)
             for (double tau : {0.0, 1e-30, 0.5, 1.0, 2.5, 1e300, double(INFINITY)}) {
@@ -1128,13 +1151,15 @@ void check_refusals() {
 int main(int argc, char** argv) {
     uint64_t seed = 1;
     bool quick = false;
+    std::string only;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "-v") g_verbose = true;
         else if (a == "--quick") quick = true;
         else if (a == "--seed" && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
+        else if (a == "--only" && i + 1 < argc) only = argv[++i];
         else {
-            std::fprintf(stderr, "usage: check_engine [--seed N] [--quick] [-v]\n");
+            std::fprintf(stderr, "usage: check_engine [--seed N] [--quick] [--only count|many|feedback|rows] [-v]\n");
             return 2;
         }
     }
@@ -1143,23 +1168,32 @@ int main(int argc, char** argv) {
     std::printf("CUDA engine (emulated, schedule seed %" PRIu64 ") vs CPU engine\n", seed);
     const std::vector<Input> all(std::begin(kInputs), std::end(kInputs));
     const std::vector<DType> dtypes(std::begin(kDtypes), std::end(kDtypes));
-    check_count(1000, all, dtypes, "count n=1000");
-    if (!quick) check_count(65536, all, dtypes, "count n=65536");
-    check_count(70000, all, {DType::F32, DType::BF16}, "count n=70000");
-    if (!quick)
-        check_count(300000, {Input::Normal, Input::Ties, Input::Mixed, Input::Descending}, {DType::F32, DType::F64},
-                    "count n=300000");
-    check_fallback(quick ? 70000 : 300000);
-    check_many(false, dtypes);
-    check_many(true, {DType::F32});
-    check_many_tiles();
-    check_feedback(1000, 4);
-    check_feedback(70000, quick ? 2 : 3);
-    check_feedback_miss(70000);
-    check_rows();
-    check_rank();
-    check_scatter();
-    check_refusals();
+    auto want = [&](const char* group) { return only.empty() || only == group; };
+    if (want("count")) {
+        check_count(1000, all, dtypes, kModesAll, ks_all, "count n=1000");
+        check_count(65536, all, dtypes, kModesAll, ks_few, "count n=65536");
+        check_count(70000, all, {DType::F32, DType::BF16}, kModesAll, ks_all, "count n=70000");
+        if (!quick)
+            check_count(300000, {Input::Normal, Input::Ties, Input::Mixed}, {DType::F32},
+                        {KeyMode::Magnitude, KeyMode::Smallest}, ks_all, "count n=300000");
+        check_fallback(quick ? 70000 : 300000);
+    }
+    if (want("many")) {
+        check_many(false, dtypes);
+        if (!quick) check_many(true, {DType::F32});
+        check_many_tiles();
+    }
+    if (want("feedback")) {
+        check_feedback(1000, 4);
+        check_feedback(70000, quick ? 2 : 3);
+        check_feedback_miss(70000);
+    }
+    if (want("rows")) {
+        check_rows();
+        check_rank();
+        check_scatter();
+        check_refusals();
+    }
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const emu::Stats st = emu::stats();
     std::printf("emulation: %" PRIu64 " launches, %" PRIu64 " blocks, %" PRIu64 " fiber switches, %.1f s\n",

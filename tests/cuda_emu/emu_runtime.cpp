@@ -11,6 +11,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -98,9 +102,12 @@ struct Fiber {
     void* arg = nullptr;
     bool whole = false;
     void* fake_stack = nullptr;  // AddressSanitizer's fake stack of this fiber
+    ~Fiber() {
+        if (mem) munmap(mem, mem_bytes);
+    }
 };
 
-std::vector<Fiber*> g_fibers;
+std::vector<std::unique_ptr<Fiber>> g_fibers;  // fiber t runs thread t of every block
 Fiber* g_current = nullptr;
 #ifdef EMU_ASM_SWITCH
 void* g_sched_sp = nullptr;
@@ -155,8 +162,8 @@ void to_scheduler(Fiber* f) {
     }
 }
 
-Fiber* make_fiber() {
-    Fiber* f = new Fiber();
+std::unique_ptr<Fiber> make_fiber() {
+    std::unique_ptr<Fiber> f(new Fiber());
     const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
     f->stack_bytes = (stack_bytes() + page - 1) / page * page;
     f->mem_bytes = f->stack_bytes + page;
@@ -207,7 +214,7 @@ void resume(Fiber* f) {
 void run_block(unsigned n) {
     std::vector<unsigned> order(n);
     for (unsigned t = 0; t < n; ++t) {
-        Fiber* f = g_fibers[t];
+        Fiber* f = g_fibers[t].get();
         f->state = FState::Ready;
         f->tid = uint3{t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
         order[t] = t;
@@ -215,12 +222,12 @@ void run_block(unsigned n) {
     for (;;) {
         if (g_seed) std::shuffle(order.begin(), order.end(), g_rng);
         for (unsigned t : order)
-            if (g_fibers[t]->state == FState::Ready) resume(g_fibers[t]);
+            if (g_fibers[t]->state == FState::Ready) resume(g_fibers[t].get());
         // every fiber now waits at a barrier or has returned
         Fiber* first = nullptr;
         unsigned waiting = 0;
         for (unsigned t = 0; t < n; ++t) {
-            Fiber* f = g_fibers[t];
+            Fiber* f = g_fibers[t].get();
             if (f->state != FState::Waiting) continue;
             ++waiting;
             if (!first) {
@@ -299,7 +306,32 @@ void barrier(const char* file, int line, OnRelease on_release, void* arg, bool w
     to_scheduler(f);
 }
 
-void run_grid(dim3 grid, dim3 block, Body body, void* ctx) {
+namespace {
+
+struct Profile {
+    struct Row {
+        uint64_t launches = 0, blocks = 0, switches = 0;
+        double seconds = 0;
+    };
+    std::map<std::string, Row> rows;
+    bool on = std::getenv("EMU_PROFILE") != nullptr;
+    ~Profile() {
+        if (!on) return;
+        std::vector<std::pair<std::string, Row>> v(rows.begin(), rows.end());
+        std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
+        std::fprintf(stderr, "emu profile: kernel, launches, blocks, fiber switches, seconds\n");
+        for (const auto& [name, r] : v)
+            std::fprintf(stderr, "  %-32s %9llu %10llu %13llu %8.2f\n", name.c_str(), (unsigned long long)r.launches,
+                         (unsigned long long)r.blocks, (unsigned long long)r.switches, r.seconds);
+    }
+};
+Profile g_profile;
+
+}  // namespace
+
+void run_grid(dim3 grid, dim3 block, Body body, void* ctx, const char* name) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const Stats s0 = g_stats;
     const unsigned n = block.x * block.y * block.z;
     while (g_fibers.size() < n) g_fibers.push_back(make_fiber());
     gridDim = grid;
@@ -319,6 +351,13 @@ void run_grid(dim3 grid, dim3 block, Body body, void* ctx) {
         run_block(n);
     }
     threadIdx = uint3{0, 0, 0};
+    if (g_profile.on) {
+        Profile::Row& r = g_profile.rows[name];
+        ++r.launches;
+        r.blocks += g_stats.blocks - s0.blocks;
+        r.switches += g_stats.switches - s0.switches;
+        r.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
 }
 
 }  // namespace emu

@@ -199,6 +199,7 @@ void run_thread(void* c) {
 template <class... P>
 struct Launch {
     dim3 grid, block;
+    const char* name;
     void (*kernel)(P...);
 
     template <class... A>
@@ -213,16 +214,16 @@ struct Launch {
             last_error() = cudaErrorInvalidConfiguration;
             return;
         }
-        run_grid(grid, block, &run_thread<P...>, &ctx);
+        run_grid(grid, block, &run_thread<P...>, &ctx, name);
     }
 };
 
 template <class... P>
-Launch<P...> launch(dim3 grid, dim3 block, cudaStream_t, void (*kernel)(P...)) {
-    return Launch<P...>{grid, block, kernel};
+Launch<P...> launch(dim3 grid, dim3 block, cudaStream_t, const char* name, void (*kernel)(P...)) {
+    return Launch<P...>{grid, block, name, kernel};
 }
 
 }  // namespace emu
 
 /// The engine's launch macro (cpp/src/cuda/launch.hpp uses this definition when it exists).
-#define GS_LAUNCH(grid, block, stream, ...) ::emu::launch((grid), (block), (stream), __VA_ARGS__)
+#define GS_LAUNCH(grid, block, stream, ...) ::emu::launch((grid), (block), (stream), #__VA_ARGS__, __VA_ARGS__)

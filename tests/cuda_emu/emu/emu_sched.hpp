@@ -29,8 +29,9 @@ using Body = void (*)(void* ctx);
 /// Runs once when a barrier releases (by the scheduler, before any waiter resumes).
 using OnRelease = void (*)(void* arg);
 
-/// Runs `body` for every thread of every block (blocks one at a time).
-void run_grid(dim3 grid, dim3 block, Body body, void* ctx);
+/// Runs `body` for every thread of every block (blocks one at a time); `name` for the
+/// profile (EMU_PROFILE=1 prints one at exit).
+void run_grid(dim3 grid, dim3 block, Body body, void* ctx, const char* name = "kernel");
 
 /// __syncthreads(): waits until every thread of the block that has not returned waits at a
 /// barrier. on_release(arg), when given, runs once at the release. `whole`: every thread of
