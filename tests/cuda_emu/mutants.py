@@ -45,8 +45,8 @@ MUTANTS = {
                               "            if constexpr (std::is_same<F, keys::F32>::value) {\n"
                               "                if (g) static_cast<float*>(const_cast<void*>(s.data))[local] = bits_f32(b);\n"
                               "            }\n", "", "feedback"),
-    "rows-gather-row0": ("rows.cu", "        out_val[e] = x[r * n + c];", "        out_val[e] = x[c];", "rows"),
-    "scatter-check-gt": ("combine.cu", "if (i < -1 || i >= n) atomicMin", "if (i < -1 || i > n) atomicMin", "rows"),
+    "rows-gather-row0": ("rows.cu", "        out_val[e] = x[r * n + c];", "        out_val[e] = x[c];", "other"),
+    "scatter-check-gt": ("combine.cu", "if (i < -1 || i >= n) atomicMin", "if (i < -1 || i > n) atomicMin", "other"),
     "write-tie-le": ("pipeline.cuh", "take = gt || (eq && eq_seen + rank < teq);", "take = gt || (eq && eq_seen + rank <= teq);",
                      "count"),
 }
