@@ -43,15 +43,18 @@ void check_feedback(size_t n, int steps) {
         CostKind ck;
         double q, alpha;
         KeyMode mode;
+        bool cost_f32 = false;  // float32 cost array (else float64)
     };
     const Variant variants[] = {{"magnitude", CostKind::None, 2, 1, KeyMode::Magnitude},
                                 {"largest", CostKind::None, 2, 1, KeyMode::Largest},
                                 {"smallest", CostKind::None, 2, 1, KeyMode::Smallest},
                                 {"scalar-cost", CostKind::Scalar, 2, 1, KeyMode::Magnitude},
                                 {"array-q2-a1", CostKind::Array, 2, 1, KeyMode::Magnitude},
-                                {"array-q1-a0", CostKind::Array, 1, 0, KeyMode::Magnitude}};
+                                {"array-q1-a0", CostKind::Array, 1, 0, KeyMode::Magnitude},
+                                {"array-f32", CostKind::Array, 2, 1, KeyMode::Magnitude, true}};
     std::vector<double> costs(n);
-    for (double& c : costs) c = r.below(3) == 0 ? 1.0 : 0.5 + 3 * r.uniform();
+    for (double& c : costs) c = r.below(3) == 0 ? 1.0 : static_cast<double>(static_cast<float>(0.5 + 3 * r.uniform()));
+    std::vector<float> costs32(costs.begin(), costs.end());  // the same values
     for (int flavour = 0; flavour < 3; ++flavour)
         for (bool bf16 : {false, true})
             for (const Variant& v : variants)
@@ -76,8 +79,8 @@ void check_feedback(size_t n, int steps) {
                             Segment cost;
                             cost.cost_kind = kind == 1 ? CostKind::None : v.ck;
                             cost.cost = 2.5;
-                            cost.cost_data = costs.data();
-                            cost.cost_dtype = DType::F64;
+                            cost.cost_data = v.cost_f32 ? static_cast<const void*>(costs32.data()) : costs.data();
+                            cost.cost_dtype = v.cost_f32 ? DType::F32 : DType::F64;
                             const size_t cap = kind == 0 ? b.k : n;
                             std::vector<int32_t> oi(cap);
                             std::vector<uint32_t> ov(cap);
@@ -110,6 +113,7 @@ void check_feedback(size_t n, int steps) {
                             sc.mode = v.mode;
                             gc::DevSegment cost;
                             std::vector<double> dev_costs = costs;
+                            std::vector<float> dev_costs32 = costs32;
                             if (kind == 1) {
                                 sc.native = false;
                                 sc.q = 1;
@@ -121,8 +125,10 @@ void check_feedback(size_t n, int steps) {
                                 sc.q = native ? 2 : static_cast<int>(v.q);
                                 sc.alpha = (!native && v.ck == CostKind::Array) ? static_cast<int>(v.alpha) : 1;
                                 sc.cost_kind = v.ck;
-                                sc.cost_dtype = DType::F64;
-                                cost.cost = v.ck == CostKind::Array ? dev_costs.data() : nullptr;
+                                sc.cost_dtype = v.cost_f32 ? DType::F32 : DType::F64;
+                                cost.cost = v.ck != CostKind::Array ? nullptr
+                                            : v.cost_f32        ? static_cast<const void*>(dev_costs32.data())
+                                                                : static_cast<const void*>(dev_costs.data());
                                 cost.cost_scalar = v.ck == CostKind::Scalar ? 2.5 : 1.0;
                                 cost.cost_pow = cost.cost_scalar;
                             }
@@ -224,9 +230,10 @@ void check_feedback_miss(size_t n) {
 
 }  // namespace
 
-void run_feedback_checks(bool quick) {
+void run_feedback_checks(Size size) {
     check_feedback(1000, 4);
-    check_feedback(70000, quick ? 2 : 3);
+    check_feedback(70000, size == Size::Quick ? 2 : 3);
+    if (size == Size::Full) check_feedback(300000, 2);
     check_feedback_miss(70000);
 }
 

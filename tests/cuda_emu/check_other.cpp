@@ -200,6 +200,21 @@ void check_refusals() {
     c.budget.kind = Budget::Energy;
     c.budget.energy = -1.0;
     both("energy < 0", c);
+    {  // out_val may be null for a count selection: the same indices
+        Call v;
+        v.xs = {&x};
+        v.budget.kind = Budget::Count;
+        v.budget.k = 17;
+        const Result a = cpu_select(v);
+        gc::Scoring sc;
+        Buf ws(gc::select_workspace({100}, sc, v.budget)), oi(17 * 8);
+        gc::DevSegment seg;
+        seg.data = x.data();
+        seg.n = 100;
+        gc::select({seg}, sc, v.budget, ws.p(), ws.b.size(), oi.as<int64_t>(), nullptr, nullptr);
+        ++g_cases;
+        if (std::memcmp(a.idx.data(), oi.p(), 17 * 8) != 0) failure("count selection without values: indices differ");
+    }
     const Array empty(DType::F32, 0);
     Call e;
     e.xs = {&empty};
@@ -210,7 +225,7 @@ void check_refusals() {
 
 }  // namespace
 
-void run_other_checks(bool) {
+void run_other_checks(Size) {
     check_rows();
     check_rank();
     check_scatter();

@@ -266,21 +266,29 @@ void check_many_tiles() {
 
 }  // namespace
 
-void run_count_checks(bool quick) {
+void run_count_checks(Size size) {
+    const bool quick = size == Size::Quick, full = size == Size::Full;
     const std::vector<Input> all(std::begin(kInputs), std::end(kInputs));
     const std::vector<DType> dtypes(std::begin(kDtypes), std::end(kDtypes));
+    const std::vector<KeyMode> two = {KeyMode::Magnitude, KeyMode::Largest};
     check_count(1000, all, dtypes, kModesAll, ks_all, "count n=1000");
-    check_count(65536, all, dtypes, kModesAll, ks_few, "count n=65536");
-    check_count(70000, all, {DType::F32, DType::BF16}, kModesAll, ks_all, "count n=70000");
+    check_count(1, {Input::Mixed, Input::Normal}, dtypes, kModesAll, ks_all, "count n=1");
+    check_count(2, {Input::Mixed, Input::Ties, Input::Equal}, dtypes, kModesAll, ks_all, "count n=2");
+    check_count(4097, {Input::Mixed, Input::Ties, Input::Zeros}, dtypes, kModesAll, ks_all, "count n=4097");
+    check_count(65536, all, dtypes, full ? kModesAll : two, full ? ks_all : ks_few, "count n=65536");
+    check_count(70000, all, full ? dtypes : std::vector<DType>{DType::F32, DType::BF16}, kModesAll, full ? ks_all : ks_few,
+                "count n=70000");
     if (!quick)
-        check_count(300000, {Input::Normal, Input::Ties, Input::Mixed}, {DType::F32}, {KeyMode::Magnitude, KeyMode::Smallest},
+        check_count(300000, full ? all : std::vector<Input>{Input::Normal, Input::Ties, Input::Mixed},
+                    full ? dtypes : std::vector<DType>{DType::F32}, full ? kModesAll : std::vector<KeyMode>{KeyMode::Magnitude, KeyMode::Smallest},
                     ks_all, "count n=300000");
     check_fallback(quick ? 70000 : 300000);
 }
 
-void run_many_checks(bool quick) {
-    check_many(false, std::vector<DType>(std::begin(kDtypes), std::end(kDtypes)));
-    if (!quick) check_many(true, {DType::F32});
+void run_many_checks(Size size) {
+    const std::vector<DType> dtypes(std::begin(kDtypes), std::end(kDtypes));
+    check_many(false, dtypes);
+    if (size != Size::Quick) check_many(true, size == Size::Full ? dtypes : std::vector<DType>{DType::F32});
     check_many_tiles();
 }
 

@@ -146,9 +146,11 @@ bool compare(const std::string& what, const Result& cpu, const Result& gpu, DTyp
 
 // ------------------------------------------------------------------ the groups of checks
 
-void run_count_checks(bool quick);
-void run_many_checks(bool quick);
-void run_feedback_checks(bool quick);
-void run_other_checks(bool quick);
+/// How many cases: --quick, the default, --full (every combination at every size).
+enum class Size { Quick, Default, Full };
+void run_count_checks(Size size);
+void run_many_checks(Size size);
+void run_feedback_checks(Size size);
+void run_other_checks(Size size);
 
 }  // namespace check
