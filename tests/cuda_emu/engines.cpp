@@ -112,7 +112,11 @@ DevCall dev_call(const Call& c) {
     d.sc.q = native ? 2 : static_cast<int>(threshold ? 1.0 : c.q);
     d.sc.alpha = (!native && ck == CostKind::Array) ? static_cast<int>(c.alpha) : 1;
     d.sc.cost_kind = ck;
-    d.sc.cost_dtype = c.cost_dtype;
+    // One cost dtype per call: float32 when every cost is a float32 array, else float64 (the
+    // float32 arrays widened, exactly).
+    bool all_arrays = !c.costs.empty();
+    for (const CostSpec& cs : c.costs) all_arrays = all_arrays && cs.kind == CostKind::Array;
+    d.sc.cost_dtype = c.cost_dtype == DType::F32 && all_arrays ? DType::F32 : DType::F64;
     d.cost_arrays.resize(m);
     for (size_t s = 0; s < m; ++s) {
         gc::DevSegment g;
@@ -122,7 +126,7 @@ DevCall dev_call(const Call& c) {
         const double v = k == CostKind::Scalar ? c.costs[s].scalar : 1.0;
         if (ck == CostKind::Array) {  // a scalar or no cost beside arrays: as an array
             std::vector<double> full = k == CostKind::Array ? c.costs[s].arr : std::vector<double>(c.xs[s]->n, v);
-            d.cost_arrays[s] = cost_bytes(full, c.cost_dtype);
+            d.cost_arrays[s] = cost_bytes(full, d.sc.cost_dtype);
             g.cost = d.cost_arrays[s].empty() ? nullptr : d.cost_arrays[s].data();
         }
         g.cost_scalar = v;

@@ -48,7 +48,7 @@ MUTANTS = {
     "rows-gather-row0": ("rows.cu", "        out_val[e] = x[r * n + c];", "        out_val[e] = x[c];", "other"),
     "scatter-check-gt": ("combine.cu", "if (i < -1 || i >= n) atomicMin", "if (i < -1 || i > n) atomicMin", "other"),
     "energy-emit-unsorted": ("energy.cuh",
-                             '    throw_on(cub::DeviceRadixSort::SortKeys(at<void>(ws, L.temp), temp, ib, ia, count, 0, 64, stream), "energy order");',
+                             '    throw_on(cub::DeviceRadixSort::SortKeys(ws_at<void>(ws, L.temp), temp, ib, ia, count, 0, 64, stream), "energy order");',
                              "    (void)temp;\n    ia = ib;", "many"),
     "threshold-strict": ("plan.cuh", "k_fixed)(st, tkey == 0 ? 0 : tkey - 1,", "k_fixed)(st, tkey,", "many"),
     "rows-ties-reversed": ("rows.cu", "cols[e] = static_cast<int32_t>(e % n);", "cols[e] = static_cast<int32_t>(n - 1 - e % n);",
