@@ -198,7 +198,7 @@ __global__ void __launch_bounds__(256) k_step(State* st, int pass, int bits) {
 template <class F, bool Native>
 __global__ void __launch_bounds__(kThreads)
     k_counts(View v, Scorer<F, Native> sc, State* st, const typename Scorer<F, Native>::Key* band_key,
-             const unsigned* band_tile, int64_t cap, unsigned* blk_gt, unsigned* blk_eq, const float* g) {
+             const unsigned* band_tile, unsigned* blk_gt, unsigned* blk_eq, const float* g) {
     using Key = typename Scorer<F, Native>::Key;
     using Reduce = cub::BlockReduce<unsigned, kThreads>;
     __shared__ typename Reduce::TempStorage tmp;

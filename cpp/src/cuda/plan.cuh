@@ -178,7 +178,7 @@ void run_count(const Plan& p, const Scorer<F, Native>& sc, void* ws, cudaStream_
         GS_LAUNCH(grid, kThreads, stream, k_hist<F, Native>)(p.view, sc, st, band_key, p.cap, pass);
         GS_LAUNCH(1, 256, stream, k_step)(st, pass, bits);
     }
-    GS_LAUNCH(grid, kThreads, stream, k_counts<F, Native>)(p.view, sc, st, band_key, band_tile, p.cap, blk_gt, blk_eq,
+    GS_LAUNCH(grid, kThreads, stream, k_counts<F, Native>)(p.view, sc, st, band_key, band_tile, blk_gt, blk_eq,
                                                        nullptr);
     GS_LAUNCH(1, 1024, stream, k_scan)(st, blk_gt, blk_eq, ws_at<unsigned>(ws, L.take_eq), ws_at<int64_t>(ws, L.out_off),
                                    p.view.ntiles);
@@ -197,7 +197,7 @@ void run_threshold(const Plan& p, const Scorer<F, Native>& sc, ull tkey, void* w
     unsigned* blk_eq = ws_at<unsigned>(ws, L.blk_eq);
     using Key = typename Scorer<F, Native>::Key;
     GS_LAUNCH(static_cast<unsigned>(p.view.ntiles), kThreads, stream, k_counts<F, Native>)(
-        p.view, sc, st, static_cast<const Key*>(nullptr), nullptr, 0, blk_gt, blk_eq, g);
+        p.view, sc, st, static_cast<const Key*>(nullptr), nullptr, blk_gt, blk_eq, g);
     GS_LAUNCH(1, 1024, stream, k_scan)(st, blk_gt, blk_eq, ws_at<unsigned>(ws, L.take_eq), ws_at<int64_t>(ws, L.out_off),
                                    p.view.ntiles);
     throw_on(cudaGetLastError(), "threshold launch");

@@ -231,6 +231,8 @@ size_t rank_workspace(int64_t k, DType dtype) {
 void rank_order(const void* val, const int64_t* idx, int64_t k, DType dtype, KeyMode mode, void* out_val,
                 int64_t* out_idx, void* ws, size_t ws_bytes, void* stream) {
     GS_CHECK(val && idx && out_val && out_idx, "values: null device address");
+    GS_CHECK(mode == KeyMode::Magnitude || mode == KeyMode::Largest || mode == KeyMode::Smallest,
+             "mode: rank_order takes the modes of a selection (magnitude, largest, smallest)");
     by_format(dtype, [&](auto f) {
         rank_run<decltype(f)>(val, idx, k, mode, out_val, out_idx, ws, ws_bytes, static_cast<cudaStream_t>(stream));
     });

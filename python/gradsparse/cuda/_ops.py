@@ -328,6 +328,8 @@ def rank_order(values: Any, indices: Any, mode: str) -> Tuple[Any, Any]:
     if values.ndim != 1 or indices.shape != values.shape or indices.dtype != torch.int64:
         raise ArgumentError("indices: rank_order takes 1-D values and int64 indices of the same length")
     m = _mode(mode)
+    if m == _MODES["smallest_magnitude"]:
+        raise ArgumentError("mode: rank_order takes the modes of a selection (magnitude, largest, smallest)")
     mod = _engine()
     k = values.numel()
     out_v, out_i = torch.empty_like(values), torch.empty_like(indices)
