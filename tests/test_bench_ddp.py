@@ -77,3 +77,17 @@ def test_alpha_beta_model_by_hand():
     cross = 8 * bytes_gap / 4e-3 / 1e9  # Gb/s where the 4 ms equal the extra bytes' time
     got = rep.versus_bf16(model, "plain", 8, a)
     assert got.startswith(">") and float(got[1:]) == pytest.approx(cross, rel=0.03)
+
+
+def test_model_printout_with_a_zero_beta():
+    """A noisy link fit can give beta = 0 (the large all-reduce no slower than the small one,
+    seen on a loaded CI machine): the model printout says inf Gb/s instead of dividing by 0."""
+    from gradsparse.bench import ddp_report as rep
+
+    plain = {"kind": "plain", "label": "plain", "step_s": [[0.01, 0.011], [0.012, 0.01]]}
+    noop = {"kind": "noop", "label": "noop", "step_s": [[0.009, 0.009], [0.01, 0.009]]}
+    model = {"buckets": [1000], "methods": {"noop": noop, "plain": plain},
+             "hook_cpu": {"plain": {"2": {"median_s": 1e-3}}}}
+    lines = []
+    rep.print_model(lines.append, "tiny", model, {"alpha_s": 2e-3, "beta_s_per_byte": 0.0})
+    assert "inf Gb/s" in lines[0]

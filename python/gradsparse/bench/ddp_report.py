@@ -182,8 +182,9 @@ def versus_bf16(model: Dict[str, Any], name: str, w: int, a: float) -> str:
 def print_model(out: Callable[[str], None], name: str, model: Dict[str, Any], link: Dict[str, Any]) -> Dict[str, Any]:
     """The alpha-beta extrapolation to W = 8 and 64 for one model on one link."""
     a, b = link["alpha_s"], link["beta_s_per_byte"]
+    gb = 8 / b / 1e9 if b > 0 else math.inf  # beta 0: the large message was no slower (a noisy link fit)
     out(f"   MODEL (alpha-beta, not measured): overhead per step = hook CPU + communication, no overlap; "
-        f"alpha {a * 1e3:.3f} ms, beta {b * 1e9:.3f} ns/B ({8 / b / 1e9:.2f} Gb/s) from this link")
+        f"alpha {a * 1e3:.3f} ms, beta {b * 1e9:.3f} ns/B ({gb:.2f} Gb/s) from this link")
     out(f"   {'method':<22} {'measured +floor W=2':<20} " + " ".join(f"{'model W=' + str(w):<12}" for w in MODEL_WORLDS)
         + "  vs bf16: ahead on links slower (<) / faster (>) than Gb/s, W=" + "/".join(map(str, MODEL_WORLDS)))
     summ = summarize(model)
