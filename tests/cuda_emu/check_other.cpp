@@ -8,6 +8,16 @@
 namespace check {
 namespace {
 
+// Appends count (int64 index, raw value of es bytes) pairs from the engine's outputs to r.
+void append(Result& r, Buf& idx, Buf& val, size_t count, size_t es) {
+    for (size_t j = 0; j < count; ++j) {
+        r.idx.push_back(idx.as<int64_t>()[j]);
+        uint64_t u = 0;
+        std::memcpy(&u, val.b.data() + j * es, es);
+        r.val.push_back(u);
+    }
+}
+
 // ------------------------------------------------------------------ 4. rows, rank order, combine
 
 void check_rows() {
@@ -38,12 +48,7 @@ void check_rows() {
                                 gc::topk_rows(x.data(), static_cast<int64_t>(rows), static_cast<int64_t>(n),
                                               static_cast<int64_t>(k), t, m, sorted, ov.p(), oi.as<int64_t>(), ws.p(), wsb,
                                               nullptr);
-                                for (size_t j = 0; j < rows * k; ++j) {
-                                    d.idx.push_back(oi.as<int64_t>()[j]);
-                                    uint64_t u = 0;
-                                    std::memcpy(&u, ov.b.data() + j * es, es);
-                                    d.val.push_back(u);
-                                }
+                                append(d, oi, ov, rows * k, es);
                             } catch (const std::exception& e) {
                                 d.error = e.what();
                             }
@@ -88,12 +93,7 @@ void check_rank() {
                         Buf ws(wsb), ov(k * es), oi(k * 8);
                         gc::rank_order(v.data(), idx.data(), static_cast<int64_t>(k), t, m, ov.p(), oi.as<int64_t>(),
                                        ws.p(), wsb, nullptr);
-                        for (size_t j = 0; j < k; ++j) {
-                            d.idx.push_back(oi.as<int64_t>()[j]);
-                            uint64_t u = 0;
-                            std::memcpy(&u, ov.b.data() + j * es, es);
-                            d.val.push_back(u);
-                        }
+                        append(d, oi, ov, k, es);
                     } catch (const std::exception& e) {
                         d.error = e.what();
                     }
